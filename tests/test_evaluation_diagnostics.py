@@ -1,0 +1,161 @@
+import math
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
+
+from trl_distill.evaluation.diagnostics import (
+    DIAGNOSTIC_KEYS,
+    TokenDiagnosticsCallback,
+    per_token_diagnostics,
+    token_diagnostics,
+)
+from trl_distill.lab.tokenizer import build_tokenizer
+
+
+TEXTS = ["The cat sat on the mat.", "Paris is the capital of France, on the Seine.", "2 + 2 = 4"]
+
+
+def tiny_model(vocab_size, seed):
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def models(tokenizer):
+    return tiny_model(len(tokenizer), seed=0), tiny_model(len(tokenizer), seed=1)
+
+
+def brute_force(student, teacher, tokenizer, texts, k):
+    """Independent float64 computation, one text at a time, no padding, explicit sums over the vocabulary."""
+    rows = {key: [] for key in ("fkl", "rkl", "js", "top1", "t_on_s")}
+    for text in texts:
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            zs = student(input_ids=ids).logits[0, :-1].double()
+            zt = teacher(input_ids=ids).logits[0, :-1].double()
+        for pos in range(zs.shape[0]):
+            ps = zs[pos].exp() / zs[pos].exp().sum()
+            pt = zt[pos].exp() / zt[pos].exp().sum()
+            m = 0.5 * (ps + pt)
+            rows["fkl"].append(float((pt * (pt / ps).log()).sum()))
+            rows["rkl"].append(float((ps * (ps / pt).log()).sum()))
+            rows["js"].append(float(0.5 * (pt * (pt / m).log()).sum() + 0.5 * (ps * (ps / m).log()).sum()))
+            rows["top1"].append(float(int(zs[pos].argmax()) == int(zt[pos].argmax())))
+            order = sorted(range(len(ps)), key=lambda v: -float(ps[v]))[:k]
+            rows["t_on_s"].append(float(sum(pt[v] for v in order)))
+    return {key: sum(v) / len(v) for key, v in rows.items()}, len(rows["fkl"])
+
+
+def test_token_diagnostics_match_brute_force(tokenizer, models):
+    student, teacher = models
+    stats = token_diagnostics(student, teacher, tokenizer, TEXTS, batch_size=2, top_k=5)
+    expected, n = brute_force(student, teacher, tokenizer, TEXTS, k=5)
+    assert stats["num_tokens"] == n
+    assert stats["forward_kl"] == pytest.approx(expected["fkl"], abs=1e-5)
+    assert stats["reverse_kl"] == pytest.approx(expected["rkl"], abs=1e-5)
+    assert stats["js"] == pytest.approx(expected["js"], abs=1e-5)
+    assert stats["top1_agreement"] == pytest.approx(expected["top1"], abs=1e-9)
+    assert stats["teacher_mass_on_student_topk"] == pytest.approx(expected["t_on_s"], abs=1e-5)
+    # random models disagree, so the numbers are informative, not degenerate
+    assert stats["forward_kl"] > 1e-3 and 0 < stats["js"] < math.log(2)
+
+
+def test_batching_does_not_change_results(tokenizer, models):
+    student, teacher = models
+    one = token_diagnostics(student, teacher, tokenizer, TEXTS, batch_size=1, return_per_token=True)
+    all_ = token_diagnostics(student, teacher, tokenizer, TEXTS, batch_size=3, return_per_token=True)
+    for key in DIAGNOSTIC_KEYS:
+        assert one[key] == pytest.approx(all_[key], abs=1e-6)
+    lengths = [len(tokenizer(t)["input_ids"]) - 1 for t in TEXTS]
+    assert [len(row["js"]) for row in all_["per_token"]] == lengths
+
+
+def test_identical_models_agree_perfectly(tokenizer, models):
+    student, _ = models
+    stats = token_diagnostics(student, student, tokenizer, TEXTS, top_k=3)
+    assert stats["forward_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["reverse_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["js"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["top1_agreement"] == 1.0
+    assert stats["topk_overlap"] == 1.0
+
+
+def test_completion_only_scoring(tokenizer, models):
+    student, teacher = models
+    stats = token_diagnostics(student, teacher, tokenizer, [" blue."], prompts=["The sky is"])
+    # the completion " blue." plus the EOS appended to plain completions
+    assert stats["num_tokens"] == len(" blue.") + 1
+
+
+def test_per_token_diagnostics_on_hand_made_logits():
+    # teacher is certain of token 0; the student mildly prefers token 0: p_S(0) = e / (e + 3)
+    teacher = torch.tensor([[50.0, 0.0, 0.0, 0.0]])
+    student = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    values = per_token_diagnostics(student, teacher, top_k=1)
+    p_s0 = math.e / (math.e + 3)
+    assert values["forward_kl"].item() == pytest.approx(-math.log(p_s0), abs=1e-5)
+    assert values["top1_agreement"].item() == 1.0
+    assert values["teacher_mass_on_student_topk"].item() == pytest.approx(1.0, abs=1e-5)
+    assert values["student_mass_on_teacher_topk"].item() == pytest.approx(p_s0, abs=1e-6)
+
+
+def test_errors_name_the_problem(tokenizer, models):
+    student, _ = models
+    other = tiny_model(len(tokenizer) - 10, seed=2)
+    with pytest.raises(ValueError, match="do not share this tokenizer"):
+        token_diagnostics(student, other, tokenizer, TEXTS)
+    with pytest.raises(ValueError, match="`prompts` has 1 entries"):
+        token_diagnostics(student, student, tokenizer, TEXTS, prompts=["x"])
+    with pytest.raises(TypeError, match="wrap it"):
+        token_diagnostics(student, student, tokenizer, "a text")
+
+
+class _TextDataset(torch.utils.data.Dataset):
+    def __init__(self, tokenizer, texts):
+        self.items = [tokenizer(t)["input_ids"] for t in texts]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        ids = torch.tensor(self.items[i])
+        return {"input_ids": ids, "labels": ids.clone()}
+
+
+def test_callback_logs_every_n_steps(tokenizer, models, tmp_path):
+    _, teacher = models
+    student = tiny_model(len(tokenizer), seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=1,
+        max_steps=4,
+        learning_rate=1e-2,
+        logging_steps=100,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=student, args=args, train_dataset=_TextDataset(tokenizer, TEXTS * 2))
+    callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:2], every_n_steps=2, trainer=trainer, top_k=4)
+    trainer.add_callback(callback)
+    trainer.train()
+    logged = [row for row in trainer.state.log_history if "diagnostics/forward_kl" in row]
+    assert [row["step"] for row in logged] == [0, 2, 4]
+    assert all(set(f"diagnostics/{k}" for k in DIAGNOSTIC_KEYS) <= set(row) for row in logged)
+    # training moves the student, so the logged divergence changes
+    assert logged[0]["diagnostics/forward_kl"] != pytest.approx(logged[-1]["diagnostics/forward_kl"], abs=1e-6)
