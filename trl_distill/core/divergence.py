@@ -1,0 +1,143 @@
+"""Teacher–student divergences: the generalized JSD of GKD, per token.
+
+`β = 0` is the forward KL(teacher ‖ student), `β = 1` the reverse KL(student ‖ teacher), anything between the
+generalized JSD with mixture `m = (1-β)·p_S + β·p_T`:
+
+    JSD_β = β·KL(p_T ‖ m) + (1-β)·KL(p_S ‖ m)
+
+The chunked form reuses TRL's `ChunkedDivergenceFunction`, so `(batch, length, vocab)` logits never exist in full.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
+
+
+@dataclass
+class LMHead:
+    """A model's output projection and the logit post-processing its config asks for.
+
+    Args:
+        weight (`torch.Tensor`): `lm_head` weight of shape `(V, H)`.
+        bias (`torch.Tensor` or `None`): `lm_head` bias of shape `(V,)`.
+        logit_scale (`float`): multiplier applied to the logits (Cohere/Granite style), 1.0 when absent.
+        softcap (`float` or `None`): Gemma-style final-logit softcapping, `softcap·tanh(z/softcap)`.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    logit_scale: float = 1.0
+    softcap: float | None = None
+
+    @classmethod
+    def of(cls, model) -> "LMHead":
+        """Reads the output embeddings and logit post-processing of a (possibly PEFT-wrapped) causal LM."""
+        head = model.get_output_embeddings()
+        config = model.config.get_text_config()
+        scale = getattr(config, "logit_scale", None)
+        if scale is None:
+            scale = getattr(config, "output_multiplier", None) or getattr(config, "lm_head_multiplier", None)
+        if scale is None and getattr(config, "logits_scaling", None) is not None:
+            scale = config.logits_scaling if config.model_type == "hyperclovax" else 1 / config.logits_scaling
+        return cls(
+            weight=head.weight,
+            bias=getattr(head, "bias", None),
+            logit_scale=1.0 if scale is None else float(scale),
+            softcap=getattr(config, "final_logit_softcapping", None),
+        )
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Explicit logits `softcap(scale·(W h + b))` in fp32 (for small inputs, tests and the softcap fallback)."""
+        z = F.linear(hidden.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        z = z * self.logit_scale
+        if self.softcap is not None:
+            z = self.softcap * torch.tanh(z / self.softcap)
+        return z
+
+
+def generalized_jsd_from_logits(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-position generalized JSD from explicit logits of shape `(..., V)`; returns shape `(...)`.
+
+    Args:
+        student_logits (`torch.Tensor`): student logits; gradients flow through them.
+        teacher_logits (`torch.Tensor`): teacher logits (treated as constants by the caller's `no_grad`).
+        beta (`float`): 0 = forward KL(T‖S), 1 = reverse KL(S‖T), else JSD with mixture `(1-β)·p_S + β·p_T`.
+        temperature (`float`, defaults to 1.0): softmax temperature applied to both.
+    """
+    _check_beta(beta)
+    log_ps = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_pt = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if beta == 0.0:
+        return F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(-1)
+    if beta == 1.0:
+        return F.kl_div(log_pt, log_ps, reduction="none", log_target=True).sum(-1)
+    log_m = torch.logaddexp(log_ps + math.log(1 - beta), log_pt + math.log(beta))
+    kl_t = F.kl_div(log_m, log_pt, reduction="none", log_target=True).sum(-1)
+    kl_s = F.kl_div(log_m, log_ps, reduction="none", log_target=True).sum(-1)
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+def generalized_jsd(
+    student_hidden: torch.Tensor,
+    student_head: LMHead,
+    teacher_hidden: torch.Tensor,
+    teacher_head: LMHead,
+    mask: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token generalized JSD and student entropy from final hidden states, chunked over tokens and vocabulary.
+
+    Only masked-in positions are projected. Gradients flow to the student's hidden states and head.
+
+    Args:
+        student_hidden (`torch.Tensor`): student final hidden states `(B, T, H_s)`, aligned with the predicted tokens.
+        student_head (`LMHead`): the student's output projection.
+        teacher_hidden (`torch.Tensor`): teacher final hidden states `(B, T, H_t)`, aligned the same way.
+        teacher_head (`LMHead`): the teacher's output projection (same vocabulary).
+        mask (`torch.Tensor`): `(B, T)`, nonzero where the divergence is wanted (completion tokens).
+        beta (`float`): see [`generalized_jsd_from_logits`].
+        temperature (`float`, defaults to 1.0): softmax temperature.
+
+    Returns:
+        `(divergence, entropy)`, each `(B, T)` with zeros outside the mask.
+    """
+    _check_beta(beta)
+    if student_head.weight.shape[0] != teacher_head.weight.shape[0]:
+        raise ValueError(
+            f"Student and teacher heads have different vocabularies ({student_head.weight.shape[0]} vs "
+            f"{teacher_head.weight.shape[0]} rows); on-policy distillation needs a shared tokenizer."
+        )
+    valid = mask.reshape(-1) != 0
+    h_s = student_hidden.reshape(-1, student_hidden.size(-1))[valid]
+    h_t = teacher_hidden.reshape(-1, teacher_hidden.size(-1))[valid]
+    divergence = student_hidden.new_zeros(valid.shape, dtype=torch.float32)
+    entropy = divergence.clone()
+    if h_s.shape[0] > 0:
+        div, ent = ChunkedDivergenceFunction.apply(
+            h_s,
+            student_head.weight,
+            student_head.bias,
+            h_t,
+            teacher_head.weight,
+            teacher_head.bias,
+            float(beta),
+            float(temperature),
+            student_head.logit_scale,
+            student_head.softcap,
+            teacher_head.logit_scale,
+            teacher_head.softcap,
+        )
+        divergence = divergence.masked_scatter(valid, div)
+        entropy = entropy.masked_scatter(valid, ent.detach())
+    return divergence.view(mask.shape), entropy.view(mask.shape)
+
+
+def _check_beta(beta: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1] (0 = forward KL, 1 = reverse KL), got {beta}.")

@@ -1,0 +1,84 @@
+"""The forward-only scoring engine shared by SCAS, DMC and the pool builder.
+
+`score_batches` runs a per-batch function over encoded sequences without gradients, in eval mode (restored
+afterwards), with a progress bar. Under several processes each rank scores a contiguous shard and the results are
+gathered, so every rank returns the same list in the input order. Every rank runs the same number of forward calls
+(short shards repeat their last item), which DeepSpeed ZeRO-3 needs to gather parameters in lockstep.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from .logprobs import SequenceBatch
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def score_batches(
+    model,
+    features: Sequence[dict],
+    fn: Callable[[object, SequenceBatch], list],
+    pad_token_id: int,
+    batch_size: int = 16,
+    padding_side: str = "right",
+    desc: str = "scoring",
+    sort_by_length: bool = True,
+) -> list:
+    """Applies `fn(model, batch) -> list` (one result per sequence) over `features`, sharded over processes.
+
+    Args:
+        model: the model to score with; put in eval mode for the call and restored after.
+        features (`Sequence[dict]`): encoded sequences (see [`encode_prompt_completion`]).
+        fn (`Callable`): computes one picklable result per sequence of a [`SequenceBatch`].
+        pad_token_id (`int`): the padding id.
+        batch_size (`int`, defaults to 16): sequences per forward pass.
+        padding_side (`str`, defaults to `"right"`): results must not depend on it; it is a knob for tests.
+        desc (`str`): progress-bar label.
+        sort_by_length (`bool`, defaults to `True`): batch similar lengths together to waste less padding.
+
+    Returns:
+        `list`: `fn`'s results in the order of `features`, identical on every process.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    state = PartialState()
+    n = len(features)
+    per_rank = math.ceil(n / state.num_processes) if n else 0
+    shard = list(range(state.process_index * per_rank, min(n, (state.process_index + 1) * per_rank)))
+    if shard and len(shard) < per_rank:  # equal forward counts on every rank
+        shard += [shard[-1]] * (per_rank - len(shard))
+    elif not shard and per_rank:
+        shard = [n - 1] * per_rank
+    order = sorted(range(len(shard)), key=lambda i: len(features[shard[i]]["input_ids"])) if sort_by_length else None
+    order = order or list(range(len(shard)))
+
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    local: list = [None] * len(shard)
+    try:
+        with torch.no_grad():
+            for start in tqdm(
+                range(0, len(order), batch_size), desc=desc, disable=not state.is_local_main_process, leave=False
+            ):
+                picked = order[start : start + batch_size]
+                batch = SequenceBatch.collate([features[shard[i]] for i in picked], pad_token_id, padding_side)
+                for i, result in zip(picked, fn(model, batch.to(device))):
+                    local[i] = result
+    finally:
+        model.train(was_training)
+
+    if state.num_processes == 1:
+        return local[:n]
+    gathered = gather_object([(shard[i], local[i]) for i in range(len(shard))])
+    results: list = [None] * n
+    for index, result in gathered:
+        results[index] = result
+    return results

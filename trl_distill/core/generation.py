@@ -1,0 +1,82 @@
+"""Batched generation for evaluation and pool building (transformers `generate`, left padding)."""
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def render_prompt(tokenizer, prompt, system: str | None = None) -> str:
+    """The text a model continues: chat-template rendering with the generation prompt, or the plain prompt."""
+    if isinstance(prompt, str) and not system:
+        return prompt
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if system:
+        messages = [{"role": "system", "content": system}] + messages
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def generate_completions(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    system: str | None = None,
+    seed: int | None = None,
+    desc: str = "generating",
+    show_progress: bool = True,
+) -> list[str]:
+    """Generates completions for `prompts` in batches, greedy by default.
+
+    Args:
+        model: a causal LM.
+        tokenizer: its tokenizer (a pad token is required).
+        prompts (`Sequence[str | list[dict]]`): plain prompts or conversations (rendered with the chat template).
+        max_new_tokens (`int`, defaults to 64): generation budget per completion.
+        batch_size (`int`, defaults to 32): prompts per `generate` call.
+        do_sample (`bool`, defaults to `False`): sample instead of greedy decoding.
+        temperature (`float`, defaults to 1.0), top_p (`float`, defaults to 1.0): sampling settings.
+        num_return_sequences (`int`, defaults to 1): completions per prompt, returned consecutively.
+        system (`str`, *optional*): system message for conversational prompts.
+        seed (`int`, *optional*): seeds sampling, per batch, so results do not depend on earlier calls.
+        desc (`str`): progress-bar label.
+
+    Returns:
+        `list[str]`: decoded completions without special tokens, `num_return_sequences` per prompt, in order.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before generating.")
+    texts = [render_prompt(tokenizer, p, system) for p in prompts]
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs: list[str] = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, disable=not show_progress):
+            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            if seed is not None:
+                torch.manual_seed(seed + start)
+            with torch.no_grad():
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    temperature=temperature if do_sample else None,
+                    top_p=top_p if do_sample else None,
+                    top_k=None,
+                    num_return_sequences=num_return_sequences,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = padding_side
+        model.train(was_training)
+    return outputs

@@ -1,0 +1,153 @@
+"""Rendering prompt–completion pairs to token ids, and per-token log-probabilities under a causal LM.
+
+Positions follow the input ids: `logprobs[b, t] = log p(input_ids[b, t] | input_ids[b, :t])`, zero at position 0
+and wherever the mask excludes the token. Left or right padding gives the same numbers: position ids are rebuilt
+from the attention mask.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import is_peft_model
+from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+
+from .divergence import LMHead
+
+
+VOCAB_CHUNK = 8192
+
+
+def _messages(value, role: str) -> list[dict]:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def encode_prompt_completion(tokenizer, prompt, completion, system: str | None = None) -> dict[str, list[int]]:
+    """Token ids of `prompt` followed by `completion`, with the completion and special-token masks.
+
+    Conversational inputs (lists of messages) are rendered with the tokenizer's chat template: the prompt with the
+    generation prompt (the assistant header belongs to the prompt), the completion as the text the full conversation
+    adds after it. Plain strings are concatenated, and the completion ends with the EOS token, as `SFTTrainer` does.
+
+    Args:
+        tokenizer: a tokenizer with a chat template for conversational inputs.
+        prompt (`str` or `list[dict]`): the prompt text or messages.
+        completion (`str` or `list[dict]`): the completion text or assistant messages.
+        system (`str`, *optional*): a system message put before a conversational prompt.
+
+    Returns:
+        `dict` with `input_ids`, `completion_mask` (1 on completion tokens) and `special_mask` (1 on special tokens).
+    """
+    if isinstance(prompt, list) or isinstance(completion, list):
+        messages = ([{"role": "system", "content": system}] if system else []) + _messages(prompt, "user")
+        prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        full_text = tokenizer.apply_chat_template(messages + _messages(completion, "assistant"), tokenize=False)
+        if not full_text.startswith(prompt_text):
+            raise ValueError(
+                "The chat template is not prefix-preserving: rendering the prompt with the generation prompt is not a "
+                "prefix of the full conversation, so completion tokens cannot be located. Use a template that renders "
+                "the assistant header at the end of the prompt (ChatML, Llama-3, Qwen)."
+            )
+        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+    else:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    input_ids = prompt_ids + completion_ids
+    special = set(tokenizer.all_special_ids)
+    return {
+        "input_ids": input_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+        "special_mask": [int(i in special) for i in input_ids],
+    }
+
+
+@dataclass
+class SequenceBatch:
+    """A padded batch of token sequences; every tensor is `(B, L)`.
+
+    Build one with [`SequenceBatch.collate`]. `position_ids` count real tokens only, so a sequence gets the same
+    positions whatever the padding side.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    special_mask: torch.Tensor
+
+    @classmethod
+    def collate(cls, features: list[dict], pad_token_id: int, padding_side: str = "right") -> "SequenceBatch":
+        """Pads encoded features (from [`encode_prompt_completion`]) to one batch on `padding_side`."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        length = max(len(f["input_ids"]) for f in features)
+
+        def pad(values, fill):
+            gap = [fill] * (length - len(values))
+            return gap + list(values) if padding_side == "left" else list(values) + gap
+
+        def stack(key, fill):
+            return torch.tensor([pad(f.get(key, [0] * len(f["input_ids"])), fill) for f in features])
+
+        attention_mask = torch.tensor([pad([1] * len(f["input_ids"]), 0) for f in features])
+        return cls(
+            input_ids=stack("input_ids", pad_token_id),
+            attention_mask=attention_mask,
+            position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+            completion_mask=stack("completion_mask", 0),
+            special_mask=stack("special_mask", 0),
+        )
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+
+
+def backbone(model):
+    """The decoder stack under the `lm_head` of a (possibly PEFT-wrapped) causal LM; adapters stay active."""
+    if is_peft_model(model):
+        model = model.base_model.model
+    return model.base_model
+
+
+def last_hidden_states(model, batch: SequenceBatch) -> torch.Tensor:
+    """Final hidden states `(B, L, H)` of the backbone, before the `lm_head`."""
+    return backbone(model)(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        use_cache=False,
+    ).last_hidden_state
+
+
+def token_logprobs_from_hidden(
+    hidden: torch.Tensor, head: LMHead, input_ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """`log p(input_ids[t] | <t)` from the hidden states at `t-1`, computed only where `mask` is set.
+
+    Uses TRL's `ChunkedLogProbFunction`, so the `(B, L, V)` logits never exist; differentiable.
+    """
+    mask = mask.clone()
+    mask[:, 0] = 0  # nothing predicts the first token
+    valid = mask[:, 1:].reshape(-1) != 0
+    h = hidden[:, :-1].reshape(-1, hidden.size(-1))[valid]
+    targets = input_ids[:, 1:].reshape(-1)[valid]
+    out = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
+    if h.shape[0] == 0:
+        return out
+    logprobs = ChunkedLogProbFunction.apply(
+        h, head.weight, head.bias, targets, temperature, VOCAB_CHUNK, head.softcap, head.logit_scale, ()
+    )[0]
+    shifted = out[:, 1:].reshape(-1).masked_scatter(valid, logprobs.float())
+    return torch.cat([out[:, :1], shifted.view(out.shape[0], -1)], dim=1)
+
+
+def completion_logprobs(model, batch: SequenceBatch, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log-probabilities `(B, L)` of the completion tokens of `batch` under `model`, zero elsewhere.
+
+    Args:
+        model: a causal LM (PEFT-wrapped models keep their adapters active).
+        batch ([`SequenceBatch`]): the sequences, with `completion_mask` marking the tokens to score.
+        temperature (`float`, defaults to 1.0): softmax temperature.
+    """
+    hidden = last_hidden_states(model, batch)
+    return token_logprobs_from_hidden(hidden, LMHead.of(model), batch.input_ids, batch.completion_mask, temperature)

@@ -1,0 +1,117 @@
+"""Tiny random-init causal LMs and a short pre-training routine, cached on disk by a hash of what made them."""
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from ..core.logprobs import SequenceBatch, encode_prompt_completion
+
+
+SIZES = {
+    "xs": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "s": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4},
+    "m": {"hidden_size": 192, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 6},
+    "l": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8},
+}
+ARCHS = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
+CACHE_VERSION = "1"
+
+
+def cache_dir() -> str:
+    """Where built models live: `$TRL_DISTILL_CACHE`, else `~/.cache/trl_distill`."""
+    return os.environ.get("TRL_DISTILL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "trl_distill"))
+
+
+def tiny_model(tokenizer, size: str = "s", arch: str = "qwen2", seed: int = 0, **overrides):
+    """A random-init `Qwen2` or `Llama` causal LM of a named `size` (`xs`, `s`, `m`, `l`) for `tokenizer`."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown size {size!r}; choose one of {sorted(SIZES)}.")
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown arch {arch!r}; choose one of {sorted(ARCHS)}.")
+    config_class, model_class = ARCHS[arch]
+    config = config_class(
+        vocab_size=len(tokenizer),
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=False,
+        **{**SIZES[size], **overrides},
+    )
+    torch.manual_seed(seed)
+    return model_class(config)
+
+
+def pretrain(
+    model,
+    tokenizer,
+    dataset: Dataset,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    desc: str = "pre-training",
+) -> list[float]:
+    """Trains `model` on `dataset`'s completions (prompt tokens masked) with AdamW and a cosine schedule.
+
+    Returns the loss of every step. Deliberately a bare loop: the tiny world needs a fast, fixed recipe, not a
+    trainer.
+    """
+    if len(dataset) == 0:
+        raise ValueError("Cannot pre-train on an empty dataset.")
+    features = [encode_prompt_completion(tokenizer, p, c) for p, c in zip(dataset["prompt"], dataset["completion"])]
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, steps)))),
+    )
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, leave=False):
+        batch = SequenceBatch.collate(rng.sample(features, min(batch_size, len(features))), tokenizer.pad_token_id)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
+        targets = batch.input_ids[:, 1:].masked_fill(batch.completion_mask[:, 1:] == 0, -100)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def cached_model(tokenizer, key: dict, build) -> tuple[object, str]:
+    """Loads the model cached under a hash of `key`, or makes it with `build()` and saves it first.
+
+    Returns the model and its directory (a normal `save_pretrained` directory with the tokenizer beside it).
+    """
+    digest = hashlib.sha256(json.dumps({**key, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir(), "models", f"{key.get('name', 'model')}-{digest}")
+    if not os.path.exists(os.path.join(path, "config.json")):
+        model = build()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        staging = tempfile.mkdtemp(dir=os.path.dirname(path))
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        with open(os.path.join(staging, "lab_key.json"), "w") as f:
+            json.dump(key, f, indent=1, sort_keys=True)
+        try:
+            os.rename(staging, path)
+        except OSError:  # another process finished first
+            shutil.rmtree(staging, ignore_errors=True)
+    return AutoModelForCausalLM.from_pretrained(path), path
