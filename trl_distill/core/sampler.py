@@ -1,0 +1,183 @@
+"""Choosing *which* examples an epoch trains on, without rebuilding the dataloader.
+
+transformers builds the train dataloader once per `train()`, so assigning `trainer.train_dataset` in a callback
+changes nothing. Instead the dataloader draws from a [`SelectionSampler`] whose selection a callback replaces at an
+epoch boundary. The epoch length never changes (the learning-rate schedule and step counts stay valid), the order is
+a pure function of (selection, weights, seed, epoch), so every process draws the same indices, and the state is
+saved in checkpoints through `TrainerState.stateful_callbacks`.
+"""
+
+import math
+
+import torch
+from torch.utils.data import BatchSampler, Sampler
+from transformers import TrainerCallback
+
+
+class SelectionSampler(Sampler[int]):
+    """Draws `num_samples` dataset indices per epoch from the current selection.
+
+    Without weights, the selection is shuffled (seeded by `seed + epoch`) and repeated or cut to `num_samples`; with
+    weights, indices are drawn with replacement in proportion to them (mixtures).
+
+    Args:
+        num_samples (`int`): indices per epoch; fixed for the life of the sampler.
+        selection (`list[int]`, *optional*): the initial selection; all of `range(num_samples)` by default.
+        seed (`int`, defaults to 0): base seed of the shuffle.
+        shuffle (`bool`, defaults to `True`): shuffle each epoch; otherwise keep the selection's order.
+    """
+
+    def __init__(self, num_samples: int, selection: list[int] | None = None, seed: int = 0, shuffle: bool = True):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}.")
+        self.num_samples = num_samples
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.weights: list[float] | None = None
+        self.selection: list[int] = list(range(num_samples))
+        if selection is not None:
+            self.select(selection)
+
+    def select(self, selection, weights=None) -> None:
+        """Replaces the selection (dataset indices) and, optionally, per-index sampling weights."""
+        selection = [int(i) for i in selection]
+        if not selection:
+            raise ValueError("A selection needs at least one index; nothing would be trained on.")
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != len(selection):
+                raise ValueError(f"Got {len(weights)} weights for {len(selection)} selected indices.")
+            if any(w < 0 or not math.isfinite(w) for w in weights) or sum(weights) <= 0:
+                raise ValueError("Selection weights must be finite, non-negative and not all zero.")
+        self.selection, self.weights = selection, weights
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int | None = None) -> list[int]:
+        """The indices drawn in `epoch` (the current one by default), in order."""
+        generator = torch.Generator().manual_seed(self.seed + (self.epoch if epoch is None else epoch))
+        selection = torch.tensor(self.selection)
+        if self.weights is not None:
+            draws = torch.multinomial(torch.tensor(self.weights), self.num_samples, True, generator=generator)
+            return selection[draws].tolist()
+        repeats = math.ceil(self.num_samples / len(selection))
+        order = [torch.randperm(len(selection), generator=generator) if self.shuffle else torch.arange(len(selection))]
+        order += [torch.randperm(len(selection), generator=generator) for _ in range(repeats - 1)]
+        return selection[torch.cat(order)[: self.num_samples]].tolist()
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def state_dict(self) -> dict:
+        return {"selection": self.selection, "weights": self.weights, "seed": self.seed, "num_samples": self.num_samples}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_samples"] != self.num_samples:
+            raise ValueError(
+                f"The checkpoint's selection has {state['num_samples']} samples per epoch but this run has "
+                f"{self.num_samples}; resume with the same dataset and batch settings."
+            )
+        self.seed = state["seed"]
+        self.select(state["selection"], state["weights"])
+
+
+def find_batch_sampler(dataloader) -> BatchSampler:
+    """The innermost `BatchSampler` of a (possibly accelerate-prepared) dataloader."""
+    batch_sampler = getattr(dataloader, "batch_sampler", None)
+    while batch_sampler is not None and not hasattr(batch_sampler, "sampler"):
+        batch_sampler = getattr(batch_sampler, "batch_sampler", None)
+    if batch_sampler is None:
+        raise ValueError(
+            "The train dataloader has no batch sampler to select examples through (an IterableDataset, or "
+            "`dispatch_batches=True`). Data selection needs a map-style dataset."
+        )
+    return batch_sampler
+
+
+def install_selection_sampler(dataloader, seed: int = 0) -> SelectionSampler:
+    """Returns the dataloader's [`SelectionSampler`], swapping one in for its sampler if it has none.
+
+    The new sampler keeps the old one's length, so the epoch length and the schedule the trainer computed hold.
+    """
+    batch_sampler = find_batch_sampler(dataloader)
+    if not isinstance(batch_sampler.sampler, SelectionSampler):
+        batch_sampler.sampler = SelectionSampler(len(batch_sampler.sampler), seed=seed)
+    return batch_sampler.sampler
+
+
+def epoch_of(state) -> int:
+    """The epoch that is about to start (or running), from a `TrainerState`."""
+    return int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class SelectionCallback(TrainerCallback):
+    """Base for callbacks that choose the training examples of each epoch through a [`SelectionSampler`].
+
+    Subclasses implement `reselect(epoch, sampler, **kwargs)`, which calls `sampler.select(...)`. It runs at the
+    start of training and of every `every_epochs`-th epoch, with the callback kwargs (`model`, `processing_class`,
+    `train_dataloader`, ...). `extra_state()` / `load_extra_state()` carry what else the subclass must resume.
+    The state is kept in `TrainerState.stateful_callbacks` under `trl_distill.<ClassName>`, so it is written into
+    every checkpoint's `trainer_state.json`; on resume the last selection is restored from there instead of being
+    recomputed, unless a new round is due.
+
+    Args:
+        every_epochs (`int`, defaults to 1): reselect every this many epochs; 0 selects once, before training.
+        seed (`int`, defaults to 0): seed of the sampler's shuffles.
+    """
+
+    def __init__(self, every_epochs: int = 1, seed: int = 0):
+        if every_epochs < 0:
+            raise ValueError(f"every_epochs must be >= 0 (0 = select once), got {every_epochs}.")
+        self.every_epochs = every_epochs
+        self.seed = seed
+        self.sampler: SelectionSampler | None = None
+        self.last_round: int | None = None  # epoch of the last selection
+
+    # --- to implement -------------------------------------------------------------------------------------------
+    def reselect(self, epoch: int, sampler: SelectionSampler, **kwargs) -> None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # --- callback events ----------------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        return f"trl_distill.{type(self).__name__}"
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        self.sampler = install_selection_sampler(train_dataloader, seed=self.seed)
+        saved = (state.stateful_callbacks or {}).get(self.state_key)
+        if state.global_step > 0 and saved:
+            self.sampler.load_state_dict(saved["sampler"])
+            self.last_round = saved["last_round"]
+            self.load_extra_state(saved.get("extra", {}))
+        self._publish(state)
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = epoch_of(state)
+        due = self.last_round is None or (self.every_epochs > 0 and epoch - self.last_round >= self.every_epochs)
+        if due:
+            self.reselect(epoch, self.sampler, state=state, args=args, **kwargs)
+            self.last_round = epoch
+            self._publish(state)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the sampler's selection, the epoch of the last round and the subclass's extras."""
+        return {
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "last_round": self.last_round,
+            "extra": self.extra_state(),
+        }
+
+    def _publish(self, state) -> None:
+        # The trainer writes `stateful_callbacks` into each checkpoint's trainer_state.json.
+        state.stateful_callbacks[self.state_key] = self.state_dict()
