@@ -1,0 +1,45 @@
+from transformers import AutoTokenizer
+
+from trl_distill.core.verifiers import exact_match_reward, extract_final_answer, numeric_reward
+from trl_distill.lab.tasks import arithmetic_example, make_task_splits, task_reward
+
+
+def test_tokenizer_round_trips_through_auto_tokenizer(tokenizer, tokenizer_dir):
+    loaded = AutoTokenizer.from_pretrained(tokenizer_dir)
+    text = loaded.apply_chat_template(
+        [{"role": "user", "content": "Compute 3+4-1. Résumé?"}, {"role": "assistant", "content": "3+4=7\nAnswer: 6"}],
+        tokenize=False,
+    )
+    assert text == "<|im_start|>user\nCompute 3+4-1. Résumé?<|im_end|>\n<|im_start|>assistant\n3+4=7\nAnswer: 6<|im_end|>\n"
+    ids = loaded(text, add_special_tokens=False)["input_ids"]
+    assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert loaded.decode(ids) == text
+    assert len(ids) == len(text.replace("<|im_start|>", "S").replace("<|im_end|>", "E"))  # one id per character
+    assert loaded.pad_token == "<|endoftext|>" and loaded.eos_token == "<|im_end|>"
+    assert loaded.convert_ids_to_tokens(ids[:3]) == ["<|im_start|>", "u", "s"]
+
+
+def test_splits_are_deterministic_and_disjoint():
+    a = make_task_splits(("arithmetic", "reverse"), train_size=40, dev_size=10, test_size=10, seed=3)
+    b = make_task_splits(("arithmetic", "reverse"), train_size=40, dev_size=10, test_size=10, seed=3)
+    assert a["train"]["prompt"] == b["train"]["prompt"]
+    prompts = {split: {p[0]["content"] for p in a[split]["prompt"]} for split in a}
+    assert not (prompts["train"] & prompts["test"]) and not (prompts["dev"] & prompts["test"])
+    assert set(a["train"]["task"]) == {"arithmetic", "reverse"}
+
+
+def test_arithmetic_solution_is_correct_in_every_style():
+    import random
+
+    for style in ("cot", "terse", "verbose", "equation"):
+        ex = arithmetic_example(random.Random(5), steps=3, style=style)
+        expression = ex["question"].removeprefix("Compute ").removesuffix(".")
+        assert str(eval(expression)) == ex["answer"] == extract_final_answer(ex["solution"])
+
+
+def test_verifiers_on_right_wrong_and_malformed_answers():
+    completions = ["1+2=3\nAnswer: 3", "Answer: 4", "I think it is 3", [{"role": "assistant", "content": "Answer: 3.0"}]]
+    assert numeric_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 1.0]
+    assert exact_match_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 0.0]
+    assert numeric_reward(completions=["Answer: x"], answer=[None]) == [None]
+    assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [1.0, 0.0]
