@@ -1,0 +1,511 @@
+"""OGLS-SD: on-policy self-distillation (OPSD) with an outcome-guided, steered privileged teacher."""
+
+import copy
+import math
+import textwrap
+import warnings
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+from accelerate.utils import is_peft_model
+from datasets import Dataset, IterableDataset
+from transformers import TrainerCallback
+from trl import DistillationTrainer
+from trl.data_utils import is_conversational
+from trl.trainer.callbacks import SyncRefModelCallback
+from trl.trainer.utils import RepeatSampler, get_config_model_id, pad
+
+from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from ..core.verifiers import completion_text
+from .ogls_sd_config import OGLSSDConfig
+from .steering import (
+    contextual_steering_direction,
+    direction_logit_norm,
+    group_outcomes,
+    normalize_steering_direction,
+    steered_teacher,
+    steering_direction,
+)
+
+
+PRIVILEGED_COLUMN = "privileged_context"
+
+
+class _EMATeacherCallback(TrainerCallback):
+    """Moves the frozen teacher copy towards the student after every optimizer step: `θ_T ← (1 − r)·θ_T + r·θ_S`."""
+
+    def __init__(self, trainer: "OGLSSDTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        accelerator = self.trainer.accelerator
+        student = accelerator.unwrap_model(self.trainer.model)
+        teacher = accelerator.unwrap_model(self.trainer.teacher_model)
+        SyncRefModelCallback.sync_target_model(student, teacher, args.teacher_update_rate)
+
+
+def _privileged_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # a list of messages, e.g. the reference completion of a conversational dataset
+        return completion_text(value)
+    return str(value)
+
+
+class OGLSSDTrainer(DistillationTrainer):
+    """
+    Trainer for OGLS-SD, On-Policy Self-Distillation with Outcome-Guided Logit Steering (arXiv 2605.12400).
+
+    The student samples `num_generations` rollouts per prompt; the teacher is the same model shown privileged context
+    (e.g. a reference solution). A verifier splits each group into successes and failures, and the teacher is steered
+    along the direction that separates them, `z̃ = z_T + α·d`, before the generalized JSD to the student is taken on
+    the student's own tokens. `steering_alpha=0` is exactly OPSD (arXiv 2601.18734). Groups without both a success and
+    a failure use `d = 0`.
+
+    Generation (transformers `generate` or vLLM), gradient accumulation, the chunked hidden-state loss and logging are
+    [`~trl.DistillationTrainer`]'s. This subclass adds prompt groups (sampler), rewards and the steered teacher (in
+    `_generate_and_score_completions`, once per generation batch) and reads the teacher from there in `_compute_loss`.
+    Steering is done on final hidden states, exact for linear heads; models with final-logit softcapping fall back to
+    explicit logits.
+
+    Example:
+
+    ```python
+    >>> from trl_distill import OGLSSDConfig, OGLSSDTrainer
+    >>> from trl_distill.lab.tasks import task_reward
+
+    >>> # rows: prompt, privileged_context (a reference solution), answer, task
+    >>> trainer = OGLSSDTrainer(
+    ...     model="Qwen/Qwen2.5-0.5B-Instruct",
+    ...     reward_funcs=task_reward,
+    ...     args=OGLSSDConfig(output_dir="ogls-sd", num_generations=4),
+    ...     train_dataset=dataset,
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            The student, and the teacher it becomes when shown privileged context.
+        reward_funcs (`Callable` or `list[Callable]`):
+            Verifiers with TRL's reward-function signature, `(prompts, completions, completion_ids, **columns) ->
+            list[float | None]`; dataset columns arrive as keyword arguments. `None` marks a rollout the function does
+            not apply to.
+        args ([`OGLSSDConfig`], *optional*):
+            Configuration; a default one when `None`.
+        train_dataset ([`~datasets.Dataset`]):
+            Map-style dataset with `prompt` (plain or conversational) and `privileged_context` columns, plus whatever
+            the reward functions read.
+        eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
+            Same format as `train_dataset`.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer; loaded from the model when `None`.
+        callbacks (`list[TrainerCallback]`, *optional*), optimizers (`tuple`, *optional*), peft_config
+            ([`~peft.PeftConfig`], *optional*): as in [`~trl.DistillationTrainer`].
+    """
+
+    _tag_names = ["trl", "distillation", "trl-distill", "ogls-sd"]
+    _name = "OGLS-SD"
+    _paper = {
+        "title": "On-Policy Self-Distillation with Outcome-Guided Logit Steering",
+        "id": "2605.12400",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @article{ogls_sd_2026,
+                title   = {{On-Policy Self-Distillation with Outcome-Guided Logit Steering}},
+                year    = 2026,
+                eprint  = {arXiv:2605.12400},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model,
+        reward_funcs: Callable | list[Callable],
+        args: OGLSSDConfig | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class=None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers=(None, None),
+        peft_config=None,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = OGLSSDConfig(f"{str(name).split('/')[-1] or 'model'}-OGLS-SD")
+        if not isinstance(args, OGLSSDConfig):
+            raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")
+        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list | tuple) else [reward_funcs]
+        if not self.reward_funcs:
+            raise ValueError("OGLS-SD needs at least one reward function to tell successful rollouts from failed ones.")
+        for func in self.reward_funcs:
+            if not callable(func):
+                raise TypeError(f"Reward functions must be callables, got {type(func).__name__}.")
+        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(weights)} entries for {len(self.reward_funcs)} reward functions."
+            )
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+        self._check_dataset(train_dataset, "train_dataset")
+        if isinstance(eval_dataset, dict):
+            for key, value in eval_dataset.items():
+                self._check_dataset(value, f"eval_dataset[{key!r}]")
+        else:
+            self._check_dataset(eval_dataset, "eval_dataset")
+        if eval_dataset is not None and args.per_device_eval_batch_size % args.num_generations != 0:
+            raise ValueError(
+                f"per_device_eval_batch_size={args.per_device_eval_batch_size} is not a multiple of num_generations="
+                f"{args.num_generations}; evaluation batches must hold whole prompt groups."
+            )
+
+        # The self-teacher. A frozen copy only where one is needed: a PEFT student's initial weights are its base
+        # (adapter disabled), and a live teacher is the student itself.
+        kind = args.teacher_model_kind
+        peft_student = peft_config is not None or is_peft_model(model)
+        if kind == "ema" and peft_student:
+            raise ValueError(
+                "teacher_model_kind='ema' is not supported for a PEFT student: an EMA of the adapter needs a second "
+                "adapter. Use teacher_model_kind='initial' (the base model, adapter disabled) or 'live'."
+            )
+        teacher_model = None
+        if kind in ("initial", "ema") and not peft_student:
+            if isinstance(model, str):
+                teacher_model = model
+                if args.teacher_model_init_kwargs is None:
+                    args.teacher_model_init_kwargs = dict(args.model_init_kwargs or {})
+            else:
+                teacher_model = copy.deepcopy(model)
+            # Frozen: the teacher only ever runs under no_grad, and the EMA moves it outside autograd.
+        self._steps_done = 0
+
+        super().__init__(
+            model=model,
+            teacher_model=teacher_model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            peft_config=peft_config,
+        )
+        if self.teacher_model is not None:
+            self.teacher_model.requires_grad_(False)
+            if kind == "ema":
+                self.add_callback(_EMATeacherCallback(self))
+        self.num_generations = args.num_generations
+
+        heads = [LMHead.of(self.accelerator.unwrap_model(self.model))]
+        if self.teacher_model is not None:
+            heads.append(LMHead.of(self.accelerator.unwrap_model(self.teacher_model)))
+        # Steering hidden states is exact only for a linear head: softcapping bends the logits.
+        self.explicit_logits = any(h.softcap is not None for h in heads)
+        if self.explicit_logits:
+            warnings.warn(
+                "The model applies final-logit softcapping, so steering on hidden states would not be exact. OGLS-SD "
+                "falls back to explicit (batch, length, vocab) logits for the teacher and the loss, which needs much "
+                "more memory; lower per_device_train_batch_size or max_completion_length if it runs out."
+            )
+
+    @staticmethod
+    def _check_dataset(dataset, name: str) -> None:
+        if dataset is None:
+            return
+        if isinstance(dataset, IterableDataset):
+            raise ValueError(
+                f"{name} is an IterableDataset; OGLS-SD groups num_generations rollouts of the same prompt with a "
+                "repeat sampler, which needs a map-style Dataset. Materialise it, e.g. Dataset.from_list(list(ds))."
+            )
+        columns = getattr(dataset, "column_names", None) or []
+        for column, why in (
+            ("prompt", "the student's prompt"),
+            (PRIVILEGED_COLUMN, "what the teacher sees beyond the prompt, e.g. a reference solution"),
+        ):
+            if column not in columns:
+                raise ValueError(
+                    f"{name} has no `{column}` column ({why}); its columns are {columns}. Add it, e.g. "
+                    f"dataset.rename_column('solution', '{column}') or dataset.map(lambda row: "
+                    f"{{'{column}': ...}})."
+                )
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt", PRIVILEGED_COLUMN, "image", "images"]
+
+    # Prompt groups: each prompt is repeated num_generations times in a row inside a generation batch, and the batch
+    # is reused for gradient_accumulation_steps micro-batches (as in GRPO). The config guarantees that every process
+    # holds whole groups, so directions never need rollouts from another process.
+    def _get_train_sampler(self, dataset=None):
+        dataset = self.train_dataset if dataset is None else dataset
+        generation_batch_size = (
+            self.args.per_device_train_batch_size
+            * self.accelerator.num_processes
+            * self.args.gradient_accumulation_steps
+        )
+        return RepeatSampler(
+            data_source=dataset,
+            mini_repeat_count=self.args.num_generations,
+            batch_size=generation_batch_size // self.args.num_generations,
+            repeat_count=self.args.gradient_accumulation_steps,
+            shuffle=self.shuffle_dataset,
+            seed=self.args.seed,
+        )
+
+    def _get_eval_sampler(self, eval_dataset):
+        return RepeatSampler(data_source=eval_dataset, mini_repeat_count=self.args.num_generations, seed=self.args.seed)
+
+    # ------------------------------------------------------------------ teacher
+
+    @contextmanager
+    def _teacher(self):
+        """Yields `(wrapper, unwrapped)` of the self-teacher, in eval mode, with its adapters set as the kind asks."""
+        if self.teacher_model is not None:  # frozen copy: initial or EMA
+            self.teacher_model.eval()
+            yield self.teacher_model, self.accelerator.unwrap_model(self.teacher_model)
+            return
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        was_training = unwrapped.training
+        unwrapped.eval()  # no dropout in the teacher's targets
+        try:
+            if self.args.teacher_model_kind == "initial":  # PEFT student: its base is the initial model
+                with unwrapped.disable_adapter():
+                    yield self.model_wrapped, unwrapped
+            else:
+                yield self.model_wrapped, unwrapped
+        finally:
+            unwrapped.train(was_training)
+
+    def _teacher_head(self) -> LMHead:
+        model = self.teacher_model if self.teacher_model is not None else self.model
+        head = LMHead.of(self.accelerator.unwrap_model(model))
+        # constants: a live teacher shares the student's head, which must get no gradient through the teacher side
+        head.weight = head.weight.detach()
+        head.bias = None if head.bias is None else head.bias.detach()
+        return head
+
+    def _compose_teacher_prompt(self, prompt, privileged_context):
+        """The teacher prompt: `teacher_prompt_template` around the prompt (its last user message) and the context."""
+        context = _privileged_text(privileged_context)
+        template = self.args.teacher_prompt_template
+        if isinstance(prompt, list):
+            last = prompt[-1]
+            if last.get("role") != "user":
+                raise ValueError(
+                    f"Conversational prompts must end with a user message to build the teacher prompt; the last "
+                    f"message has role {last.get('role')!r}."
+                )
+            text = completion_text([last])
+            return prompt[:-1] + [{**last, "content": template.format(prompt=text, privileged_context=context)}]
+        return template.format(prompt=prompt, privileged_context=context)
+
+    def _teacher_hidden_states(self, teacher_prompts: list, completion_ids: torch.Tensor, completion_mask) -> torch.Tensor:
+        """Teacher final hidden states `(N, C, H)` at the completion positions, under `teacher_prompts`, no grad."""
+        prompt_ids = self._tokenize_prompts(teacher_prompts)[0]
+        device = completion_ids.device
+        step = self.args.per_device_train_batch_size
+        chunks = []
+        with self._teacher() as (wrapper, unwrapped), torch.no_grad():
+            for start in range(0, len(prompt_ids), step):
+                rows = [torch.tensor(ids) for ids in prompt_ids[start : start + step]]
+                ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+                mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+                c_ids, c_mask = completion_ids[start : start + step], completion_mask[start : start + step]
+                chunks.append(
+                    self._forward_redirection(
+                        wrapper,
+                        unwrapped,
+                        self._get_last_hidden_state,
+                        unwrapped,
+                        torch.cat([ids, c_ids], dim=1),
+                        torch.cat([mask, c_mask], dim=1),
+                        c_ids.size(1),
+                    )
+                )
+        return torch.cat(chunks, dim=0)
+
+    # ------------------------------------------------------------------ rewards
+
+    def _compute_rewards(self, inputs: list[dict], prompts: list, completions: list, completion_ids: list) -> torch.Tensor:
+        """Weighted reward per rollout, `NaN` where every function returned `None`; validates what the functions return."""
+        n = len(prompts)
+        columns = {key: [row[key] for row in inputs] for key in inputs[0] if key not in ("prompt", "completion")}
+        per_func = torch.full((n, len(self.reward_funcs)), math.nan)
+        for i, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
+            values = func(
+                prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=self.state, **columns
+            )
+            if values is None or not hasattr(values, "__len__") or len(values) != n:
+                got = "None" if values is None else f"{len(values)} values" if hasattr(values, "__len__") else repr(values)
+                raise ValueError(
+                    f"Reward function {name!r} returned {got} for {n} completions; it must return a list with one float "
+                    "(or None where it does not apply) per completion."
+                )
+            for j, value in enumerate(values):
+                if value is None:
+                    continue
+                value = float(value)
+                if math.isnan(value):
+                    raise ValueError(
+                        f"Reward function {name!r} returned NaN for completion {j} ({completions[j]!r:.80}). Return None "
+                        "for a completion the function does not apply to, and a number otherwise."
+                    )
+                per_func[j, i] = value
+        if torch.isnan(per_func).all():
+            raise ValueError(
+                f"Every reward function ({', '.join(self.reward_func_names)}) returned None for all {n} completions, so "
+                "no rollout can be judged a success or a failure. Check that the dataset has the columns they read "
+                f"(available: {sorted(columns)})."
+            )
+        scored = ~torch.isnan(per_func).all(dim=1)
+        rewards = torch.nansum(per_func * self.reward_weights, dim=1)
+        rewards[~scored] = math.nan
+        self._last_rewards_per_func = per_func
+        return rewards
+
+    # ------------------------------------------------------------------ generation batch
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        output.update(self._score_and_steer(inputs, output))
+        return output
+
+    def _score_and_steer(self, inputs: list[dict], output: dict) -> dict:
+        """Rewards the rollouts, builds the steering direction per prompt group and returns the steered teacher.
+
+        Returns `{"teacher_hidden": (N, C, H)}` (linear heads) or `{"teacher_logits": (N, C, V)}` (softcapping).
+        """
+        mode = "train" if self.model.training else "eval"
+        G = self.num_generations
+        if any(PRIVILEGED_COLUMN not in row for row in inputs):
+            raise ValueError(
+                f"A batch row has no `{PRIVILEGED_COLUMN}` field; the teacher prompt needs it. Keep the column in the "
+                "dataset (and remove_unused_columns=False)."
+            )
+        prompts = [row["prompt"] for row in inputs]
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids, completion_mask)]
+        texts = self.processing_class.batch_decode(ids_list, skip_special_tokens=True)
+        if is_conversational({"prompt": prompts[0]}):
+            completions = [[{"role": "assistant", "content": text}] for text in texts]
+        else:
+            completions = texts
+
+        rewards = self._compute_rewards(inputs, prompts, completions, ids_list)
+        success = torch.where(torch.isnan(rewards), -1, (rewards >= self.args.success_threshold).long())
+
+        teacher_prompts = [self._compose_teacher_prompt(p, row[PRIVILEGED_COLUMN]) for p, row in zip(prompts, inputs)]
+        hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
+        head = self._teacher_head()
+        features = head.logits(hidden) if self.explicit_logits else hidden
+        projection = None if self.explicit_logits else head  # how a feature-space direction maps to logits
+
+        _, _, mixed = group_outcomes(success, G)
+        if self.args.steering == "pooled":
+            direction = steering_direction(features, completion_mask, success, G)
+        else:
+            direction = contextual_steering_direction(
+                self._contextual_features(prompts, completions, completion_ids, completion_mask, mixed, head),
+                success,
+                G,
+            )
+        if self.args.normalize_direction:
+            direction = normalize_steering_direction(direction, G, projection, completion_mask)
+        teacher = steered_teacher(features, direction, self.args.steering_alpha, G)
+
+        self._log_steering(mode, rewards, success, mixed, direction, completion_mask, projection)
+        return {"teacher_logits" if self.explicit_logits else "teacher_hidden": teacher}
+
+    def _contextual_features(self, prompts, completions, completion_ids, completion_mask, mixed, head):
+        """Yields, for each context slot `j`, the teacher features of every rollout with rollout `j` of its group as
+        the teacher's context (in place of the privileged context). Rows of groups without both outcomes stay zero."""
+        G = self.num_generations
+        rows = torch.nonzero(mixed.repeat_interleave(G)).flatten().tolist()
+        for j in range(G):
+            if not rows:
+                yield torch.zeros(0)
+                continue
+            contexts = [completions[(i // G) * G + j] for i in rows]
+            teacher_prompts = [self._compose_teacher_prompt(prompts[i], c) for i, c in zip(rows, contexts)]
+            hidden = self._teacher_hidden_states(teacher_prompts, completion_ids[rows], completion_mask[rows])
+            part = head.logits(hidden) if self.explicit_logits else hidden.float()
+            full = part.new_zeros((completion_ids.size(0), *part.shape[1:]))
+            full[rows] = part
+            yield full
+
+    def _log_steering(self, mode, rewards, success, mixed, direction, completion_mask, projection):
+        device = self.accelerator.device
+        gather = self.accelerator.gather
+        all_rewards = gather(rewards.to(device))
+        scored = ~torch.isnan(all_rewards)
+        self._metrics[mode]["reward"].append(all_rewards[scored].mean().item())
+        self._metrics[mode]["reward_std"].append(all_rewards[scored].std().item() if scored.sum() > 1 else 0.0)
+        per_func = gather(self._last_rewards_per_func.to(device))
+        for i, name in enumerate(self.reward_func_names):
+            column = per_func[:, i]
+            valid = column[~torch.isnan(column)]
+            self._metrics[mode][f"rewards/{name}/mean"].append(valid.mean().item() if valid.numel() else math.nan)
+        all_success = gather(success.to(device))
+        judged = all_success >= 0
+        self._metrics[mode]["steering/success_rate"].append(
+            (all_success[judged] == 1).float().mean().item() if judged.any() else math.nan
+        )
+        all_mixed = gather(mixed.to(device))
+        self._metrics[mode]["steering/frac_mixed_groups"].append(all_mixed.float().mean().item())
+        # norm of d in logit space: per group for pooled, root-mean-square over the group's tokens for contextual
+        norms = direction_logit_norm(direction, projection)
+        if norms.dim() == 2:
+            mask = completion_mask.float()
+            G = self.num_generations
+            norms = ((norms.square() * mask).view(-1, G * mask.size(1)).sum(-1) / mask.view(-1, G * mask.size(1)).sum(
+                -1
+            ).clamp(min=1)).sqrt()
+        norms = gather(norms.to(device))
+        self._metrics[mode]["steering/direction_norm"].append(
+            norms[all_mixed].mean().item() if all_mixed.any() else 0.0
+        )
+
+    # ------------------------------------------------------------------ loss
+
+    def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        mask = inputs["completion_mask"]
+        student_hidden = self._get_last_hidden_state(
+            unwrapped_student, input_ids, attention_mask, inputs["completion_ids"].size(1)
+        )
+        student_head = LMHead.of(unwrapped_student)
+        if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
+            student_logits = student_head.logits(student_hidden) / self.temperature
+            per_token = generalized_jsd_from_logits(
+                student_logits, inputs["teacher_logits"] / self.temperature, self.beta
+            ) * mask
+            log_p = torch.log_softmax(student_logits.detach(), dim=-1)
+            entropy = -(log_p.exp() * log_p).sum(-1) * mask
+        else:
+            per_token, entropy = generalized_jsd(
+                student_hidden,
+                student_head,
+                inputs["teacher_hidden"],
+                self._teacher_head(),
+                mask,
+                self.beta,
+                self.temperature,
+            )
+        n_valid = (mask != 0).sum()
+        divergence_sum = per_token.sum()
+        if num_items_in_batch is None:
+            loss = divergence_sum / n_valid.clamp(min=1)
+        else:
+            loss = divergence_sum / num_items_in_batch
+        self._divergence_stats = torch.stack([divergence_sum.detach().float(), n_valid.float()])
+        return loss, entropy.sum().detach(), n_valid
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        total, count = self.accelerator.gather_for_metrics(self._divergence_stats.unsqueeze(0)).sum(0)
+        self._metrics[mode]["divergence"].append((total / count).item() if count > 0 else 0.0)
+        return result
