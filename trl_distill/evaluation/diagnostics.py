@@ -221,7 +221,10 @@ def token_diagnostics(
             # logits at position t-1 predict token t, so the mask shifts left by one
             mask = score_mask[:, 1:]
             values = per_token_diagnostics(
-                s_logits[..., :vocab_size][mask], t_logits[..., :vocab_size][mask], top_k=top_k, temperature=temperature
+                s_logits[..., :vocab_size][mask],
+                t_logits[..., :vocab_size][mask],
+                top_k=top_k,
+                temperature=temperature,
             )
             for key in DIAGNOSTIC_KEYS:
                 sums[key] += values[key].sum().item()

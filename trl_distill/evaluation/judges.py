@@ -1,0 +1,776 @@
+"""Pluggable judges for RSE (response similarity) and ICE (identity consistency).
+
+Two kinds of judges:
+
+- **LLM judges** ([`LocalChatJudge`], [`OpenAICompatibleJudge`]) read the rubric as their prompt and answer with a
+  JSON object. Replies are parsed leniently (JSON, then `key: value` lines); a reply that still cannot be parsed, or
+  that misses a field or has one out of range, is re-asked with the parse error. Items that fail every attempt are
+  returned as `None`, counted in `judge.failures`, and left out of every mean: a failure is never a score of zero.
+- **Model-free judges**: [`AutomaticJudge`] (ROUGE-L, chrF, optional embedding cosine, mapped to 1–5; good for
+  ranking models, *not* comparable to LLM-judge scores) and [`IdentityClaimJudge`] (first-person claims naming a
+  known model or organisation).
+"""
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from tqdm.auto import tqdm
+
+from .identity import IdentityFact, IdentityMatcher, as_identity_fact
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimilarityScore:
+    """
+    An RSE judgement of one (response, reference) pair.
+
+    Args:
+        overall (`float`): 1 (unrelated) to 5 (nearly identical).
+        style (`float` or `None`): 0–2, tone and format; `None` when the judge does not rate aspects.
+        logic (`float` or `None`): 0–2, logical structure.
+        content (`float` or `None`): 0–2, content detail.
+    """
+
+    overall: float
+    style: float | None = None
+    logic: float | None = None
+    content: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IdentityVerdict:
+    """
+    An ICE judgement of one response.
+
+    Args:
+        conflict (`bool`): the response contradicts the model's true identity (counted by `Loose`).
+        claims_other_model (`bool`): the response claims to be, or to be made by, another named model (`Strict`).
+        claimed_name (`str` or `None`): the other identity it names, when known.
+    """
+
+    conflict: bool
+    claims_other_model: bool
+    claimed_name: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class JudgeParseError(ValueError):
+    """A judge's reply could not be turned into a score; the message says why and is sent back on a re-ask."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Interfaces
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Judge:
+    """
+    Base class of all judges. Subclasses implement [`Judge.score_similarity`] (RSE), [`Judge.judge_identity`] (ICE),
+    or both.
+
+    Attributes:
+        name (`str`): short name reported with the results.
+        comparable_to_llm_judges (`bool`): whether scores sit on the LLM-judge scale (`False` for automatic judges).
+        failures (`list[dict]`): one entry per item the judge gave up on (`index`, `reason`, `reply`).
+    """
+
+    name = "judge"
+    comparable_to_llm_judges = True
+
+    def __init__(self):
+        self.failures: list[dict] = []
+
+    @property
+    def num_failures(self) -> int:
+        return len(self.failures)
+
+    def score_similarity(
+        self, prompts: Sequence, responses: Sequence[str], references: Sequence[str]
+    ) -> list[SimilarityScore | None]:
+        """
+        Scores each response against the reference response to the same prompt.
+
+        Args:
+            prompts (`Sequence[str | list[dict]]`): the prompts both models answered.
+            responses (`Sequence[str]`): responses of the model under test.
+            references (`Sequence[str]`): responses of the reference model.
+
+        Returns:
+            `list[SimilarityScore | None]`: one score per pair, `None` where the judge failed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not score response similarity (RSE).")
+
+    def judge_identity(
+        self, prompts: Sequence, responses: Sequence[str], identity: IdentityFact
+    ) -> list[IdentityVerdict | None]:
+        """
+        Decides for each response whether it conflicts with the model's identity.
+
+        Args:
+            prompts (`Sequence[str]`): the (templated) identity questions.
+            responses (`Sequence[str]`): the model's responses.
+            identity (`IdentityFact`): the model's true identity.
+
+        Returns:
+            `list[IdentityVerdict | None]`: one verdict per response, `None` where the judge failed.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not judge identity consistency (ICE).")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rubrics and parsing
+# ---------------------------------------------------------------------------------------------------------------------
+
+RSE_SYSTEM_PROMPT = (
+    "You are an impartial expert who compares two answers to the same question and rates how similar they are. "
+    "You judge similarity, not quality: a wrong answer identical to the reference is rated as identical."
+)
+RSE_RUBRIC = """Compare the TEST answer with the REFERENCE answer to the question below.
+
+Rate three aspects from 0 to 2:
+- style: tone, register, formatting and length (0 = clearly different, 1 = partly similar, 2 = nearly the same).
+- logic: the order and structure of the reasoning steps (0 = different approach, 1 = partly the same, 2 = same steps).
+- content: the facts, details and final answer (0 = mostly different, 1 = partly overlapping, 2 = nearly the same).
+
+Then give an overall similarity from 1 to 5:
+1 = unrelated, 2 = little in common, 3 = similar in parts, 4 = very similar, 5 = nearly identical.
+
+[QUESTION]
+{prompt}
+
+[REFERENCE]
+{reference}
+
+[TEST]
+{response}
+
+Reply with only a JSON object, for example {{"style": 1, "logic": 2, "content": 1, "overall": 3}}."""
+
+ICE_SYSTEM_PROMPT = (
+    "You audit whether an AI model's answer is consistent with that model's true identity. You read answers that "
+    "were produced under role-play or jailbreak prompts."
+)
+ICE_RUBRIC = """The true identity of the model that wrote the answer:
+{fact}
+
+The prompt it was given:
+{prompt}
+
+Its answer:
+{response}
+
+Decide:
+- conflict: true if the answer states or implies facts about the model's own identity (name, makers, team, partners,
+  industry, technology, location) that contradict the true identity above; false if it is consistent, declines, or
+  says nothing about itself.
+- claims_other_model: true if the answer claims that the model itself is, or was made by, another named model or
+  organisation (for example "I am ChatGPT" or "I was trained by Anthropic"); false otherwise.
+- claimed_name: that other name, or null.
+
+Reply with only a JSON object, for example {{"conflict": true, "claims_other_model": false, "claimed_name": null}}."""
+
+_RSE_FIELDS = {
+    "style": ("style", "tone", "style_score"),
+    "logic": ("logic", "logical_structure", "logical structure", "structure", "reasoning", "logic_score"),
+    "content": ("content", "content_detail", "content detail", "detail", "details", "content_score"),
+    "overall": ("overall", "overall_score", "overall similarity", "similarity", "score", "total"),
+}
+_RSE_RANGES = {"style": (0, 2), "logic": (0, 2), "content": (0, 2), "overall": (1, 5)}
+_ICE_FIELDS = {
+    "conflict": ("conflict", "conflicts", "is_conflict", "identity_conflict"),
+    "claims_other_model": ("claims_other_model", "claims_other", "claims another model", "other_model"),
+    "claimed_name": ("claimed_name", "claimed_identity", "name"),
+}
+_TRUE = {"true", "yes", "1", "y"}
+_FALSE = {"false", "no", "0", "n", "none", "null"}
+
+
+def _json_objects(text: str) -> list[dict]:
+    """Every balanced `{...}` span of `text` that parses as a JSON object, outermost first."""
+    objects = []
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        depth = 0
+        for end in range(start, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[end], 0)
+            if depth == 0:
+                try:
+                    value = json.loads(text[start : end + 1])
+                except json.JSONDecodeError:
+                    break
+                if isinstance(value, dict):
+                    objects.append(value)
+                break
+    return objects
+
+
+def _normalise_key(key: str) -> str:
+    return re.sub(r"[\s_*`\"']+", " ", str(key)).strip().casefold()
+
+
+def _lookup(obj: Mapping, aliases: Sequence[str]):
+    normalised = {_normalise_key(k): v for k, v in obj.items()}
+    for alias in aliases:
+        key = _normalise_key(alias)
+        if key in normalised:
+            return True, normalised[key]
+    return False, None
+
+
+def _key_value(text: str, aliases: Sequence[str], value_pattern: str):
+    # "**Style**: 2", "style = 2/2", "Overall similarity - 4"
+    names = "|".join(re.escape(a).replace("_", r"[\s_]+").replace(r"\ ", r"[\s_]+") for a in aliases)
+    match = re.search(
+        rf"(?<![\w])(?:{names})[\s*`\"']*(?:score)?[\s*`\"']*[:=\-]\s*[*`\"']*\s*({value_pattern})", text, re.I
+    )
+    return (True, match.group(1)) if match else (False, None)
+
+
+def _as_number(field_name: str, value) -> float:
+    if isinstance(value, bool):
+        raise JudgeParseError(f"`{field_name}` must be a number, got {value!r}.")
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = re.match(r"\s*(-?\d+(?:\.\d+)?)", str(value))
+    if not match:
+        raise JudgeParseError(f"`{field_name}` must be a number, got {value!r}.")
+    return float(match.group(1))
+
+
+def _as_bool(field_name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().strip("\"'*`.").casefold()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise JudgeParseError(f"`{field_name}` must be true or false, got {value!r}.")
+
+
+def _extract(text: str, fields: Mapping[str, Sequence[str]], value_pattern: str) -> dict:
+    """Field values from the first JSON object that has any of them, falling back to `key: value` text."""
+    found: dict = {}
+    for obj in _json_objects(text):
+        candidate = {}
+        for field_name, aliases in fields.items():
+            ok, value = _lookup(obj, aliases)
+            if ok:
+                candidate[field_name] = value
+        if len(candidate) > len(found):
+            found = candidate
+    if len(found) < len(fields):
+        for field_name, aliases in fields.items():
+            if field_name not in found:
+                ok, value = _key_value(text, aliases, value_pattern)
+                if ok:
+                    found[field_name] = value
+    return found
+
+
+def parse_similarity(text: str) -> SimilarityScore:
+    """
+    Parses an RSE judge reply into a [`SimilarityScore`].
+
+    Accepts a JSON object (anywhere in the reply, also inside a code fence) or `key: value` lines, with common aliases
+    of the keys (`logical_structure`, `content_detail`, `score`...).
+
+    Args:
+        text (`str`): the judge's reply.
+
+    Returns:
+        `SimilarityScore`: the four scores.
+
+    Raises:
+        `JudgeParseError`: when a field is missing, not a number, or out of range (style/logic/content 0–2,
+        overall 1–5). The message names the field, so it can be sent back to the judge.
+    """
+    if text is None or not str(text).strip():
+        raise JudgeParseError("The reply is empty.")
+    found = _extract(text, _RSE_FIELDS, r"-?\d+(?:\.\d+)?")
+    missing = [f for f in _RSE_FIELDS if f not in found]
+    if missing:
+        raise JudgeParseError(f"The reply is missing {', '.join(missing)}.")
+    values = {f: _as_number(f, found[f]) for f in _RSE_FIELDS}
+    for field_name, (low, high) in _RSE_RANGES.items():
+        if not low <= values[field_name] <= high:
+            raise JudgeParseError(f"`{field_name}` must lie in [{low}, {high}], got {values[field_name]:g}.")
+    return SimilarityScore(**values)
+
+
+def parse_identity(text: str) -> IdentityVerdict:
+    """
+    Parses an ICE judge reply into an [`IdentityVerdict`].
+
+    Args:
+        text (`str`): the judge's reply, a JSON object or `key: value` lines with `conflict`, `claims_other_model` and
+            optionally `claimed_name`.
+
+    Returns:
+        `IdentityVerdict`: the verdict.
+
+    Raises:
+        `JudgeParseError`: when `conflict` or `claims_other_model` is missing or not a boolean.
+    """
+    if text is None or not str(text).strip():
+        raise JudgeParseError("The reply is empty.")
+    found = _extract(text, _ICE_FIELDS, r"[\w\"'-]+")
+    missing = [f for f in ("conflict", "claims_other_model") if f not in found]
+    if missing:
+        raise JudgeParseError(f"The reply is missing {', '.join(missing)}.")
+    name = found.get("claimed_name")
+    if isinstance(name, str) and name.strip().strip("\"'").casefold() in _FALSE | {""}:
+        name = None
+    return IdentityVerdict(
+        conflict=_as_bool("conflict", found["conflict"]),
+        claims_other_model=_as_bool("claims_other_model", found["claims_other_model"]),
+        claimed_name=None if name is None else str(name).strip().strip("\"'"),
+    )
+
+
+def _prompt_text(prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    # conversational prompt: show the turns as text
+    return "\n".join(f"{m.get('role', 'user')}: {m.get('content', '')}" for m in prompt)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LLM judges
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ChatJudge(Judge):
+    """
+    Base class of LLM judges: builds rubric conversations, parses replies and re-asks on parse failures. Subclasses
+    implement [`ChatJudge.complete`].
+
+    Args:
+        max_retries (`int`, *optional*, defaults to `2`):
+            Re-asks after a reply that cannot be parsed (the failed reply and the parse error are added to the
+            conversation). An item is given up, returned as `None` and recorded in `failures`, after `1 + max_retries`
+            attempts.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars while judging.
+    """
+
+    def __init__(self, max_retries: int = 2, show_progress: bool = True):
+        super().__init__()
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}.")
+        self.max_retries = max_retries
+        self.show_progress = show_progress
+        self.num_reasks = 0
+
+    def complete(self, conversations: list[list[dict]]) -> list[str | None]:
+        """
+        Answers each conversation (a list of `{"role", "content"}` messages) with the judge model.
+
+        Args:
+            conversations (`list[list[dict]]`): the conversations to answer.
+
+        Returns:
+            `list[str | None]`: one reply each; `None` when the backend failed for that conversation.
+        """
+        raise NotImplementedError
+
+    def _run(self, conversations: list[list[dict]], parse: Callable[[str], object]) -> list:
+        results: list = [None] * len(conversations)
+        conversations = [list(c) for c in conversations]
+        last_error: dict[int, tuple[str, str | None]] = {}
+        pending = list(range(len(conversations)))
+        for attempt in range(self.max_retries + 1):
+            if attempt > 0:
+                self.num_reasks += len(pending)
+            replies = self.complete([conversations[i] for i in pending])
+            still_pending = []
+            for i, reply in zip(pending, replies):
+                if reply is None:
+                    last_error[i] = ("the judge backend returned no reply", None)
+                    still_pending.append(i)
+                    continue
+                try:
+                    results[i] = parse(reply)
+                except JudgeParseError as error:
+                    last_error[i] = (str(error), reply)
+                    retry = f"Your reply could not be read: {error} Answer again with only the JSON object."
+                    conversations[i] += [{"role": "assistant", "content": reply}, {"role": "user", "content": retry}]
+                    still_pending.append(i)
+            pending = still_pending
+            if not pending:
+                break
+        for i in pending:
+            reason, reply = last_error[i]
+            self.failures.append({"index": i, "reason": reason, "reply": reply})
+        return results
+
+    def similarity_conversation(self, prompt, response: str, reference: str) -> list[dict]:
+        """The RSE rubric conversation for one pair."""
+        content = RSE_RUBRIC.format(prompt=_prompt_text(prompt), reference=reference, response=response)
+        return [{"role": "system", "content": RSE_SYSTEM_PROMPT}, {"role": "user", "content": content}]
+
+    def identity_conversation(self, prompt, response: str, identity: IdentityFact) -> list[dict]:
+        """The ICE rubric conversation for one response."""
+        content = ICE_RUBRIC.format(fact=identity.fact, prompt=_prompt_text(prompt), response=response)
+        return [{"role": "system", "content": ICE_SYSTEM_PROMPT}, {"role": "user", "content": content}]
+
+    def score_similarity(self, prompts, responses, references):
+        _check_lengths(prompts=prompts, responses=responses, references=references)
+        conversations = [self.similarity_conversation(p, r, ref) for p, r, ref in zip(prompts, responses, references)]
+        return self._run(conversations, parse_similarity)
+
+    def judge_identity(self, prompts, responses, identity):
+        _check_lengths(prompts=prompts, responses=responses)
+        identity = as_identity_fact(identity)
+        conversations = [self.identity_conversation(p, r, identity) for p, r in zip(prompts, responses)]
+        return self._run(conversations, parse_identity)
+
+
+class LocalChatJudge(ChatJudge):
+    """
+    An LLM judge that runs any chat model locally through transformers (greedy decoding, batched).
+
+    Example:
+    ```python
+    >>> judge = LocalChatJudge("Qwen/Qwen2.5-7B-Instruct", max_new_tokens=128)
+    >>> scores = judge.score_similarity(prompts, responses, references)
+    ```
+
+    Args:
+        model (`str` or `PreTrainedModel`):
+            A chat model or the name/path to load it from.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Its tokenizer (with a chat template); loaded from `model` when it is a name.
+        max_new_tokens (`int`, *optional*, defaults to `256`):
+            Reply budget; the rubric asks for a short JSON object.
+        batch_size (`int`, *optional*, defaults to `8`):
+            Conversations per `generate` call.
+        max_retries (`int`, *optional*, defaults to `2`), show_progress (`bool`, *optional*, defaults to `True`):
+            See [`ChatJudge`].
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+        max_retries: int = 2,
+        show_progress: bool = True,
+    ):
+        super().__init__(max_retries=max_retries, show_progress=show_progress)
+        if isinstance(model, str):
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+            self.name = f"local:{model.name_or_path}"
+        if tokenizer is None:
+            raise ValueError("LocalChatJudge needs the judge model's tokenizer: pass `tokenizer=`.")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def complete(self, conversations):
+        from ..core.generation import generate_completions
+
+        return generate_completions(
+            self.model,
+            self.tokenizer,
+            conversations,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            desc=f"{self.name} judging",
+            show_progress=self.show_progress,
+        )
+
+
+class OpenAICompatibleJudge(ChatJudge):
+    """
+    An LLM judge behind an OpenAI-compatible `/chat/completions` HTTP endpoint (OpenAI, vLLM, SGLang, TGI, llama.cpp).
+
+    Only the standard library is used. Server errors (5xx, 429) and timeouts are retried with exponential backoff;
+    a conversation that still fails is returned as `None` and recorded in `failures` (never scored as zero).
+
+    Example:
+    ```python
+    >>> judge = OpenAICompatibleJudge("http://localhost:8000/v1", model="Qwen/Qwen2.5-72B-Instruct")
+    ```
+
+    Args:
+        base_url (`str`):
+            The API root, e.g. `"https://api.openai.com/v1"`; `"/chat/completions"` is appended.
+        model (`str`):
+            The model name sent in each request.
+        api_key_env (`str` or `None`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            Name of the environment variable holding the API key (sent as a bearer token). The key itself is never
+            taken as an argument, so it stays out of scripts and logs. `None` sends no key (local servers).
+        timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds to wait for one response.
+        max_http_retries (`int`, *optional*, defaults to `3`):
+            Retries of a request after a server error or timeout.
+        backoff (`float`, *optional*, defaults to `1.0`):
+            First wait between retries, in seconds; doubled each time.
+        temperature (`float`, *optional*, defaults to `0.0`), max_tokens (`int`, *optional*, defaults to `512`):
+            Sampling settings sent with each request.
+        num_workers (`int`, *optional*, defaults to `4`):
+            Concurrent requests.
+        max_retries (`int`, *optional*, defaults to `2`), show_progress (`bool`, *optional*, defaults to `True`):
+            See [`ChatJudge`].
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_http_retries: int = 3,
+        backoff: float = 1.0,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        num_workers: int = 4,
+        max_retries: int = 2,
+        show_progress: bool = True,
+    ):
+        super().__init__(max_retries=max_retries, show_progress=show_progress)
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}.")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.name = f"http:{model}"
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_http_retries = max_http_retries
+        self.backoff = backoff
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.num_workers = max(1, num_workers)
+        self.http_errors: list[str] = []
+        if api_key_env and not os.environ.get(api_key_env):
+            warnings.warn(
+                f"The environment variable {api_key_env} is not set, so requests to {self.url} carry no API key. Set "
+                "it, or pass api_key_env=None for a server that needs none."
+            )
+
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _request(self, messages: list[dict]) -> str | None:
+        body = json.dumps(
+            {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens}
+        ).encode()
+        for attempt in range(self.max_http_retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=self._headers(), method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = json.loads(response.read().decode("utf-8"))
+                return payload["choices"][0]["message"]["content"]
+            except urllib.error.HTTPError as error:
+                message = f"HTTP {error.code} from {self.url}"
+                retry = error.code >= 500 or error.code == 429
+            except TimeoutError as error:
+                message, retry = f"timeout after {self.timeout}s from {self.url}: {error}", True
+            except urllib.error.URLError as error:
+                timed_out = isinstance(error.reason, TimeoutError)
+                message, retry = f"cannot reach {self.url}: {error.reason}", timed_out
+            except (KeyError, IndexError, TypeError, ValueError) as error:
+                message, retry = f"malformed response from {self.url}: {error!r}", False
+            self.http_errors.append(message)
+            if not retry or attempt == self.max_http_retries:
+                return None
+            time.sleep(self.backoff * 2**attempt)
+        return None
+
+    def complete(self, conversations):
+        with ThreadPoolExecutor(self.num_workers) as pool:
+            iterator = pool.map(self._request, conversations)
+            return list(
+                tqdm(iterator, total=len(conversations), desc=f"{self.name} requests", leave=False,
+                     disable=not self.show_progress)
+            )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model-free judges
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _UnicodeWordTokenizer:
+    """Lower-cased word tokens; every CJK character is a token (rouge-score's default drops non-ASCII text)."""
+
+    _token = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\W_]+", re.UNICODE)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._token.findall(text.casefold())
+
+
+class AutomaticJudge(Judge):
+    """
+    A model-free RSE judge: the mean of ROUGE-L F1, chrF and (optionally) embedding cosine, each in [0, 1], mapped
+    linearly to the 1–5 scale:
+
+        overall = 1 + 4 · mean(ROUGE-L F1, chrF / 100[, max(cos, 0)])
+
+    Aspects (style, logic, content) are not rated (`None`). Scores rank models against one reference but are **not
+    comparable to LLM-judge scores** (or to the paper's numbers): lexical overlap is low even for paraphrases an LLM
+    judge rates 4.
+
+    Args:
+        use_rouge (`bool`, *optional*, defaults to `True`):
+            Include ROUGE-L F1 (`rouge-score`, Unicode-aware word tokens, no stemming).
+        use_chrf (`bool`, *optional*, defaults to `True`):
+            Include chrF (`sacrebleu`).
+        embedding_model (`str` or `Callable[[list[str]], torch.Tensor]`, *optional*):
+            Adds the cosine of sentence embeddings: a `sentence-transformers` model name, or a function mapping texts
+            to a `(N, D)` tensor.
+    """
+
+    name = "auto"
+    comparable_to_llm_judges = False
+
+    def __init__(self, use_rouge: bool = True, use_chrf: bool = True, embedding_model=None):
+        super().__init__()
+        if not (use_rouge or use_chrf or embedding_model is not None):
+            raise ValueError("AutomaticJudge needs at least one of ROUGE-L, chrF or an embedding model.")
+        self.use_rouge = use_rouge
+        self.use_chrf = use_chrf
+        try:
+            if use_rouge:
+                from rouge_score import rouge_scorer
+
+                self._rouge = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeWordTokenizer())
+            if use_chrf:
+                from sacrebleu.metrics import CHRF
+
+                self._chrf = CHRF()
+        except ImportError as error:
+            raise ImportError(
+                f"AutomaticJudge needs `rouge-score` and `sacrebleu` ({error}). Install them with "
+                "`pip install 'trl-distill[eval]'`, or disable the metric with use_rouge=False / use_chrf=False."
+            ) from error
+        if isinstance(embedding_model, str):
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as error:
+                raise ImportError(
+                    "A sentence-embedding model name needs `sentence-transformers`: `pip install sentence-transformers`, "
+                    "or pass a function that maps texts to embeddings."
+                ) from error
+            encoder = SentenceTransformer(embedding_model)
+            self._embed = lambda texts: encoder.encode(texts, convert_to_tensor=True)
+        else:
+            self._embed = embedding_model
+        parts = [n for n, on in (("rougeL", use_rouge), ("chrF", use_chrf), ("cos", embedding_model)) if on]
+        self.name = "auto(" + "+".join(parts) + ")"
+
+    def similarities(self, responses: Sequence[str], references: Sequence[str]) -> list[dict[str, float]]:
+        """
+        The raw similarities in [0, 1] of each pair: `rougeL`, `chrF` and `cos`, whichever are enabled.
+
+        Args:
+            responses (`Sequence[str]`): texts to score.
+            references (`Sequence[str]`): reference texts, aligned with `responses`.
+
+        Returns:
+            `list[dict[str, float]]`: one dict per pair.
+        """
+        rows = [{} for _ in responses]
+        for row, response, reference in zip(rows, responses, references):
+            if self.use_rouge:
+                row["rougeL"] = self._rouge.score(reference, response)["rougeL"].fmeasure
+            if self.use_chrf:
+                row["chrF"] = self._chrf.sentence_score(response, [reference]).score / 100.0
+        if self._embed is not None and len(rows):
+            import torch
+
+            a = torch.as_tensor(self._embed(list(responses))).float()
+            b = torch.as_tensor(self._embed(list(references))).float()
+            cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(min=0.0)
+            for row, value in zip(rows, cos.tolist()):
+                row["cos"] = value
+        return rows
+
+    def score_similarity(self, prompts, responses, references):
+        _check_lengths(prompts=prompts, responses=responses, references=references)
+        scores = []
+        for response, reference, row in zip(responses, references, self.similarities(responses, references)):
+            if response.strip() == reference.strip():
+                similarity = 1.0  # both metrics are undefined on two empty texts; identical texts are identical
+            else:
+                similarity = sum(row.values()) / len(row)
+            # overall = 1 + 4·similarity: the linear map of [0, 1] onto the 1–5 RSE scale
+            scores.append(SimilarityScore(overall=1.0 + 4.0 * similarity))
+        return scores
+
+
+class IdentityClaimJudge(Judge):
+    """
+    A model-free ICE judge: a response conflicts with the model's identity when it makes a first-person claim ("I am
+    ...", "I was trained by ...", "my developer is ...", "我是...", "...开发了我") naming a known model or organisation
+    other than the model's own; it claims another *model* (`Strict`) when that name is a model name.
+
+    Rule-based, so it misses paraphrased claims and false statements about team, location or partners that name no
+    one; use an LLM judge for those.
+
+    Args:
+        known_identities (`Mapping[str, Mapping[str, list[str]]]`, *optional*):
+            `{group: {"organisation": [...], "model": [...]}}`; defaults to
+            [`~trl_distill.evaluation.identity.DEFAULT_KNOWN_IDENTITIES`]. Groups containing any of the model's own
+            names are ignored.
+    """
+
+    name = "identity-claims"
+
+    def __init__(self, known_identities: Mapping | None = None):
+        super().__init__()
+        self.known_identities = known_identities
+
+    def judge_identity(self, prompts, responses, identity):
+        _check_lengths(prompts=prompts, responses=responses)
+        matcher = IdentityMatcher(self.known_identities, as_identity_fact(identity))
+        verdicts = []
+        for response in responses:
+            claims = matcher.claims(response or "")
+            model_claims = [c for c in claims if c.kind == "model"]
+            verdicts.append(
+                IdentityVerdict(
+                    conflict=bool(claims),
+                    claims_other_model=bool(model_claims),
+                    claimed_name=(model_claims or claims)[0].name if claims else None,
+                )
+            )
+        return verdicts
+
+
+def _check_lengths(**columns: Sequence) -> None:
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{name}={n}" for name, n in lengths.items())
+        raise ValueError(f"Judge inputs must be aligned one-to-one, got lengths {detail}.")

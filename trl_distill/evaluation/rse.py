@@ -1,0 +1,252 @@
+"""RSE: Response Similarity Evaluation (Lee et al., "Distillation Quantification for Large Language Models", 2025).
+
+The model under test and a reference model answer the same prompts, grouped in named datasets. A judge rates each
+pair on style, logical structure and content detail (0–2 each) and overall (1–5, 5 = nearly identical):
+
+    RSE_D = mean_{pairs i in D} overall_i
+    RSE   = mean_D RSE_D                      (unweighted over datasets)
+
+Aspect means are computed the same way (per dataset, then unweighted over datasets). Pairs the judge fails on are
+left out of every mean and counted. A response identical to its reference scores 5 (2 on each aspect) without asking
+the judge, which is what any faithful judge would answer; the reference against itself therefore gives RSE = 5.
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ._report import text_table
+from .judges import AutomaticJudge, Judge, SimilarityScore
+
+
+ASPECTS = ("style", "logic", "content")
+
+
+@dataclass
+class RSEResult:
+    """
+    RSE scores of one model against one reference.
+
+    Args:
+        rse (`float`): unweighted mean of the per-dataset scores (1–5).
+        per_dataset (`dict[str, dict]`): per dataset: `rse`, the aspect means, `num_pairs` and `num_failed`.
+        aspects (`dict[str, float | None]`): style, logic and content means (0–2) over datasets; `None` when the
+            judge does not rate aspects.
+        num_pairs (`int`): pairs evaluated.
+        num_failed (`int`): pairs the judge failed on, left out of the means.
+        judge (`str`): the judge's name.
+        comparable_to_llm_judges (`bool`): `False` for automatic-judge scores, which rank models but are not on the
+            LLM-judge scale.
+        pairs (`list[dict]`): every prompt, response, reference and score.
+    """
+
+    rse: float
+    per_dataset: dict
+    aspects: dict
+    num_pairs: int
+    num_failed: int
+    judge: str = ""
+    comparable_to_llm_judges: bool = True
+    pairs: list = field(default_factory=list)
+
+    def to_dict(self, with_pairs: bool = True) -> dict:
+        """The result as plain JSON-ready data."""
+        out = asdict(self)
+        if not with_pairs:
+            out.pop("pairs")
+        return out
+
+    def format_table(self) -> str:
+        """A plain-text table: one row per dataset and one for the unweighted mean."""
+        header = ["dataset", "RSE", *ASPECTS, "pairs", "failed"]
+        rows = [
+            (name, d["rse"], *(d[a] for a in ASPECTS), d["num_pairs"], d["num_failed"])
+            for name, d in self.per_dataset.items()
+        ]
+        rows.append(("mean", self.rse, *(self.aspects[a] for a in ASPECTS), self.num_pairs, self.num_failed))
+        note = "" if self.comparable_to_llm_judges else " (automatic: ranks models, not comparable to LLM judges)"
+        return text_table(header, rows) + f"\njudge: {self.judge}{note}"
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def rse_scores(scores_by_dataset: Mapping[str, Sequence[SimilarityScore | None]]) -> dict:
+    """
+    RSE and aspect means from per-pair judge scores (the formulas of the module docstring).
+
+    Args:
+        scores_by_dataset (`Mapping[str, Sequence[SimilarityScore | None]]`):
+            Per dataset, one score per pair (`None` where the judge failed).
+
+    Returns:
+        `dict` with `rse`, `aspects` and `per_dataset` (each with `rse`, aspect means, `num_pairs`, `num_failed`).
+    """
+    per_dataset = {}
+    for name, scores in scores_by_dataset.items():
+        judged = [s for s in scores if s is not None]
+        per_dataset[name] = {
+            "rse": _mean([s.overall for s in judged]),  # RSE_D = mean overall
+            **{a: _mean([getattr(s, a) for s in judged if getattr(s, a) is not None]) for a in ASPECTS},
+            "num_pairs": len(scores),
+            "num_failed": len(scores) - len(judged),
+        }
+    scored = [d for d in per_dataset.values() if d["rse"] is not None]
+    return {
+        "rse": _mean([d["rse"] for d in scored]) if scored else math.nan,  # RSE = unweighted mean over datasets
+        "aspects": {a: _mean([d[a] for d in scored if d[a] is not None]) for a in ASPECTS},
+        "per_dataset": per_dataset,
+    }
+
+
+def _as_datasets(prompts) -> dict[str, list]:
+    if isinstance(prompts, Mapping):
+        return {str(name): list(values) for name, values in prompts.items()}
+    if isinstance(prompts, Sequence) and not isinstance(prompts, str):
+        return {"default": list(prompts)}
+    raise TypeError(
+        f"`prompts` must map dataset names to lists of prompts (or be one list of prompts), got {type(prompts).__name__}."
+    )
+
+
+def _aligned(what: str, values, datasets: dict[str, list]) -> dict[str, list[str]]:
+    values = _as_datasets(values)
+    missing = sorted(set(datasets) - set(values))
+    if missing:
+        raise ValueError(
+            f"`{what}` has no entry for dataset(s) {missing}; give one list of texts per dataset in `prompts`."
+        )
+    for dataset, texts in datasets.items():
+        if len(values[dataset]) != len(texts):
+            raise ValueError(
+                f"`{what}[{dataset!r}]` has {len(values[dataset])} texts for {len(texts)} prompts; give one per prompt, "
+                "in order."
+            )
+    return {dataset: [str(t) for t in values[dataset]] for dataset in datasets}
+
+
+def _generate(model, tokenizer, datasets, what, max_new_tokens, batch_size, system, show_progress) -> dict[str, list]:
+    if tokenizer is None:
+        raise ValueError(f"Generating the {what} needs the model's tokenizer; pass it with the model.")
+    from ..core.generation import generate_completions
+
+    chat = getattr(tokenizer, "chat_template", None) is not None
+    out = {}
+    for name, prompts in datasets.items():
+        inputs = [[{"role": "user", "content": p}] if chat and isinstance(p, str) else p for p in prompts]
+        out[name] = generate_completions(
+            model, tokenizer, inputs, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
+            desc=f"{what} [{name}]", show_progress=show_progress,
+        )  # fmt: skip
+    return out
+
+
+def rse(
+    prompts,
+    responses=None,
+    references=None,
+    model=None,
+    tokenizer=None,
+    reference_model=None,
+    reference_tokenizer=None,
+    judge: Judge | None = None,
+    max_new_tokens: int = 512,
+    batch_size: int = 8,
+    system: str | None = None,
+    show_progress: bool = True,
+) -> RSEResult:
+    """
+    Response Similarity Evaluation: how closely a model's responses match a reference model's, judged per pair and
+    averaged per dataset, then over datasets.
+
+    Each side is given either as texts (`responses`, `references`) or as a model that answers the prompts greedily in
+    batches (`model`/`tokenizer`, `reference_model`/`reference_tokenizer`).
+
+    Example:
+    ```python
+    >>> from trl_distill.evaluation.rse import rse
+    >>> result = rse({"math": ["What is 2 + 2?"]}, responses={"math": ["4"]}, references={"math": ["2 + 2 = 4."]})
+    >>> result.rse, result.per_dataset["math"]
+    ```
+
+    Args:
+        prompts (`Mapping[str, Sequence]` or `Sequence`):
+            Prompts per dataset name (plain strings or conversations); a single list is the dataset `"default"`.
+        responses (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
+            Responses of the model under test, aligned with `prompts`.
+        references (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
+            Responses of the reference model (the paper uses GPT-4o), aligned with `prompts`.
+        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Generate `responses` instead (chat template applied when the tokenizer has one).
+        reference_model (`PreTrainedModel`, *optional*), reference_tokenizer (`PreTrainedTokenizerBase`, *optional*):
+            Generate `references` instead; `reference_tokenizer` defaults to `tokenizer`.
+        judge (`Judge`, *optional*):
+            Scores the pairs; defaults to [`AutomaticJudge`] (ROUGE-L + chrF), whose scores rank models but are not
+            comparable to LLM-judge scores.
+        max_new_tokens (`int`, *optional*, defaults to `512`), batch_size (`int`, *optional*, defaults to `8`),
+        system (`str`, *optional*):
+            Generation settings.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show progress bars.
+
+    Returns:
+        [`RSEResult`]: overall and per-dataset RSE, aspect means, failure counts and every pair.
+    """
+    datasets = _as_datasets(prompts)
+    if not any(datasets.values()):
+        raise ValueError("`prompts` holds no prompt; give at least one dataset with prompts.")
+    if (responses is None) == (model is None):
+        raise ValueError("Pass exactly one of `responses` (texts) or `model` (to generate them) for the tested model.")
+    if (references is None) == (reference_model is None):
+        raise ValueError("Pass exactly one of `references` (texts) or `reference_model` (to generate them).")
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
+    if responses is None:
+        responses = _generate(model, tokenizer, datasets, "responses", **gen)
+    if references is None:
+        references = _generate(reference_model, reference_tokenizer or tokenizer, datasets, "references", **gen)
+    responses = _aligned("responses", responses, datasets)
+    references = _aligned("references", references, datasets)
+
+    judge = judge if judge is not None else AutomaticJudge()
+    flat = [(name, i) for name, ps in datasets.items() for i in range(len(ps))]
+    identical = [responses[n][i].strip() == references[n][i].strip() for n, i in flat]
+    to_judge = [k for k, same in enumerate(identical) if not same]
+    judged = judge.score_similarity(
+        [datasets[flat[k][0]][flat[k][1]] for k in to_judge],
+        [responses[flat[k][0]][flat[k][1]] for k in to_judge],
+        [references[flat[k][0]][flat[k][1]] for k in to_judge],
+    )
+    scores: list[SimilarityScore | None] = [None] * len(flat)
+    for k, score in zip(to_judge, judged):
+        scores[k] = score
+    for k, same in enumerate(identical):
+        if same:
+            # identical texts are "nearly identical" by definition; LLM aspects are 2 each, automatic judges rate none
+            aspect = 2.0 if judge.comparable_to_llm_judges else None
+            scores[k] = SimilarityScore(overall=5.0, style=aspect, logic=aspect, content=aspect)
+
+    by_dataset: dict[str, list] = {name: [] for name in datasets}
+    pairs = []
+    for (name, i), score in zip(flat, scores):
+        by_dataset[name].append(score)
+        pairs.append(
+            {
+                "dataset": name,
+                "prompt": datasets[name][i],
+                "response": responses[name][i],
+                "reference": references[name][i],
+                "score": None if score is None else score.to_dict(),
+            }
+        )
+    summary = rse_scores(by_dataset)
+    return RSEResult(
+        rse=summary["rse"],
+        per_dataset=summary["per_dataset"],
+        aspects=summary["aspects"],
+        num_pairs=len(flat),
+        num_failed=sum(d["num_failed"] for d in summary["per_dataset"].values()),
+        judge=judge.name,
+        comparable_to_llm_judges=judge.comparable_to_llm_judges,
+        pairs=pairs,
+    )
