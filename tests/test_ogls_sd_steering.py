@@ -1,0 +1,114 @@
+"""OGLS-SD steering directions, checked against hand-computed numbers and against explicit-logit steering."""
+
+import pytest
+import torch
+
+from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from trl_distill.ogls_sd.steering import (
+    contextual_steering_direction,
+    direction_logit_norm,
+    group_outcomes,
+    normalize_steering_direction,
+    steered_teacher,
+    steering_direction,
+)
+
+
+def test_pooled_direction_of_a_hand_built_group():
+    # one group of 3 rollouts, features in D=2, up to 2 completion tokens
+    features = torch.tensor(
+        [
+            [[1.0, 2.0], [3.0, 4.0]],  # success, mean_t = (2, 3)
+            [[5.0, 0.0], [9.0, 9.0]],  # success, one token only -> (5, 0)
+            [[0.0, 1.0], [2.0, 1.0]],  # failure, mean_t = (1, 1)
+        ]
+    )
+    mask = torch.tensor([[1, 1], [1, 0], [1, 1]])
+    success = torch.tensor([1, 1, 0])
+    d = steering_direction(features, mask, success, num_generations=3)
+    # mean(success) - mean(failure) = ((2,3)+(5,0))/2 - (1,1) = (2.5, 0.5)
+    torch.testing.assert_close(d, torch.tensor([[2.5, 0.5]]))
+
+
+def test_groups_without_both_outcomes_get_zero_and_unscored_rollouts_are_ignored():
+    features = torch.randn(9, 4, 3)
+    mask = torch.ones(9, 4)
+    success = torch.tensor([1, 1, 1, 0, 0, 0, 1, -1, 0])  # all-success, all-failure, mixed with an unscored rollout
+    d = steering_direction(features, mask, success, num_generations=3)
+    assert torch.equal(d[0], torch.zeros(3)) and torch.equal(d[1], torch.zeros(3))
+    expected = features[6].mean(0) - features[8].mean(0)  # rollout 7 (unscored) takes no side
+    torch.testing.assert_close(d[2], expected)
+    assert group_outcomes(success, 3)[2].tolist() == [False, False, True]
+
+
+def test_contextual_direction_of_a_hand_built_group():
+    torch.manual_seed(0)
+    G, T, D = 3, 2, 4
+    success = torch.tensor([1, 0, 0, 1, 1, 1])  # a mixed group, then an all-success group
+    # context[j][i] = features of rollout i read with rollout j of its group as the teacher's context
+    context = [torch.randn(2 * G, T, D) for _ in range(G)]
+    d = contextual_steering_direction(iter(context), success, G)
+    for i in range(G):  # mixed group: context 0 succeeded, contexts 1 and 2 failed
+        expected = context[0][i] - (context[1][i] + context[2][i]) / 2
+        torch.testing.assert_close(d[i], expected)
+    assert torch.equal(d[G:], torch.zeros(G, T, D))
+
+
+def test_alpha_zero_returns_the_teacher_unchanged():
+    features = torch.randn(4, 3, 5)
+    d = steering_direction(features, torch.ones(4, 3), torch.tensor([1, 0, 1, 0]), 2)
+    assert steered_teacher(features, d, 0.0, 2) is features
+
+
+@pytest.fixture
+def head():
+    torch.manual_seed(1)
+    V, H = 37, 8
+    return LMHead(weight=0.3 * torch.randn(V, H), bias=torch.randn(V), logit_scale=0.7)
+
+
+@pytest.mark.parametrize("mode", ["pooled", "contextual"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_hidden_space_steering_equals_explicit_logit_steering(head, mode, normalize):
+    torch.manual_seed(2)
+    G, N, T, H = 4, 8, 5, head.weight.shape[1]
+    hidden = torch.randn(N, T, H)
+    mask = (torch.rand(N, T) > 0.2).long()
+    mask[:, 0] = 1
+    success = torch.tensor([1, 0, 0, 1, 1, 1, 1, 1])  # one mixed group, one without failures
+    alpha = 0.8
+    if mode == "pooled":
+        d_h = steering_direction(hidden, mask, success, G)
+        d_z = steering_direction(head.logits(hidden), mask, success, G)
+    else:
+        contexts_h = [torch.randn(N, T, H) for _ in range(G)]
+        d_h = contextual_steering_direction(contexts_h, success, G)
+        d_z = contextual_steering_direction([head.logits(c) for c in contexts_h], success, G)
+    # the logit norm computed through the Gram matrix equals the norm of the explicit logit direction
+    torch.testing.assert_close(direction_logit_norm(d_h, head), direction_logit_norm(d_z), atol=1e-5, rtol=1e-5)
+    if normalize:
+        d_h = normalize_steering_direction(d_h, G, head, mask)
+        d_z = normalize_steering_direction(d_z, G, None, mask)
+    via_hidden = head.logits(steered_teacher(hidden, d_h, alpha, G))
+    via_logits = steered_teacher(head.logits(hidden), d_z, alpha, G)
+    torch.testing.assert_close(via_hidden, via_logits, atol=1e-5, rtol=1e-5)
+    # and the chunked divergence on steered hidden states equals the explicit one on steered logits
+    student_head = LMHead(weight=0.3 * torch.randn_like(head.weight), bias=torch.randn_like(head.bias))
+    student_hidden = torch.randn(N, T, H)
+    chunked, _ = generalized_jsd(
+        student_hidden, student_head, steered_teacher(hidden, d_h, alpha, G), head, mask, beta=0.5
+    )
+    explicit = generalized_jsd_from_logits(student_head.logits(student_hidden), via_logits, beta=0.5) * mask
+    torch.testing.assert_close(chunked, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_normalized_pooled_direction_has_unit_logit_norm(head):
+    hidden = torch.randn(4, 3, head.weight.shape[1])
+    d = steering_direction(hidden, torch.ones(4, 3), torch.tensor([1, 0, 1, 1]), 2)
+    normed = normalize_steering_direction(d, 2, head)
+    torch.testing.assert_close(direction_logit_norm(normed, head), torch.tensor([1.0, 0.0]))
+
+
+def test_incomplete_groups_are_rejected():
+    with pytest.raises(ValueError, match="num_generations=3"):
+        steering_direction(torch.randn(4, 2, 2), torch.ones(4, 2), torch.tensor([1, 0, 1, 0]), 3)
