@@ -1,0 +1,164 @@
+"""DMC (METHODS.md §2): the formula, its three components and the dataset ranking, against independent numbers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_distill.dmc.compatibility import (
+    capability,
+    compatibility,
+    format_table,
+    probe_indices,
+    quality_per_example,
+    rank_datasets,
+    relative_difficulty,
+)
+from trl_distill.dmc.dmc_callback import mixture_weights
+from trl_distill.lab.tasks import make_task_splits, task_reward
+
+
+def test_compatibility_on_hand_made_numbers():
+    # Q = 0.8, L = 2.0, C = 0.25, β = 1: 0.8 / (1 + 0.75 * 2) = 0.32
+    assert compatibility(0.8, 2.0, 0.25, beta=1.0) == pytest.approx(0.32)
+    # β = 0 ranks by quality alone; a perfect student (C = 1) ignores difficulty
+    assert compatibility(0.8, 2.0, 0.25, beta=0.0) == pytest.approx(0.8)
+    assert compatibility(0.8, 7.0, 1.0, beta=3.0) == pytest.approx(0.8)
+    # example-level form, vectorised: q = [1, 0.5, 0], ℓ̄ = [0, 4, 1], C = 0.5, β = 0.5
+    scores = compatibility([1.0, 0.5, 0.0], [0.0, 4.0, 1.0], 0.5, beta=0.5)
+    np.testing.assert_allclose(scores, [1.0, 0.5 / 2.0, 0.0])
+    for bad in ({"quality": 1.5}, {"difficulty": -1.0}, {"capability": 2.0}, {"beta": -1.0}):
+        kwargs = {"quality": 0.5, "difficulty": 1.0, "capability": 0.5, "beta": 1.0, **bad}
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            compatibility(**kwargs)
+
+
+def test_mixture_weights_are_softmax_of_dmc_over_temperature():
+    weights = mixture_weights([0.2, 0.1, 0.0], temperature=0.1)
+    by_hand = np.array([math.e**2, math.e**1, 1.0]) / (math.e**2 + math.e + 1.0)
+    np.testing.assert_allclose(weights, by_hand)
+
+
+def _brute_force_nll(model, tokenizer, prompt, completion) -> tuple[float, int]:
+    """Σ -log p over the completion tokens, from full logits of one unpadded sequence."""
+    prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full_text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+    ids = tokenizer(full_text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    start = len(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    targets = ids[0, start:]
+    total = -logprobs[start - 1 : -1].gather(-1, targets[:, None]).sum().item()
+    return total, len(targets)
+
+
+def test_difficulty_is_the_mean_token_nll_of_the_responses_on_the_probe(tiny_student, tokenizer, arithmetic):
+    data = arithmetic["train"].select(range(12))
+    pairs = [_brute_force_nll(tiny_student, tokenizer, p, c) for p, c in zip(data["prompt"], data["completion"])]
+    expected = sum(t for t, _ in pairs) / sum(n for _, n in pairs)
+    assert relative_difficulty(tiny_student, tokenizer, data, probe_size=None, batch_size=5) == pytest.approx(
+        expected, rel=1e-5
+    )
+    # a seeded probe: the same rows every time, and L is the brute-force NLL on exactly those rows
+    probe = probe_indices(len(data), 5, seed=3)
+    assert probe == probe_indices(len(data), 5, seed=3) and len(set(probe)) == 5
+    expected = sum(pairs[i][0] for i in probe) / sum(pairs[i][1] for i in probe)
+    assert relative_difficulty(tiny_student, tokenizer, data, probe_size=5, seed=3) == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_capability_is_the_verifier_pass_rate_of_greedy_generations(tiny_student, tokenizer, arithmetic):
+    dev = arithmetic["dev"].select(range(8))
+    seen_columns = []
+
+    def parity_verifier(prompts, completions, answer, task, **kwargs):
+        # a stand-in verifier whose pass rate on a random model is neither 0 nor 1
+        seen_columns.append((len(answer), len(task)))
+        return [float(sum(map(ord, c)) % 2 == 0) for c in completions]
+
+    # independent reference: one prompt at a time, no padding, plain greedy `generate`
+    passes = []
+    for prompt in dev["prompt"]:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = tiny_student.generate(
+                ids,
+                max_new_tokens=8,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        completion = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        passes.append(sum(map(ord, completion)) % 2 == 0)
+    expected = sum(passes) / len(passes)
+    assert 0 < expected < 1, "the reference should not be degenerate"
+    got = capability(tiny_student, tokenizer, dev, parity_verifier, max_new_tokens=8, batch_size=4)
+    assert got == pytest.approx(expected)
+    assert seen_columns and all(a == t for a, t in seen_columns)  # dev columns reach the verifier
+
+
+def test_quality_from_correct_flags_rewards_or_a_verifier():
+    rows = Dataset.from_dict(
+        {
+            "prompt": ["a", "b", "c", "d"],
+            "completion": ["Answer: 1", "Answer: 2", "Answer: 3", "nothing"],
+            "answer": ["1", "5", "3", "4"],
+            "task": ["arithmetic"] * 4,
+            "correct": [True, False, True, False],
+            "reward": [10.0, 0.0, 5.0, -3.0],
+        }
+    )
+    assert quality_per_example(rows) == [1.0, 0.0, 1.0, 0.0]
+    assert quality_per_example(rows, reward_column="reward", reward_range=(0.0, 10.0)) == [1.0, 0.0, 0.5, 0.0]
+    assert quality_per_example(rows.remove_columns("correct"), verifier=task_reward) == [1.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="no 'correct' column and no verifier"):
+        quality_per_example(rows.remove_columns("correct"), name="x")
+    with pytest.raises(ValueError, match="no reward column 'score'"):
+        quality_per_example(rows, reward_column="score")
+
+
+def test_rank_datasets_orders_by_dmc_and_prints_a_table(tiny_student, tokenizer, arithmetic, capsys):
+    good = arithmetic["train"].select(range(16))
+    flawed = make_task_splits(("arithmetic",), 16, 4, 4, seed=0, style="terse")["train"]
+    flawed = flawed.add_column("correct", [i % 2 == 0 for i in range(16)])  # Q = 0.5, verified by flags
+    table = rank_datasets(
+        tiny_student,
+        tokenizer,
+        {"flawed": flawed, "good": good},
+        arithmetic["dev"],
+        task_reward,
+        probe_size=8,
+        dev_size=4,
+        max_new_tokens=8,
+        print_table=True,
+    )
+    # similar difficulty for a random model, so twice the quality wins
+    assert [row["dataset"] for row in table] == ["good", "flawed"] and table[0]["dmc"] > table[1]["dmc"]
+    for row in table:
+        assert row["dmc"] == pytest.approx(compatibility(row["quality"], row["difficulty"], row["capability"]))
+        assert row["difficulty"] == pytest.approx(
+            relative_difficulty(tiny_student, tokenizer, {"good": good, "flawed": flawed}[row["dataset"]], 8)
+        )
+    assert {row["dataset"]: row["quality"] for row in table} == {"good": 1.0, "flawed": 0.5}  # good: by verifier
+    assert table[0]["capability"] == table[1]["capability"] == 0.0  # a random model solves nothing
+    printed = capsys.readouterr().out
+    assert printed.strip() == format_table(table) and "DMC" in printed and "flawed" in printed
+
+
+def test_bad_inputs_give_clear_errors(tiny_student, tokenizer, arithmetic):
+    good = arithmetic["train"].select(range(4))
+    kwargs = {"probe_size": 2, "dev_size": 2, "max_new_tokens": 4}
+    with pytest.raises(ValueError, match="'empty' is empty"):
+        rank_datasets(tiny_student, tokenizer, {"empty": good.select([])}, arithmetic["dev"], task_reward, **kwargs)
+    with pytest.raises(ValueError, match=r"'nocol' has no \['completion'\] column"):
+        rank_datasets(
+            tiny_student, tokenizer, {"nocol": good.remove_columns("completion")}, arithmetic["dev"], task_reward
+        )
+    with pytest.raises(ValueError, match="no verifier was given"):
+        rank_datasets(tiny_student, tokenizer, {"good": good}, arithmetic["dev"], None)
+    with pytest.raises(ValueError, match="dev split for capability"):
+        rank_datasets(tiny_student, tokenizer, {"good": good}, arithmetic["dev"].select([]), task_reward)

@@ -1,0 +1,362 @@
+"""Data–model compatibility (DMC): how well a distillation dataset suits a given student, now.
+
+METHODS.md §2. The idea (a dataset-level score that combines data quality, relative difficulty and student
+capability, recomputed during training to reselect data) is the paper's; the formula below is **our proposed
+formulation** (a generalisation of CAR, Xu et al. 2024), implemented as written with its knobs exposed:
+
+- quality `Q(D) ∈ [0, 1]`: share of verified-correct responses (or mean normalised reward),
+- relative difficulty `L(D, θ)`: mean per-token NLL of D's responses under the student, completion tokens only, on a
+  seeded probe sample of D,
+- capability `C(θ) ∈ [0, 1]`: greedy pass@1 on a held-out dev split, by the task's verifier,
+- `DMC(D, θ) = Q(D) / (1 + β·(1 − C(θ))·L(D, θ))`, and per example `dmc_i = q_i / (1 + β·(1 − C)·ℓ̄_i)`.
+
+`L` runs through the shared forward-only scoring engine and `C` through the shared batched generation, so both are
+sharded over processes and every process gets the same numbers.
+"""
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from datasets import Dataset
+
+from ..core.engine import score_batches
+from ..core.generation import generate_completions
+from ..core.logprobs import SequenceBatch, completion_logprobs, encode_prompt_completion
+
+
+RESPONSE_COLUMNS = ("prompt", "completion")
+
+
+def compatibility(quality, difficulty, capability: float, beta: float = 1.0):
+    """Data–model compatibility `DMC = Q / (1 + β·(1 − C)·L)` (METHODS.md §2; **our proposed formulation**).
+
+    The same formula gives the dataset-level score (`quality = Q(D)`, `difficulty = L(D, θ)`) and the example-level
+    form used to select inside one pool (`quality = q_i`, `difficulty = ℓ̄_i`, the example's mean token NLL).
+
+    Args:
+        quality (`float` or array-like):
+            `Q(D)` or per-example `q_i`, in `[0, 1]`.
+        difficulty (`float` or array-like):
+            `L(D, θ)` or per-example `ℓ̄_i`, mean per-token NLL in nats (`>= 0`).
+        capability (`float`):
+            `C(θ)`, the student's pass@1 on the dev split, in `[0, 1]`.
+        beta (`float`, *optional*, defaults to `1.0`):
+            Weight `β >= 0` of the difficulty penalty (fit on pilot runs by Spearman correlation with post-SFT
+            accuracy). `β = 0` ranks by quality alone.
+
+    Returns:
+        `float` or `np.ndarray`: the score(s), same shape as `quality`/`difficulty` broadcast together.
+    """
+    if beta < 0 or not math.isfinite(beta):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta}.")
+    if not 0.0 <= capability <= 1.0:
+        raise ValueError(f"capability must be in [0, 1] (a pass rate), got {capability}.")
+    q, ell = np.asarray(quality, dtype=np.float64), np.asarray(difficulty, dtype=np.float64)
+    if np.any(q < 0) or np.any(q > 1):
+        raise ValueError(f"quality must be in [0, 1] (a share of correct responses), got {quality}.")
+    if np.any(ell < 0) or not np.all(np.isfinite(ell)):
+        raise ValueError(f"difficulty must be a finite mean NLL >= 0, got {difficulty}.")
+    # DMC(D, θ) = Q(D) / (1 + β (1 − C(θ)) L(D, θ))
+    score = q / (1.0 + beta * (1.0 - capability) * ell)
+    return float(score) if score.ndim == 0 else score
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------------
+def check_response_dataset(dataset: Dataset, name: str = "dataset") -> None:
+    """Raises a `ValueError` unless `dataset` is a non-empty set of prompt–completion rows."""
+    if len(dataset) == 0:
+        raise ValueError(f"Candidate dataset {name!r} is empty; drop it or give it at least one row.")
+    missing = [c for c in RESPONSE_COLUMNS if c not in dataset.column_names]
+    if missing:
+        hint = " Split `messages` into `prompt` and `completion` first." if "messages" in dataset.column_names else ""
+        raise ValueError(
+            f"Candidate dataset {name!r} has no {missing} column(s) (columns: {dataset.column_names}); DMC scores the "
+            f"responses of prompt–completion rows and needs both `prompt` and `completion`.{hint}"
+        )
+
+
+def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0) -> list[int]:
+    """The seeded probe sample of a dataset: `probe_size` distinct row indices, sorted (all rows if it is larger)."""
+    if probe_size is None or probe_size >= num_rows:
+        return list(range(num_rows))
+    if probe_size < 1:
+        raise ValueError(f"probe_size must be >= 1, got {probe_size}.")
+    return sorted(random.Random(seed).sample(range(num_rows), probe_size))
+
+
+def _verify(verifier: Callable, dataset: Dataset, completions: Sequence, where: str) -> list[float | None]:
+    columns = {c: dataset[c] for c in dataset.column_names if c not in ("prompt", "completion")}
+    rewards = verifier(prompts=dataset["prompt"], completions=list(completions), **columns)
+    if len(rewards) != len(completions):
+        raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} {where}.")
+    return rewards
+
+
+def quality_per_example(
+    dataset: Dataset,
+    verifier: Callable | None = None,
+    correct_column: str = "correct",
+    reward_column: str | None = None,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+    name: str = "dataset",
+) -> list[float]:
+    """Per-example quality `q_i ∈ [0, 1]` of a dataset's responses.
+
+    In order of preference: the `reward_column` normalised by `reward_range` (clipped), the boolean
+    `correct_column` (as in candidate pools), or `verifier` run on the responses.
+
+    Args:
+        dataset (`Dataset`): prompt–completion rows.
+        verifier (`Callable`, *optional*): a TRL reward function `(prompts, completions, **columns)`; used when the
+            dataset has neither a reward nor a `correct` column.
+        correct_column (`str`, *optional*, defaults to `"correct"`): the verified-correct flag column.
+        reward_column (`str`, *optional*): a reward column to use instead of correctness.
+        reward_range (`tuple[float, float]`, *optional*, defaults to `(0.0, 1.0)`): rewards are mapped linearly from
+            this range onto `[0, 1]`.
+        name (`str`): the dataset's name, for error messages.
+    """
+    if reward_column is not None:
+        if reward_column not in dataset.column_names:
+            raise ValueError(
+                f"Candidate dataset {name!r} has no reward column {reward_column!r} (columns: {dataset.column_names})."
+            )
+        low, high = reward_range
+        if not high > low:
+            raise ValueError(f"reward_range must be (low, high) with high > low, got {reward_range}.")
+        return [min(1.0, max(0.0, (float(r) - low) / (high - low))) for r in dataset[reward_column]]
+    if correct_column in dataset.column_names:
+        values = dataset[correct_column]
+    elif verifier is not None:
+        values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
+    else:
+        raise ValueError(
+            f"Cannot measure the quality of candidate dataset {name!r}: it has no {correct_column!r} column and no "
+            "verifier was given. Add a boolean `correct` column, pass `reward_column`, or pass a verifier."
+        )
+    for i, value in enumerate(values):
+        if value is None:
+            raise ValueError(
+                f"Row {i} of candidate dataset {name!r} could not be verified (its correctness is None, e.g. no "
+                "reference answer); fill its `correct`/`answer` value or drop the row."
+            )
+    return [min(1.0, max(0.0, float(v))) for v in values]
+
+
+# --- relative difficulty L(D, θ) -----------------------------------------------------------------------------------
+def response_nll(
+    model,
+    tokenizer,
+    dataset: Dataset,
+    batch_size: int = 16,
+    system: str | None = None,
+    desc: str = "DMC difficulty",
+) -> list[tuple[float, int]]:
+    """Summed NLL and token count of each row's completion under `model`, via the shared scoring engine.
+
+    Returns:
+        `list[tuple[float, int]]`: `(Σ_t ℓ_t, n)` over the completion tokens of each row, in order.
+    """
+    features = [
+        encode_prompt_completion(tokenizer, p, c, system) for p, c in zip(dataset["prompt"], dataset["completion"])
+    ]
+
+    def nll(model, batch: SequenceBatch) -> list[tuple[float, int]]:
+        logprobs = completion_logprobs(model, batch)
+        mask = batch.completion_mask.clone()
+        mask[:, 0] = 0
+        total = -(logprobs * mask).sum(-1)
+        return [(float(t), int(n)) for t, n in zip(total.tolist(), mask.sum(-1).tolist())]
+
+    return score_batches(model, features, nll, tokenizer.pad_token_id, batch_size=batch_size, desc=desc)
+
+
+def relative_difficulty(
+    model,
+    tokenizer,
+    dataset: Dataset,
+    probe_size: int | None = 128,
+    seed: int = 0,
+    batch_size: int = 16,
+    system: str | None = None,
+) -> float:
+    """Relative difficulty `L(D, θ)`: mean per-token NLL of the responses of a seeded probe sample of `dataset`.
+
+    The mean is over all completion tokens of the probe (token-weighted), the quantity SFT minimises.
+
+    Args:
+        model: the student, in its current state.
+        tokenizer: its tokenizer (chat template for conversational rows).
+        dataset (`Dataset`): prompt–completion rows.
+        probe_size (`int`, *optional*, defaults to `128`): rows in the probe (`None` or more than the dataset: all).
+        seed (`int`, *optional*, defaults to `0`): seed of the probe sample.
+        batch_size (`int`, *optional*, defaults to `16`): sequences per forward pass.
+        system (`str`, *optional*): system message for conversational prompts.
+    """
+    check_response_dataset(dataset)
+    probe = dataset.select(probe_indices(len(dataset), probe_size, seed))
+    results = response_nll(model, tokenizer, probe, batch_size=batch_size, system=system)
+    tokens = sum(n for _, n in results)
+    if tokens == 0:
+        raise ValueError("The probe's responses have no completion tokens to score; check the `completion` column.")
+    return sum(t for t, _ in results) / tokens
+
+
+# --- capability C(θ) -------------------------------------------------------------------------------------------------
+def check_dev_dataset(dev_dataset: Dataset | None, verifier: Callable | None) -> None:
+    """Raises a `ValueError` unless `dev_dataset` and `verifier` can measure capability."""
+    if verifier is None:
+        raise ValueError(
+            "Capability C(θ) is the pass rate of greedy generations by the task's verifier, and no verifier was "
+            "given. Pass a TRL reward function, e.g. `trl_distill.core.verifiers.numeric_reward`."
+        )
+    if dev_dataset is None or len(dev_dataset) == 0:
+        raise ValueError(
+            "The dev split for capability C(θ) is empty; give held-out prompts with their reference answers "
+            "(e.g. `dataset['dev']`)."
+        )
+    if "prompt" not in dev_dataset.column_names:
+        raise ValueError(f"The dev split has no `prompt` column (columns: {dev_dataset.column_names}).")
+
+
+def capability(
+    model,
+    tokenizer,
+    dev_dataset: Dataset,
+    verifier: Callable,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    pass_threshold: float = 1.0,
+    system: str | None = None,
+) -> float:
+    """Student capability `C(θ)`: pass@1 of greedy generations on `dev_dataset`, by `verifier`.
+
+    A generation passes when its reward is at least `pass_threshold`; rows the verifier marks `None` (not applicable)
+    are left out. Under several processes each one generates a contiguous shard (equal batch counts, so ZeRO-3 stays
+    in lockstep) and the verdicts are gathered, so every process returns the same number.
+
+    Args:
+        model: the student, in its current state.
+        tokenizer: its tokenizer (with a pad token).
+        dev_dataset (`Dataset`): held-out rows with a `prompt` column and the columns the verifier reads (`answer`).
+        verifier (`Callable`): a TRL reward function `(prompts, completions, **columns) -> list[float | None]`.
+        max_new_tokens (`int`, *optional*, defaults to `64`): generation budget.
+        batch_size (`int`, *optional*, defaults to `32`): prompts per `generate` call.
+        pass_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass.
+        system (`str`, *optional*): system message for conversational prompts.
+    """
+    check_dev_dataset(dev_dataset, verifier)
+    state = PartialState()
+    n = len(dev_dataset)
+    per_rank = math.ceil(n / state.num_processes)
+    shard = list(range(state.process_index * per_rank, min(n, (state.process_index + 1) * per_rank)))
+    shard += [shard[-1] if shard else n - 1] * (per_rank - len(shard))  # equal generate calls on every rank
+    rows = dev_dataset.select(shard)
+    completions = generate_completions(
+        model,
+        tokenizer,
+        rows["prompt"],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        system=system,
+        desc="DMC capability",
+        show_progress=state.is_local_main_process,
+    )
+    rewards = _verify(verifier, rows, completions, "dev generations")
+    local = [(i, None if r is None else float(r >= pass_threshold)) for i, r in zip(shard, rewards)]
+    verdicts = dict(gather_object(local) if state.num_processes > 1 else local)
+    passed = [v for v in verdicts.values() if v is not None]
+    if not passed:
+        raise ValueError("The verifier returned None for every dev row; the dev split needs reference answers.")
+    return sum(passed) / len(passed)
+
+
+# --- ranking -------------------------------------------------------------------------------------------------------
+def rank_datasets(
+    model,
+    tokenizer,
+    datasets: Mapping[str, Dataset],
+    dev_dataset: Dataset,
+    verifier: Callable,
+    beta: float = 1.0,
+    probe_size: int | None = 128,
+    dev_size: int | None = 64,
+    max_new_tokens: int = 64,
+    scoring_batch_size: int = 16,
+    generation_batch_size: int = 32,
+    reward_column: str | None = None,
+    pass_threshold: float = 1.0,
+    system: str | None = None,
+    seed: int = 0,
+    print_table: bool = False,
+) -> list[dict]:
+    """Ranks candidate datasets for a student by DMC, best first.
+
+    Capability is measured once (it depends on the model only); quality and difficulty per dataset.
+
+    Args:
+        model: the student.
+        tokenizer: its tokenizer.
+        datasets (`Mapping[str, Dataset]`): candidate datasets by name (prompt–completion rows with a `correct`,
+            reward or verifiable `answer` column).
+        dev_dataset (`Dataset`): held-out prompts with reference answers for capability.
+        verifier (`Callable`): the task's TRL reward function (capability, and quality where there is no `correct`
+            column).
+        beta (`float`, *optional*, defaults to `1.0`): `β` of [`compatibility`].
+        probe_size (`int`, *optional*, defaults to `128`): probe rows per dataset for `L`.
+        dev_size (`int`, *optional*, defaults to `64`): dev rows for `C` (a seeded sample; `None` = all).
+        max_new_tokens (`int`, *optional*, defaults to `64`): generation budget for `C`.
+        scoring_batch_size (`int`, *optional*, defaults to `16`), generation_batch_size (`int`, *optional*, defaults
+            to `32`): batch sizes.
+        reward_column (`str`, *optional*): use this reward column (in `[0, 1]`) for quality.
+        pass_threshold (`float`, *optional*, defaults to `1.0`): reward that counts as a pass for `C`.
+        system (`str`, *optional*): system message for conversational prompts.
+        seed (`int`, *optional*, defaults to `0`): seed of the probe and dev samples.
+        print_table (`bool`, *optional*, defaults to `False`): also print the table (main process only).
+
+    Returns:
+        `list[dict]`: one row per dataset, sorted by `dmc` descending (ties by name), with `dataset`, `rows`,
+        `quality`, `difficulty`, `capability` and `dmc`.
+    """
+    if not datasets:
+        raise ValueError("rank_datasets needs at least one candidate dataset.")
+    for name, dataset in datasets.items():
+        check_response_dataset(dataset, name)
+    check_dev_dataset(dev_dataset, verifier)
+    dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed))
+    c = capability(
+        model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, pass_threshold, system=system
+    )
+    table = []
+    for name, dataset in datasets.items():
+        q = float(np.mean(quality_per_example(dataset, verifier, reward_column=reward_column, name=name)))
+        ell = relative_difficulty(model, tokenizer, dataset, probe_size, seed, scoring_batch_size, system)
+        table.append(
+            {
+                "dataset": name,
+                "rows": len(dataset),
+                "quality": q,
+                "difficulty": ell,
+                "capability": c,
+                "dmc": compatibility(q, ell, c, beta),
+            }
+        )
+    table.sort(key=lambda row: (-row["dmc"], row["dataset"]))
+    if print_table and PartialState().is_main_process:
+        print(format_table(table))
+    return table
+
+
+def format_table(table: Sequence[dict]) -> str:
+    """A plain-text table of [`rank_datasets`] rows."""
+    width = max([len("dataset")] + [len(str(row["dataset"])) for row in table])
+    lines = [f"{'rank':>4}  {'dataset':<{width}}  {'rows':>6}  {'Q':>6}  {'L':>7}  {'C':>6}  {'DMC':>7}"]
+    for rank, row in enumerate(table, 1):
+        lines.append(
+            f"{rank:>4}  {row['dataset']:<{width}}  {row['rows']:>6}  {row['quality']:>6.3f}  "
+            f"{row['difficulty']:>7.4f}  {row['capability']:>6.3f}  {row['dmc']:>7.4f}"
+        )
+    return "\n".join(lines)
