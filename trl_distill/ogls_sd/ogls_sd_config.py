@@ -87,9 +87,7 @@ class OGLSSDConfig(DistillationConfig):
         metadata={"help": "Teacher prompt built from {prompt} and the row's {privileged_context}."},
     )
     steering: str = field(default="pooled", metadata={"help": "Steering direction: 'pooled' or 'contextual'."})
-    steering_alpha: float = field(
-        default=1.0, metadata={"help": "Steering strength alpha; 0.0 is exactly OPSD."}
-    )
+    steering_alpha: float = field(default=1.0, metadata={"help": "Steering strength alpha; 0.0 is exactly OPSD."})
     normalize_direction: bool = field(
         default=False, metadata={"help": "Rescale each prompt's direction to unit norm in logit space."}
     )

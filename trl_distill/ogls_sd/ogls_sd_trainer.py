@@ -138,7 +138,9 @@ class OGLSSDTrainer(DistillationTrainer):
             raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")
         self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list | tuple) else [reward_funcs]
         if not self.reward_funcs:
-            raise ValueError("OGLS-SD needs at least one reward function to tell successful rollouts from failed ones.")
+            raise ValueError(
+                "OGLS-SD needs at least one reward function to tell successful rollouts from failed ones."
+            )
         for func in self.reward_funcs:
             if not callable(func):
                 raise TypeError(f"Reward functions must be callables, got {type(func).__name__}.")
@@ -255,7 +257,9 @@ class OGLSSDTrainer(DistillationTrainer):
         )
 
     def _get_eval_sampler(self, eval_dataset):
-        return RepeatSampler(data_source=eval_dataset, mini_repeat_count=self.args.num_generations, seed=self.args.seed)
+        return RepeatSampler(
+            data_source=eval_dataset, mini_repeat_count=self.args.num_generations, seed=self.args.seed
+        )
 
     # ------------------------------------------------------------------ teacher
 
@@ -301,7 +305,9 @@ class OGLSSDTrainer(DistillationTrainer):
             return prompt[:-1] + [{**last, "content": template.format(prompt=text, privileged_context=context)}]
         return template.format(prompt=prompt, privileged_context=context)
 
-    def _teacher_hidden_states(self, teacher_prompts: list, completion_ids: torch.Tensor, completion_mask) -> torch.Tensor:
+    def _teacher_hidden_states(
+        self, teacher_prompts: list, completion_ids: torch.Tensor, completion_mask
+    ) -> torch.Tensor:
         """Teacher final hidden states `(N, C, H)` at the completion positions, under `teacher_prompts`, no grad."""
         prompt_ids = self._tokenize_prompts(teacher_prompts)[0]
         device = completion_ids.device
@@ -328,17 +334,29 @@ class OGLSSDTrainer(DistillationTrainer):
 
     # ------------------------------------------------------------------ rewards
 
-    def _compute_rewards(self, inputs: list[dict], prompts: list, completions: list, completion_ids: list) -> torch.Tensor:
+    def _compute_rewards(
+        self, inputs: list[dict], prompts: list, completions: list, completion_ids: list
+    ) -> torch.Tensor:
         """Weighted reward per rollout, `NaN` where every function returned `None`; validates what the functions return."""
         n = len(prompts)
         columns = {key: [row[key] for row in inputs] for key in inputs[0] if key not in ("prompt", "completion")}
         per_func = torch.full((n, len(self.reward_funcs)), math.nan)
         for i, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
             values = func(
-                prompts=prompts, completions=completions, completion_ids=completion_ids, trainer_state=self.state, **columns
+                prompts=prompts,
+                completions=completions,
+                completion_ids=completion_ids,
+                trainer_state=self.state,
+                **columns,
             )
             if values is None or not hasattr(values, "__len__") or len(values) != n:
-                got = "None" if values is None else f"{len(values)} values" if hasattr(values, "__len__") else repr(values)
+                got = (
+                    "None"
+                    if values is None
+                    else f"{len(values)} values"
+                    if hasattr(values, "__len__")
+                    else repr(values)
+                )
                 raise ValueError(
                     f"Reward function {name!r} returned {got} for {n} completions; it must return a list with one float "
                     "(or None where it does not apply) per completion."
@@ -405,6 +423,8 @@ class OGLSSDTrainer(DistillationTrainer):
         _, _, mixed = group_outcomes(success, G)
         if self.args.steering == "pooled":
             direction = steering_direction(features, completion_mask, success, G)
+        elif not mixed.any():  # nothing to contrast: skip the context forwards
+            direction = torch.zeros_like(features, dtype=torch.float32)
         else:
             direction = contextual_steering_direction(
                 self._contextual_features(prompts, completions, completion_ids, completion_mask, mixed, head),
@@ -424,9 +444,6 @@ class OGLSSDTrainer(DistillationTrainer):
         G = self.num_generations
         rows = torch.nonzero(mixed.repeat_interleave(G)).flatten().tolist()
         for j in range(G):
-            if not rows:
-                yield torch.zeros(0)
-                continue
             contexts = [completions[(i // G) * G + j] for i in rows]
             teacher_prompts = [self._compose_teacher_prompt(prompts[i], c) for i, c in zip(rows, contexts)]
             hidden = self._teacher_hidden_states(teacher_prompts, completion_ids[rows], completion_mask[rows])
@@ -459,9 +476,10 @@ class OGLSSDTrainer(DistillationTrainer):
         if norms.dim() == 2:
             mask = completion_mask.float()
             G = self.num_generations
-            norms = ((norms.square() * mask).view(-1, G * mask.size(1)).sum(-1) / mask.view(-1, G * mask.size(1)).sum(
-                -1
-            ).clamp(min=1)).sqrt()
+            norms = (
+                (norms.square() * mask).view(-1, G * mask.size(1)).sum(-1)
+                / mask.view(-1, G * mask.size(1)).sum(-1).clamp(min=1)
+            ).sqrt()
         norms = gather(norms.to(device))
         self._metrics[mode]["steering/direction_norm"].append(
             norms[all_mixed].mean().item() if all_mixed.any() else 0.0
@@ -479,9 +497,10 @@ class OGLSSDTrainer(DistillationTrainer):
         student_head = LMHead.of(unwrapped_student)
         if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
             student_logits = student_head.logits(student_hidden) / self.temperature
-            per_token = generalized_jsd_from_logits(
-                student_logits, inputs["teacher_logits"] / self.temperature, self.beta
-            ) * mask
+            per_token = (
+                generalized_jsd_from_logits(student_logits, inputs["teacher_logits"] / self.temperature, self.beta)
+                * mask
+            )
             log_p = torch.log_softmax(student_logits.detach(), dim=-1)
             entropy = -(log_p.exp() * log_p).sum(-1) * mask
         else:

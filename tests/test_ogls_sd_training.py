@@ -1,0 +1,122 @@
+"""OGLSSDTrainer on the tiny world: the three teacher kinds and short training runs."""
+
+import copy
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from test_ogls_sd_trainer import make_trainer, parity_reward  # shared with the loss tests (tests/ is on sys.path)
+
+from trl_distill.lab.models import tiny_model
+from trl_distill.lab.tasks import task_reward
+
+
+@pytest.fixture(scope="module")
+def toy(arithmetic):
+    """Arithmetic rows whose privileged context is the reference solution (the row's completion text)."""
+    return arithmetic["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
+
+
+def test_initial_teacher_stays_frozen_while_the_student_moves(tokenizer, toy, tmp_path):
+    trainer = make_trainer(tokenizer, toy, tmp_path, max_steps=1)
+    student0 = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    teacher0 = {k: v.clone() for k, v in trainer.teacher_model.state_dict().items()}
+    trainer.train()
+    assert not any(p.requires_grad for p in trainer.teacher_model.parameters())
+    assert all(torch.equal(v, teacher0[k]) for k, v in trainer.teacher_model.state_dict().items())
+    assert any(not torch.equal(v, student0[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_ema_teacher_follows_the_student_at_its_rate(tokenizer, toy, tmp_path):
+    trainer = make_trainer(tokenizer, toy, tmp_path, max_steps=1, teacher_model_kind="ema", teacher_update_rate=0.25)
+    teacher0 = {k: v.clone() for k, v in trainer.teacher_model.named_parameters()}
+    trainer.train()
+    student = dict(trainer.model.named_parameters())
+    for name, value in trainer.teacher_model.named_parameters():
+        torch.testing.assert_close(value, 0.75 * teacher0[name] + 0.25 * student[name].detach())
+    assert any(not torch.equal(v, teacher0[k]) for k, v in trainer.teacher_model.named_parameters())
+
+
+def test_peft_student_uses_the_adapter_disabled_base_as_teacher(tokenizer, toy, tmp_path):
+    from peft import LoraConfig
+
+    base = tiny_model(tokenizer, "xs", seed=0)
+    reference = copy.deepcopy(base).eval()
+    trainer = make_trainer(
+        tokenizer, toy, tmp_path, model=base, peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    assert trainer.teacher_model is None  # no second copy in memory
+    with torch.no_grad():  # a trained-looking adapter, so adapter-on and adapter-off differ
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5 * torch.randn_like(p))
+    prompt = [{"role": "user", "content": "Compute 1+2."}]
+    completion_ids = torch.tensor([tokenizer("3\nAnswer: 3")["input_ids"]])
+    mask = torch.ones_like(completion_ids)
+    trainer.model.train()
+    hidden = trainer._teacher_hidden_states([prompt], completion_ids, mask)
+    assert trainer.model.training  # the teacher forward runs in eval mode and restores the student's mode
+    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    full = torch.cat([torch.tensor([list(prompt_ids)]), completion_ids], dim=1)
+    with torch.no_grad():
+        expected = reference.model(input_ids=full).last_hidden_state[:, len(prompt_ids) - 1 : -1]
+        adapted = trainer.model.base_model.model.model(input_ids=full).last_hidden_state[:, len(prompt_ids) - 1 : -1]
+    torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=1e-5)
+    assert (adapted - expected).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "steering, reward", [("pooled", task_reward), ("contextual", parity_reward)], ids=["pooled", "contextual"]
+)
+def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, tmp_path, steering, reward):
+    trainer = make_trainer(
+        tokenizer, toy, tmp_path, reward=reward, steering=steering, gradient_accumulation_steps=2, max_steps=1
+    )
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train()
+    assert any(not torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    logged = trainer.state.log_history[0]
+    for key in (
+        "loss",
+        "reward",
+        "steering/success_rate",
+        "steering/frac_mixed_groups",
+        "steering/direction_norm",
+        "divergence",
+        "entropy",
+        f"rewards/{reward.__name__}/mean",
+    ):
+        assert key in logged and math.isfinite(logged[key]), key
+    if steering == "contextual":  # the parity verifier mixes outcomes, so the context forwards really ran
+        assert logged["steering/frac_mixed_groups"] > 0 and logged["steering/direction_norm"] > 0
+
+
+def test_normalized_steering_in_training_has_unit_direction_norm(tokenizer, toy, tmp_path):
+    trainer = make_trainer(
+        tokenizer, toy, tmp_path, steering_alpha=2.0, normalize_direction=True, per_device_train_batch_size=8
+    )
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "steering/frac_mixed_groups" in log]
+    mixed = [log for log in steps if log["steering/frac_mixed_groups"] > 0]
+    assert mixed, "the parity verifier should give some group both outcomes"
+    for log in mixed:
+        assert log["steering/direction_norm"] == pytest.approx(1.0, rel=1e-4)
+
+
+def test_plain_text_prompts(tokenizer, tmp_path):
+    rows = Dataset.from_list(
+        [
+            {
+                "prompt": f"Compute {i}+1.",
+                "privileged_context": f"Answer: {i + 1}",
+                "answer": str(i + 1),
+                "task": "arithmetic",
+            }
+            for i in range(8)
+        ]
+    )
+    trainer = make_trainer(tokenizer, rows, tmp_path, reward=task_reward, max_steps=1, teacher_model_kind="live")
+    assert trainer.teacher_model is None
+    trainer.train()
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
