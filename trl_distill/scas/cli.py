@@ -1,0 +1,129 @@
+"""`trl-distill scas-score` (or `python -m trl_distill.scas.cli`): score a pool for a student, write the scores and the
+selected SFT dataset, for users who train elsewhere.
+
+```bash
+python -m trl_distill.scas.cli --model Qwen/Qwen2.5-1.5B-Instruct --pool pool.jsonl --output_dir scas-out
+accelerate launch -m trl_distill.scas.cli --model ... --pool pool.parquet --output_dir scas-out --format parquet
+```
+
+Writes `scores.<format>` (one row per candidate: `prompt_id`, `teacher`, `correct`, `learning_cost`, `d_A`, `d_Q`,
+`AA`, `AQ`, token counts, rank `group`, `selected`) and `selected.<format>` (one `prompt`/`completion` row per prompt,
+with the pool's other per-prompt columns and the chosen `teacher`).
+"""
+
+import argparse
+import json
+import os
+
+from accelerate import PartialState
+
+from ..core.pool import to_long_pool
+from .scoring import encode_pool, score_features
+from .selection import STRATEGIES, scas_select
+
+
+def load_pool(path: str):
+    """A pool from a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` directory, or a Hub dataset id."""
+    from datasets import load_dataset, load_from_disk
+
+    if os.path.isdir(path):
+        return load_from_disk(path)
+    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".parquet", "parquet")):
+        if path.endswith(suffix):
+            return load_dataset(builder, data_files=path, split="train")
+    return load_dataset(path, split="train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trl-distill scas-score", description="Score a candidate pool with SCAS and write the selected dataset."
+    )
+    parser.add_argument("--model", required=True, help="Student model name or path.")
+    parser.add_argument("--pool", required=True, help="Pool: .jsonl/.json/.parquet file, saved dataset dir or hub id.")
+    parser.add_argument("--output_dir", required=True, help="Where scores and the selected dataset are written.")
+    parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="Output format.")
+    parser.add_argument("--lmbda", type=float, default=0.5, help="λ of the learning cost.")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="scas", help="Selection rule.")
+    parser.add_argument("--group", type=int, default=1, help="Rank group to draw from (1 = lowest cost).")
+    parser.add_argument("--num_groups", type=int, default=5, help="Number of rank groups G.")
+    parser.add_argument("--all_candidates", action="store_true", help="Let incorrect candidates compete too.")
+    parser.add_argument("--strict", action="store_true", help="Error on prompts without a correct candidate.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the draws inside a group.")
+    parser.add_argument("--batch_size", type=int, default=16, help="Sequences per forward pass.")
+    parser.add_argument("--feature_module", default=None, help="Module name of the feature layer (default: auto).")
+    parser.add_argument("--system", default=None, help="System message rendered before each prompt.")
+    parser.add_argument("--dtype", default="auto", help="Model dtype: auto, bfloat16, float16, float32.")
+    return parser
+
+
+def _write(dataset, path: str, fmt: str) -> None:
+    if fmt == "parquet":
+        dataset.to_parquet(path)
+    else:
+        dataset.to_json(path, lines=True, force_ascii=False)
+
+
+def main(argv=None) -> dict:
+    """Runs the scoring command; returns a summary (also written to `summary.json`)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    args = build_parser().parse_args(argv)
+    state = PartialState()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(state.device)
+
+    long = to_long_pool(load_pool(args.pool), require_correct=not args.all_candidates)
+    scores = score_features(
+        model,
+        encode_pool(tokenizer, long, system=args.system),
+        tokenizer.pad_token_id,
+        lmbda=args.lmbda,
+        batch_size=args.batch_size,
+        feature_module=args.feature_module,
+    )
+    selection = scas_select(
+        long,
+        scores,
+        strategy=args.strategy,
+        group=args.group,
+        num_groups=args.num_groups,
+        only_correct=not args.all_candidates,
+        seed=args.seed,
+        strict=args.strict,
+    )
+    chosen = set(selection.indices)
+    summary = {
+        "prompts": len(selection.indices) + len(selection.skipped),
+        "selected": len(selection.indices),
+        "skipped": len(selection.skipped),
+        "teacher_share": selection.teacher_shares([str(t) for t in long["teacher"]]),
+        "mean_learning_cost": sum(scores[i]["learning_cost"] for i in selection.indices) / len(selection.indices),
+    }
+    if state.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        keep = [c for c in ("prompt_id", "teacher", "correct") if c in long.column_names]
+        rows = [
+            {**{c: long[c][i] for c in keep}, **score, "group": selection.groups[i], "selected": i in chosen}
+            for i, score in enumerate(scores)
+        ]
+        _write(Dataset.from_list(rows), os.path.join(args.output_dir, f"scores.{args.format}"), args.format)
+        drop = [c for c in ("prompt_id", "correct") if c in long.column_names]
+        _write(
+            long.select(selection.indices).remove_columns(drop),
+            os.path.join(args.output_dir, f"selected.{args.format}"),
+            args.format,
+        )
+        with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        print(json.dumps(summary, indent=1))
+    state.wait_for_everyone()
+    return summary
+
+
+if __name__ == "__main__":
+    main()

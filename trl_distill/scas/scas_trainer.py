@@ -1,0 +1,111 @@
+"""SCASTrainer: SFT on the answer that is cheapest to learn for the current student, chosen per prompt from a pool."""
+
+import logging
+from dataclasses import fields
+
+from datasets import Dataset
+from transformers import TrainingArguments
+from trl import SFTTrainer
+
+from ..core.pool import pool_form, to_long_pool
+from ..core.sampler import SelectionSampler
+from .scas_callback import SCASCallback
+from .scas_config import SCASConfig
+from .scoring import encode_pool
+from .selection import scas_select
+
+
+logger = logging.getLogger(__name__)
+
+POOL_ROW = "_scas_pool_row"
+
+
+class SCASTrainer(SFTTrainer):
+    """Trainer for Student-Centric Answer Selection (SCAS), a drop-in replacement for [`~trl.SFTTrainer`].
+
+    The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
+    form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
+    prompt with a `candidates` list). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
+    every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
+    answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
+    switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
+
+    A plain SFT dataset (`prompt`/`completion` or `messages`, no pool columns) is trained exactly as `SFTTrainer`
+    trains it: same examples, same order, same loss.
+
+    Args:
+        model: as for [`~trl.SFTTrainer`].
+        args ([`SCASConfig`], *optional*): an [`~trl.SFTConfig`] or `TrainingArguments` is converted, with the SCAS
+            defaults.
+        train_dataset (`Dataset`): the candidate pool, or a plain SFT dataset.
+        **kwargs: every other [`~trl.SFTTrainer`] argument, unchanged.
+    """
+
+    _tag_names = ["trl", "sft", "trl-distill", "scas"]
+    _name = "SCAS"
+
+    def __init__(self, model, args=None, data_collator=None, train_dataset=None, eval_dataset=None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = SCASConfig(f"{str(name).split('/')[-1] or 'model'}-SCAS")
+        elif isinstance(args, TrainingArguments) and not isinstance(args, SCASConfig):
+            # the field values themselves: `to_dict()` masks every `*_token` field (eos_token, pad_token, hub_token)
+            args = SCASConfig(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
+
+        self._scas_pool = None
+        if isinstance(train_dataset, Dataset) and pool_form(train_dataset) != "sft":
+            if args.packing:
+                raise ValueError(
+                    "SCASTrainer selects one answer (one dataset row) per prompt, which packing would merge with other "
+                    "rows. Set `packing=False`."
+                )
+            if (args.dataset_kwargs or {}).get("skip_prepare_dataset"):
+                raise ValueError(
+                    "SCASTrainer needs SFTTrainer to prepare the pool (`skip_prepare_dataset` is set); pass the raw "
+                    "prompt/completion pool instead."
+                )
+            long = to_long_pool(train_dataset, require_correct=args.only_correct)
+            self._scas_pool = long
+            train_dataset = long.add_column(POOL_ROW, list(range(len(long))))
+
+        super().__init__(model, args, data_collator, train_dataset, eval_dataset, **kwargs)
+
+        self.scas_callback = None
+        if self._scas_pool is not None:
+            self._setup_selection()
+
+    def _setup_selection(self) -> None:
+        long, args = self._scas_pool, self.args
+        # Preparation may shuffle rows or drop over-long ones: map pool rows to the prepared dataset's rows.
+        dataset_index = {row: i for i, row in enumerate(self.train_dataset[POOL_ROW])}
+        dropped = len(long) - len(dataset_index)
+        if dropped:
+            logger.warning(
+                f"{dropped} candidate answers were dropped while preparing the dataset (nothing left to train on "
+                "after truncation to `max_length`); they cannot be selected."
+            )
+        correct = long["correct"] if args.only_correct else [True] * len(long)
+        pool = {
+            "prompt_id": long["prompt_id"],
+            "teacher": [str(t) for t in long["teacher"]],
+            "correct": [bool(c) and i in dataset_index for i, c in enumerate(correct)],
+        }
+        # Checks the pool before training (strict mode raises here) and gives the sampler a valid first selection.
+        initial = scas_select(pool, strategy="random", only_correct=True, seed=args.selection_seed, strict=args.strict)
+        self._scas_num_prompts = len(initial.indices)
+        self._scas_initial = [dataset_index[i] for i in initial.indices]
+        self.scas_callback = SCASCallback(
+            pool,
+            encode_pool(self._tokenizer, long),
+            dataset_index,
+            args,
+            self._tokenizer.pad_token_id,
+            metrics=self._metrics["train"],
+        )
+        self.add_callback(self.scas_callback)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.scas_callback is None:
+            return super()._get_train_sampler(train_dataset)
+        # One answer per prompt per epoch; the callback swaps which answer before each round's epoch.
+        return SelectionSampler(self._scas_num_prompts, self._scas_initial, seed=self.args.seed)
