@@ -11,7 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription when tests share the cores
 
 
 @pytest.fixture(scope="session")

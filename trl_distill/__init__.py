@@ -28,8 +28,11 @@ _EXPORTS = {
     "ogls_sd.ogls_sd_trainer": ["OGLSSDTrainer"],
     "camopd.camopd_config": ["CaMOPDConfig"],
     "camopd.camopd_trainer": ["CaMOPDTrainer"],
-    "evaluation.rse": ["rse"],
-    "evaluation.ice": ["ice"],
+    "evaluation.rse": ["rse", "RSEResult"],
+    "evaluation.ice": ["ice", "ICEResult", "build_ice_prompts"],
+    "evaluation.identity": ["IdentityFact"],
+    "evaluation.judges": ["AutomaticJudge", "LocalChatJudge", "OpenAICompatibleJudge", "IdentityClaimJudge"],
+    "evaluation.mutators": ["LLMMutator", "mutate_templates"],
     "evaluation.diagnostics": ["token_diagnostics", "TokenDiagnosticsCallback"],
     "pool.builder": ["build_pool"],
 }
