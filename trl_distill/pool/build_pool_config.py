@@ -1,0 +1,230 @@
+"""Arguments of `build-pool`: the teachers with their generation settings, the verifier and the output layout."""
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+
+BACKENDS = ("transformers", "vllm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class TeacherSpec:
+    """One teacher and its generation settings; `None` fields take the [`BuildPoolConfig`] defaults.
+
+    Written on the command line as a path (`./qwen-7b`) or as comma-separated `key=value` pairs
+    (`name=qwen,model=Qwen/Qwen2.5-7B-Instruct,temperature=0.7,backend=vllm,tensor_parallel_size=4`); in a YAML recipe
+    also as a mapping with the same keys.
+
+    Args:
+        model (`str`): model path or Hub id.
+        name (`str`, *optional*): the name written in the pool's `teacher` column; defaults to the last component
+            of `model`. Must be unique among the teachers.
+        temperature (`float`, *optional*): sampling temperature; 0 means greedy decoding (then `n` must be 1).
+        top_p (`float`, *optional*): nucleus-sampling mass.
+        max_new_tokens (`int`, *optional*): generation budget per answer.
+        system (`str`, *optional*): system message put before each conversational prompt.
+        backend (`str`, *optional*): `"transformers"` or `"vllm"`.
+        dtype (`str`, *optional*): weights dtype: `"auto"`, `"float32"`, `"bfloat16"` or `"float16"`.
+        tensor_parallel_size (`int`, *optional*): GPUs one vLLM teacher is split over.
+    """
+
+    model: str
+    name: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    system: str | None = None
+    backend: str | None = None
+    dtype: str | None = None
+    tensor_parallel_size: int | None = None
+
+    @classmethod
+    def parse(cls, value) -> "TeacherSpec":
+        """A spec from a path, a `key=value,...` string, a mapping, or a spec."""
+        if isinstance(value, TeacherSpec):
+            return value
+        if isinstance(value, dict):
+            items = dict(value)
+        elif isinstance(value, str) and "=" in value:
+            items = {}
+            for part in value.split(","):
+                key, sep, raw = part.partition("=")
+                if not sep:
+                    raise ValueError(f"Teacher spec {value!r}: {part!r} is not a `key=value` pair.")
+                items[key.strip()] = raw.strip()
+        elif isinstance(value, str) and value.strip():
+            items = {"model": value.strip()}
+        else:
+            raise ValueError(f"A teacher must be a path, a `key=value,...` string or a mapping, got {value!r}.")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(items) - set(known))
+        if unknown:
+            raise ValueError(f"Teacher spec {value!r}: unknown key(s) {unknown}; known keys are {sorted(known)}.")
+        if not items.get("model"):
+            raise ValueError(f"Teacher spec {value!r} has no `model` (a path or Hub id).")
+        converters = {"temperature": float, "top_p": float, "max_new_tokens": int, "tensor_parallel_size": int}
+        try:
+            items = {k: converters[k](v) if k in converters and v is not None else v for k, v in items.items()}
+        except ValueError as error:
+            raise ValueError(f"Teacher spec {value!r}: {error}.") from error
+        return cls(**items)
+
+    def resolved(self, defaults: "BuildPoolConfig") -> "TeacherSpec":
+        """A copy with every unset field taken from `defaults` and a name derived from the model when unset."""
+        values = asdict(self)
+        for key in ("temperature", "top_p", "max_new_tokens", "system", "backend", "dtype", "tensor_parallel_size"):
+            if values[key] is None:
+                values[key] = getattr(defaults, key)
+        if not values["name"]:
+            values["name"] = os.path.basename(os.path.normpath(self.model)) or self.model
+        spec = TeacherSpec(**values)
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        where = f"Teacher {self.name or self.model!r}"
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"{where}: temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"{where}: top_p must be in (0, 1], got {self.top_p}.")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"{where}: max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"{where}: unknown backend {self.backend!r}; choose one of {BACKENDS}.")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"{where}: unknown dtype {self.dtype!r}; choose one of {DTYPES}.")
+        if self.tensor_parallel_size is not None and self.tensor_parallel_size < 1:
+            raise ValueError(f"{where}: tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}.")
+
+
+@dataclass
+class BuildPoolConfig:
+    r"""
+    Arguments of [`build_pool`] and `trl-distill build-pool`.
+
+    Parameters:
+        teachers (`list[str]`):
+            The teachers, each a path/Hub id or a `key=value,...` spec (see [`TeacherSpec`]); mappings in YAML.
+            They are loaded one at a time, in this order.
+        dataset_name (`str`, *optional*):
+            (CLI) The prompt dataset: a Hub id, a directory saved with `save_to_disk`, or a `.json`/`.jsonl`/
+            `.parquet`/`.csv` file. It needs a `prompt` column (text or messages) and the columns the verifier reads
+            (e.g. `answer`). A `completion` column (the reference answer) is not copied into the pool.
+        dataset_config (`str`, *optional*):
+            (CLI) The dataset configuration name on the Hub.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            (CLI) The split to read.
+        max_prompts (`int`, *optional*):
+            (CLI) Use only the first `max_prompts` rows (quick trials).
+        output_dir (`str`):
+            Where the shards, `manifest.json`, `pool.jsonl` and `summary.json` are written.
+        n (`int`, *optional*, defaults to `4`):
+            Answers per teacher per prompt.
+        verifier (`str`, *optional*, defaults to `"exact_match"`):
+            `exact_match`, `numeric`, `math_verify`, `lab_task`, or an import path `package.module:function`
+            ([`build_pool`] also takes a callable).
+        tolerance (`float`, *optional*, defaults to `1e-6`):
+            Relative and absolute tolerance of the `numeric` verifier.
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
+            An answer is `correct` when its reward is at least this.
+        max_new_tokens (`int`, *optional*, defaults to `512`):
+            Default generation budget per answer.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Default sampling temperature (0 = greedy, which needs `n=1`).
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Default nucleus-sampling mass.
+        system (`str`, *optional*):
+            Default system message for conversational prompts.
+        backend (`str`, *optional*, defaults to `"transformers"`):
+            Default backend: `"transformers"` (batched `generate`, data-parallel over accelerate processes) or
+            `"vllm"` (one process, tensor-parallel over `tensor_parallel_size` GPUs).
+        dtype (`str`, *optional*, defaults to `"auto"`):
+            Default weights dtype.
+        tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            Default number of GPUs per vLLM teacher.
+        gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
+            Share of GPU memory vLLM may take.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Prompts per `generate` call per process (transformers backend); each yields `n` sequences. A throughput
+            knob: it is not part of the pool's identity, but sampled answers depend on it, so keep it fixed across a
+            kill and resume to get the very pool an uninterrupted run gives.
+        shard_size (`int`, *optional*, defaults to `64`):
+            Prompts per shard; a shard (one teacher, `shard_size` prompts, `n` answers each) is the unit written to
+            disk and skipped on resume.
+        seed (`int`, *optional*, defaults to `0`):
+            Base seed; each (teacher, shard) is seeded from it, so the pool does not depend on the process count.
+        overwrite (`bool`, *optional*, defaults to `False`):
+            Delete an existing pool in `output_dir` built with other arguments instead of refusing it.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Passed to `from_pretrained` / vLLM.
+    """
+
+    teachers: list[str] = field(default_factory=list, metadata={"help": "Teacher paths or key=value specs."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Prompt dataset (Hub id, directory or file)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Dataset split."})
+    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first rows."})
+    output_dir: str | None = field(default=None, metadata={"help": "Output directory of the pool."})
+    n: int = field(default=4, metadata={"help": "Answers per teacher per prompt."})
+    verifier: str = field(default="exact_match", metadata={"help": "Verifier name or package.module:function."})
+    tolerance: float = field(default=1e-6, metadata={"help": "Tolerance of the numeric verifier."})
+    correct_threshold: float = field(default=1.0, metadata={"help": "Reward at which an answer is correct."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Default generation budget."})
+    temperature: float = field(default=1.0, metadata={"help": "Default sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Default nucleus-sampling mass."})
+    system: str | None = field(default=None, metadata={"help": "Default system message."})
+    backend: str = field(default="transformers", metadata={"help": "Default backend: transformers or vllm."})
+    dtype: str = field(default="auto", metadata={"help": "Default weights dtype."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "Default GPUs per vLLM teacher."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory share for vLLM."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per generate call per process."})
+    shard_size: int = field(default=64, metadata={"help": "Prompts per shard written to disk."})
+    seed: int = field(default=0, metadata={"help": "Base seed."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace a pool built with other arguments."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Trust remote code when loading teachers."})
+
+    def __post_init__(self):
+        if isinstance(self.teachers, str | dict):
+            self.teachers = [self.teachers]
+        if not self.teachers:
+            raise ValueError("Give at least one teacher (a model path, or `name=...,model=...` with settings).")
+        if not self.output_dir:
+            raise ValueError("Give an `output_dir` for the pool.")
+        if self.n < 1:
+            raise ValueError(f"n (answers per teacher per prompt) must be >= 1, got {self.n}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}.")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts}.")
+        if self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0, got {self.tolerance}.")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}.")
+        if not (isinstance(self.verifier, str) and self.verifier) and not callable(self.verifier):
+            raise ValueError(f"verifier must be a name, an import path or a callable, got {self.verifier!r}.")
+        TeacherSpec(
+            model="defaults",
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            backend=self.backend,
+            dtype=self.dtype,
+            tensor_parallel_size=self.tensor_parallel_size,
+        ).check()
+        self.teacher_specs = [TeacherSpec.parse(t).resolved(self) for t in self.teachers]
+        names = [t.name for t in self.teacher_specs]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Teacher name(s) {duplicates} appear more than once; give each teacher a distinct `name=` "
+                "(e.g. `name=qwen-t07,model=...,temperature=0.7`)."
+            )
+        for spec in self.teacher_specs:
+            if spec.temperature == 0 and self.n > 1:
+                raise ValueError(
+                    f"Teacher {spec.name!r} decodes greedily (temperature=0) but n={self.n}: its answers would all be "
+                    "the same. Set a temperature > 0 for it or use n=1."
+                )

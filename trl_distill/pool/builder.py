@@ -1,0 +1,498 @@
+"""`build_pool`: several teachers' verified answers to every prompt, written as the long-form candidate pool.
+
+Layout of `output_dir`:
+
+- `manifest.json`: what defines the pool (teachers and their settings, `n`, verifier, seed, shard size, a hash of
+  the prompt dataset). A rerun with other arguments is refused instead of mixing two pools.
+- `shards/<k>-<teacher>/<shard>.jsonl`: one teacher's `n` answers to `shard_size` consecutive prompts, written
+  atomically as soon as they are verified. A rerun skips the shards that exist; each shard is seeded from
+  `(seed, teacher, shard)`, so a killed-and-resumed run writes the same pool as an uninterrupted one, whatever the
+  number of processes.
+- `pool.jsonl`: the long-form pool (see `trl_distill.core.pool`), rows ordered by prompt, then teacher, then sample.
+- `summary.json`: per teacher, the accuracy, the answer length and the share of prompts with a correct answer.
+"""
+
+import gc
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict
+
+import torch
+from accelerate import PartialState
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..core.generation import generate_completions, render_prompt
+from ..core.pool import validate_pool
+from .build_pool_config import BuildPoolConfig, TeacherSpec
+from .verify import resolve_verifier, run_verifier, verifier_name
+
+
+MANIFEST_VERSION = 1
+# columns the builder writes; a prompt dataset may not bring its own
+POOL_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct", "reward", "sample_index",
+                "completion_tokens", "teacher_model", "generation")  # fmt: skip
+
+
+def build_pool(
+    teachers: list,
+    dataset: Dataset,
+    output_dir: str,
+    n: int = 4,
+    verifier: str | Callable = "exact_match",
+    show_progress: bool = True,
+    **settings,
+) -> Dataset:
+    """Generates `n` answers per teacher per prompt, verifies them and writes the long-form candidate pool.
+
+    Every row carries `prompt_id`, `prompt`, `completion` (messages for conversational prompts, else text),
+    `teacher`, `correct`, `reward` (the verifier's value, `None` when it could not check), `sample_index`,
+    `completion_tokens` (in the teacher's tokenizer), `teacher_model`, `generation` (the settings used) and the
+    dataset's other columns. Empty answers are counted in the summary as wrong and left out of the pool.
+
+    Args:
+        teachers (`list`): model paths, `key=value,...` strings, mappings or [`TeacherSpec`]s.
+        dataset (`Dataset`): prompts in a `prompt` column plus the columns the verifier reads (e.g. `answer`); an
+            optional unique `prompt_id` column is kept, otherwise the row index is the id.
+        output_dir (`str`): where the pool is written (see the module docstring). Rerunning with the same arguments
+            resumes; other arguments are refused unless `overwrite=True`.
+        n (`int`, defaults to 4): answers per teacher per prompt.
+        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.pool.verify`), an
+            import path, or a callable `(prompts, completions, **columns) -> list[float | None]`.
+        show_progress (`bool`, defaults to `True`): a progress bar per teacher and the summary table.
+        **settings: the other fields of [`BuildPoolConfig`] (generation defaults, `shard_size`, `seed`, ...).
+
+    Returns:
+        `Dataset`: the long-form pool, identical on every process.
+    """
+    config = BuildPoolConfig(teachers=teachers, output_dir=output_dir, n=n, verifier=verifier, **settings)
+    return PoolBuilder(config, dataset, show_progress=show_progress).run()
+
+
+def load_pool(output_dir: str) -> Dataset:
+    """The pool written by [`build_pool`] in `output_dir`."""
+    path = os.path.join(output_dir, "pool.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No finished pool in {output_dir!r} (no pool.jsonl): run build_pool to finish it.")
+    pool = Dataset.from_list(_read_jsonl(path))
+    validate_pool(pool)
+    return pool
+
+
+def _sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_atomic(path: str, text: str) -> None:
+    # a kill mid-write leaves only a .tmp file, which is never read
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _is_empty(completion) -> bool:
+    text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+    return not text.strip()
+
+
+class PoolBuilder:
+    """Runs one `build_pool` call; see [`build_pool`]. Split out so each step reads on its own."""
+
+    def __init__(self, config: BuildPoolConfig, dataset: Dataset, show_progress: bool = True):
+        self.config = config
+        self.dataset = dataset
+        self.show_progress = show_progress
+        self.state = PartialState()
+        self.verifier = resolve_verifier(config.verifier, config.tolerance)
+        self.extra_columns = self._check_dataset()
+        self.prompt_ids = dataset["prompt_id"] if "prompt_id" in dataset.column_names else list(range(len(dataset)))
+        self.num_shards = -(-len(dataset) // config.shard_size)
+        self._check_verifier()
+
+    # ---- checks before any model is loaded -------------------------------------------------------------------------
+
+    def _check_dataset(self) -> list[str]:
+        columns = self.dataset.column_names
+        if "prompt" not in columns:
+            raise ValueError(
+                f"The prompt dataset has no `prompt` column (columns: {columns}); rename its prompt column."
+            )
+        if len(self.dataset) == 0:
+            raise ValueError("The prompt dataset is empty.")
+        clashing = sorted(set(columns) & set(POOL_COLUMNS) - {"prompt", "prompt_id", "completion"})
+        if clashing:
+            raise ValueError(
+                f"The prompt dataset has column(s) {clashing}, which the pool writes itself; remove or rename them."
+            )
+        if "prompt_id" in columns and len(set(self.dataset["prompt_id"])) != len(self.dataset):
+            raise ValueError("The `prompt_id` column has repeated values; ids must be unique (or drop the column).")
+        for i, prompt in enumerate(self.dataset["prompt"]):
+            if not prompt or not isinstance(prompt, str | list):
+                raise ValueError(f"Row {i}: `prompt` must be non-empty text or a list of messages, got {prompt!r}.")
+        return [c for c in columns if c not in ("prompt", "prompt_id", "completion")]
+
+    def _check_verifier(self) -> None:
+        # a verifier that needs a missing column fails here, not after the first teacher has generated
+        row = self.dataset[0]
+        completion = "" if isinstance(row["prompt"], str) else [{"role": "assistant", "content": ""}]
+        try:
+            run_verifier(self.verifier, [row["prompt"]], [completion], {c: [row[c]] for c in self.extra_columns})
+        except Exception as error:
+            raise ValueError(
+                f"The verifier {verifier_name(self.verifier)} fails on the first prompt with the dataset's columns "
+                f"{self.extra_columns}: {error}"
+            ) from error
+
+    # ---- manifest ----------------------------------------------------------------------------------------------------
+
+    def manifest(self) -> dict:
+        config = self.config
+        dataset_hash = hashlib.sha256()
+        for start in range(0, len(self.dataset), 1024):
+            batch = self.dataset[start : start + 1024]
+            keys = ["prompt"] + self.extra_columns
+            rows = [{k: batch[k][i] for k in keys} for i in range(len(batch["prompt"]))]
+            dataset_hash.update(json.dumps([self.prompt_ids[start : start + 1024], rows], default=str).encode())
+        return {
+            "version": MANIFEST_VERSION,
+            "teachers": [asdict(spec) for spec in config.teacher_specs],
+            "n": config.n,
+            "verifier": verifier_name(config.verifier),
+            "tolerance": config.tolerance,
+            "correct_threshold": config.correct_threshold,
+            "seed": config.seed,
+            "shard_size": config.shard_size,
+            "dataset": {"rows": len(self.dataset), "columns": self.extra_columns, "sha256": dataset_hash.hexdigest()},
+        }
+
+    def _prepare_output(self, manifest: dict) -> None:
+        output_dir, overwrite = self.config.output_dir, self.config.overwrite
+        path = os.path.join(output_dir, "manifest.json")
+        previous = None
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+            if previous != manifest and not overwrite:
+                raise ValueError(
+                    f"{output_dir!r} holds a pool built with other arguments ({_differences(previous, manifest)}). "
+                    "Rerun with the same arguments to resume it, choose another output_dir, or pass overwrite=True "
+                    "(`--overwrite`) to delete it and start over."
+                )
+        elif os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
+            raise ValueError(
+                f"{output_dir!r} is not empty and holds no pool manifest; choose an empty or new output_dir."
+            )
+        self.state.wait_for_everyone()  # every rank has read the old manifest before it is replaced
+        if self.state.is_main_process:
+            if previous != manifest:
+                for name in ("shards", "pool.jsonl", "summary.json", "manifest.json"):
+                    target = os.path.join(output_dir, name)
+                    if os.path.isdir(target):
+                        shutil.rmtree(target)
+                    elif os.path.exists(target):
+                        os.remove(target)
+            os.makedirs(os.path.join(output_dir, "shards"), exist_ok=True)
+            if previous != manifest:
+                _write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True))
+        self.state.wait_for_everyone()
+
+    # ---- generation --------------------------------------------------------------------------------------------------
+
+    def shard_path(self, teacher_index: int, shard: int) -> str:
+        spec = self.config.teacher_specs[teacher_index]
+        folder = f"{teacher_index:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', spec.name)}"
+        return os.path.join(self.config.output_dir, "shards", folder, f"{shard:05d}.jsonl")
+
+    def shard_seed(self, spec: TeacherSpec, shard: int) -> int:
+        return int(_sha256([self.config.seed, spec.name, shard])[:8], 16) % (2**31 - 1)
+
+    def run(self) -> Dataset:
+        self._prepare_output(self.manifest())
+        for teacher_index, spec in enumerate(self.config.teacher_specs):
+            # every rank lists the pending shards before any rank writes one
+            pending = [k for k in range(self.num_shards) if not os.path.exists(self.shard_path(teacher_index, k))]
+            self.state.wait_for_everyone()
+            mine = pending[self.state.process_index :: self.state.num_processes]
+            if mine:
+                self._generate_teacher(teacher_index, spec, mine)
+            self.state.wait_for_everyone()
+        if self.state.is_main_process:
+            summary = self._merge()
+            if self.show_progress:
+                print(format_summary(summary))
+        self.state.wait_for_everyone()
+        return load_pool(self.config.output_dir)
+
+    def _generate_teacher(self, teacher_index: int, spec: TeacherSpec, shards: list[int]) -> None:
+        size = self.config.shard_size
+        total = sum(min(size, len(self.dataset) - k * size) for k in shards)
+        backend = _load_backend(spec, self.config, self.state)
+        try:
+            # left to tqdm's defaults when shown, so TQDM_DISABLE still silences it
+            shown = self.show_progress and self.state.is_local_main_process
+            progress = tqdm(total=total, desc=spec.name, unit="prompt", **({} if shown else {"disable": True}))
+            with progress:
+                for shard in shards:
+                    rows = self.dataset[shard * size : (shard + 1) * size]
+                    records = self._answer_shard(backend, spec, shard, rows)
+                    _write_atomic(
+                        self.shard_path(teacher_index, shard),
+                        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
+                    )
+                    progress.update(len(rows["prompt"]))
+        finally:
+            backend.close()
+
+    def _answer_shard(self, backend, spec: TeacherSpec, shard: int, rows: dict) -> list[dict]:
+        n, seed = self.config.n, self.shard_seed(spec, shard)
+        prompts = rows["prompt"]
+        answers = backend.generate(prompts, n, seed)
+        completions = [
+            text if isinstance(prompts[i // n], str) else [{"role": "assistant", "content": text}]
+            for i, (text, _) in enumerate(answers)
+        ]
+        columns = {c: [rows[c][i // n] for i in range(len(completions))] for c in self.extra_columns}
+        rewards = run_verifier(self.verifier, [prompts[i // n] for i in range(len(completions))], completions, columns)
+        generation = {k: getattr(spec, k) for k in ("temperature", "top_p", "max_new_tokens", "system", "backend")}
+        generation["seed"] = seed
+        first_id = shard * self.config.shard_size
+        records = []
+        for i, ((_, num_tokens), completion, reward) in enumerate(zip(answers, completions, rewards)):
+            records.append(
+                {
+                    "prompt_id": self.prompt_ids[first_id + i // n],
+                    "prompt": prompts[i // n],
+                    "completion": completion,
+                    "teacher": spec.name,
+                    # an empty answer teaches nothing, whatever a lenient verifier says
+                    "correct": reward is not None
+                    and reward >= self.config.correct_threshold
+                    and not _is_empty(completion),
+                    "reward": reward,
+                    "sample_index": i % n,
+                    "completion_tokens": num_tokens,
+                    "teacher_model": spec.model,
+                    "generation": generation,
+                    **{c: columns[c][i] for c in self.extra_columns},
+                }
+            )
+        return records
+
+    # ---- merge and summary -------------------------------------------------------------------------------------------
+
+    def _merge(self) -> dict:
+        stats = {spec.name: _TeacherStats() for spec in self.config.teacher_specs}
+        any_correct: set = set()
+        lines = []
+        for shard in range(self.num_shards):
+            per_teacher = [_read_jsonl(self.shard_path(t, shard)) for t in range(len(self.config.teacher_specs))]
+            first = shard * self.config.shard_size
+            by_prompt = {pid: [] for pid in self.prompt_ids[first : first + self.config.shard_size]}
+            for records in per_teacher:
+                for record in records:
+                    stats[record["teacher"]].add(record)
+                    if record["correct"]:
+                        any_correct.add(record["prompt_id"])
+                    if not _is_empty(record["completion"]):
+                        by_prompt[record["prompt_id"]].append(record)
+            for records in by_prompt.values():
+                lines += [json.dumps(r, ensure_ascii=False) + "\n" for r in records]
+        if not lines:
+            raise ValueError("Every generated answer is empty: the pool would be empty. Check the teachers' outputs.")
+        _write_atomic(os.path.join(self.config.output_dir, "pool.jsonl"), "".join(lines))
+        num_prompts = len(self.dataset)
+        summary = {
+            "prompts": num_prompts,
+            "n": self.config.n,
+            "teachers": {name: s.summary(num_prompts) for name, s in stats.items()},
+            "any_teacher_prompts_with_correct": len(any_correct) / num_prompts,
+        }
+        _write_atomic(os.path.join(self.config.output_dir, "summary.json"), json.dumps(summary, indent=1))
+        return summary
+
+
+class _TeacherStats:
+    def __init__(self):
+        self.answers = self.correct = self.empty = self.unverified = self.tokens = self.chars = 0
+        self.prompts_with_correct: set = set()
+
+    def add(self, record: dict) -> None:
+        completion = record["completion"]
+        text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+        self.answers += 1
+        self.correct += record["correct"]
+        self.empty += _is_empty(completion)
+        self.unverified += record["reward"] is None
+        self.tokens += record["completion_tokens"]
+        self.chars += len(text)
+        if record["correct"]:
+            self.prompts_with_correct.add(record["prompt_id"])
+
+    def summary(self, num_prompts: int) -> dict:
+        return {
+            "answers": self.answers,
+            "accuracy": self.correct / self.answers,
+            "prompts_with_correct": len(self.prompts_with_correct) / num_prompts,
+            "mean_completion_tokens": self.tokens / self.answers,
+            "mean_completion_chars": self.chars / self.answers,
+            "empty": self.empty,
+            "unverified": self.unverified,
+        }
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as a text table: one row per teacher and one for all teachers together."""
+    header = (
+        f"{'teacher':<24} {'answers':>8} {'accuracy':>9} {'≥1 correct':>11} {'tokens':>8} {'empty':>6} {'unverif.':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, s in summary["teachers"].items():
+        lines.append(
+            f"{name[:24]:<24} {s['answers']:>8} {s['accuracy']:>9.3f} {s['prompts_with_correct']:>11.3f} "
+            f"{s['mean_completion_tokens']:>8.1f} {s['empty']:>6} {s['unverified']:>9}"
+        )
+    lines.append(f"{'any teacher':<24} {'':>8} {'':>9} {summary['any_teacher_prompts_with_correct']:>11.3f}")
+    return "\n".join(lines)
+
+
+def _differences(previous: dict, current: dict) -> str:
+    diffs = []
+    for key in sorted(set(previous) | set(current)):
+        if previous.get(key) == current.get(key):
+            continue
+        if key == "teachers":
+            old = {t["name"]: t for t in previous.get(key, [])}
+            new = {t["name"]: t for t in current.get(key, [])}
+            if list(old) != list(new):
+                diffs.append(f"teachers were {list(old)}, now {list(new)}")
+            for name in old.keys() & new.keys():
+                changed = {k: (old[name][k], new[name].get(k)) for k in old[name] if old[name][k] != new[name].get(k)}
+                for field_name, (was, now) in changed.items():
+                    diffs.append(f"teacher {name!r} {field_name} was {was!r}, now {now!r}")
+        elif key == "dataset":
+            diffs.append(f"the prompt dataset changed (was {previous[key]['rows']} rows, now {current[key]['rows']})")
+        else:
+            diffs.append(f"{key} was {previous.get(key)!r}, now {current.get(key)!r}")
+    return "; ".join(diffs)
+
+
+# ---- backends ---------------------------------------------------------------------------------------------------------
+
+
+def _load_backend(spec: TeacherSpec, config: BuildPoolConfig, state: PartialState):
+    if spec.backend == "vllm":
+        return _VLLMBackend(spec, config, state)
+    return _TransformersBackend(spec, config, state)
+
+
+class _TransformersBackend:
+    """Batched `generate` with left padding; under accelerate each process answers its own shards."""
+
+    def __init__(self, spec: TeacherSpec, config: BuildPoolConfig, state: PartialState):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.spec, self.batch_size = spec, config.batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=config.trust_remote_code)
+        if self.tokenizer.pad_token is None:  # many base models ship without one; left padding makes eos safe
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = spec.dtype if spec.dtype == "auto" else getattr(torch, spec.dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            spec.model, dtype=dtype, trust_remote_code=config.trust_remote_code
+        ).to(state.device)
+
+    def generate(self, prompts: list, n: int, seed: int) -> list[tuple[str, int]]:
+        spec = self.spec
+        texts = generate_completions(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=spec.max_new_tokens,
+            batch_size=self.batch_size,
+            do_sample=spec.temperature > 0,
+            temperature=spec.temperature,
+            top_p=spec.top_p,
+            num_return_sequences=n,
+            system=spec.system,
+            seed=seed,
+            show_progress=False,
+        )
+        return [(text, len(self.tokenizer(text, add_special_tokens=False)["input_ids"])) for text in texts]
+
+    def close(self) -> None:
+        del self.model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class _VLLMBackend:
+    """vLLM in this process, tensor-parallel over `tensor_parallel_size` GPUs; one request seed per prompt."""
+
+    def __init__(self, spec: TeacherSpec, config: BuildPoolConfig, state: PartialState):
+        from trl.import_utils import is_vllm_available
+
+        if not is_vllm_available():
+            raise ImportError(f"Teacher {spec.name!r} uses backend='vllm': `pip install 'trl-distill[vllm]'`.")
+        if state.num_processes > 1:
+            raise ValueError(
+                "backend='vllm' parallelises one teacher with tensor_parallel_size; launch build-pool with plain "
+                "`python`/`trl-distill`, not with several accelerate processes."
+            )
+        from vllm import LLM
+
+        self.spec = spec
+        self.llm = LLM(
+            model=spec.model,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            dtype=spec.dtype,
+            seed=config.seed,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            trust_remote_code=config.trust_remote_code,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, prompts: list, n: int, seed: int) -> list[tuple[str, int]]:
+        from vllm import SamplingParams
+
+        spec = self.spec
+        # the chat template already holds any BOS token, so token ids are passed as they are
+        requests = [
+            {"prompt_token_ids": self.tokenizer(render_prompt(self.tokenizer, p, spec.system), add_special_tokens=False)[
+                "input_ids"
+            ]}
+            for p in prompts
+        ]  # fmt: skip
+        params = [
+            SamplingParams(
+                n=n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_new_tokens, seed=seed + i
+            )
+            for i in range(len(prompts))
+        ]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [(o.text, len(o.token_ids)) for output in outputs for o in output.outputs]
+
+    def close(self) -> None:
+        del self.llm
+        gc.collect()
+        try:  # frees the GPUs for the next teacher; the module moved across vLLM versions
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except ImportError:
+            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
