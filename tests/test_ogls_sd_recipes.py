@@ -1,0 +1,45 @@
+"""OGLS-SD recipes parse into the config, and the example script runs on the tiny world."""
+
+import importlib.util
+import os
+
+import pytest
+from trl import ModelConfig, TrlParser
+
+from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "recipes", "ogls_sd")
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("ogls_sd_example", os.path.join(ROOT, "examples", "ogls_sd.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
+def test_recipe_parses_into_config(recipe, tmp_path):
+    example = load_example()
+    parser = TrlParser((example.OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
+    overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
+    script_args, config, _ = parser.parse_args_and_config(args=["--config", os.path.join(RECIPES, recipe), *overrides])
+    assert isinstance(config, OGLSSDConfig)
+    assert config.beta == 0.5 and config.steering == "pooled" and config.teacher_model_kind == "initial"
+    assert config.num_generations >= 2 and config.normalize_direction
+    assert "{privileged_context}" in config.teacher_prompt_template
+    assert script_args.reward in example.REWARDS
+
+
+def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    example = load_example()
+    parser = TrlParser((example.OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
+    args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
+    args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
+    args += ["--per_device_train_batch_size", "4"]
+    script_args, config, model_args = parser.parse_args_and_config(args=args)
+    example.main(script_args, config, model_args)
+    assert os.path.exists(tmp_path / "out" / "model.safetensors")
