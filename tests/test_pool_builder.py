@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-import torch
 
 from trl_distill.core.pool import to_grouped_pool, validate_pool
 from trl_distill.core.verifiers import completion_text
@@ -29,15 +28,6 @@ def even_length_reward(prompts=None, completions=None, answer=None, **kwargs):
         if CALLS["shards"] == CALLS["kill_at"]:
             raise Killed
     return [None if ref is None else float(len(completion_text(c)) % 2 == 0) for c, ref in zip(completions, answer)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # generating with xs models is a stream of tiny matmuls: one thread is faster, and far faster on busy shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
@@ -99,7 +89,9 @@ def test_pool_rows_carry_teacher_settings_and_verified_correctness(reference_poo
 
     for row in pool:
         source = prompts[row["prompt_id"]]
-        assert row["prompt"] == source["prompt"] and row["answer"] == source["answer"] and row["task"] == source["task"]
+        assert (
+            row["prompt"] == source["prompt"] and row["answer"] == source["answer"] and row["task"] == source["task"]
+        )
         text = completion_text(row["completion"])
         assert row["completion"][0]["role"] == "assistant"  # conversational prompt -> conversational completion
         assert row["reward"] == float(len(text) % 2 == 0)
@@ -145,8 +137,15 @@ def test_killed_run_resumes_to_the_uninterrupted_pool(tmp_path, reference_pool, 
     with pytest.raises(Killed):
         build_pool(dataset=prompts, output_dir=output_dir, **arguments(teacher_dirs))
     shards_dir = os.path.join(output_dir, "shards")
-    written = sorted(os.path.join(d, f) for d in os.listdir(shards_dir) for f in os.listdir(os.path.join(shards_dir, d)))
-    assert written == ["00-alpha/00000.jsonl", "00-alpha/00001.jsonl", "00-alpha/00002.jsonl", "01-beta-t07/00000.jsonl"]
+    written = sorted(
+        os.path.join(d, f) for d in os.listdir(shards_dir) for f in os.listdir(os.path.join(shards_dir, d))
+    )
+    assert written == [
+        "00-alpha/00000.jsonl",
+        "00-alpha/00001.jsonl",
+        "00-alpha/00002.jsonl",
+        "01-beta-t07/00000.jsonl",
+    ]
     assert not os.path.exists(os.path.join(output_dir, "pool.jsonl"))
     # a kill in the middle of writing leaves a temporary file behind; it must be ignored
     with open(os.path.join(shards_dir, "01-beta-t07", "00001.jsonl.tmp12345"), "w") as f:

@@ -28,12 +28,15 @@ def is_math_verify_available() -> bool:
     return importlib.util.find_spec("math_verify") is not None
 
 
-def math_verify_reward(prompts=None, completions=None, answer=None, **kwargs) -> list[float | None]:
+def math_verify_reward(prompts=None, completions=None, answer=None, solution=None, **kwargs) -> list[float | None]:
     r"""1.0 when the completion's final answer (boxed first) is mathematically equal to the `answer` column.
 
-    The reference is parsed as written (`"42"`, `"\\frac{1}{3}"`, `"\\boxed{2}"`) or, failing that, as inline LaTeX;
-    a reference that cannot be parsed scores `None` (not applicable). A completion without a parseable LaTeX answer
-    scores 0.0. Uses `math_verify.parse`/`verify` with their default timeouts.
+    Datasets made for TRL's `accuracy_reward` keep the reference in a `solution` column; it is read when there is no
+    `answer` column.
+
+    A bare reference (`"42"`, `"\frac{1}{3}"`, `"1+x"`) is read as one inline-LaTeX expression, one with `$` or
+    `\boxed` as written; a reference that cannot be parsed scores `None` (not applicable). A completion without a
+    parseable LaTeX answer scores 0.0. Uses `math_verify.parse`/`verify` with their default timeouts.
     """
     if not is_math_verify_available():
         raise ImportError(
@@ -42,8 +45,11 @@ def math_verify_reward(prompts=None, completions=None, answer=None, **kwargs) ->
         )
     from math_verify import LatexExtractionConfig, parse, verify
 
+    answer = answer if answer is not None else solution
     if answer is None:
-        raise ValueError("The `math_verify` verifier needs an `answer` column with the reference answer of each row.")
+        raise ValueError(
+            "The `math_verify` verifier needs an `answer` (or `solution`) column with the reference answer of each row."
+        )
     if len(answer) != len(completions):
         raise ValueError(f"Got {len(completions)} completions but {len(answer)} reference answers.")
     prediction_config = [LatexExtractionConfig(boxed_match_priority=0)]
@@ -52,7 +58,9 @@ def math_verify_reward(prompts=None, completions=None, answer=None, **kwargs) ->
         if reference is None:
             rewards.append(None)
             continue
-        gold = parse(str(reference)) or parse(f"${reference}$")
+        reference = str(reference).strip()
+        # a bare reference is one LaTeX expression (plain parsing would read "1+x" as its first number)
+        gold = parse(reference if "$" in reference or "\\boxed" in reference else f"${reference}$")
         if not gold:
             rewards.append(None)
             continue
