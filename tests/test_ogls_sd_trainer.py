@@ -133,3 +133,40 @@ def test_config_rejects_groups_split_across_micro_batches(tmp_path):
         OGLSSDConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=3, use_cpu=True)
     with pytest.raises(ValueError, match=r"\{privileged_context\}"):
         OGLSSDConfig(output_dir=str(tmp_path), teacher_prompt_template="{prompt}", use_cpu=True)
+
+
+def test_softcapped_model_falls_back_to_explicit_logits(tokenizer, toy, tmp_path):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        final_logit_softcapping=0.3,  # small enough that tanh bends the logits: hidden-space steering is not exact
+        tie_word_embeddings=False,
+    )
+    with pytest.warns(UserWarning, match="softcapping"):
+        trainer = make_trainer(
+            tokenizer,
+            toy,
+            tmp_path,
+            model=Gemma2ForCausalLM(config),
+            steering_alpha=0.7,
+            per_device_train_batch_size=8,
+        )
+    rows = [toy[i] for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    torch.manual_seed(3)
+    output = trainer._generate_and_score_completions(rows)
+    assert "teacher_logits" in output and "teacher_hidden" not in output
+    loss = trainer.compute_loss(trainer.model, output)
+    expected, success = brute_force_loss(trainer, rows, output, alpha=0.7)
+    assert 0 < sum(success) < len(success)
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
