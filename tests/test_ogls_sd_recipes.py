@@ -6,6 +6,7 @@ import os
 import pytest
 from trl import ModelConfig, TrlParser
 
+from trl_distill.ogls_sd.cli import REWARDS
 from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
 
 
@@ -30,7 +31,7 @@ def test_recipe_parses_into_config(recipe, tmp_path):
     assert config.beta == 0.5 and config.steering == "pooled" and config.teacher_model_kind == "initial"
     assert config.num_generations >= 2 and config.normalize_direction
     assert "{privileged_context}" in config.teacher_prompt_template
-    assert script_args.reward in example.REWARDS
+    assert script_args.reward in REWARDS
 
 
 def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
@@ -42,4 +43,15 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     args += ["--per_device_train_batch_size", "4"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
     example.main(script_args, config, model_args)
+    assert os.path.exists(tmp_path / "out" / "model.safetensors")
+
+
+def test_cli_entry_point_trains_on_the_tiny_world(tmp_path, monkeypatch):
+    from trl_distill.cli import main
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    args = ["ogls-sd", "--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "2"]
+    args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
+    args += ["--per_device_train_batch_size", "4", "--steering", "contextual"]
+    assert main(args) == 0
     assert os.path.exists(tmp_path / "out" / "model.safetensors")
