@@ -1,0 +1,101 @@
+"""`build-pool` from the command line: a SIGKILLed run resumes to the uninterrupted pool; recipes parse."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from trl import TrlParser
+
+from trl_distill.pool.build_pool_config import BuildPoolConfig
+from trl_distill.pool.builder import load_pool
+from trl_distill.pool.cli import main
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES = os.path.join(ROOT, "recipes", "build_pool")
+NUM_PROMPTS = 10
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location(
+        "build_pool_example", os.path.join(ROOT, "examples", "build_pool.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cli_args(tmp_path_factory, tokenizer):
+    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.tasks import make_task_splits
+
+    root = tmp_path_factory.mktemp("cli")
+    for name, seed in (("t1", 0), ("t2", 1)):
+        tiny_model(tokenizer, "xs", "llama", seed=seed).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    prompts = make_task_splits(("arithmetic",), train_size=NUM_PROMPTS, dev_size=1, test_size=1, seed=0)["train"]
+    prompts.to_json(root / "prompts.jsonl")
+    teachers = [str(root / "t1"), f"name=t2-hot,model={root / 't2'},temperature=1.3"]
+    # one prompt per shard: 20 shards, so the kill below lands well before the end
+    return ["--teachers", *teachers, "--dataset_name", str(root / "prompts.jsonl"), "--n", "2", "--verifier", "numeric",
+            "--max_new_tokens", "8", "--shard_size", "1", "--seed", "5"]  # fmt: skip
+
+
+def shard_files(output_dir):
+    shards = os.path.join(output_dir, "shards")
+    if not os.path.isdir(shards):
+        return []
+    return [f for d in os.listdir(shards) for f in os.listdir(os.path.join(shards, d)) if f.endswith(".jsonl")]
+
+
+def test_sigkilled_cli_run_resumes_to_the_uninterrupted_pool(tmp_path, cli_args, capsys):
+    reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
+    assert main([*cli_args, "--output_dir", reference_dir]) == 0
+    assert "any teacher" in capsys.readouterr().out  # the summary table
+
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1"}
+    command = [sys.executable, "-m", "trl_distill.pool.cli", *cli_args, "--output_dir", killed_dir]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len(shard_files(killed_dir)) < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    done = len(shard_files(killed_dir))
+    assert 3 <= done < 2 * NUM_PROMPTS and not os.path.exists(os.path.join(killed_dir, "pool.jsonl"))
+
+    assert main([*cli_args, "--output_dir", killed_dir]) == 0
+    assert load_pool(killed_dir).to_list() == load_pool(reference_dir).to_list()
+    for name in ("pool.jsonl", "summary.json"):
+        with open(os.path.join(killed_dir, name)) as a, open(os.path.join(reference_dir, name)) as b:
+            assert a.read() == b.read(), name
+
+    # other arguments against the finished pool: refused with the difference named, exit status 2
+    capsys.readouterr()
+    assert main([*cli_args, "--output_dir", killed_dir, "--n", "3"]) == 2
+    assert "n was 2, now 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
+def test_recipe_parses_into_config(recipe, tmp_path):
+    example = load_example()
+    parser = TrlParser((BuildPoolConfig, example.LabArguments))
+    config, lab_args = parser.parse_args_and_config(
+        args=["--config", os.path.join(RECIPES, recipe), "--output_dir", str(tmp_path)]
+    )
+    assert isinstance(config, BuildPoolConfig) and len(config.teacher_specs) >= 2
+    assert len({spec.name for spec in config.teacher_specs}) == len(config.teacher_specs)
+    assert config.n >= 2 and all(spec.temperature > 0 for spec in config.teacher_specs)
+    if recipe == "toy.yaml":
+        assert all(spec.model.startswith("lab:") for spec in config.teacher_specs) and config.verifier == "lab_task"
+    else:
+        assert config.dataset_name and config.backend == "vllm" and config.verifier == "math_verify"
+        r1 = next(spec for spec in config.teacher_specs if spec.name.startswith("r1"))
+        assert r1.system == "" and r1.temperature == 0.6  # per-teacher settings override the defaults
+        assert config.teacher_specs[0].system.endswith(r"\boxed{}.")
