@@ -90,7 +90,13 @@ def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0) -> list[
 
 def _verify(verifier: Callable, dataset: Dataset, completions: Sequence, where: str) -> list[float | None]:
     columns = {c: dataset[c] for c in dataset.column_names if c not in ("prompt", "completion")}
-    rewards = verifier(prompts=dataset["prompt"], completions=list(completions), **columns)
+    try:
+        rewards = verifier(prompts=dataset["prompt"], completions=list(completions), **columns)
+    except (TypeError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"The verifier failed on the {where} (columns: {dataset.column_names}): {error}. Give the rows the "
+            "columns the verifier reads (e.g. `answer`, `task`), or a boolean `correct` column."
+        ) from error
     if len(rewards) != len(completions):
         raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} {where}.")
     return rewards

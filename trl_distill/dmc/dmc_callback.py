@@ -123,7 +123,7 @@ class DMCArguments:
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):
             System message put before conversational prompts when scoring and generating.
-        seed (`int`, *optional*, defaults to `0`):
+        selection_seed (`int`, *optional*, defaults to `0`):
             Seed of the probe and dev samples and of the selection sampler's shuffles.
     """
 
@@ -140,7 +140,7 @@ class DMCArguments:
     reward_column: str | None = None
     pass_threshold: float = 1.0
     system: str | None = None
-    seed: int = 0
+    selection_seed: int = 0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -217,10 +217,12 @@ class DMCCallback(SelectionCallback):
         if unknown:
             raise TypeError(f"Unknown DMCCallback argument(s) {sorted(unknown)}; see DMCArguments.")
         self.args = replace(args or DMCArguments(), **kwargs)
-        super().__init__(every_epochs=self.args.every_epochs, seed=self.args.seed)
+        super().__init__(every_epochs=self.args.every_epochs, seed=self.args.selection_seed)
         self.candidates = candidates if isinstance(candidates, CandidateDatasets) else CandidateDatasets(candidates)
         check_dev_dataset(dev_dataset, verifier)
-        self.dev_dataset = dev_dataset.select(probe_indices(len(dev_dataset), self.args.dev_size, self.args.seed))
+        self.dev_dataset = dev_dataset.select(
+            probe_indices(len(dev_dataset), self.args.dev_size, self.args.selection_seed)
+        )
         self.verifier = verifier
         self.trainer = trainer
         self.tokenizer = tokenizer
@@ -275,7 +277,7 @@ class DMCCallback(SelectionCallback):
             if example_dmc is not None:
                 results = nll[span.start : span.stop]
             else:
-                probe = probe_indices(len(span), a.probe_size, a.seed)
+                probe = probe_indices(len(span), a.probe_size, a.selection_seed)
                 results = response_nll(
                     model, tokenizer, self.candidates.datasets[name].select(probe), a.scoring_batch_size, a.system
                 )

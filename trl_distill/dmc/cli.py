@@ -1,0 +1,155 @@
+"""`trl-distill dmc`: rank candidate distillation datasets for a student by data–model compatibility.
+
+```bash
+trl-distill dmc --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
+    --datasets cot=data/cot.jsonl short=data/short.jsonl --dev_dataset data/dev.jsonl --verifier numeric
+trl-distill dmc --lab   # the offline toy world
+```
+"""
+
+import importlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+
+from ..core.verifiers import exact_match_reward, numeric_reward
+from .compatibility import rank_datasets
+from .dmc_callback import DMCArguments
+
+
+VERIFIERS = {"exact_match": exact_match_reward, "numeric": numeric_reward}
+
+
+@dataclass
+class DMCDataArguments:
+    r"""
+    The candidate datasets, the dev split and the verifier (for `trl-distill dmc` and `examples/dmc.py`).
+
+    Parameters:
+        datasets (`list[str]`, *optional*, defaults to `[]`):
+            Candidate datasets as `name=path`: a `save_to_disk` directory, a `.json`/`.jsonl`/`.parquet`/`.csv` file,
+            or a Hub dataset id. Rows need `prompt`, `completion` and a `correct` flag or what the verifier reads.
+        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Split of the candidate datasets to use.
+        dev_dataset (`str` or `None`, *optional*, defaults to `None`):
+            Held-out prompts with reference answers for the capability (same path forms as `datasets`).
+        dev_split (`str`, *optional*, defaults to `"test"`):
+            Split of `dev_dataset` to use.
+        verifier (`str`, *optional*, defaults to `"numeric"`):
+            `"numeric"`, `"exact_match"`, `"task"` (the tiny world's dispatcher) or a `module:function` reward function.
+        lab (`bool`, *optional*, defaults to `False`):
+            Use the toy world instead (offline, seconds): its candidate datasets, dev split, verifier and student.
+    """
+
+    datasets: list[str] = field(default_factory=list)
+    dataset_split: str = "train"
+    dev_dataset: str | None = None
+    dev_split: str = "test"
+    verifier: str = "numeric"
+    lab: bool = False
+
+    def __post_init__(self):
+        if not self.lab:
+            if not self.datasets:
+                raise ValueError(
+                    "Give candidate datasets with `--datasets name=path [name=path ...]` (or use `--lab`)."
+                )
+            if not self.dev_dataset:
+                raise ValueError("Give held-out prompts with answers with `--dev_dataset` to measure capability.")
+        for spec in self.datasets:
+            if "=" not in spec or not spec.split("=", 1)[0]:
+                raise ValueError(f"Candidate dataset {spec!r} is not `name=path`.")
+
+    def load(self):
+        """The candidate datasets by name, the dev split and the verifier."""
+        if self.lab:
+            from .toy import toy_candidates
+
+            datasets, dev = toy_candidates()
+            return datasets, dev, resolve_verifier("task")
+        datasets = {
+            name: load_any(path, self.dataset_split) for name, path in (s.split("=", 1) for s in self.datasets)
+        }
+        return datasets, load_any(self.dev_dataset, self.dev_split), resolve_verifier(self.verifier)
+
+
+@dataclass
+class DMCRankArguments(DMCDataArguments):
+    r"""
+    What `trl-distill dmc` ranks: [`DMCDataArguments`] plus the student. Scoring settings are [`DMCArguments`].
+
+    Parameters:
+        model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            The student (a local directory or a Hub id). Required unless `lab`.
+        output_json (`str` or `None`, *optional*, defaults to `None`):
+            Also write the table to this JSON file.
+    """
+
+    model_name_or_path: str | None = None
+    output_json: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.lab and not self.model_name_or_path:
+            raise ValueError("Give the student with `--model_name_or_path` (or use `--lab`).")
+
+
+def load_any(path: str, split: str) -> Dataset:
+    """A split of a `save_to_disk` directory, a local data file, or a Hub dataset."""
+    if os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json")
+    ):
+        data = load_from_disk(path)
+        return data[split] if isinstance(data, DatasetDict) else data
+    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".parquet", "parquet"), (".csv", "csv")):
+        if path.endswith(suffix):
+            return load_dataset(builder, data_files=path, split="train")
+    return load_dataset(path, split=split)
+
+
+def resolve_verifier(name: str):
+    """A reward function by short name or `module:function`."""
+    if name in VERIFIERS:
+        return VERIFIERS[name]
+    if name == "task":
+        from ..lab.tasks import task_reward
+
+        return task_reward
+    if ":" in name:
+        module, function = name.split(":", 1)
+        return getattr(importlib.import_module(module), function)
+    raise ValueError(f"Unknown verifier {name!r}; use {sorted(VERIFIERS) + ['task']} or `module:function`.")
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
+    parser = HfArgumentParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc")
+    rank_args, dmc_args = parser.parse_args_into_dataclasses(args=argv)
+    datasets, dev, verifier = rank_args.load()
+    if rank_args.lab:
+        from ..lab.tokenizer import build_tokenizer
+        from .toy import toy_student
+
+        tokenizer = build_tokenizer()
+        model, _ = toy_student(tokenizer)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(rank_args.model_name_or_path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")
+    settings = asdict(dmc_args)
+    for unused in ("strategy", "temperature", "top_fraction", "every_epochs"):  # training-time settings
+        settings.pop(unused)
+    settings["seed"] = settings.pop("selection_seed")
+    table = rank_datasets(model, tokenizer, datasets, dev, verifier, print_table=True, **settings)
+    if rank_args.output_json:
+        with open(rank_args.output_json, "w") as f:
+            json.dump(table, f, indent=1)
+    return table
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""DMC's toy world: candidate datasets of one arithmetic task written by "teachers" of different styles and quality.
+
+Used by the `trl-distill dmc --lab` command, `examples/dmc.py --lab` and `benchmarks/bench_dmc.py`; everything is
+built offline in seconds from `trl_distill.lab`.
+"""
+
+from datasets import Dataset
+
+from ..lab.models import cached_model, pretrain, tiny_model
+from ..lab.tasks import make_task_splits, task_reward
+
+
+def _corrupt(row: dict, index: int, every: int) -> dict:
+    """Makes the final answer of every `every`-th row wrong (off by one), as a careless teacher would."""
+    if index % every:
+        return row
+    text = row["completion"][0]["content"]
+    head, _, value = text.rpartition("Answer: ")
+    wrong = str(int(value) + 1)
+    return {**row, "completion": [{"role": "assistant", "content": f"{head}Answer: {wrong}"}]}
+
+
+def toy_candidates(train_size: int = 256, dev_size: int = 64, seed: int = 0) -> tuple[dict[str, Dataset], Dataset]:
+    """Candidate arithmetic datasets (`cot`, `terse`, `verbose`, `noisy_cot`) and a dev split.
+
+    The datasets share their prompts and differ in how their teacher writes the solution; `noisy_cot` has every
+    second final answer wrong. Each row carries `answer`, `task` and a `correct` flag checked by the task verifier.
+
+    Returns:
+        `tuple[dict[str, Dataset], Dataset]`: the candidates by name and the dev split (`prompt`, `answer`, `task`).
+    """
+    candidates, dev = {}, None
+    for name, style, every in (
+        ("cot", "cot", 0),
+        ("terse", "terse", 0),
+        ("verbose", "verbose", 0),
+        ("noisy_cot", "cot", 2),
+    ):
+        splits = make_task_splits(("arithmetic",), train_size, dev_size, 8, seed=seed, style=style)
+        train = splits["train"]
+        if every:
+            train = train.map(_corrupt, with_indices=True, fn_kwargs={"every": every})
+        correct = task_reward(completions=train["completion"], answer=train["answer"], task=train["task"])
+        candidates[name] = train.add_column("correct", [bool(c) for c in correct])
+        dev = splits["dev"]
+    return candidates, dev
+
+
+def toy_student(tokenizer, size: str = "xs", steps: int = 60, seed: int = 0):
+    """A tiny student pre-trained briefly on equation-style arithmetic (cached), so DMC's components are not flat."""
+    data = make_task_splits(("arithmetic",), 512, 8, 8, seed=seed + 100, style="equation")["train"]
+
+    def build():
+        model = tiny_model(tokenizer, size=size, seed=seed)
+        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=3e-3, seed=seed, desc="DMC toy student")
+        return model
+
+    key = {"name": "dmc-toy-student", "size": size, "steps": steps, "seed": seed}
+    return cached_model(tokenizer, key, build)
