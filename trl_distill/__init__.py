@@ -22,6 +22,7 @@ _EXPORTS = {
     "scas.scas_trainer": ["SCASTrainer"],
     "scas.scoring": ["scas_scores"],
     "scas.selection": ["scas_select"],
+    "scas.scas_callback": ["SCASCallback"],
     "dmc.compatibility": ["compatibility", "rank_datasets"],
     "dmc.dmc_callback": ["DMCCallback"],
     "ogls_sd.ogls_sd_config": ["OGLSSDConfig"],

@@ -7,7 +7,7 @@ import sys
 COMMANDS = {
     "lab": ("trl_distill.lab.cli", "run the embedded default job on the offline tiny world"),
     "scas": ("trl_distill.scas.cli", "train with SCASTrainer (student-centric answer selection)"),
-    "scas-score": ("trl_distill.scas.score_cli", "score a candidate pool for a student and write the selection"),
+    "scas-score": ("trl_distill.scas.cli", "score a candidate pool for a student and write the selection"),
     "dmc": ("trl_distill.dmc.cli", "rank candidate datasets by data-model compatibility"),
     "ogls-sd": ("trl_distill.ogls_sd.cli", "train with OGLSSDTrainer (outcome-guided self-distillation)"),
     "camopd": ("trl_distill.camopd.cli", "train with CaMOPDTrainer (multi-teacher on-policy distillation)"),

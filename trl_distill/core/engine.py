@@ -65,9 +65,9 @@ def score_batches(
     local: list = [None] * len(shard)
     try:
         with torch.no_grad():
-            for start in tqdm(
-                range(0, len(order), batch_size), desc=desc, disable=not state.is_local_main_process, leave=False
-            ):
+            # Passing `disable` only off the main process keeps TQDM_DISABLE working on it.
+            bar_kwargs = {} if state.is_local_main_process else {"disable": True}
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, **bar_kwargs):
                 picked = order[start : start + batch_size]
                 batch = SequenceBatch.collate([features[shard[i]] for i in picked], pad_token_id, padding_side)
                 for i, result in zip(picked, fn(model, batch.to(device))):

@@ -58,7 +58,8 @@ def generate_completions(
     device = next(model.parameters()).device
     outputs: list[str] = []
     try:
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, disable=not show_progress):
+        bar_kwargs = {} if show_progress else {"disable": True}  # keeps TQDM_DISABLE working
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, **bar_kwargs):
             enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
             if seed is not None:

@@ -80,7 +80,7 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
 
 
 def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
-    """The pool as one row per answer, sorted by `prompt_id` then teacher name (stable input order otherwise).
+    """The pool as one row per answer (a long-form input is returned as is; grouped rows unfold in order).
 
     A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`).
     """

@@ -164,6 +164,8 @@ class SelectionCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = epoch_of(state)
+        # accelerate can wrap the sampler deeper than `set_epoch` reaches (resume under several processes)
+        self.sampler.set_epoch(epoch)
         due = self.last_round is None or (self.every_epochs > 0 and epoch - self.last_round >= self.every_epochs)
         if due:
             self.reselect(epoch, self.sampler, state=state, args=args, **kwargs)
