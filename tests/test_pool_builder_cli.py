@@ -99,3 +99,27 @@ def test_recipe_parses_into_config(recipe, tmp_path):
         r1 = next(spec for spec in config.teacher_specs if spec.name.startswith("r1"))
         assert r1.system == "" and r1.temperature == 0.6  # per-teacher settings override the defaults
         assert config.teacher_specs[0].system.endswith(r"\boxed{}.")
+
+
+@pytest.mark.slow  # two extra interpreters; shard seeding independent of who answers is covered by the resume tests
+def test_two_processes_write_the_single_process_pool(tmp_path, cli_args):
+    single, double = str(tmp_path / "single"), str(tmp_path / "double")
+    assert main([*cli_args, "--output_dir", single, "--shard_size", "3"]) == 0
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+    ]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trl_distill.pool.cli"]
+    result = subprocess.run(
+        [*launch, *cli_args, "--output_dir", double, "--shard_size", "3"], env=env, capture_output=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    with open(os.path.join(single, "pool.jsonl")) as a, open(os.path.join(double, "pool.jsonl")) as b:
+        assert a.read() == b.read()

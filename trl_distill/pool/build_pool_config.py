@@ -207,6 +207,7 @@ class BuildPoolConfig:
             raise ValueError(f"verifier must be a name, an import path or a callable, got {self.verifier!r}.")
         TeacherSpec(
             model="defaults",
+            name="defaults of all teachers",
             temperature=self.temperature,
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
