@@ -154,6 +154,7 @@ def test_killed_run_resumes_to_the_uninterrupted_pool(tmp_path, reference_pool, 
     CALLS.update(shards=0, kill_at=None)
     resumed = build_pool(dataset=prompts, output_dir=output_dir, **arguments(teacher_dirs))
     assert CALLS["shards"] == 2  # only beta's two missing shards were generated
+    assert sorted(os.listdir(os.path.join(shards_dir, "01-beta-t07"))) == ["00000.jsonl", "00001.jsonl", "00002.jsonl"]
     assert resumed.to_list() == pool.to_list()
     for name in ("pool.jsonl", "summary.json", "manifest.json"):
         with open(os.path.join(output_dir, name)) as a, open(os.path.join(reference_dir, name)) as b:

@@ -321,6 +321,10 @@ class PoolBuilder:
             "any_teacher_prompts_with_correct": len(any_correct) / num_prompts,
         }
         _write_atomic(os.path.join(self.config.output_dir, "summary.json"), json.dumps(summary, indent=1))
+        for folder, _, files in os.walk(os.path.join(self.config.output_dir, "shards")):
+            for name in files:
+                if ".jsonl.tmp" in name:  # left by a run killed while writing; no process is writing now
+                    os.remove(os.path.join(folder, name))
         return summary
 
 

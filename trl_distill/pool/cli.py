@@ -6,11 +6,12 @@ trl-distill build-pool \
     --teachers "name=qwen-7b,model=Qwen/Qwen2.5-7B-Instruct,temperature=0.7" ./my-teacher \
     --dataset_name prompts.jsonl --n 4 --verifier numeric --output_dir pools/math
 
-# the same from a recipe; command-line flags override it
-trl-distill build-pool --config recipes/build_pool/math_4teachers.yaml
+# from a recipe (vLLM, one teacher at a time); command-line flags override it
+trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml --max_prompts 8
 
-# data-parallel over 8 GPUs (transformers backend)
-accelerate launch --num_processes 8 -m trl_distill.pool.cli --config recipes/build_pool/math_4teachers.yaml
+# data-parallel over 8 GPUs (transformers backend, a whole teacher per process)
+accelerate launch --num_processes 8 -m trl_distill.pool.cli --teachers ./teacher-a ./teacher-b \
+    --dataset_name prompts.jsonl --output_dir pools/dp
 ```
 
 Rerunning a killed command resumes it; see [`build_pool`].
