@@ -203,3 +203,26 @@ def test_errors_before_training(tmp_path, tiny_student, tokenizer, world):
 def test_mixture_weights_follow_dmc():
     assert mixture_weights([0.5, 0.5], 0.1).tolist() == [0.5, 0.5]
     assert mixture_weights([0.9, 0.1], 0.01)[0] > 0.999
+
+
+def test_works_with_scas_trainer_on_plain_candidates_and_refuses_a_pool(tmp_path, tiny_student, tokenizer, world):
+    from trl_distill.scas.scas_config import SCASConfig
+    from trl_distill.scas.scas_trainer import SCASTrainer
+    from trl_distill.scas.toy import toy_pool
+
+    candidates, dev = world
+    config = {"report_to": [], "use_cpu": True, "gradient_checkpointing": False, "save_strategy": "no"}
+    args = SCASConfig(str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1, max_length=96, **config)
+    trainer = SCASTrainer(tiny_student, args=args, train_dataset=candidates.train_dataset, processing_class=tokenizer)
+    trainer.add_callback(
+        DMCCallback(candidates, dev, task_reward, strategy="top_dataset", probe_size=4, dev_size=2, max_new_tokens=4)
+    )
+    trainer.train()
+    assert trainer.state.global_step == 2 * ROWS // 8
+    rounds = [entry for entry in trainer.state.log_history if "dmc/capability" in entry]
+    assert len(rounds) == 1 and rounds[0]["dmc/good/weight"] == 1.0
+
+    pool_trainer = SCASTrainer(tiny_student, args=args, train_dataset=toy_pool(4), processing_class=tokenizer)
+    pool_trainer.add_callback(DMCCallback(candidates, dev, task_reward, max_new_tokens=4, dev_size=2))
+    with pytest.raises(ValueError, match="another selection"):
+        pool_trainer.train()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
-from ..core.sampler import SelectionCallback, SelectionSampler
+from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
     capability,
     check_dev_dataset,
@@ -246,12 +246,18 @@ class DMCCallback(SelectionCallback):
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self._check_training_args(args)
+        if isinstance(find_batch_sampler(train_dataloader).sampler, SelectionSampler):
+            raise ValueError(
+                "The train dataloader already draws through a selection sampler, so another selection (e.g. "
+                "SCASTrainer's answer selection on a candidate pool) owns it; two selections would overwrite each "
+                "other. Use DMCCallback with plain prompt–completion candidate datasets."
+            )
         super().on_train_begin(args, state, control, train_dataloader=train_dataloader, **kwargs)
         if self.sampler.num_samples != len(self.candidates):
             raise ValueError(
                 f"The trainer's train dataset has {self.sampler.num_samples} rows but the candidates have "
-                f"{len(self.candidates)}; train on `candidates.train_dataset` (unfiltered, unpacked) so that row "
-                "indices name candidate examples."
+                f"{len(self.candidates)}; train on `candidates.train_dataset` (unfiltered, unpacked, with a `max_length` "
+                "that drops no row) so that row indices name candidate examples."
             )
 
     # --- one round -------------------------------------------------------------------------------------------------------
