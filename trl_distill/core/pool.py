@@ -6,8 +6,9 @@ Two equivalent forms:
 - **grouped**: one row per prompt, columns `prompt`, `candidates` (a list of `{completion, teacher, correct}`),
   and optionally `prompt_id`.
 
-Other columns (e.g. `answer`, `task`, generation settings) are kept: per prompt in the grouped form, per answer in
-the long form. A plain SFT dataset (`prompt`, `completion`) is a pool with one candidate per prompt.
+Other columns (e.g. `answer`, `task`, generation settings) are kept: per answer in the long form; in the grouped form
+per prompt, or inside each candidate when they differ between the answers to one prompt. A plain SFT dataset
+(`prompt`, `completion`) is a pool with one candidate per prompt.
 """
 
 from datasets import Dataset
@@ -118,11 +119,20 @@ def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     long = to_long_pool(dataset, require_correct)
     per_answer = {"completion", "teacher", "correct"}
     extra = [c for c in long.column_names if c not in per_answer]
+    # a column that differs between answers to one prompt (a reward, a teacher's settings) stays with each candidate
+    rows_of = prompt_groups(long["prompt_id"]).values()
+    varying = set()
+    for c in extra:
+        values = list(long[c])
+        if any(values[i] != values[rows[0]] for rows in rows_of for i in rows[1:]):
+            varying.add(c)
     groups: dict = {}
     for row in long:
-        group = groups.setdefault(row["prompt_id"], {c: row[c] for c in extra} | {"candidates": []})
+        prompt_columns = {c: row[c] for c in extra if c not in varying}
+        group = groups.setdefault(row["prompt_id"], prompt_columns | {"candidates": []})
         group["candidates"].append(
-            {"completion": row["completion"], "teacher": row["teacher"], "correct": bool(row.get("correct", True))}
+            {c: row[c] for c in extra if c in varying}
+            | {"completion": row["completion"], "teacher": row["teacher"], "correct": bool(row.get("correct", True))}
         )
     return Dataset.from_list(list(groups.values()))
 
