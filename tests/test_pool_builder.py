@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from trl_distill.core.pool import to_grouped_pool, validate_pool
+from trl_distill.core.pool import to_grouped_pool, to_long_pool, validate_pool
 from trl_distill.core.verifiers import completion_text
 from trl_distill.pool.build_pool_config import BuildPoolConfig, TeacherSpec
 from trl_distill.pool.builder import build_pool, load_pool
@@ -108,6 +108,9 @@ def test_pool_rows_carry_teacher_settings_and_verified_correctness(reference_poo
     assert keys == sorted(keys, key=lambda k: (k[0], ["alpha", "beta-t07"].index(k[1]), k[2]))
     grouped = to_grouped_pool(pool)
     assert len(grouped) == NUM_PROMPTS and sum(len(row["candidates"]) for row in grouped) == len(pool)
+    # per-answer columns travel with their candidate, so the grouped view loses nothing
+    assert {c["teacher_model"] for c in grouped[0]["candidates"]} == set(pool["teacher_model"])
+    assert to_long_pool(grouped).select_columns(pool.column_names).to_list() == pool.to_list()
 
 
 def test_summary_matches_a_count_over_the_pool(reference_pool):
