@@ -174,14 +174,25 @@ class OGLSSDTrainer(DistillationTrainer):
             )
         teacher_model = None
         if kind in ("initial", "ema") and not peft_student:
-            if isinstance(model, str):
+            zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
+            if zero3 and not isinstance(model, str):
+                # under ZeRO-3 an instantiated model may already be partitioned, and a deep copy would clone empty
+                # shards: load the teacher again from where the student came from (as TRL's SDFT does)
+                source = get_config_model_id(model.config)
+                if not source:
+                    raise ValueError(
+                        "With DeepSpeed ZeRO-3 the initial/EMA teacher is loaded from the student's path, but the model "
+                        "has no `name_or_path`. Pass the model as a path or hub id."
+                    )
+                teacher_model = source
+                if args.teacher_model_init_kwargs is None:
+                    args.teacher_model_init_kwargs = {"dtype": str(model.dtype).removeprefix("torch.")}
+            elif isinstance(model, str):
                 teacher_model = model
                 if args.teacher_model_init_kwargs is None:
                     args.teacher_model_init_kwargs = dict(args.model_init_kwargs or {})
             else:
                 teacher_model = copy.deepcopy(model)
-            # Frozen: the teacher only ever runs under no_grad, and the EMA moves it outside autograd.
-        self._steps_done = 0
 
         super().__init__(
             model=model,
@@ -195,6 +206,7 @@ class OGLSSDTrainer(DistillationTrainer):
             peft_config=peft_config,
         )
         if self.teacher_model is not None:
+            # frozen: it only runs under no_grad, and the EMA moves it outside autograd
             self.teacher_model.requires_grad_(False)
             if kind == "ema":
                 self.add_callback(_EMATeacherCallback(self))
