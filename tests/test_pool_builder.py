@@ -4,7 +4,10 @@ import json
 import os
 
 import pytest
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from trl_distill.core.generation import generate_completions
 from trl_distill.core.pool import to_grouped_pool, to_long_pool, validate_pool
 from trl_distill.core.verifiers import completion_text
 from trl_distill.pool.build_pool_config import BuildPoolConfig, TeacherSpec
@@ -242,3 +245,24 @@ def test_teacher_specs_parse_and_take_defaults():
         BuildPoolConfig(teachers=["model=./t,top_p=0"], output_dir="unused")
     with pytest.raises(ValueError, match="unknown backend 'sglang'"):
         BuildPoolConfig(teachers=["./t"], output_dir="unused", backend="sglang")
+
+
+def test_plain_text_prompts_own_ids_and_a_greedy_teacher(tmp_path, teacher_dirs):
+    prompts = Dataset.from_dict(
+        {
+            "prompt_id": ["q-a", "q-b", "q-c"],
+            "prompt": ["Copy: abc\n", "Copy: hg\n", "Copy: d\n"],
+            "answer": ["abc", "hg", "d"],
+        }
+    )
+    teachers = [f"name=greedy,model={teacher_dirs[0]},temperature=0"]
+    pool = build_pool(teachers, prompts, str(tmp_path), n=1, max_new_tokens=5, shard_size=2, show_progress=False)
+    assert validate_pool(pool) == "long"
+    ids = ["q-a", "q-b", "q-c"]
+    assert pool["prompt_id"] == [i for i in ids if i in pool["prompt_id"]]  # the dataset's ids, in its order
+    assert all(isinstance(c, str) for c in pool["completion"])  # plain prompt -> plain completion
+    # greedy: the answer is the teacher's own greedy continuation, whatever the shard's seed
+    model, tok = AutoModelForCausalLM.from_pretrained(teacher_dirs[0]), AutoTokenizer.from_pretrained(teacher_dirs[0])
+    expected = generate_completions(model, tok, prompts["prompt"], max_new_tokens=5, show_progress=False)
+    by_id = dict(zip(pool["prompt_id"], pool["completion"]))
+    assert [by_id.get(i, "") for i in ids] == expected

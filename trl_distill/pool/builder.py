@@ -118,7 +118,8 @@ class PoolBuilder:
         self.state = PartialState()
         self.verifier = resolve_verifier(config.verifier, config.tolerance)
         self.extra_columns = self._check_dataset()
-        self.prompt_ids = dataset["prompt_id"] if "prompt_id" in dataset.column_names else list(range(len(dataset)))
+        has_ids = "prompt_id" in dataset.column_names
+        self.prompt_ids = list(dataset["prompt_id"]) if has_ids else list(range(len(dataset)))
         self.num_shards = -(-len(dataset) // config.shard_size)
         self._check_verifier()
 
