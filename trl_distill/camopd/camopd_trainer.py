@@ -10,7 +10,7 @@ from torch.utils.data import Sampler
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import DistillationTrainer
 from trl.models import prepare_deepspeed
-from trl.trainer.utils import RepeatSampler, create_model_from_path, get_config_model_id
+from trl.trainer.utils import RepeatSampler, create_model_from_path, get_config_model_id, maybe_gather_lm_head_ctx
 
 from ..core.divergence import LMHead, generalized_jsd
 from .camopd_config import CaMOPDConfig
@@ -608,17 +608,21 @@ class CaMOPDTrainer(DistillationTrainer):
                 teacher_hidden = self._teacher_hidden(name, take(input_ids), take(attention_mask), logits_to_keep)
             if not len(rows):
                 continue
-            unwrapped = self.accelerator.unwrap_model(self.teachers[name])
-            # generalised JSD_β per token (β = 1: reverse KL, the paper's loss), chunked over tokens and vocabulary
-            divergence, entropy = generalized_jsd(
-                take(student_hidden),
-                student_head,
-                teacher_hidden.to(device),
-                LMHead.of(unwrapped),
-                take(loss_mask),
-                self.beta,
-                self.temperature,
-            )
+            teacher_head = LMHead.of(self.accelerator.unwrap_model(self.teachers[name]))
+            # Under ZeRO-3 the heads are shards outside their model's forward: gather them so the vocabularies can be
+            # compared (the chunked kernel would gather them anyway, inside).
+            heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
+            with maybe_gather_lm_head_ctx(*heads):
+                # generalised JSD_β per token (β = 1: reverse KL, the paper's loss), chunked over tokens and vocabulary
+                divergence, entropy = generalized_jsd(
+                    take(student_hidden),
+                    student_head,
+                    teacher_hidden.to(device),
+                    teacher_head,
+                    take(loss_mask),
+                    self.beta,
+                    self.temperature,
+                )
             total = total + divergence.sum()
             entropy_sum = entropy_sum + entropy.sum()
             self._pending_divergence[name] = (divergence.detach().sum(), take(loss_mask).sum())
