@@ -1,0 +1,106 @@
+"""`trl-distill scas`: train with [`SCASTrainer`] from a recipe (`--config`), on a candidate pool or the tiny world.
+
+```bash
+trl-distill scas --config recipes/scas/toy.yaml --lab
+accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli scas \
+    --config recipes/scas/qwen2.5-1.5b.yaml --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name pool.jsonl
+```
+
+`examples/scas.py` is the same job as a standalone script; it reuses [`SCASScriptArguments`] and
+[`load_model_and_pool`] from here. Scoring without training is `trl-distill scas-score`.
+"""
+
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+
+from .cli import load_pool
+from .scas_config import SCASConfig
+from .scas_trainer import SCASTrainer
+
+
+@dataclass
+class SCASScriptArguments:
+    r"""
+    Script arguments of `trl-distill scas` and `examples/scas.py` (beside [`SCASConfig`] and [`~trl.ModelConfig`]).
+
+    Args:
+        dataset_name (`str`, *optional*):
+            The candidate pool: a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` directory or a Hub dataset id, in
+            the long form (`prompt_id`, `prompt`, `completion`, `teacher`, `correct`) or the grouped form (`prompt`,
+            `candidates`). Not needed with `lab`.
+        lab (`bool`, *optional*, defaults to `False`):
+            Train a random-init tiny Qwen2 student on the tiny world's arithmetic pool (5 teachers, one of them half
+            wrong), offline.
+        lab_prompts (`int`, *optional*, defaults to `64`):
+            Prompts in the tiny-world pool.
+        lab_model_size (`str`, *optional*, defaults to `"s"`):
+            Size of the tiny-world student: `xs`, `s`, `m` or `l`.
+    """
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Candidate pool (file, directory or hub id)."})
+    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
+    lab_prompts: int = field(default=64, metadata={"help": "Prompts in the tiny-world pool."})
+    lab_model_size: str = field(default="s", metadata={"help": "Tiny-world student size: xs, s, m or l."})
+
+    def __post_init__(self):
+        if self.lab_prompts < 1:
+            raise ValueError(f"lab_prompts must be >= 1, got {self.lab_prompts}.")
+
+
+def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig):
+    """The student (a model, or a path [`SCASTrainer`] loads with `training_args.model_init_kwargs`), its tokenizer
+    (`None`: loaded by the trainer) and the candidate pool the arguments ask for."""
+    if script_args.lab:
+        from ..lab.models import tiny_model
+        from ..lab.tokenizer import build_tokenizer
+        from .toy import toy_pool
+
+        tokenizer = build_tokenizer()
+        model = tiny_model(tokenizer, script_args.lab_model_size, "qwen2", seed=training_args.seed)
+        return model, tokenizer, toy_pool(script_args.lab_prompts)
+    if model_args.model_name_or_path is None or script_args.dataset_name is None:
+        raise ValueError("Give --model_name_or_path and --dataset_name (a candidate pool), or use --lab.")
+    # As TRL's `trl sft`: the trainer loads the path, so DeepSpeed ZeRO-3 (`zero3_init_flag`) shards it at load time.
+    init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    return model_args.model_name_or_path, None, load_pool(script_args.dataset_name)
+
+
+def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> SCASTrainer:
+    """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
+    model, tokenizer, pool = load_model_and_pool(script_args, training_args, model_args)
+    trainer = SCASTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=pool,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=None if script_args.lab else get_quantization_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    for record in trainer.scas_callback.history if trainer.scas_callback else []:
+        trainer.accelerator.print(f"selection round at epoch {record['epoch']}: {record['metrics']}")
+    trainer.save_model(training_args.output_dir)
+    return trainer
+
+
+def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
+    """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`])."""
+    return TrlParser((SCASScriptArguments, SCASConfig, ModelConfig), prog=prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    train(script_args, training_args, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
