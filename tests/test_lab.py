@@ -1,6 +1,8 @@
+import pytest
 from transformers import AutoTokenizer
 
 from trl_distill.core.verifiers import exact_match_reward, extract_final_answer, numeric_reward
+from trl_distill.lab.models import tiny_model
 from trl_distill.lab.tasks import arithmetic_example, make_task_splits, task_reward
 
 
@@ -14,9 +16,20 @@ def test_tokenizer_round_trips_through_auto_tokenizer(tokenizer, tokenizer_dir):
     ids = loaded(text, add_special_tokens=False)["input_ids"]
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
     assert loaded.decode(ids) == text
-    assert len(ids) == len(text.replace("<|im_start|>", "S").replace("<|im_end|>", "E"))  # one id per character
+    assert len(ids) == len(text.replace("<|im_start|>", "S").replace("<|im_end|>", "E").encode())  # one id per byte
     assert loaded.pad_token == "<|endoftext|>" and loaded.eos_token == "<|im_end|>"
     assert loaded.convert_ids_to_tokens(ids[:3]) == ["<|im_start|>", "u", "s"]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_saved_model_directories_load_the_same_tokenizer(tmp_path, tokenizer, arch):
+    # transformers 5 picks Qwen2Tokenizer for a qwen2 directory and rebuilds its pre-tokenizer: ids must not change.
+    tokenizer.save_pretrained(tmp_path)
+    tiny_model(tokenizer, "xs", arch).save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "<|im_start|>user\nSort: hgf — Résumé 我<|im_end|>\n"
+    assert loaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert loaded.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_splits_are_deterministic_and_disjoint():

@@ -1,39 +1,58 @@
-"""An offline character-level tokenizer with a ChatML chat template.
+"""An offline byte-level tokenizer (one token per byte, no merges) with a ChatML chat template.
 
-Every printable ASCII character, newline and the Latin-1 letters are single tokens, so ids round-trip exactly and
-any text the tiny world produces is representable. The directory it saves loads with `AutoTokenizer` as a plain
-`PreTrainedTokenizerFast` (no model-specific tokenizer class, whose pre-tokenizer would change the ids).
+Byte-level with an empty merge list is the shape of a Qwen2 BPE tokenizer: transformers 5 loads a directory whose
+model config says `qwen2` as `Qwen2Tokenizer` whatever `tokenizer_config.json` says, and rebuilds the pre-tokenizer;
+with this layout the rebuilt tokenizer gives the same ids, so saved lab models round-trip through `AutoTokenizer`
+for both Qwen2 and Llama configs. ASCII text is one token per character.
 """
 
 import os
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 
-PAD, EOS, BOS_TURN, UNK = "<|endoftext|>", "<|im_end|>", "<|im_start|>", "<unk>"
+PAD, EOS, BOS_TURN = "<|endoftext|>", "<|im_end|>", "<|im_start|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-CHARACTERS = "\n" + "".join(chr(c) for c in range(32, 127)) + "".join(chr(c) for c in range(0xC0, 0x100))
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Builds the character-level tokenizer: pad `<|endoftext|>`, eos `<|im_end|>`, ChatML template."""
-    specials = [PAD, EOS, BOS_TURN, UNK]
-    vocab = {token: i for i, token in enumerate(specials + list(CHARACTERS))}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
+    """Builds the byte-level tokenizer: pad `<|endoftext|>`, eos `<|im_end|>`, ChatML template; 259 ids."""
+    specials = [PAD, EOS, BOS_TURN]
+    byte_tokens = list(pre_tokenizers.ByteLevel.alphabet())
+    byte_tokens.sort(key=lambda ch: _BYTE_OF[ch])
+    vocab = {token: i for i, token in enumerate(specials + byte_tokens)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
+    backend.normalizer = normalizers.NFC()
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK, additional_special_tokens=[BOS_TURN]
+        tokenizer_object=backend, pad_token=PAD, eos_token=EOS, additional_special_tokens=[BOS_TURN]
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # GPT-2's reversible byte -> printable character map, which ByteLevel pre-tokenisation uses.
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+_BYTE_OF = {ch: b for b, ch in _bytes_to_unicode().items()}
 
 
 def load_or_build_tokenizer(directory: str) -> PreTrainedTokenizerFast:

@@ -7,7 +7,7 @@ import torch
 from datasets import DatasetDict
 
 from ..core.generation import generate_completions
-from .models import cache_dir, cached_model, pretrain, tiny_model
+from .models import CACHE_VERSION, cache_dir, cached_model, pretrain, tiny_model
 from .tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits, task_reward
 from .tokenizer import load_or_build_tokenizer
 
@@ -31,7 +31,7 @@ class World:
     models: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.tokenizer = load_or_build_tokenizer(os.path.join(cache_dir(), "tokenizer"))
+        self.tokenizer = load_or_build_tokenizer(os.path.join(cache_dir(), f"tokenizer-v{CACHE_VERSION}"))
         sizes = {"train_size": self.train_size, "dev_size": self.eval_size, "test_size": self.eval_size}
         self.domain = make_task_splits(DOMAIN_TASKS, seed=self.seed, **sizes)
         self.general = make_task_splits(GENERAL_TASKS, seed=self.seed, **sizes)
