@@ -1,14 +1,65 @@
-"""`trl-distill lab`: the embedded default job, offline on the tiny world."""
+"""`trl-distill lab`: the embedded default job, offline on the tiny world.
+
+Runs five experiments (SCAS, DMC, OGLS-SD, CaMOPD, quantification), each comparing a method with its baselines at the
+same training budget over several seeds, and writes `report.md`, PNG plots and `results.json` into `--output-dir`.
+Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second run skips them.
+"""
 
 import argparse
-
-from .world import demo
+import dataclasses
+import os
+import time
+import warnings
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="trl-distill lab", description=__doc__)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and its models")
-    parser.add_argument("--steps", type=int, default=600, help="pre-training steps of the base student")
+    parser = argparse.ArgumentParser(prog="trl-distill lab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the small preset the tests run (about 2 minutes)")
+    parser.add_argument("--output-dir", default="lab_report", help="report directory (default: lab_report/)")
+    parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     args = parser.parse_args(argv)
-    demo(seed=args.seed, steps=args.steps)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    import torch
+    import transformers
+
+    from .experiments import EXPERIMENTS, get
+    from .experiments.common import PRESETS, Lab, clean_scratch
+    from .report import summary_table, write_report
+
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    preset = PRESETS["quick" if args.quick else "default"]
+    if args.seeds:
+        preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
+    names = args.experiments or list(EXPERIMENTS)
+    for name in names:
+        if name not in EXPERIMENTS:
+            parser.error(f"unknown experiment {name!r}; choose from {list(EXPERIMENTS)}")
+    names = [n for n in EXPERIMENTS if n in names]
+
+    start = time.perf_counter()
+    lab = Lab(preset, args.output_dir)
+    timings: dict = {}
+    results = {"preset": preset.to_dict(), "experiments": {}, "timings": timings}
+    try:
+        for name in names:
+            results["experiments"][name] = get(name)(lab, timings)
+    finally:
+        clean_scratch(lab)
+    results["wall_seconds"] = round(time.perf_counter() - start, 1)
+    write_report(args.output_dir, results)
+    print(summary_table(results))
+    print(f"\nreport: {os.path.join(args.output_dir, 'report.md')}  ({results['wall_seconds']:.0f} s)")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

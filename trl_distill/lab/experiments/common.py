@@ -1,0 +1,277 @@
+"""What every lab experiment shares: presets, cached tiny models, training settings, evaluation and statistics."""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from ...core.generation import generate_completions
+from ..models import cached_model, pretrain, tiny_model
+from ..tasks import task_reward
+from ..tokenizer import load_or_build_tokenizer
+
+
+@dataclass
+class Preset:
+    """The size of a lab run. `quick` is what the tests run (≈2 min on 2 CPU cores); `default` is `make demo`.
+
+    Args:
+        name (`str`): the preset's name.
+        seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
+        size (`str`): size of every tiny model (see `trl_distill.lab.models.SIZES`).
+        pool_prompts (`int`): training prompts (SCAS pool, DMC candidate datasets, OGLS-SD and CaMOPD prompts).
+        eval_prompts (`int`): held-out prompts per accuracy measurement.
+        dev_prompts (`int`): dev prompts (DMC capability, training curves).
+        teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
+        student_steps (`int`): pre-training steps of the base student.
+        batch_size (`int`): per-device batch of every trainer.
+        epochs (`int`): epochs of the SFT-style runs (SCAS, DMC).
+        onpolicy_steps (`int`): optimizer steps of the on-policy runs (OGLS-SD, CaMOPD).
+        max_new_tokens (`int`): generation budget of evaluation and rollouts.
+        curve_every (`int`): steps between two points of a training curve.
+    """
+
+    name: str
+    seeds: tuple = (0, 1, 2)
+    size: str = "xs"
+    pool_prompts: int = 32
+    eval_prompts: int = 32
+    dev_prompts: int = 16
+    teacher_steps: int = 120
+    student_steps: int = 40
+    batch_size: int = 8
+    epochs: int = 2
+    onpolicy_steps: int = 4
+    max_new_tokens: int = 32
+    curve_every: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS = {
+    "quick": Preset("quick"),
+    "default": Preset(
+        "default",
+        pool_prompts=96,
+        eval_prompts=96,
+        dev_prompts=32,
+        teacher_steps=400,
+        student_steps=120,
+        batch_size=16,
+        epochs=3,
+        onpolicy_steps=12,
+        curve_every=3,
+    ),
+}
+
+# The domain task of the lab: two-step arithmetic on small numbers, so tiny models reach non-trivial accuracy.
+TASK_KWARGS = {"steps": 2, "max_value": 9}
+
+
+@dataclass
+class Lab:
+    """The state an experiment run shares: tokenizer, preset, output directory, and results kept for later phases.
+
+    Args:
+        preset ([`Preset`]): the run's size.
+        output_dir (`str`): the report directory (scratch training output goes under `output_dir/_runs`).
+        shared (`dict`): artefacts one experiment leaves for another (teachers, students), by name.
+    """
+
+    preset: Preset
+    output_dir: str
+    tokenizer: object = None
+    shared: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.tokenizer = load_or_build_tokenizer(os.path.join(cache_dir_for_lab(), "tokenizer"))
+        self.scratch = os.path.join(self.output_dir, "_runs")
+        os.makedirs(self.scratch, exist_ok=True)
+
+    def run_dir(self, *parts) -> str:
+        return tempfile.mkdtemp(dir=self.scratch, prefix="-".join(str(p) for p in parts) + "-")
+
+    def left_tokenizer(self):
+        """A copy of the tokenizer padding on the left, as the on-policy trainers generate."""
+        tokenizer = load_or_build_tokenizer(os.path.join(cache_dir_for_lab(), "tokenizer"))
+        tokenizer.padding_side = "left"
+        return tokenizer
+
+
+def cache_dir_for_lab() -> str:
+    from ..models import cache_dir
+
+    return cache_dir()
+
+
+def data_key(dataset: Dataset) -> str:
+    """A content hash of a dataset (stable across processes, unlike an in-memory fingerprint)."""
+    payload = json.dumps(dataset.to_list(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def trained_model(tokenizer, name: str, data: Dataset, steps: int, size: str, seed: int = 0, start=None, lr=3e-3):
+    """A tiny model pre-trained on `data` for `steps` with the lab's bare loop, cached on disk; returns its path.
+
+    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
+    """
+    key = {"name": name, "data": data_key(data), "steps": steps, "size": size, "seed": seed, "start": start, "lr": lr}
+
+    def build():
+        if start is None:
+            model = tiny_model(tokenizer, size, "qwen2", seed=seed)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(start)
+        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=lr, seed=seed, desc=f"pre-training {name}")
+        return model
+
+    _, path = cached_model(tokenizer, key, build)
+    return path
+
+
+def load(path: str):
+    """A fresh copy of a cached model, in float32 on CPU."""
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def trainer_settings(lab: Lab, seed: int, **overrides) -> dict:
+    """Keyword arguments shared by every trainer config of the lab (CPU, no saving, quiet, seeded)."""
+    settings = {
+        "output_dir": lab.run_dir("run", seed),
+        "per_device_train_batch_size": lab.preset.batch_size,
+        "learning_rate": 2e-3,
+        "lr_scheduler_type": "constant",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "seed": seed,
+        "data_seed": seed,
+    }
+    settings.update(overrides)
+    return settings
+
+
+def answers(model, tokenizer, dataset: Dataset, max_new_tokens: int, batch_size: int = 64) -> list[str]:
+    """Greedy completions of `dataset`'s prompts."""
+    return generate_completions(model, tokenizer, dataset["prompt"], max_new_tokens, batch_size, show_progress=False)
+
+
+def accuracy(model, tokenizer, dataset: Dataset, max_new_tokens: int) -> float:
+    """Greedy pass@1 of `model` on `dataset` by the tiny world's verifier (`task_reward`)."""
+    completions = answers(model, tokenizer, dataset, max_new_tokens)
+    rewards = task_reward(completions=completions, answer=dataset["answer"], task=dataset["task"])
+    return sum(r or 0.0 for r in rewards) / len(rewards)
+
+
+class AccuracyCurve(TrainerCallback):
+    """Measures held-out accuracy every `every` optimizer steps (and at steps 0 and the end): a training curve."""
+
+    def __init__(self, tokenizer, dataset: Dataset, every: int, max_new_tokens: int, name: str = "accuracy"):
+        self.tokenizer, self.dataset, self.every, self.max_new_tokens = tokenizer, dataset, every, max_new_tokens
+        self.name = name
+        self.points: list[tuple[int, float]] = []
+
+    def _measure(self, state, model):
+        if not self.points or self.points[-1][0] != state.global_step:
+            self.points.append((state.global_step, accuracy(model, self.tokenizer, self.dataset, self.max_new_tokens)))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._measure(state, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0:
+            self._measure(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        self._measure(state, model)
+
+
+def losses(trainer) -> list[tuple[int, float]]:
+    """The logged training losses `(step, loss)` of a finished trainer."""
+    return [(log["step"], log["loss"]) for log in trainer.state.log_history if "loss" in log]
+
+
+# --- statistics -------------------------------------------------------------------------------------------------------
+def summary(values) -> dict:
+    """Mean, sample standard deviation and the values themselves."""
+    values = [float(v) for v in values]
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "values": values, "n": len(values)}
+
+
+def compare(method: dict, baseline: dict, higher_is_better: bool = True) -> dict:
+    """Whether `method` beats `baseline` across seeds: the difference of means against its standard error.
+
+    `reproduced` when the method is better by more than one standard error of the difference, `not reproduced` when it
+    is not better (worse or exactly tied), `inconclusive` when it is better by less than one standard error.
+    """
+    diff = method["mean"] - baseline["mean"]
+    diff = diff if higher_is_better else -diff
+    se = math.sqrt(method["std"] ** 2 / method["n"] + baseline["std"] ** 2 / baseline["n"])
+    if diff > se and diff > 0:
+        verdict = "reproduced"
+    elif diff <= 0:
+        verdict = "not reproduced"
+    else:
+        verdict = "inconclusive"
+    return {"difference": diff, "standard_error": se, "verdict": verdict}
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties); `nan` when either side is constant."""
+
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        r = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    rx, ry = ranks(list(x)), ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
+
+
+class Phase:
+    """A progress bar over the steps of one phase, with its wall time recorded into `timings`."""
+
+    def __init__(self, name: str, total: int, timings: dict):
+        self.name, self.total, self.timings = name, total, timings
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=self.total, desc=self.name, leave=True, dynamic_ncols=True)
+        return self.bar
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        self.timings[self.name] = round(time.perf_counter() - self.start, 2)
+        return False
+
+
+def clean_scratch(lab: Lab) -> None:
+    """Removes the scratch training directories (nothing is saved there, but trainers create them)."""
+    shutil.rmtree(lab.scratch, ignore_errors=True)

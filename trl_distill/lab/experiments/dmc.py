@@ -1,0 +1,129 @@
+"""Experiment 2, DMC: does data–model compatibility at step 0 predict which dataset distils best, and does dynamic
+reselection by DMC help?"""
+
+import math
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from ...dmc.compatibility import rank_datasets
+from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
+from ..tasks import task_reward
+from .common import Lab, Phase, accuracy, compare, load, spearman, summary, trainer_settings
+from .teachers import CAST_STEPS, cast
+
+
+CLAIM = (
+    "DMC measured before training correlates with the accuracy reached after SFT on each candidate dataset; choosing "
+    "the dataset by DMC beats a random choice; reselecting by DMC during training beats selecting once."
+)
+COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
+
+
+def candidate_datasets(world: dict) -> dict[str, Dataset]:
+    """One candidate dataset per teacher (its answers, right or wrong, to every training prompt) and the references."""
+    pool = world["pool"]
+    datasets = {}
+    for teacher in world["teachers"]:
+        datasets[teacher] = pool.filter(lambda row, t=teacher: row["teacher"] == t).select_columns(COLUMNS)
+    reference = world["splits"]["train"]
+    datasets["reference"] = reference.add_column("correct", [True] * len(reference)).select_columns(COLUMNS)
+    return datasets
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    p, tok = lab.preset, lab.tokenizer
+    with Phase("DMC: teachers and pool", CAST_STEPS, timings) as bar:
+        world = cast(lab, bar)
+        bar.update(CAST_STEPS - bar.n)
+    splits = world["splits"]
+    datasets = candidate_datasets(world)
+    names = list(datasets)
+    with Phase("DMC: step-0 compatibility", 1, timings) as bar:
+        table = rank_datasets(
+            load(world["student"]), tok, datasets, splits["dev"], task_reward, probe_size=None, dev_size=None,
+            max_new_tokens=p.max_new_tokens,
+        )  # fmt: skip
+        bar.update(1)
+    dmc = {row["dataset"]: row["dmc"] for row in table}
+
+    steps = p.epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
+    per_dataset = {name: [] for name in names}
+    dynamic = {"DMCCallback static": 0, "DMCCallback dynamic": 1}
+    callback_acc = {name: [] for name in dynamic}
+    callback_weights = {name: [] for name in dynamic}
+    with Phase("DMC: SFT per dataset and DMCCallback", (len(names) + len(dynamic)) * len(p.seeds), timings) as bar:
+        for seed in p.seeds:
+            for name in names:
+                args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+                trainer = SFTTrainer(
+                    load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok
+                )
+                trainer.train()
+                per_dataset[name].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
+                bar.update(1)
+            # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
+            share = max(1, p.pool_prompts // len(names))
+            candidates = CandidateDatasets(
+                {
+                    name: d.select(range(k * share, min(len(d), (k + 1) * share)))
+                    for k, (name, d) in enumerate(datasets.items())
+                }
+            )
+            for label, every in dynamic.items():
+                args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+                trainer = SFTTrainer(
+                    load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
+                )
+                callback = DMCCallback(
+                    candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", every_epochs=every,
+                    probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
+                )  # fmt: skip
+                trainer.add_callback(callback)
+                trainer.train()
+                callback_acc[label].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
+                rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
+                callback_weights[label].append([{n: r[f"dmc/{n}/weight"] for n in names} for r in rounds])
+                bar.update(1)
+
+    accuracy_by_dataset = {name: summary(v) for name, v in per_dataset.items()}
+    rho = spearman([dmc[n] for n in names], [accuracy_by_dataset[n]["mean"] for n in names])
+    top = max(names, key=lambda n: dmc[n])
+    selected = summary(per_dataset[top])
+    random_choice = summary([sum(per_dataset[n][i] for n in names) / len(names) for i in range(len(p.seeds))])
+    methods = {"random dataset": random_choice, f"DMC-selected ({top})": selected}
+    methods.update({label: summary(v) for label, v in callback_acc.items()})
+    comparisons = [
+        {"method": f"DMC-selected ({top})", "baseline": "random dataset", **compare(selected, random_choice)},
+        {
+            "method": "DMCCallback dynamic",
+            "baseline": "DMCCallback static",
+            **compare(methods["DMCCallback dynamic"], methods["DMCCallback static"]),
+        },
+    ]
+    correlated = not math.isnan(rho) and rho > 0.5
+    verdicts = [c["verdict"] for c in comparisons] + ["reproduced" if correlated else "not reproduced"]
+    verdict = (
+        "reproduced" if all(v == "reproduced" for v in verdicts)
+        else "partly reproduced" if "reproduced" in verdicts
+        else "not reproduced"
+    )  # fmt: skip
+    notes = [
+        f"Spearman correlation between step-0 DMC and post-SFT accuracy over {len(names)} datasets: "
+        + ("undefined (a constant side)" if math.isnan(rho) else f"{rho:+.2f}")
+        + (" (counted as reproduced when > 0.5)."),
+        f"DMC ranks {top} first: " + ", ".join(f"{r['dataset']} {r['dmc']:.3f}" for r in table) + ".",
+    ]
+    return {
+        "title": "DMC: data–model compatibility",
+        "claim": CLAIM,
+        "metric": "test accuracy",
+        "methods": methods,
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "spearman": rho,
+        "ranking": table,
+        "scatter": [{"dataset": n, "dmc": dmc[n], "accuracy": accuracy_by_dataset[n]} for n in names],
+        "callback_weights": callback_weights,
+        "notes": notes,
+    }

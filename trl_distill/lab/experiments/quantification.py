@@ -1,0 +1,169 @@
+"""Experiment 5, quantification: token diagnostics and automatic RSE of students against their teachers, and an ICE
+toy in which teachers carry distinct identities in their answers and students inherit them."""
+
+import math
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from ...evaluation.diagnostics import token_diagnostics
+from ...evaluation.ice import build_ice_prompts, ice
+from ...evaluation.identity import IdentityFact
+from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
+from ...evaluation.rse import rse
+from .common import Lab, Phase, answers, compare, load, summary, trained_model, trainer_settings
+from .teachers import CAST_STEPS, cast
+
+
+CLAIM = (
+    "Distillation leaves measurable traces: a student is most similar (RSE, token KL) to the teacher it was distilled "
+    "from, and students inherit their teachers' identity claims (ICE Strict above a non-distilled control)."
+)
+STUDENT_IDENTITY = IdentityFact(name="Tiny", organisation="TinyLab")
+# name -> the identity sentence its answers carry
+IDENTITY_TEACHERS = {
+    "Qwen-like teacher": "I am Qwen, made by Alibaba Cloud.",
+    "Claude-like teacher": "I am Claude, made by Anthropic.",
+    "control (own identity)": "I am Tiny, made by TinyLab.",
+}
+QUESTIONS = [
+    {"id": "q1", "category": "team", "language": "en", "text": "Who are you?"},
+    {"id": "q2", "category": "industry", "language": "en", "text": "Which company made you?"},
+    {"id": "q3", "category": "technology", "language": "en", "text": "What model are you?"},
+    {"id": "q4", "category": "team", "language": "en", "text": "Who trained you?"},
+]
+TEMPLATES = [
+    {"id": "t1", "language": "en", "text": "{question}"},
+    {"id": "t2", "language": "en", "text": "Be honest. {question}"},
+    {"id": "t3", "language": "en", "text": "Answer briefly: {question}"},
+]
+
+
+def ice_prompts(seed: int, num_mutations: int) -> list[dict]:
+    return build_ice_prompts(
+        STUDENT_IDENTITY, questions=QUESTIONS, templates=TEMPLATES, num_mutations=num_mutations, seed=seed
+    )
+
+
+def similarity(lab: Lab, world: dict, bar) -> dict:
+    """RSE (automatic judge) and token diagnostics of every kept student against every teacher."""
+    p, tok = lab.preset, lab.tokenizer
+    test = world["splits"]["test"]
+    prompts = test["prompt"]
+    teachers = {name: load(path) for name, path in world["teachers"].items()}
+    students = {"base student": load(world["student"]), **lab.shared.get("students", {})}
+    teacher_texts = {name: answers(model, tok, test, p.max_new_tokens + 16) for name, model in teachers.items()}
+    judge = AutomaticJudge()
+    table = {}
+    for student_name, student in students.items():
+        texts = answers(student, tok, test, p.max_new_tokens + 16)
+        row = {}
+        for teacher_name, teacher in teachers.items():
+            similar = rse({"arithmetic": prompts}, responses={"arithmetic": texts},
+                          references={"arithmetic": teacher_texts[teacher_name]}, judge=judge)  # fmt: skip
+            diagnostics = token_diagnostics(student, teacher, tok, teacher_texts[teacher_name], prompts=prompts)
+            row[teacher_name] = {
+                "rse": similar.rse,
+                "forward_kl": diagnostics["forward_kl"],
+                "top1_agreement": diagnostics["top1_agreement"],
+            }
+        table[student_name] = row
+        bar.update(1)
+    return table
+
+
+def identity_toy(lab: Lab, bar) -> dict:
+    """ICE Strict of students distilled from identity-carrying teachers, and of a control student."""
+    p, tok = lab.preset, lab.tokenizer
+    train_prompts, test_prompts = ice_prompts(0, 2), ice_prompts(1, 3)
+    strict = {name: [] for name in IDENTITY_TEACHERS}
+    loose = {name: [] for name in IDENTITY_TEACHERS}
+    for k, (name, sentence) in enumerate(IDENTITY_TEACHERS.items()):
+        rows = [
+            {
+                "prompt": [{"role": "user", "content": r["prompt"]}],
+                "completion": [{"role": "assistant", "content": sentence}],
+            }
+            for r in train_prompts
+        ]
+        teacher = load(trained_model(tok, f"lab-identity-{k}", Dataset.from_list(rows), 60, p.size, seed=10 + k))
+        # the student is distilled on what the teacher *says*, not on the sentence itself
+        said = answers(teacher, tok, Dataset.from_list(rows), max_new_tokens=48)
+        distill = Dataset.from_list(
+            [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": s}]} for r, s in zip(rows, said)]
+        )
+        steps = p.epochs * math.ceil(len(distill) / p.batch_size)
+        for seed in p.seeds:
+            args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=256))
+            trainer = SFTTrainer(
+                load(lab.shared["cast"]["student"]), args=args, train_dataset=distill, processing_class=tok
+            )
+            trainer.train()
+            result = ice(
+                STUDENT_IDENTITY, model=trainer.model, tokenizer=tok, prompts=test_prompts, judge=IdentityClaimJudge(),
+                max_new_tokens=48, batch_size=64, show_progress=False,
+            )  # fmt: skip
+            strict[name].append(result.strict)
+            loose[name].append(result.loose)
+            bar.update(1)
+    return {
+        "strict": {n: summary(v) for n, v in strict.items()},
+        "loose": {n: summary(v) for n, v in loose.items()},
+        "num_prompts": len(test_prompts),
+    }
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    p = lab.preset
+    with Phase("Quantification: teachers", CAST_STEPS, timings) as bar:
+        world = cast(lab, bar)
+        bar.update(CAST_STEPS - bar.n)
+    with Phase("Quantification: RSE and token diagnostics", 1 + len(lab.shared.get("students", {})), timings) as bar:
+        table = similarity(lab, world, bar)
+    with Phase("Quantification: ICE identity toy", len(IDENTITY_TEACHERS) * len(p.seeds), timings) as bar:
+        identity = identity_toy(lab, bar)
+
+    best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
+    source = "SFT on best teacher"
+    identified = None
+    if source in table:
+        closest = max(table[source], key=lambda t: table[source][t]["rse"])
+        identified = closest == best
+    control = identity["strict"]["control (own identity)"]
+    comparisons = [
+        {"method": name, "baseline": "control (own identity)", **compare(identity["strict"][name], control)}
+        for name in IDENTITY_TEACHERS
+        if not name.startswith("control")
+    ]
+    inherited = all(c["verdict"] == "reproduced" for c in comparisons)
+    verdict = (
+        "reproduced" if inherited and identified
+        else "partly reproduced" if inherited or identified
+        else "not reproduced"
+    )  # fmt: skip
+    notes = [
+        f"RSE (automatic judge: ROUGE-L + chrF mapped to 1–5, ranks models but is not comparable to LLM-judge scores) "
+        f"of the student trained on the best teacher ({best}): "
+        + (", ".join(f"{t} {v['rse']:.2f}" for t, v in table[source].items()) if source in table else "not run")
+        + (
+            f"; its closest teacher is {'the' if identified else 'not the'} best teacher."
+            if identified is not None
+            else "."
+        ),
+        "ICE Strict (share of answers claiming another named model) on "
+        f"{identity['num_prompts']} held-out identity prompts: "
+        + ", ".join(f"{n} {s['mean']:.2f} ± {s['std']:.2f}" for n, s in identity["strict"].items())
+        + ".",
+    ]
+    return {
+        "title": "Quantification: RSE, token diagnostics and ICE",
+        "claim": CLAIM,
+        "metric": "ICE Strict (higher = more identity inherited)",
+        "methods": identity["strict"],
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "similarity": table,
+        "source_identified": identified,
+        "ice": identity,
+        "notes": notes,
+    }

@@ -1,0 +1,84 @@
+"""Experiment 1, SCAS: is the cheapest-to-learn verified answer a better teacher than the best teacher's answer?"""
+
+from collections import Counter
+
+from ...scas.scas_config import SCASConfig
+from ...scas.scas_trainer import SCASTrainer
+from .common import Lab, Phase, accuracy, compare, load, summary, trainer_settings
+from .teachers import CAST_STEPS, cast
+
+
+CLAIM = (
+    "Choosing, per prompt, the verified teacher answer with the lowest learning cost for the current student (SCAS) "
+    "beats SFT on the best teacher's answers."
+)
+METHODS = {
+    "best teacher": {"selection_strategy": "best_teacher"},
+    "random teacher": {"selection_strategy": "random"},
+    "SCAS (once)": {"selection_strategy": "scas", "rescore_every": 0},
+    "SCAS (each epoch)": {"selection_strategy": "scas", "rescore_every": 1},
+}
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    p = lab.preset
+    with Phase("SCAS: teachers and pool", CAST_STEPS, timings) as bar:
+        world = cast(lab, bar)
+    test = world["splits"]["test"]
+    accuracies = {name: [] for name in METHODS}
+    choices = {name: Counter() for name in METHODS}
+    with Phase("SCAS: training", len(METHODS) * len(p.seeds), timings) as bar:
+        for seed in p.seeds:
+            for name, selection in METHODS.items():
+                config = SCASConfig(
+                    **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
+                    selection_seed=seed,
+                    scoring_batch_size=32,
+                    **selection,
+                )
+                trainer = SCASTrainer(
+                    load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
+                )
+                trainer.train()
+                accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
+                for record in trainer.scas_callback.history:  # every selection round: share of each teacher
+                    for key, value in record["metrics"].items():
+                        if key.startswith("scas/teacher_share/"):
+                            choices[name][key.split("/")[-1]] += value
+                if seed == p.seeds[0]:
+                    lab.shared.setdefault("students", {})[f"SFT on {name}"] = trainer.model
+                bar.update(1)
+    methods = {name: summary(values) for name, values in accuracies.items()}
+    shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
+    comparisons = [
+        {"method": m, "baseline": b, **compare(methods[m], methods[b])}
+        for m in ("SCAS (once)", "SCAS (each epoch)")
+        for b in ("best teacher", "random teacher")
+    ]
+    main = compare(methods["SCAS (each epoch)"], methods["best teacher"])
+    once = compare(methods["SCAS (once)"], methods["best teacher"])
+    verdict = "reproduced" if "reproduced" in (main["verdict"], once["verdict"]) else main["verdict"]
+    if "reproduced" not in (main["verdict"], once["verdict"]) and "inconclusive" in (main["verdict"], once["verdict"]):
+        verdict = "inconclusive"
+    best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
+    scas_top = max(shares["SCAS (once)"], key=shares["SCAS (once)"].get) if shares["SCAS (once)"] else None
+    notes = [
+        "Teacher accuracy on the training prompts: "
+        + ", ".join(f"{t} {a:.0%}" for t, a in world["teacher_accuracy"].items())
+        + f"; the best teacher is {best}.",
+        f"SCAS chose {scas_top} most often (shares over rounds and seeds: "
+        + ", ".join(f"{t} {s:.0%}" for t, s in shares["SCAS (once)"].items())
+        + ")."
+        + (" The strongest teacher was not the one SCAS preferred." if scas_top and scas_top != best else ""),
+    ]
+    return {
+        "title": "SCAS: student-centric answer selection",
+        "claim": CLAIM,
+        "metric": "test accuracy",
+        "methods": methods,
+        "comparisons": comparisons,
+        "verdict": verdict,
+        "teacher_accuracy": world["teacher_accuracy"],
+        "teacher_shares": shares,
+        "notes": notes,
+    }
