@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from trl import DistillationTrainer
 from trl.data_utils import is_conversational
 from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import RepeatSampler, get_config_model_id, pad
+from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx, pad
 
 from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
 from ..core.verifiers import completion_text
@@ -297,9 +297,12 @@ class OGLSSDTrainer(DistillationTrainer):
     def _teacher_head(self) -> LMHead:
         model = self.teacher_model if self.teacher_model is not None else self.model
         head = LMHead.of(self.accelerator.unwrap_model(model))
-        # constants: a live teacher shares the student's head, which must get no gradient through the teacher side
-        head.weight = head.weight.detach()
-        head.bias = None if head.bias is None else head.bias.detach()
+        # constants: a live teacher shares the student's head, which must get no gradient through the teacher side. A
+        # frozen head stays the parameter itself, so DeepSpeed ZeRO-3 can still gather it (a detached shard is empty).
+        if head.weight.requires_grad:
+            head.weight = head.weight.detach()
+        if head.bias is not None and head.bias.requires_grad:
+            head.bias = head.bias.detach()
         return head
 
     def _compose_teacher_prompt(self, prompt, privileged_context):
@@ -429,7 +432,8 @@ class OGLSSDTrainer(DistillationTrainer):
         teacher_prompts = [self._compose_teacher_prompt(p, row[PRIVILEGED_COLUMN]) for p, row in zip(prompts, inputs)]
         hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
         head = self._teacher_head()
-        features = head.logits(hidden) if self.explicit_logits else hidden
+        with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3: the head is a shard outside a forward
+            features = head.logits(hidden) if self.explicit_logits else hidden
         projection = None if self.explicit_logits else head  # how a feature-space direction maps to logits
 
         _, _, mixed = group_outcomes(success, G)
@@ -443,11 +447,11 @@ class OGLSSDTrainer(DistillationTrainer):
                 success,
                 G,
             )
-        if self.args.normalize_direction:
-            direction = normalize_steering_direction(direction, G, projection, completion_mask)
-        teacher = steered_teacher(features, direction, self.args.steering_alpha, G)
-
-        self._log_steering(mode, rewards, success, mixed, direction, completion_mask, projection)
+        with maybe_gather_lm_head_ctx(head.weight, head.bias):  # logit-space norms read the head
+            if self.args.normalize_direction:
+                direction = normalize_steering_direction(direction, G, projection, completion_mask)
+            teacher = steered_teacher(features, direction, self.args.steering_alpha, G)
+            self._log_steering(mode, rewards, success, mixed, direction, completion_mask, projection)
         return {"teacher_logits" if self.explicit_logits else "teacher_hidden": teacher}
 
     def _contextual_features(self, prompts, completions, completion_ids, completion_mask, mixed, head):
@@ -516,15 +520,19 @@ class OGLSSDTrainer(DistillationTrainer):
             log_p = torch.log_softmax(student_logits.detach(), dim=-1)
             entropy = -(log_p.exp() * log_p).sum(-1) * mask
         else:
-            per_token, entropy = generalized_jsd(
-                student_hidden,
-                student_head,
-                inputs["teacher_hidden"],
-                self._teacher_head(),
-                mask,
-                self.beta,
-                self.temperature,
-            )
+            teacher_head = self._teacher_head()
+            heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
+            # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
+            with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
+                per_token, entropy = generalized_jsd(
+                    student_hidden,
+                    student_head,
+                    inputs["teacher_hidden"],
+                    teacher_head,
+                    mask,
+                    self.beta,
+                    self.temperature,
+                )
         n_valid = (mask != 0).sum()
         divergence_sum = per_token.sum()
         if num_items_in_batch is None:
