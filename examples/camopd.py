@@ -43,11 +43,12 @@ copy of the student (`--domain_teacher` overrides it). Teachers load in 4-bit wi
 bitsandbytes); `--use_peft` trains a LoRA student.
 """
 
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
-from trl_distill.camopd.train_cli import CaMOPDScriptArguments, load_models_and_prompts, student_init_kwargs
+from trl_distill.camopd.train_cli import CaMOPDScriptArguments, load_models_and_prompts
+from trl_distill.script_utils import quantization_config, student_init_kwargs
 
 
 def main(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig):
@@ -65,7 +66,7 @@ def main(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_
         },
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else get_quantization_config(model_args),
+        quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train()
     trainer.save_model(training_args.output_dir)

@@ -47,11 +47,12 @@ The pool is one row per answer (`prompt_id`, `prompt`, `completion`, `teacher`, 
 
 import os
 
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import SCASTrainer
 from trl_distill.scas.train_cli import SCASScriptArguments, load_model_and_pool
+from trl_distill.script_utils import quantization_config
 
 
 def main(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig):
@@ -64,7 +65,7 @@ def main(script_args: SCASScriptArguments, training_args: SCASConfig, model_args
         train_dataset=pool,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else get_quantization_config(model_args),
+        quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train()
     for record in trainer.scas_callback.history if trainer.scas_callback else []:

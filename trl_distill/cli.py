@@ -7,10 +7,9 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 ```
 
 Training commands parse with TRL's `TrlParser` (dataclass fields as flags, `--config recipe.yaml`); the other commands
-use `argparse` and accept `--config` through [`parse_args_with_config`].
+use `argparse` and accept `--config` through [`~trl_distill.script_utils.parse_args_with_config`].
 """
 
-import argparse
 import importlib
 import sys
 
@@ -33,48 +32,6 @@ def usage() -> str:
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`trl-distill <command> --help` lists a command's options."]
     return "\n".join(lines)
-
-
-def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """
-    `parser.parse_args(argv)` with TRL's `--config recipe.yaml` convention, for commands built on `argparse`.
-
-    The YAML mapping's keys are option destinations (`reference_model` for `--reference-model`); its values become the
-    parser's defaults (sub-commands included, required options then optional), so flags on the command line override
-    them. An `env` mapping sets environment variables, as in TRL.
-
-    Args:
-        parser (`argparse.ArgumentParser`):
-            The command's parser.
-        argv (`list[str]`, *optional*):
-            The arguments; `sys.argv[1:]` when omitted.
-
-    Returns:
-        `argparse.Namespace`: the parsed arguments.
-    """
-    import os
-
-    import yaml
-    from trl import TrlParser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        index = argv.index("--config")
-        if index + 1 >= len(argv):
-            parser.error("--config needs a YAML file.")
-        path = argv[index + 1]
-        del argv[index : index + 2]
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-        if not isinstance(config, dict):
-            parser.error(f"The config file {path} must contain a YAML mapping of option names to values.")
-        for key, value in (config.pop("env", None) or {}).items():
-            os.environ[key] = str(value)
-        # TRL's own defaults setter walks `parser._actions` (and sub-parsers); it works on any argparse parser.
-        unknown = TrlParser.set_defaults_with_config(parser, **config)
-        if unknown:
-            parser.error(f"Unknown keys in {path}: {unknown[::2]}. Use the option names of `--help`, with underscores.")
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from datasets import load_dataset
 from transformers import AutoTokenizer
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..script_utils import check_quantization, quantization_config, student_init_kwargs
 from .camopd_config import CaMOPDConfig
 from .camopd_trainer import CaMOPDTrainer
 
@@ -122,19 +123,9 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
     )
 
 
-def student_init_kwargs(model_args: ModelConfig, training_args: CaMOPDConfig) -> dict:
-    """`from_pretrained` kwargs of the student, from [`~trl.ModelConfig`] (the trainer loads the path itself, so that
-    DeepSpeed ZeRO-3 with `zero3_init_flag` shards it at load time)."""
-    kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype or "auto",
-    }
-    return {**{k: v for k, v in kwargs.items() if v is not None}, **(training_args.model_init_kwargs or {})}
-
-
 def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig) -> CaMOPDTrainer:
     """Builds the [`CaMOPDTrainer`], trains and saves the model to `training_args.output_dir`."""
+    check_quantization(model_args)  # before anything is loaded
     student, tokenizer, teachers, sources = load_models_and_prompts(script_args, model_args)
     training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
     trainer = CaMOPDTrainer(
@@ -147,7 +138,7 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
         },
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else get_quantization_config(model_args),
+        quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

@@ -28,6 +28,7 @@ import math
 import os
 import sys
 
+from ..script_utils import parse_args_with_config
 from .identity import IdentityFact, split_names
 
 
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         `int`: the exit status (0 on success).
     """
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)  # also reads `--config evaluate.yaml`
     if args.command == "rse":
         return _run_rse(args)
     return _run_ice(args)

@@ -18,6 +18,7 @@ import os
 from accelerate import PartialState
 
 from ..core.pool import to_long_pool
+from ..script_utils import parse_args_with_config
 from .scoring import encode_pool, score_features
 from .selection import STRATEGIES, scas_select
 
@@ -69,7 +70,7 @@ def main(argv=None) -> dict:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_config(build_parser(), argv)  # also reads `--config scoring.yaml`
     state = PartialState()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     if tokenizer.pad_token_id is None:

@@ -12,8 +12,9 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..script_utils import check_quantization, quantization_config, student_init_kwargs
 from .cli import load_pool
 from .scas_config import SCASConfig
 from .scas_trainer import SCASTrainer
@@ -62,18 +63,13 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
     if model_args.model_name_or_path is None or script_args.dataset_name is None:
         raise ValueError("Give --model_name_or_path and --dataset_name (a candidate pool), or use --lab.")
     # As TRL's `trl sft`: the trainer loads the path, so DeepSpeed ZeRO-3 (`zero3_init_flag`) shards it at load time.
-    init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    init_kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
-    training_args.model_init_kwargs = {**init_kwargs, **(training_args.model_init_kwargs or {})}
+    training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
     return model_args.model_name_or_path, None, load_pool(script_args.dataset_name)
 
 
 def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> SCASTrainer:
     """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
+    check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool = load_model_and_pool(script_args, training_args, model_args)
     trainer = SCASTrainer(
         model=model,
@@ -81,7 +77,7 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
         train_dataset=pool,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else get_quantization_config(model_args),
+        quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     for record in trainer.scas_callback.history if trainer.scas_callback else []:

@@ -1,0 +1,77 @@
+"""`trl-distill dmc`: SFT over several candidate datasets, reselected by data–model compatibility ([`DMCCallback`]).
+
+```bash
+trl-distill dmc --config recipes/dmc/toy.yaml --lab
+accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli dmc \
+    --config recipes/dmc/qwen2.5-1.5b-math.yaml --datasets qwq=data/qwq.jsonl r1=data/r1.jsonl --dev_dataset dev.jsonl
+```
+
+Ranking the datasets without training is `trl-distill dmc-rank`. `examples/dmc.py` is the same job as a standalone
+script and reuses [`load_student`] from here.
+"""
+
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from ..script_utils import check_quantization, quantization_config, student_init_kwargs
+from .cli import DMCDataArguments
+from .dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
+
+
+def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_args: ModelConfig):
+    """The student and its tokenizer: the toy world's briefly pre-trained student with `lab`, else
+    `model_args.model_name_or_path` (loaded after the config is parsed, so DeepSpeed's `zero3_init_flag` applies)."""
+    if data_args.lab:
+        from ..lab.tokenizer import build_tokenizer
+        from .toy import toy_student
+
+        tokenizer = build_tokenizer()
+        model, _ = toy_student(tokenizer)
+        return model, tokenizer
+    if not model_args.model_name_or_path:
+        raise ValueError("Give the student with --model_name_or_path (or use --lab).")
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs = student_init_kwargs(model_args, training_args)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, quantization_config=quantization_config(model_args), **kwargs
+    )
+    return model, tokenizer
+
+
+def train(
+    data_args: DMCDataArguments, dmc_args: DMCArguments, training_args: SFTConfig, model_args: ModelConfig
+) -> SFTTrainer:
+    """Builds an [`~trl.SFTTrainer`] over the concatenated candidates with a [`DMCCallback`], trains and saves."""
+    check_quantization(model_args)  # before anything is loaded
+    datasets, dev, verifier = data_args.load()
+    model, tokenizer = load_student(data_args, training_args, model_args)
+    candidates = CandidateDatasets(datasets)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=candidates.train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.add_callback(DMCCallback(candidates, dev, verifier, args=dmc_args, trainer=trainer))
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    return trainer
+
+
+def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
+    """The `TrlParser` over ([`DMCDataArguments`], [`DMCArguments`], [`~trl.SFTConfig`], [`~trl.ModelConfig`])."""
+    return TrlParser((DMCDataArguments, DMCArguments, SFTConfig, ModelConfig), prog=prog)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    train(data_args, dmc_args, training_args, model_args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
