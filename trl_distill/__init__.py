@@ -27,6 +27,7 @@ _EXPORTS = {
     "dmc.dmc_callback": ["DMCCallback"],
     "ogls_sd.ogls_sd_config": ["OGLSSDConfig"],
     "ogls_sd.ogls_sd_trainer": ["OGLSSDTrainer"],
+    "ogls_sd.steering": ["steering_direction", "contextual_steering_direction"],
     "camopd.camopd_config": ["CaMOPDConfig"],
     "camopd.camopd_trainer": ["CaMOPDTrainer"],
     "evaluation.rse": ["rse", "RSEResult"],
@@ -36,6 +37,7 @@ _EXPORTS = {
     "evaluation.mutators": ["LLMMutator", "mutate_templates"],
     "evaluation.diagnostics": ["token_diagnostics", "TokenDiagnosticsCallback"],
     "pool.builder": ["build_pool"],
+    "pool.build_pool_config": ["BuildPoolConfig"],
 }
 _NAME_TO_MODULE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_NAME_TO_MODULE)
