@@ -38,31 +38,17 @@ Each candidate dataset holds prompt–completion rows with a `correct` flag (or 
 checks); the dev split holds held-out prompts with their `answer`. See `docs/dmc.md`.
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from trl_distill.dmc.cli import DMCDataArguments
 from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
+from trl_distill.dmc.train_cli import load_student
 
 
 def main(data_args: DMCDataArguments, dmc_args: DMCArguments, training_args: SFTConfig, model_args: ModelConfig):
+    # --lab: the toy world's candidate datasets, dev split, verifier and briefly pre-trained student
     datasets, dev, verifier = data_args.load()
-    if data_args.lab:
-        from trl_distill.dmc.toy import toy_student
-        from trl_distill.lab.tokenizer import build_tokenizer
-
-        tokenizer = build_tokenizer()
-        model, _ = toy_student(tokenizer)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path,
-            revision=model_args.model_revision,
-            dtype=model_args.dtype,
-            attn_implementation=model_args.attn_implementation,
-        )
+    model, tokenizer = load_student(data_args, training_args, model_args)
 
     candidates = CandidateDatasets(datasets)
     trainer = SFTTrainer(

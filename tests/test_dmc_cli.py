@@ -1,4 +1,4 @@
-"""The `trl-distill dmc` ranking command and the DMC recipes."""
+"""The `trl-distill dmc-rank` ranking command and the DMC recipes."""
 
 import glob
 import json

@@ -1,9 +1,10 @@
-"""`trl-distill dmc`: rank candidate distillation datasets for a student by data–model compatibility.
+"""`trl-distill dmc-rank`: rank candidate distillation datasets for a student by data–model compatibility.
 
 ```bash
-trl-distill dmc --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
+trl-distill dmc-rank --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
     --datasets cot=data/cot.jsonl short=data/short.jsonl --dev_dataset data/dev.jsonl --verifier numeric
-trl-distill dmc --lab   # the offline toy world
+trl-distill dmc-rank --lab   # the offline toy world
+trl-distill dmc-rank --config ranking.yaml   # keys = the flags below
 ```
 """
 
@@ -13,7 +14,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import TrlParser
 
 from ..core.verifiers import exact_match_reward, numeric_reward
 from .compatibility import rank_datasets
@@ -26,7 +28,8 @@ VERIFIERS = {"exact_match": exact_match_reward, "numeric": numeric_reward}
 @dataclass
 class DMCDataArguments:
     r"""
-    The candidate datasets, the dev split and the verifier (for `trl-distill dmc` and `examples/dmc.py`).
+    The candidate datasets, the dev split and the verifier (for `trl-distill dmc`, `trl-distill dmc-rank` and
+    `examples/dmc.py`).
 
     Parameters:
         datasets (`list[str]`, *optional*, defaults to `[]`):
@@ -79,7 +82,7 @@ class DMCDataArguments:
 @dataclass
 class DMCRankArguments(DMCDataArguments):
     r"""
-    What `trl-distill dmc` ranks: [`DMCDataArguments`] plus the student. Scoring settings are [`DMCArguments`].
+    What `trl-distill dmc-rank` ranks: [`DMCDataArguments`] plus the student. Scoring settings are [`DMCArguments`].
 
     Parameters:
         model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
@@ -126,8 +129,8 @@ def resolve_verifier(name: str):
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
-    parser = HfArgumentParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc")
-    rank_args, dmc_args = parser.parse_args_into_dataclasses(args=argv)
+    parser = TrlParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc-rank")
+    rank_args, dmc_args = parser.parse_args_and_config(args=argv)
     datasets, dev, verifier = rank_args.load()
     if rank_args.lab:
         from ..lab.tokenizer import build_tokenizer

@@ -89,7 +89,7 @@ class CandidateDatasets:
 @dataclass
 class DMCArguments:
     r"""
-    Settings of [`DMCCallback`] (and of the `trl-distill dmc` ranking command).
+    Settings of [`DMCCallback`] (and of the `trl-distill dmc-rank` ranking command).
 
     DMC is METHODS.md §2's **proposed formulation** `DMC(D, θ) = Q(D) / (1 + β·(1 − C(θ))·L(D, θ))`.
 

@@ -1,6 +1,7 @@
 """DMC's toy world: candidate datasets of one arithmetic task written by "teachers" of different styles and quality.
 
-Used by the `trl-distill dmc --lab` command, `examples/dmc.py --lab` and `benchmarks/bench_dmc.py`; everything is
+Used by `trl-distill dmc --lab`, `trl-distill dmc-rank --lab`, `examples/dmc.py --lab` and `benchmarks/bench_dmc.py`;
+everything is
 built offline in seconds from `trl_distill.lab`.
 """
 
