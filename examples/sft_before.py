@@ -1,5 +1,6 @@
-# Before: a plain SFT script. Compare with examples/scas_after.py (`diff examples/sft_before.py examples/scas_after.py`):
-# only the trainer class and the dataset change.
+# Before: a plain SFT script. Two "after" versions, each a small diff of this one:
+#   diff examples/sft_before.py examples/scas_after.py   # SCAS: the trainer class and the dataset (a candidate pool)
+#   diff examples/sft_before.py examples/dmc_after.py    # DMC: the dataset (candidate datasets) and one callback line
 #   python examples/sft_before.py
 import os
 
