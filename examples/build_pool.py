@@ -33,64 +33,17 @@ python examples/build_pool.py --config recipes/build_pool/toy.yaml --lab
 python examples/build_pool.py --config recipes/build_pool/deepmath-4teachers.yaml
 ```
 
-The same as a command: `trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml`.
+The same as a command: `trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml` (or
+`--config recipes/build_pool/toy.yaml --lab`).
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from trl import TrlParser
 
 from trl_distill.pool.build_pool_config import BuildPoolConfig
 from trl_distill.pool.builder import build_pool
-from trl_distill.pool.cli import load_prompt_dataset
-
-
-@dataclass
-class LabArguments:
-    r"""
-    Tiny-world switches of the example.
-
-    Args:
-        lab (`bool`, *optional*, defaults to `False`):
-            Run offline on the tiny world: a teacher whose model is `lab:<style>` is an `xs` Llama pre-trained on
-            arithmetic written in that style (`cot`, `terse`, `verbose`, `equation`; cached locally), and the prompts
-            are held-out arithmetic problems.
-        lab_prompts (`int`, *optional*, defaults to `64`):
-            Number of tiny-world prompts.
-        lab_pretrain_steps (`int`, *optional*, defaults to `300`):
-            Pre-training steps of each tiny-world teacher.
-    """
-
-    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
-    lab_prompts: int = field(default=64, metadata={"help": "Number of tiny-world prompts."})
-    lab_pretrain_steps: int = field(default=300, metadata={"help": "Pre-training steps of each tiny-world teacher."})
-
-
-def lab_world(config: BuildPoolConfig, lab_args: LabArguments):
-    """The teachers with `lab:<style>` models replaced by cached tiny-world teachers, and held-out prompts."""
-    from trl_distill.lab.models import cached_model, pretrain, tiny_model
-    from trl_distill.lab.tasks import make_task_splits
-    from trl_distill.lab.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    steps = lab_args.lab_pretrain_steps
-    teachers = []
-    for seed, spec in enumerate(config.teacher_specs):
-        spec = asdict(spec)
-        if spec["model"].startswith("lab:"):
-            style = spec["model"].removeprefix("lab:")
-            train = make_task_splits(("arithmetic",), 1024, 16, 16, seed=0, style=style)["train"]
-
-            def build(train=train, seed=seed):
-                model = tiny_model(tokenizer, "xs", "llama", seed=seed)
-                pretrain(model, tokenizer, train, steps=steps, batch_size=32, seed=seed)
-                return model
-
-            key = {"name": f"pool-teacher-{style}", "style": style, "steps": steps, "seed": seed}
-            _, spec["model"] = cached_model(tokenizer, key, build)
-        teachers.append(spec)
-    prompts = make_task_splits(("arithmetic",), 16, 16, lab_args.lab_prompts, seed=0)["test"]
-    return teachers, prompts
+from trl_distill.pool.cli import LabArguments, lab_world, load_prompt_dataset
 
 
 def main(config: BuildPoolConfig, lab_args: LabArguments):

@@ -9,6 +9,9 @@ trl-distill build-pool \
 # from a recipe (vLLM, one teacher at a time); command-line flags override it
 trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml --max_prompts 8
 
+# the offline tiny world (teachers `lab:<style>` are pre-trained and cached locally)
+trl-distill build-pool --config recipes/build_pool/toy.yaml --lab --lab_prompts 8
+
 # data-parallel over 8 GPUs (transformers backend, a whole teacher per process)
 accelerate launch --num_processes 8 -m trl_distill.pool.cli --teachers ./teacher-a ./teacher-b \
     --dataset_name prompts.jsonl --output_dir pools/dp
@@ -19,7 +22,7 @@ Rerunning a killed command resumes it; see [`build_pool`].
 
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, dataclass, field, fields
 
 from datasets import Dataset, load_dataset, load_from_disk
 
@@ -43,19 +46,76 @@ def load_prompt_dataset(name: str, config: str | None = None, split: str = "trai
     return load_dataset(name, config, split=split)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parses `argv` (a `--config` YAML and/or flags of [`BuildPoolConfig`]), builds the pool, prints the summary."""
+@dataclass
+class LabArguments:
+    r"""
+    Tiny-world switches of `trl-distill build-pool` and `examples/build_pool.py`.
+
+    Args:
+        lab (`bool`, *optional*, defaults to `False`):
+            Run offline on the tiny world: a teacher whose model is `lab:<style>` is an `xs` Llama pre-trained on
+            arithmetic written in that style (`cot`, `terse`, `verbose`, `equation`; cached locally), and the prompts
+            are held-out arithmetic problems.
+        lab_prompts (`int`, *optional*, defaults to `64`):
+            Number of tiny-world prompts.
+        lab_pretrain_steps (`int`, *optional*, defaults to `300`):
+            Pre-training steps of each tiny-world teacher.
+    """
+
+    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
+    lab_prompts: int = field(default=64, metadata={"help": "Number of tiny-world prompts."})
+    lab_pretrain_steps: int = field(default=300, metadata={"help": "Pre-training steps of each tiny-world teacher."})
+
+
+def lab_world(config: BuildPoolConfig, lab_args: LabArguments):
+    """The teachers with `lab:<style>` models replaced by cached tiny-world teachers, and held-out prompts."""
+    from ..lab.models import cached_model, pretrain, tiny_model
+    from ..lab.tasks import make_task_splits
+    from ..lab.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    steps = lab_args.lab_pretrain_steps
+    teachers = []
+    for seed, spec in enumerate(config.teacher_specs):
+        spec = asdict(spec)
+        if spec["model"].startswith("lab:"):
+            style = spec["model"].removeprefix("lab:")
+            train = make_task_splits(("arithmetic",), 1024, 16, 16, seed=0, style=style)["train"]
+
+            def build(train=train, seed=seed):
+                model = tiny_model(tokenizer, "xs", "llama", seed=seed)
+                pretrain(model, tokenizer, train, steps=steps, batch_size=32, seed=seed)
+                return model
+
+            key = {"name": f"pool-teacher-{style}", "style": style, "steps": steps, "seed": seed}
+            _, spec["model"] = cached_model(tokenizer, key, build)
+        teachers.append(spec)
+    prompts = make_task_splits(("arithmetic",), 16, 16, lab_args.lab_prompts, seed=0)["test"]
+    return teachers, prompts
+
+
+def make_parser(prog: str | None = "trl-distill build-pool"):
+    """The `TrlParser` over ([`BuildPoolConfig`], [`LabArguments`])."""
     from trl import TrlParser
 
-    parser = TrlParser(BuildPoolConfig, prog="trl-distill build-pool", description=__doc__.splitlines()[0])
+    return TrlParser((BuildPoolConfig, LabArguments), prog=prog, description=__doc__.splitlines()[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parses `argv` (a `--config` YAML and/or flags of [`BuildPoolConfig`]), builds the pool, prints the summary."""
+    parser = make_parser()
     try:
-        (config,) = parser.parse_args_and_config(argv)
-        if not config.dataset_name:
-            raise ValueError("Give the prompt dataset with --dataset_name (a Hub id, a directory or a data file).")
-        dataset = load_prompt_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
+        config, lab_args = parser.parse_args_and_config(argv)
+        settings = {f.name: getattr(config, f.name) for f in fields(config)}
+        if lab_args.lab:
+            settings["teachers"], dataset = lab_world(config, lab_args)
+        else:
+            if not config.dataset_name:
+                raise ValueError("Give the prompt dataset with --dataset_name (a Hub id, a directory or a data file).")
+            dataset = load_prompt_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
         if config.max_prompts is not None:
             dataset = dataset.select(range(min(config.max_prompts, len(dataset))))
-        build_pool(dataset=dataset, **{f.name: getattr(config, f.name) for f in fields(config)})
+        build_pool(dataset=dataset, **settings)
     except (ValueError, ImportError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
