@@ -111,8 +111,12 @@ def train(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model
     return trainer
 
 
+def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
+    """The `TrlParser` over ([`OGLSSDScriptArguments`], [`OGLSSDConfig`], [`~trl.ModelConfig`])."""
+    return TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig), prog=prog)
+
+
 def main(argv=None) -> int:
-    parser = TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(args=argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0
