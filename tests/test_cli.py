@@ -118,15 +118,7 @@ def peft_args(job: str, output_dir: str) -> list[str]:
 def train_from_cli(job: str, argv: list[str]):
     """Runs a training command the way `trl-distill <job>` does and returns its trainer."""
     module = importlib.import_module(cli.COMMANDS[job][0])
-    if job == "ogls-sd":
-        from trl import ModelConfig, TrlParser
-
-        from trl_distill.ogls_sd.cli import OGLSSDScriptArguments
-        from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
-
-        parser = TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
-    else:
-        parser = module.make_parser()
+    parser = module.make_parser()
     return module.train(*parser.parse_args_and_config(args=argv))
 
 
