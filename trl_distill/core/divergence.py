@@ -108,10 +108,11 @@ def generalized_jsd(
         `(divergence, entropy)`, each `(B, T)` with zeros outside the mask.
     """
     _check_beta(beta)
-    if student_head.weight.shape[0] != teacher_head.weight.shape[0]:
+    rows_s, rows_t = _vocab_rows(student_head.weight), _vocab_rows(teacher_head.weight)
+    if rows_s != rows_t:
         raise ValueError(
-            f"Student and teacher heads have different vocabularies ({student_head.weight.shape[0]} vs "
-            f"{teacher_head.weight.shape[0]} rows); on-policy distillation needs a shared tokenizer."
+            f"Student and teacher heads have different vocabularies ({rows_s} vs {rows_t} rows); "
+            "on-policy distillation needs a shared tokenizer."
         )
     valid = mask.reshape(-1) != 0
     h_s = student_hidden.reshape(-1, student_hidden.size(-1))[valid]
@@ -136,6 +137,11 @@ def generalized_jsd(
         divergence = divergence.masked_scatter(valid, div)
         entropy = entropy.masked_scatter(valid, ent.detach())
     return divergence.view(mask.shape), entropy.view(mask.shape)
+
+
+def _vocab_rows(weight: torch.Tensor) -> int:
+    # A ZeRO-3 partitioned parameter is empty outside a gather; `ds_shape` keeps its real shape.
+    return getattr(weight, "ds_shape", weight.shape)[0]
 
 
 def _check_beta(beta: float) -> None:
