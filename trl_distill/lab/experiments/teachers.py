@@ -69,6 +69,11 @@ def cast(lab: Lab, bar=None) -> dict:
             )
         if bar is not None:
             bar.update(1)
+    if not any(row["correct"] for row in rows):
+        raise RuntimeError(
+            f"No teacher answered any of the {len(train)} training prompts correctly ({accuracy}); the candidate pool "
+            "has nothing to select. Raise the preset's `teacher_steps` (or clear a stale `$TRL_DISTILL_CACHE`)."
+        )
     # Verified answers first: `scas_select` reads the score format from the first row's score, which is `None` for a
     # wrong answer (a bug in trl_distill.scas.selection, reported); the row order does not matter to SCAS otherwise.
     rows.sort(key=lambda row: not row["correct"])
