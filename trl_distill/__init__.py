@@ -24,7 +24,7 @@ _EXPORTS = {
     "scas.selection": ["scas_select"],
     "scas.scas_callback": ["SCASCallback"],
     "dmc.compatibility": ["compatibility", "rank_datasets"],
-    "dmc.dmc_callback": ["DMCCallback"],
+    "dmc.dmc_callback": ["DMCCallback", "DMCArguments", "CandidateDatasets"],
     "ogls_sd.ogls_sd_config": ["OGLSSDConfig"],
     "ogls_sd.ogls_sd_trainer": ["OGLSSDTrainer"],
     "ogls_sd.steering": ["steering_direction", "contextual_steering_direction"],

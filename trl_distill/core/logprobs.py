@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from accelerate.utils import is_peft_model
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from .divergence import LMHead
 
@@ -124,7 +125,8 @@ def token_logprobs_from_hidden(
 ) -> torch.Tensor:
     """`log p(input_ids[t] | <t)` from the hidden states at `t-1`, computed only where `mask` is set.
 
-    Uses TRL's `ChunkedLogProbFunction`, so the `(B, L, V)` logits never exist; differentiable.
+    Uses TRL's `ChunkedLogProbFunction`, so the `(B, L, V)` logits never exist; differentiable. The head is gathered
+    when DeepSpeed ZeRO-3 partitions it.
     """
     mask = mask.clone()
     mask[:, 0] = 0  # nothing predicts the first token
@@ -134,9 +136,10 @@ def token_logprobs_from_hidden(
     out = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
     if h.shape[0] == 0:
         return out
-    logprobs = ChunkedLogProbFunction.apply(
-        h, head.weight, head.bias, targets, temperature, VOCAB_CHUNK, head.softcap, head.logit_scale, ()
-    )[0]
+    with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3 partitions the head outside a forward
+        logprobs = ChunkedLogProbFunction.apply(
+            h, head.weight, head.bias, targets, temperature, VOCAB_CHUNK, head.softcap, head.logit_scale, ()
+        )[0]
     shifted = out[:, 1:].reshape(-1).masked_scatter(valid, logprobs.float())
     return torch.cat([out[:, :1], shifted.view(out.shape[0], -1)], dim=1)
 

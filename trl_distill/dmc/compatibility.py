@@ -22,7 +22,6 @@ import numpy as np
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
-from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from ..core.divergence import LMHead
 from ..core.engine import score_batches
@@ -175,9 +174,7 @@ def response_nll(
     def nll(model, batch: SequenceBatch) -> list[tuple[float, int]]:
         hidden = last_hidden_states(model, batch)
         head = LMHead.of(model)
-        # the chunked log-prob reads the head's weight directly: gather it when ZeRO-3 partitions it
-        with maybe_gather_lm_head_ctx(head.weight, head.bias):
-            logprobs = token_logprobs_from_hidden(hidden, head, batch.input_ids, batch.completion_mask)
+        logprobs = token_logprobs_from_hidden(hidden, head, batch.input_ids, batch.completion_mask)
         mask = batch.completion_mask.clone()
         mask[:, 0] = 0
         total = -(logprobs * mask).sum(-1)

@@ -18,7 +18,6 @@ import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
-from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from ..core.divergence import LMHead
 from ..core.engine import score_batches
@@ -141,8 +140,7 @@ def learning_cost_batch(model, batch: SequenceBatch, lmbda: float = 0.5, feature
     if "output" not in captured:
         raise RuntimeError(f"The feature module {type(feature_module).__name__} did not run in the forward pass.")
     head = LMHead.of(model)
-    with maybe_gather_lm_head_ctx(head.weight, head.bias):
-        nll = -token_logprobs_from_hidden(hidden, head, batch.input_ids, (answer | prompt).long())
+    nll = -token_logprobs_from_hidden(hidden, head, batch.input_ids, (answer | prompt).long())
     features = captured["output"].float()
     features = features / features.norm(dim=-1, keepdim=True).clamp(min=1e-12)
     d_A, d_Q = _masked_mean(nll, answer), _masked_mean(nll, prompt)
