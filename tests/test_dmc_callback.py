@@ -116,11 +116,12 @@ def test_top_fraction_reselects_with_the_current_model(tmp_path, tiny_student, t
     trainer, callback, drawn = make_trainer(
         tmp_path, tiny_student, tokenizer, candidates, {"strategy": "top_fraction", "top_fraction": 0.25}, dev
     )
-    selections = []
+    selections, measured = [], []
     measure = callback.measure
 
     def spy(model, tokenizer):
         scores = measure(model, tokenizer)
+        measured.append(scores["example_dmc"])
         selections.append(callback.select(scores)[0])
         return scores
 
@@ -131,7 +132,11 @@ def test_top_fraction_reselects_with_the_current_model(tmp_path, tiny_student, t
     for epoch, selection in enumerate(selections):
         epoch_draws = {i for batch in drawn[epoch * steps_per_epoch : (epoch + 1) * steps_per_epoch] for i in batch}
         assert epoch_draws == set(selection)  # each epoch trains exactly on that epoch's selection
-    assert selections[0] != selections[1]  # and the second selection, made with the trained model, differs
+    # the second round re-measured every example with the trained model (the trained rows got easier) and kept the
+    # top quarter of those new scores
+    assert measured[0] != measured[1]
+    assert sum(measured[1][i] for i in selections[0]) > sum(measured[0][i] for i in selections[0])
+    assert selections[1] == sorted(sorted(range(2 * ROWS), key=lambda i: -measured[1][i])[:8])
 
 
 def test_resume_restores_the_selection_and_the_draws(tmp_path, tokenizer, world):

@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+from datasets import Dataset
 
 from trl_distill.scas.selection import rank_group, scas_select
 
@@ -109,3 +110,17 @@ def test_scores_list_and_errors():
         scas_select(pool, strategy="best")
     with pytest.raises(ValueError, match="group <= num_groups"):
         scas_select(pool, scores=[1.0, 2.0, 3.0], group=6)
+
+
+def test_unscored_ineligible_rows_may_come_first():
+    # Callers leave rows that cannot compete unscored (None); the first row being one of them must not matter.
+    pool = Dataset.from_list(
+        [
+            {"prompt_id": 0, "prompt": "p", "completion": "x", "teacher": "a", "correct": False},
+            {"prompt_id": 0, "prompt": "p", "completion": "y", "teacher": "b", "correct": True},
+            {"prompt_id": 0, "prompt": "p", "completion": "z", "teacher": "c", "correct": True},
+        ]
+    )
+    scores = [None, {"learning_cost": 2.0, "d_A": 0.1}, {"learning_cost": 1.0, "d_A": 0.5}]
+    assert scas_select(pool, scores).indices == [2]
+    assert scas_select(pool, scores, strategy="min_nll").indices == [1]

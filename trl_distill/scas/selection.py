@@ -119,11 +119,11 @@ def scas_select(
     if strategy in ("scas", "min_nll"):
         if scores is None:
             cost, nll = _column(pool, "learning_cost"), _column(pool, "d_A")
-        elif scores and isinstance(scores[0], dict):
+        elif any(isinstance(s, dict) for s in scores):  # rows that cannot compete may hold None
             cost = [None if s is None else s["learning_cost"] for s in scores]
             nll = [None if s is None else s.get("d_A") for s in scores]
         else:
-            cost = list(scores)
+            cost, nll = list(scores), None
         key = cost if strategy == "scas" else nll
         if key is None or len(key) != len(prompt_ids) or any(v is None for v, c in zip(key, correct) if c):
             raise ValueError(
