@@ -43,12 +43,12 @@ class Preset:
     name: str
     seeds: tuple = (0, 1, 2)
     size: str = "xs"
-    pool_prompts: int = 32
-    eval_prompts: int = 32
+    pool_prompts: int = 96
+    eval_prompts: int = 64
     dev_prompts: int = 16
-    teacher_steps: int = 120
-    student_steps: int = 40
-    batch_size: int = 8
+    teacher_steps: int = 500
+    student_steps: int = 400
+    batch_size: int = 16
     epochs: int = 2
     onpolicy_steps: int = 4
     max_new_tokens: int = 32
@@ -62,11 +62,11 @@ PRESETS = {
     "quick": Preset("quick"),
     "default": Preset(
         "default",
-        pool_prompts=96,
-        eval_prompts=96,
+        pool_prompts=256,
+        eval_prompts=128,
         dev_prompts=32,
-        teacher_steps=400,
-        student_steps=120,
+        teacher_steps=1000,
+        student_steps=450,
         batch_size=16,
         epochs=3,
         onpolicy_steps=12,
@@ -94,7 +94,7 @@ class Lab:
     shared: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.tokenizer = load_or_build_tokenizer(os.path.join(cache_dir_for_lab(), "tokenizer"))
+        self.tokenizer = load_or_build_tokenizer(tokenizer_dir())
         self.scratch = os.path.join(self.output_dir, "_runs")
         os.makedirs(self.scratch, exist_ok=True)
 
@@ -103,15 +103,16 @@ class Lab:
 
     def left_tokenizer(self):
         """A copy of the tokenizer padding on the left, as the on-policy trainers generate."""
-        tokenizer = load_or_build_tokenizer(os.path.join(cache_dir_for_lab(), "tokenizer"))
+        tokenizer = load_or_build_tokenizer(tokenizer_dir())
         tokenizer.padding_side = "left"
         return tokenizer
 
 
-def cache_dir_for_lab() -> str:
-    from ..models import cache_dir
+def tokenizer_dir() -> str:
+    """The world's saved tokenizer, versioned with the model cache so a stale one is never reused."""
+    from ..models import CACHE_VERSION, cache_dir
 
-    return cache_dir()
+    return os.path.join(cache_dir(), f"tokenizer-v{CACHE_VERSION}")
 
 
 def data_key(dataset: Dataset) -> str:
@@ -149,7 +150,7 @@ def trainer_settings(lab: Lab, seed: int, **overrides) -> dict:
     settings = {
         "output_dir": lab.run_dir("run", seed),
         "per_device_train_batch_size": lab.preset.batch_size,
-        "learning_rate": 2e-3,
+        "learning_rate": 5e-4,
         "lr_scheduler_type": "constant",
         "logging_steps": 1,
         "save_strategy": "no",
