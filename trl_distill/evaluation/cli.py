@@ -187,11 +187,16 @@ def _run_rse(args) -> int:
         batch_size=args.batch_size,
         show_progress=progress,
     )
+    return _report(result, judge, args.output, "pair(s)")
+
+
+def _report(result, judge, output: str, items: str) -> int:
+    """Prints the table and judge failures, writes the JSON file."""
     print(result.format_table())
     if judge.num_failures:
-        print(f"warning: the judge failed on {judge.num_failures} pair(s); they are left out of the means.")
-    _write_json(args.output, result.to_dict())
-    print(f"wrote {args.output}")
+        print(f"warning: the judge failed on {judge.num_failures} {items}; they are left out of the means.")
+    _write_json(output, result.to_dict())
+    print(f"wrote {output}")
     return 0
 
 
@@ -251,12 +256,7 @@ def _run_ice(args) -> int:
         batch_size=args.batch_size,
         show_progress=progress,
     )
-    print(result.format_table())
-    if judge.num_failures:
-        print(f"warning: the judge failed on {judge.num_failures} response(s); they are left out of the means.")
-    _write_json(args.output, result.to_dict())
-    print(f"wrote {args.output}")
-    return 0
+    return _report(result, judge, args.output, "response(s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
