@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")
+    import datasets
     import torch
     import transformers
 
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
+    datasets.disable_progress_bars()  # per-run tokenization
     warnings.filterwarnings("ignore")
     preset = PRESETS["quick" if args.quick else "default"]
     if args.seeds:
