@@ -46,3 +46,13 @@ def test_cached_model_is_built_once(tmp_path, monkeypatch, tokenizer):
     second, same_path = cached_model(tokenizer, {"name": "t", "seed": 3}, build)
     assert calls == [1] and path == same_path
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_pretrained_model_is_keyed_by_the_data_content(tmp_path, monkeypatch, tokenizer, arithmetic):
+    from trl_distill.lab.models import pretrained_model
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path))
+    train = arithmetic["train"].select(range(8))
+    first = pretrained_model(tokenizer, "m", train, steps=1)
+    assert pretrained_model(tokenizer, "m", train.select(range(8)), steps=1) == first  # same rows, same model
+    assert pretrained_model(tokenizer, "m", arithmetic["dev"].select(range(8)), steps=1) != first

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from trl_distill.evaluation.diagnostics import (
     DIAGNOSTIC_KEYS,
@@ -10,23 +10,11 @@ from trl_distill.evaluation.diagnostics import (
     per_token_diagnostics,
     token_diagnostics,
 )
+from trl_distill.lab.models import tiny_model
 from trl_distill.lab.tokenizer import build_tokenizer
 
 
 TEXTS = ["The cat sat on the mat.", "Paris is the capital of France, on the Seine.", "2 + 2 = 4"]
-
-
-def tiny_model(vocab_size, seed):
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return Qwen2ForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +24,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def models(tokenizer):
-    return tiny_model(len(tokenizer), seed=0), tiny_model(len(tokenizer), seed=1)
+    return tiny_model(tokenizer, "xs", seed=0).eval(), tiny_model(tokenizer, "xs", seed=1).eval()
 
 
 def brute_force(student, teacher, tokenizer, texts, k):
@@ -117,7 +105,7 @@ def test_per_token_diagnostics_on_hand_made_logits():
 
 def test_errors_name_the_problem(tokenizer, models):
     student, _ = models
-    other = tiny_model(len(tokenizer) - 10, seed=2)
+    other = tiny_model(tokenizer, "xs", seed=2, vocab_size=len(tokenizer) - 10).eval()
     with pytest.raises(ValueError, match="do not share this tokenizer"):
         token_diagnostics(student, other, tokenizer, TEXTS)
     with pytest.raises(ValueError, match="`prompts` has 1 entries"):
@@ -140,7 +128,7 @@ class _TextDataset(torch.utils.data.Dataset):
 
 def test_callback_logs_every_n_steps(tokenizer, models, tmp_path):
     _, teacher = models
-    student = tiny_model(len(tokenizer), seed=0)
+    student = tiny_model(tokenizer, "xs", seed=0).eval()
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=1,

@@ -1,11 +1,10 @@
 import math
 
 import pytest
-import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from trl_distill.evaluation.judges import AutomaticJudge, ChatJudge, Judge, LocalChatJudge, SimilarityScore
 from trl_distill.evaluation.rse import rse, rse_scores
+from trl_distill.lab.models import tiny_model
 from trl_distill.lab.tokenizer import build_tokenizer
 
 
@@ -32,19 +31,6 @@ class FixedJudge(Judge):
     def score_similarity(self, prompts, responses, references):
         self.calls += len(prompts)
         return [self.scores.pop(0) for _ in prompts]
-
-
-def tiny_model(vocab_size, seed):
-    torch.manual_seed(seed)
-    config = Qwen2Config(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return Qwen2ForCausalLM(config).eval()
 
 
 def test_reference_against_itself_gives_five():
@@ -113,7 +99,7 @@ def test_input_errors_name_the_dataset():
 
 def test_models_generate_in_batches_and_local_judge_failures_are_reported():
     tokenizer = build_tokenizer()
-    student, teacher = tiny_model(len(tokenizer), 0), tiny_model(len(tokenizer), 1)
+    student, teacher = tiny_model(tokenizer, "xs", seed=0).eval(), tiny_model(tokenizer, "xs", seed=1).eval()
     result = rse(
         PROMPTS,
         model=student,
@@ -127,7 +113,7 @@ def test_models_generate_in_batches_and_local_judge_failures_are_reported():
     assert 1.0 <= result.rse <= 5.0
     # a random "judge" model cannot follow the rubric: every pair is re-asked, then counted as failed, never as 0
     judge = LocalChatJudge(
-        tiny_model(len(tokenizer), 2), tokenizer, max_new_tokens=4, max_retries=1, show_progress=False
+        tiny_model(tokenizer, "xs", seed=2).eval(), tokenizer, max_new_tokens=4, max_retries=1, show_progress=False
     )
     responses = {"geo": ["Paris.", "Japan."], "math": ["4"]}
     result = rse(PROMPTS, responses=responses, references=REFERENCES, judge=judge, show_progress=False)

@@ -66,7 +66,7 @@ def load_prompts(name_or_path: str, split: str):
 
 def lab_world(script_args: CaMOPDScriptArguments):
     """Student specialised on arithmetic, general teacher trained on string tasks, and both prompt sources."""
-    from ..lab.models import cached_model, pretrain, tiny_model
+    from ..lab.models import pretrained_model
     from ..lab.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
     from ..lab.tokenizer import build_tokenizer
 
@@ -74,18 +74,8 @@ def lab_world(script_args: CaMOPDScriptArguments):
     general = make_task_splits(GENERAL_TASKS, 512, 32, 32, seed=0)
     domain = make_task_splits(DOMAIN_TASKS, 512, 32, 32, seed=0)
     steps = script_args.lab_pretrain_steps
-
-    def build(tasks, seed):
-        model = tiny_model(tokenizer, "xs", "qwen2", seed=seed)
-        pretrain(model, tokenizer, tasks["train"], steps=steps, batch_size=32, seed=seed)
-        return model
-
-    _, student_path = cached_model(
-        tokenizer, {"name": "camopd-student", "tasks": "arithmetic", "steps": steps}, lambda: build(domain, 0)
-    )
-    _, teacher_path = cached_model(
-        tokenizer, {"name": "camopd-general", "tasks": "general", "steps": steps}, lambda: build(general, 1)
-    )
+    student_path = pretrained_model(tokenizer, "camopd-student", domain["train"], steps, seed=0)
+    teacher_path = pretrained_model(tokenizer, "camopd-general", general["train"], steps, seed=1)
     return tokenizer, student_path, teacher_path, student_path, general["train"], domain["train"]
 
 

@@ -6,8 +6,9 @@ built offline in seconds from `trl_distill.lab`.
 """
 
 from datasets import Dataset
+from transformers import AutoModelForCausalLM
 
-from ..lab.models import cached_model, pretrain, tiny_model
+from ..lab.models import pretrained_model
 from ..lab.tasks import make_task_splits, task_reward
 
 
@@ -50,11 +51,5 @@ def toy_candidates(train_size: int = 256, dev_size: int = 64, seed: int = 0) -> 
 def toy_student(tokenizer, size: str = "xs", steps: int = 60, seed: int = 0):
     """A tiny student pre-trained briefly on equation-style arithmetic (cached), so DMC's components are not flat."""
     data = make_task_splits(("arithmetic",), 512, 8, 8, seed=seed + 100, style="equation")["train"]
-
-    def build():
-        model = tiny_model(tokenizer, size=size, seed=seed)
-        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=3e-3, seed=seed, desc="DMC toy student")
-        return model
-
-    key = {"name": "dmc-toy-student", "size": size, "steps": steps, "seed": seed}
-    return cached_model(tokenizer, key, build)
+    path = pretrained_model(tokenizer, "dmc-toy-student", data, steps, size, seed=seed)
+    return AutoModelForCausalLM.from_pretrained(path), path

@@ -38,16 +38,17 @@ def tiny_model(tokenizer, size: str = "s", arch: str = "qwen2", seed: int = 0, *
     if arch not in ARCHS:
         raise ValueError(f"Unknown arch {arch!r}; choose one of {sorted(ARCHS)}.")
     config_class, model_class = ARCHS[arch]
-    config = config_class(
-        vocab_size=len(tokenizer),
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=False,
-        **{**SIZES[size], **overrides},
-    )
+    settings = {
+        "vocab_size": len(tokenizer),
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+        "tie_word_embeddings": False,
+        **SIZES[size],
+    }
+    config = config_class(**{**settings, **overrides})
     torch.manual_seed(seed)
     return model_class(config)
 
@@ -115,3 +116,40 @@ def cached_model(tokenizer, key: dict, build) -> tuple[object, str]:
         except OSError:  # another process finished first
             shutil.rmtree(staging, ignore_errors=True)
     return AutoModelForCausalLM.from_pretrained(path), path
+
+
+def data_key(dataset: Dataset) -> str:
+    """A content hash of a dataset (stable across processes, unlike an in-memory fingerprint)."""
+    payload = json.dumps(dataset.to_list(), sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def pretrained_model(
+    tokenizer,
+    name: str,
+    data: Dataset,
+    steps: int,
+    size: str = "xs",
+    seed: int = 0,
+    start: str | None = None,
+    lr: float = 3e-3,
+    arch: str = "qwen2",
+) -> str:
+    """A tiny model pre-trained on `data` for `steps` (batch 32) with [`pretrain`], cached on disk; returns its path.
+
+    The cache key holds a hash of the data's content, so a changed task generator never reuses a stale model.
+    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
+    """
+    key = {"name": name, "data": data_key(data), "steps": steps, "size": size, "seed": seed, "start": start, "lr": lr}
+    if arch != "qwen2":
+        key["arch"] = arch
+
+    def build():
+        if start is None:
+            model = tiny_model(tokenizer, size, arch, seed=seed)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(start)
+        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=lr, seed=seed, desc=f"pre-training {name}")
+        return model
+
+    return cached_model(tokenizer, key, build)[1]

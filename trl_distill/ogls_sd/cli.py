@@ -61,20 +61,13 @@ def load_rows(script_args: OGLSSDScriptArguments):
 
 def lab_world(script_args: OGLSSDScriptArguments):
     """A briefly pre-trained `xs` student and arithmetic rows whose privileged context is the reference solution."""
-    from ..lab.models import cached_model, pretrain, tiny_model
+    from ..lab.models import pretrained_model
     from ..lab.tasks import make_task_splits, task_reward
     from ..lab.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer()
     splits = make_task_splits(("arithmetic",), 512, 32, 32, seed=0)
-    steps = script_args.lab_pretrain_steps
-
-    def build():
-        model = tiny_model(tokenizer, "xs", "qwen2", seed=0)
-        pretrain(model, tokenizer, splits["train"], steps=steps, batch_size=32, seed=0)
-        return model
-
-    _, path = cached_model(tokenizer, {"name": "ogls-sd-student", "tasks": "arithmetic", "steps": steps}, build)
+    path = pretrained_model(tokenizer, "ogls-sd-student", splits["train"], script_args.lab_pretrain_steps)
     data = splits["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
     return tokenizer, path, data, task_reward
 

@@ -69,7 +69,7 @@ class LabArguments:
 
 def lab_world(config: BuildPoolConfig, lab_args: LabArguments):
     """The teachers with `lab:<style>` models replaced by cached tiny-world teachers, and held-out prompts."""
-    from ..lab.models import cached_model, pretrain, tiny_model
+    from ..lab.models import pretrained_model
     from ..lab.tasks import make_task_splits
     from ..lab.tokenizer import build_tokenizer
 
@@ -81,14 +81,7 @@ def lab_world(config: BuildPoolConfig, lab_args: LabArguments):
         if spec["model"].startswith("lab:"):
             style = spec["model"].removeprefix("lab:")
             train = make_task_splits(("arithmetic",), 1024, 16, 16, seed=0, style=style)["train"]
-
-            def build(train=train, seed=seed):
-                model = tiny_model(tokenizer, "xs", "llama", seed=seed)
-                pretrain(model, tokenizer, train, steps=steps, batch_size=32, seed=seed)
-                return model
-
-            key = {"name": f"pool-teacher-{style}", "style": style, "steps": steps, "seed": seed}
-            _, spec["model"] = cached_model(tokenizer, key, build)
+            spec["model"] = pretrained_model(tokenizer, f"pool-teacher-{style}", train, steps, seed=seed, arch="llama")
         teachers.append(spec)
     prompts = make_task_splits(("arithmetic",), 16, 16, lab_args.lab_prompts, seed=0)["test"]
     return teachers, prompts

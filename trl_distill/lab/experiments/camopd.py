@@ -16,15 +16,15 @@ CLAIM = (
 
 def models(lab: Lab, bar) -> dict:
     """The general model (trained on the general tasks and some arithmetic) and its arithmetic specialisation."""
-    from .common import trained_model
+    from ..models import pretrained_model
 
     p, tok = lab.preset, lab.tokenizer
     general = make_task_splits(GENERAL_TASKS, 1024, 1, 1, seed=300)["train"]
     domain = make_task_splits(DOMAIN_TASKS, 1024, 1, 1, seed=301, **TASK_KWARGS)["train"]
     mix = concatenate_datasets([general, domain]).shuffle(seed=0)
-    general_path = trained_model(tok, "lab-general", mix, p.teacher_steps, p.size, seed=2)
+    general_path = pretrained_model(tok, "lab-general", mix, p.teacher_steps, p.size, seed=2)
     bar.update(1)
-    specialised = trained_model(tok, "lab-specialised", domain, p.teacher_steps // 2, p.size, start=general_path)
+    specialised = pretrained_model(tok, "lab-specialised", domain, p.teacher_steps // 2, p.size, start=general_path)
     bar.update(1)
     return {"general": general_path, "specialised": specialised}
 

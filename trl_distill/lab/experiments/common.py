@@ -1,7 +1,5 @@
 """What every lab experiment shares: presets, cached tiny models, training settings, evaluation and statistics."""
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -15,7 +13,6 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from ...core.generation import generate_completions
-from ..models import cached_model, pretrain, tiny_model
 from ..tasks import task_reward
 from ..tokenizer import load_or_build_tokenizer
 
@@ -116,31 +113,6 @@ def tokenizer_dir() -> str:
     from ..models import CACHE_VERSION, cache_dir
 
     return os.path.join(cache_dir(), f"tokenizer-v{CACHE_VERSION}")
-
-
-def data_key(dataset: Dataset) -> str:
-    """A content hash of a dataset (stable across processes, unlike an in-memory fingerprint)."""
-    payload = json.dumps(dataset.to_list(), sort_keys=True, default=str).encode()
-    return hashlib.sha256(payload).hexdigest()[:16]
-
-
-def trained_model(tokenizer, name: str, data: Dataset, steps: int, size: str, seed: int = 0, start=None, lr=3e-3):
-    """A tiny model pre-trained on `data` for `steps` with the lab's bare loop, cached on disk; returns its path.
-
-    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
-    """
-    key = {"name": name, "data": data_key(data), "steps": steps, "size": size, "seed": seed, "start": start, "lr": lr}
-
-    def build():
-        if start is None:
-            model = tiny_model(tokenizer, size, "qwen2", seed=seed)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(start)
-        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=lr, seed=seed, desc=f"pre-training {name}")
-        return model
-
-    _, path = cached_model(tokenizer, key, build)
-    return path
 
 
 def load(path: str):

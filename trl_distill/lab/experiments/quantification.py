@@ -11,7 +11,8 @@ from ...evaluation.ice import build_ice_prompts, ice
 from ...evaluation.identity import IdentityFact
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
-from .common import Lab, Phase, answers, compare, load, summary, trained_model, trainer_settings
+from ..models import pretrained_model
+from .common import Lab, Phase, answers, compare, load, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -86,7 +87,7 @@ def identity_toy(lab: Lab, bar) -> dict:
             }
             for r in train_prompts
         ]
-        teacher = load(trained_model(tok, f"lab-identity-{k}", Dataset.from_list(rows), 60, p.size, seed=10 + k))
+        teacher = load(pretrained_model(tok, f"lab-identity-{k}", Dataset.from_list(rows), 60, p.size, seed=10 + k))
         # the student is distilled on what the teacher *says*, not on the sentence itself
         said = answers(teacher, tok, Dataset.from_list(rows), max_new_tokens=48)
         distill = Dataset.from_list(

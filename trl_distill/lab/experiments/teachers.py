@@ -7,8 +7,9 @@ learn is not necessarily the most accurate one.
 
 from datasets import Dataset
 
+from ..models import pretrained_model
 from ..tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, answers, load, trained_model
+from .common import TASK_KWARGS, Lab, answers, load
 
 
 # name -> (answer style, share of the strongest teacher's pre-training steps)
@@ -41,11 +42,11 @@ def cast(lab: Lab, bar=None) -> dict:
     teachers = {}
     for i, (name, (style, share)) in enumerate(TEACHERS.items()):
         data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=100 + i, style=style, **TASK_KWARGS)["train"]
-        teachers[name] = trained_model(tok, f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size)
+        teachers[name] = pretrained_model(tok, f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size)
         if bar is not None:
             bar.update(1)
     student_data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=200, style="equation", **TASK_KWARGS)["train"]
-    student = trained_model(tok, "lab-student", student_data, p.student_steps, p.size, seed=1)
+    student = pretrained_model(tok, "lab-student", student_data, p.student_steps, p.size, seed=1)
     if bar is not None:
         bar.update(1)
 
