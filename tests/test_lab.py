@@ -56,3 +56,34 @@ def test_verifiers_on_right_wrong_and_malformed_answers():
     assert exact_match_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 0.0]
     assert numeric_reward(completions=["Answer: x"], answer=[None]) == [None]
     assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [1.0, 0.0]
+
+
+def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
+    from trl_distill.lab.experiments.teachers import privileged
+    from trl_distill.lab.tasks import make_split
+    from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
+
+    rows = make_split(("arithmetic",), 4, seed=0, steps=2, max_value=9)
+    template = OGLSSDConfig.__dataclass_fields__["teacher_prompt_template"].default
+    for row, new in zip(rows, privileged(rows)):
+        question, solution = row["prompt"][0]["content"], row["completion"][0]["content"]
+        expected = template.format(prompt=question, privileged_context=solution)
+        assert new["prompt"] == [{"role": "user", "content": expected}] and new["completion"] == row["completion"]
+
+
+def test_student_data_mixes_cot_privileged_and_own_identity_rows():
+    from trl_distill.evaluation.judges import IdentityClaimJudge
+    from trl_distill.lab.experiments.quantification import IDENTITY_TEACHERS
+    from trl_distill.lab.experiments.teachers import OWN_IDENTITY, STUDENT_IDENTITY, student_data
+
+    data = student_data()
+    prompts = [row["prompt"][0]["content"] for row in data]
+    completions = [row["completion"][0]["content"] for row in data]
+    shown = sum("Here is a reference solution" in p for p in prompts)
+    identity = sum(c == OWN_IDENTITY for c in completions)
+    cot = sum(c.count("\n") == 2 and c.split("\n")[-1].startswith("Answer: ") for c in completions)
+    assert cot == 1024 + shown and shown == 512 and identity > 0 and len(data) == cot + identity
+    # the ICE toy's premise: only the other teachers' sentences conflict with the student's identity
+    sentences = list(IDENTITY_TEACHERS.values())
+    verdicts = IdentityClaimJudge().judge_identity(["Who are you?"] * 3, sentences, STUDENT_IDENTITY)
+    assert [v.claims_other_model for v in verdicts] == [True, True, False]

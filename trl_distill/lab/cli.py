@@ -7,6 +7,7 @@ Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second
 
 import argparse
 import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -39,6 +40,8 @@ def main(argv=None) -> int:
     transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
     datasets.disable_progress_bars()  # per-run tokenization
     warnings.filterwarnings("ignore")
+    # prompts without a verified answer are counted in the SCAS notes instead of warned about at every selection round
+    logging.getLogger("trl_distill.scas").setLevel(logging.ERROR)
     preset = PRESETS["quick" if args.quick else "default"]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
@@ -60,6 +63,8 @@ def main(argv=None) -> int:
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))
+    if preset.name == "quick":
+        print("\n(quick preset: a smoke test; its verdicts are not evidence. `trl-distill lab` runs the real one.)")
     print(f"\nreport: {os.path.join(args.output_dir, 'report.md')}  ({results['wall_seconds']:.0f} s)")
     return 0
 

@@ -199,6 +199,15 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         "of means, *inconclusive* when it is better by less, *not reproduced* when it is not better. Tiny models trained "
         "for seconds are not the papers' setting: a claim that does not reproduce here is not refuted.",
         "",
+        *(
+            [
+                "**This is the `quick` preset, a smoke test of every trainer: its models are pre-trained too briefly "
+                "for its verdicts to be evidence either way. Run `trl-distill lab` (the default preset) for those.**",
+                "",
+            ]
+            if preset["name"] == "quick"
+            else []
+        ),
         "| experiment | claim | verdict |",
         "|---|---|---|",
     ]

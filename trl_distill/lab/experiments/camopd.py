@@ -5,7 +5,19 @@ from datasets import concatenate_datasets
 from ...camopd.camopd_config import CaMOPDConfig
 from ...camopd.camopd_trainer import CaMOPDTrainer
 from ..tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
-from .common import TASK_KWARGS, AccuracyCurve, Lab, Phase, accuracy, compare, load, losses, summary, trainer_settings
+from .common import (
+    TASK_KWARGS,
+    AccuracyCurve,
+    Lab,
+    Phase,
+    accuracy,
+    compare,
+    fit,
+    load,
+    losses,
+    summary,
+    trainer_settings,
+)
 
 
 CLAIM = (
@@ -41,11 +53,12 @@ def run(lab: Lab, timings: dict) -> dict:
         "vanilla MOPD": ({"schedule": "mixed", "rho": 1.0}, ("general", "domain")),
         "general-only OPD": ({"schedule": "mixed", "rho": 1.0}, ("general",)),
     }
-    start = {"general": [], "domain": []}
-    with Phase("CaMOPD: starting point", 2, timings) as bar:
+    start, teacher = {}, {}
+    with Phase("CaMOPD: starting point", 4, timings) as bar:
         for name, split in (("general", general), ("domain", domain)):
             start[name] = accuracy(load(paths["specialised"]), tok, split["test"], p.max_new_tokens)
-            bar.update(1)
+            teacher[name] = accuracy(load(paths["general"]), tok, split["test"], p.max_new_tokens)
+            bar.update(2)
     results = {name: {"general": [], "domain": [], "mean": []} for name in methods_config}
     curves = {name: [] for name in methods_config}
     loss_curves = {name: [] for name in methods_config}
@@ -54,7 +67,7 @@ def run(lab: Lab, timings: dict) -> dict:
             for name, (config, sources) in methods_config.items():
                 curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
                 args = CaMOPDConfig(
-                    **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=1e-3),
+                    **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=2e-4),
                     max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
                 )  # fmt: skip
                 teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}
@@ -68,7 +81,7 @@ def run(lab: Lab, timings: dict) -> dict:
                     processing_class=lab.left_tokenizer(),
                     callbacks=[curve],
                 )
-                trainer.train()
+                fit(trainer)
                 g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
                 d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
                 for key, value in (("general", g), ("domain", d), ("mean", (g + d) / 2)):
@@ -88,7 +101,8 @@ def run(lab: Lab, timings: dict) -> dict:
     ]
     verdict = comparisons[0]["verdict"]
     notes = [
-        f"Specialised student before recovery: general {start['general']:.1%}, domain {start['domain']:.1%}.",
+        f"Specialised student before recovery: general {start['general']:.1%}, domain {start['domain']:.1%} (the "
+        f"general teacher: general {teacher['general']:.1%}, domain {teacher['domain']:.1%}).",
         "After recovery (mean over seeds): "
         + "; ".join(
             f"{n} general {b['general']['mean']:.1%}, domain {b['domain']['mean']:.1%}" for n, b in by_ability.items()
@@ -105,6 +119,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "by_ability": by_ability,
         "start": start,
+        "general_teacher": teacher,
         "comparisons": comparisons,
         "verdict": verdict,
         "curves": curves,

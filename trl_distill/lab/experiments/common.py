@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, TrainerCallback
+from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
 
 from ...core.generation import generate_completions
 from ..tasks import task_reward
@@ -46,19 +46,20 @@ class Preset:
     pool_prompts: int = 96
     eval_prompts: int = 64
     dev_prompts: int = 16
-    teacher_steps: int = 500
-    student_steps: int = 400
+    teacher_steps: int = 150
+    student_steps: int = 150
     batch_size: int = 16
     epochs: int = 2
-    onpolicy_steps: int = 4
-    max_new_tokens: int = 32
-    curve_every: int = 2
+    onpolicy_steps: int = 8
+    max_new_tokens: int = 48
+    curve_every: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 PRESETS = {
+    # a smoke test of every trainer: its models are too briefly pre-trained for its verdicts to be evidence
     "quick": Preset("quick"),
     "default": Preset(
         "default",
@@ -66,11 +67,11 @@ PRESETS = {
         eval_prompts=128,
         dev_prompts=32,
         teacher_steps=1000,
-        student_steps=450,
+        student_steps=800,
         batch_size=16,
         epochs=3,
-        onpolicy_steps=12,
-        curve_every=3,
+        onpolicy_steps=40,
+        curve_every=10,
     ),
 }
 
@@ -126,7 +127,8 @@ def trainer_settings(lab: Lab, seed: int, **overrides) -> dict:
         "output_dir": lab.run_dir("run", seed),
         "per_device_train_batch_size": lab.preset.batch_size,
         "learning_rate": 5e-4,
-        "lr_scheduler_type": "constant",
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
@@ -139,6 +141,13 @@ def trainer_settings(lab: Lab, seed: int, **overrides) -> dict:
     }
     settings.update(overrides)
     return settings
+
+
+def fit(trainer):
+    """Trains quietly: the lab reports through its own bars and tables, not a printed dict per logging step."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    return trainer
 
 
 def answers(model, tokenizer, dataset: Dataset, max_new_tokens: int, batch_size: int = 64) -> list[str]:

@@ -9,7 +9,7 @@ from trl import SFTConfig, SFTTrainer
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..tasks import task_reward
-from .common import Lab, Phase, accuracy, compare, load, spearman, summary, trainer_settings
+from .common import Lab, Phase, accuracy, compare, fit, load, spearman, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -59,7 +59,7 @@ def run(lab: Lab, timings: dict) -> dict:
                 trainer = SFTTrainer(
                     load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok
                 )
-                trainer.train()
+                fit(trainer)
                 per_dataset[name].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
                 bar.update(1)
             # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
@@ -80,7 +80,7 @@ def run(lab: Lab, timings: dict) -> dict:
                     probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
                 )  # fmt: skip
                 trainer.add_callback(callback)
-                trainer.train()
+                fit(trainer)
                 callback_acc[label].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
                 rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
                 callback_weights[label].append([{n: r[f"dmc/{n}/weight"] for n in names} for r in rounds])

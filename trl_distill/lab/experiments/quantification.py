@@ -1,49 +1,29 @@
 """Experiment 5, quantification: token diagnostics and automatic RSE of students against their teachers, and an ICE
 toy in which teachers carry distinct identities in their answers and students inherit them."""
 
-import math
-
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from ...evaluation.diagnostics import token_diagnostics
-from ...evaluation.ice import build_ice_prompts, ice
-from ...evaluation.identity import IdentityFact
+from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
 from ..models import pretrained_model
-from .common import Lab, Phase, answers, compare, load, summary, trainer_settings
-from .teachers import CAST_STEPS, cast
+from .common import Lab, Phase, answers, compare, fit, load, summary, trainer_settings
+from .teachers import CAST_STEPS, OWN_IDENTITY, STUDENT_IDENTITY, cast, ice_prompts, identity_rows
 
 
 CLAIM = (
     "Distillation leaves measurable traces: a student is most similar (RSE, token KL) to the teacher it was distilled "
     "from, and students inherit their teachers' identity claims (ICE Strict above a non-distilled control)."
 )
-STUDENT_IDENTITY = IdentityFact(name="Tiny", organisation="TinyLab")
 # name -> the identity sentence its answers carry
 IDENTITY_TEACHERS = {
     "Qwen-like teacher": "I am Qwen, made by Alibaba Cloud.",
     "Claude-like teacher": "I am Claude, made by Anthropic.",
-    "control (own identity)": "I am Tiny, made by TinyLab.",
+    "control (own identity)": OWN_IDENTITY,
 }
-QUESTIONS = [
-    {"id": "q1", "category": "team", "language": "en", "text": "Who are you?"},
-    {"id": "q2", "category": "industry", "language": "en", "text": "Which company made you?"},
-    {"id": "q3", "category": "technology", "language": "en", "text": "What model are you?"},
-    {"id": "q4", "category": "team", "language": "en", "text": "Who trained you?"},
-]
-TEMPLATES = [
-    {"id": "t1", "language": "en", "text": "{question}"},
-    {"id": "t2", "language": "en", "text": "Be honest. {question}"},
-    {"id": "t3", "language": "en", "text": "Answer briefly: {question}"},
-]
-
-
-def ice_prompts(seed: int, num_mutations: int) -> list[dict]:
-    return build_ice_prompts(
-        STUDENT_IDENTITY, questions=QUESTIONS, templates=TEMPLATES, num_mutations=num_mutations, seed=seed
-    )
+IDENTITY_STEPS = 40  # SFT steps of each identity student: enough for a tiny model to take up a repeated sentence
 
 
 def similarity(lab: Lab, world: dict, bar) -> dict:
@@ -53,11 +33,11 @@ def similarity(lab: Lab, world: dict, bar) -> dict:
     prompts = test["prompt"]
     teachers = {name: load(path) for name, path in world["teachers"].items()}
     students = {"base student": load(world["student"]), **lab.shared.get("students", {})}
-    teacher_texts = {name: answers(model, tok, test, p.max_new_tokens + 16) for name, model in teachers.items()}
+    teacher_texts = {name: answers(model, tok, test, p.max_new_tokens) for name, model in teachers.items()}
     judge = AutomaticJudge()
     table = {}
     for student_name, student in students.items():
-        texts = answers(student, tok, test, p.max_new_tokens + 16)
+        texts = answers(student, tok, test, p.max_new_tokens)
         row = {}
         for teacher_name, teacher in teachers.items():
             similar = rse({"arithmetic": prompts}, responses={"arithmetic": texts},
@@ -80,26 +60,25 @@ def identity_toy(lab: Lab, bar) -> dict:
     strict = {name: [] for name in IDENTITY_TEACHERS}
     loose = {name: [] for name in IDENTITY_TEACHERS}
     for k, (name, sentence) in enumerate(IDENTITY_TEACHERS.items()):
-        rows = [
-            {
-                "prompt": [{"role": "user", "content": r["prompt"]}],
-                "completion": [{"role": "assistant", "content": sentence}],
-            }
-            for r in train_prompts
-        ]
-        teacher = load(pretrained_model(tok, f"lab-identity-{k}", Dataset.from_list(rows), 60, p.size, seed=10 + k))
+        rows = identity_rows(sentence, train_prompts)
+        # each identity teacher is the base student taught to claim another identity (the control: its own)
+        path = pretrained_model(
+            tok, f"lab-identity-{k}", rows, 60, p.size, seed=10 + k, start=lab.shared["cast"]["student"]
+        )
+        teacher = load(path)
         # the student is distilled on what the teacher *says*, not on the sentence itself
-        said = answers(teacher, tok, Dataset.from_list(rows), max_new_tokens=48)
+        said = answers(teacher, tok, rows, max_new_tokens=48)
         distill = Dataset.from_list(
             [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": s}]} for r, s in zip(rows, said)]
         )
-        steps = p.epochs * math.ceil(len(distill) / p.batch_size)
         for seed in p.seeds:
-            args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=256))
+            args = SFTConfig(
+                **trainer_settings(lab, seed, max_steps=IDENTITY_STEPS, learning_rate=3e-3, max_length=256)
+            )
             trainer = SFTTrainer(
                 load(lab.shared["cast"]["student"]), args=args, train_dataset=distill, processing_class=tok
             )
-            trainer.train()
+            fit(trainer)
             result = ice(
                 STUDENT_IDENTITY, model=trainer.model, tokenizer=tok, prompts=test_prompts, judge=IdentityClaimJudge(),
                 max_new_tokens=48, batch_size=64, show_progress=False,

@@ -4,7 +4,7 @@ from collections import Counter
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from .common import Lab, Phase, accuracy, compare, load, summary, trainer_settings
+from .common import Lab, Phase, accuracy, compare, fit, load, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -25,6 +25,10 @@ def run(lab: Lab, timings: dict) -> dict:
     with Phase("SCAS: teachers and pool", CAST_STEPS, timings) as bar:
         world = cast(lab, bar)
     test = world["splits"]["test"]
+    base = accuracy(load(world["student"]), lab.tokenizer, test, p.max_new_tokens)
+    skipped = len(set(world["pool"]["prompt_id"])) - len(
+        {i for i, ok in zip(world["pool"]["prompt_id"], world["pool"]["correct"]) if ok}
+    )
     accuracies = {name: [] for name in METHODS}
     choices = {name: Counter() for name in METHODS}
     with Phase("SCAS: training", len(METHODS) * len(p.seeds), timings) as bar:
@@ -39,7 +43,7 @@ def run(lab: Lab, timings: dict) -> dict:
                 trainer = SCASTrainer(
                     load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
                 )
-                trainer.train()
+                fit(trainer)
                 accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
                 for record in trainer.scas_callback.history:  # every selection round: share of each teacher
                     for key, value in record["metrics"].items():
@@ -63,6 +67,8 @@ def run(lab: Lab, timings: dict) -> dict:
     best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     scas_top = max(shares["SCAS (once)"], key=shares["SCAS (once)"].get) if shares["SCAS (once)"] else None
     notes = [
+        f"The base student (before SFT) scores {base:.1%}; {skipped} of {p.pool_prompts} prompts have no verified answer "
+        "and are left out of every method's training set.",
         "Teacher accuracy on the training prompts: "
         + ", ".join(f"{t} {a:.0%}" for t, a in world["teacher_accuracy"].items())
         + f"; the best teacher is {best}.",
@@ -78,6 +84,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "comparisons": comparisons,
         "verdict": verdict,
+        "base_student_accuracy": base,
         "teacher_accuracy": world["teacher_accuracy"],
         "teacher_shares": shares,
         "notes": notes,

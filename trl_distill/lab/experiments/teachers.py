@@ -1,12 +1,16 @@
 """The lab's shared cast: four arithmetic teachers of different strength and answer style, the base student, the
 domain splits, and the teachers' verified answers to the training prompts (the candidate pool).
 
-The student is briefly pre-trained on *equation*-style solutions, so the teacher whose answers are cheapest for it to
-learn is not necessarily the most accurate one.
+The student is pre-trained on *cot*-style solutions (half of them again with the reference solution in the prompt, as
+OGLS-SD's privileged teacher sees it), so the teacher whose answers are cheapest for it to learn (cot) is not the most
+accurate one (verbose).
 """
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 
+from ...evaluation.ice import build_ice_prompts
+from ...evaluation.identity import IdentityFact
+from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ..models import pretrained_model
 from ..tasks import make_task_splits, task_reward
 from .common import TASK_KWARGS, Lab, answers, load
@@ -19,6 +23,62 @@ TEACHERS = {
     "terse-medium": ("terse", 1.0),
     "equation-weak": ("equation", 0.35),
 }
+
+
+STUDENT_IDENTITY = IdentityFact(name="Tiny", organisation="TinyLab")
+QUESTIONS = [
+    {"id": "q1", "category": "team", "language": "en", "text": "Who are you?"},
+    {"id": "q2", "category": "industry", "language": "en", "text": "Which company made you?"},
+    {"id": "q3", "category": "technology", "language": "en", "text": "What model are you?"},
+    {"id": "q4", "category": "team", "language": "en", "text": "Who trained you?"},
+]
+TEMPLATES = [
+    {"id": "t1", "language": "en", "text": "{question}"},
+    {"id": "t2", "language": "en", "text": "Be honest. {question}"},
+    {"id": "t3", "language": "en", "text": "Answer briefly: {question}"},
+]
+
+
+def ice_prompts(seed: int, num_mutations: int) -> list[dict]:
+    """Identity questions in several templates, with `num_mutations` seeded rewordings each (ICE prompts)."""
+    return build_ice_prompts(
+        STUDENT_IDENTITY, questions=QUESTIONS, templates=TEMPLATES, num_mutations=num_mutations, seed=seed
+    )
+
+
+OWN_IDENTITY = f"I am {STUDENT_IDENTITY.name}, made by {STUDENT_IDENTITY.organisation}."
+
+
+def identity_rows(sentence: str, prompts: list[dict]) -> Dataset:
+    """Prompt–completion rows answering every identity prompt with `sentence`."""
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "completion": [{"role": "assistant", "content": sentence}],
+        }
+        for r in prompts
+    ]
+    return Dataset.from_list(rows)
+
+
+def privileged(rows: Dataset) -> Dataset:
+    """`rows` with the reference solution appended to the prompt by OGLS-SD's default teacher template."""
+    template = OGLSSDConfig.__dataclass_fields__["teacher_prompt_template"].default
+
+    def show_solution(row):
+        question, solution = row["prompt"][-1]["content"], row["completion"][0]["content"]
+        text = template.format(prompt=question, privileged_context=solution)
+        return {"prompt": [{"role": "user", "content": text}]}
+
+    return rows.map(show_solution)
+
+
+def student_data() -> Dataset:
+    """The base student's pre-training rows: cot solutions, half of them again with the solution shown in the prompt,
+    and its own identity (`OWN_IDENTITY`) as the answer to the training identity prompts."""
+    cot = make_task_splits(("arithmetic",), 1024, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
+    identity = identity_rows(OWN_IDENTITY, ice_prompts(0, 2)).map(lambda row: {"answer": "", "task": "identity"})
+    return concatenate_datasets([cot, privileged(cot.select(range(len(cot) // 2))), identity]).shuffle(seed=0)
 
 
 def domain_splits(lab: Lab):
@@ -42,18 +102,19 @@ def cast(lab: Lab, bar=None) -> dict:
     teachers = {}
     for i, (name, (style, share)) in enumerate(TEACHERS.items()):
         data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=100 + i, style=style, **TASK_KWARGS)["train"]
-        teachers[name] = pretrained_model(tok, f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size)
+        teachers[name] = pretrained_model(
+            tok, f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size
+        )
         if bar is not None:
             bar.update(1)
-    student_data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=200, style="equation", **TASK_KWARGS)["train"]
-    student = pretrained_model(tok, "lab-student", student_data, p.student_steps, p.size, seed=1)
+    student = pretrained_model(tok, "lab-student", student_data(), p.student_steps, p.size, seed=1)
     if bar is not None:
         bar.update(1)
 
     train = splits["train"]
     rows, accuracy = [], {}
     for name, path in teachers.items():
-        texts = answers(load(path), tok, train, max_new_tokens=p.max_new_tokens + 16)
+        texts = answers(load(path), tok, train, max_new_tokens=p.max_new_tokens)
         correct = task_reward(completions=texts, answer=train["answer"], task=train["task"])
         accuracy[name] = sum(c or 0.0 for c in correct) / len(correct)
         for i, (text, ok) in enumerate(zip(texts, correct)):
@@ -75,9 +136,6 @@ def cast(lab: Lab, bar=None) -> dict:
             f"No teacher answered any of the {len(train)} training prompts correctly ({accuracy}); the candidate pool "
             "has nothing to select. Raise the preset's `teacher_steps` (or clear a stale `$TRL_DISTILL_CACHE`)."
         )
-    # Verified answers first: `scas_select` reads the score format from the first row's score, which is `None` for a
-    # wrong answer (a bug in trl_distill.scas.selection, reported); the row order does not matter to SCAS otherwise.
-    rows.sort(key=lambda row: not row["correct"])
     lab.shared["cast"] = {
         "splits": splits,
         "student": student,
