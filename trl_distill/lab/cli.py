@@ -41,7 +41,9 @@ def main(argv=None) -> int:
     datasets.disable_progress_bars()  # per-run tokenization
     warnings.filterwarnings("ignore")
     # prompts without a verified answer are counted in the SCAS notes instead of warned about at every selection round
-    logging.getLogger("trl_distill.scas").setLevel(logging.ERROR)
+    scas_logger = logging.getLogger("trl_distill.scas")
+    scas_level = scas_logger.level
+    scas_logger.setLevel(logging.ERROR)
     preset = PRESETS["quick" if args.quick else "default"]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
             results["experiments"][name] = get(name)(lab, timings)
     finally:
         clean_scratch(lab)
+        scas_logger.setLevel(scas_level)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))

@@ -67,7 +67,7 @@ def run(lab: Lab, timings: dict) -> dict:
             for name, (config, sources) in methods_config.items():
                 curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
                 args = CaMOPDConfig(
-                    **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=2e-4),
+                    **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=5e-4),
                     max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
                 )  # fmt: skip
                 teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}

@@ -21,8 +21,8 @@ from ..tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    Measured on an idle 2-core CPU: `quick` about 2 min 45 s with an empty model cache and about 1 min with a warm
-    one; `default` about 5 min 20 s with an empty cache (`time trl-distill lab [--quick]`).
+    Measured on an idle 2-core CPU (`time trl-distill lab [--quick]`): `quick` at most about 2 min 25 s with an empty model
+    cache (measured with 200 pre-training steps; it now uses 150); `default` about 7 min 30 s with an empty cache.
 
     Args:
         name (`str`): the preset's name.
