@@ -91,11 +91,9 @@ def _trainer(tmp_path, model, callback, **kwargs):
         num_train_epochs=2,
         learning_rate=0.0,
         report_to="none",
-        save_strategy="steps",
-        save_steps=6,
         use_cpu=True,
         disable_tqdm=True,
-        **kwargs,
+        **{"save_strategy": "steps", "save_steps": 6, **kwargs},
     )
     data = Dataset.from_dict({"idx": list(range(8))})
     return Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
@@ -114,3 +112,14 @@ def test_callback_swaps_what_each_epoch_trains_on_and_resume_restores_it(tmp_pat
     _trainer(tmp_path, resumed_model, resumed).train(resume_from_checkpoint=str(tmp_path / "checkpoint-6"))
     assert resumed.rounds == []
     assert resumed_model.seen == model.seen[6:]
+
+
+def test_callback_seeds_its_shuffles_from_the_trainer_unless_given_one(tmp_path):
+    orders = {}
+    for name, callback_seed, trainer_seed in (("a", None, 1), ("b", None, 2), ("c", 5, 1), ("d", 5, 2)):
+        model, callback = Recorder(), EvenOdd(seed=callback_seed)
+        _trainer(tmp_path / name, model, callback, seed=trainer_seed, save_strategy="no").train()
+        assert callback.sampler.seed == (trainer_seed if callback_seed is None else callback_seed)
+        orders[name] = model.seen
+    assert orders["a"] != orders["b"]  # --seed changes the data order, as it does without the callback
+    assert orders["c"] == orders["d"]  # an explicit seed pins it

@@ -127,10 +127,11 @@ class SelectionCallback(TrainerCallback):
 
     Args:
         every_epochs (`int`, defaults to 1): reselect every this many epochs; 0 selects once, before training.
-        seed (`int`, defaults to 0): seed of the sampler's shuffles.
+        seed (`int` or `None`, defaults to `None`): seed of the sampler's shuffles; `None` uses the trainer's `seed`,
+            so `--seed` changes the data order as it does without the callback. The sampler keeps the seed it used.
     """
 
-    def __init__(self, every_epochs: int = 1, seed: int = 0):
+    def __init__(self, every_epochs: int = 1, seed: int | None = None):
         if every_epochs < 0:
             raise ValueError(f"every_epochs must be >= 0 (0 = select once), got {every_epochs}.")
         self.every_epochs = every_epochs
@@ -154,7 +155,8 @@ class SelectionCallback(TrainerCallback):
         return f"trl_distill.{type(self).__name__}"
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
-        self.sampler = install_selection_sampler(train_dataloader, seed=self.seed)
+        seed = args.seed if self.seed is None else self.seed
+        self.sampler = install_selection_sampler(train_dataloader, seed=seed)
         saved = (state.stateful_callbacks or {}).get(self.state_key)
         if state.global_step > 0 and saved:
             self.sampler.load_state_dict(saved["sampler"])

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = asdict(dmc_args)
     for unused in ("strategy", "temperature", "top_fraction", "every_epochs"):  # training-time settings
         settings.pop(unused)
-    settings["seed"] = settings.pop("selection_seed")
+    settings["seed"] = settings.pop("selection_seed") or 0  # no trainer seed to fall back on here
     table = rank_datasets(model, tokenizer, datasets, dev, verifier, print_table=True, **settings)
     if rank_args.output_json:
         with open(rank_args.output_json, "w") as f:

@@ -123,8 +123,9 @@ class DMCArguments:
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):
             System message put before conversational prompts when scoring and generating.
-        selection_seed (`int`, *optional*, defaults to `0`):
-            Seed of the probe and dev samples and of the selection sampler's shuffles.
+        selection_seed (`int` or `None`, *optional*, defaults to `None`):
+            Seed of the probe and dev samples and of the selection sampler's shuffles; `None` uses the trainer's
+            `seed` (0 outside a trainer).
     """
 
     strategy: str = "mixture"
@@ -140,7 +141,7 @@ class DMCArguments:
     reward_column: str | None = None
     pass_threshold: float = 1.0
     system: str | None = None
-    selection_seed: int = 0
+    selection_seed: int | None = None
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -220,9 +221,7 @@ class DMCCallback(SelectionCallback):
         super().__init__(every_epochs=self.args.every_epochs, seed=self.args.selection_seed)
         self.candidates = candidates if isinstance(candidates, CandidateDatasets) else CandidateDatasets(candidates)
         check_dev_dataset(dev_dataset, verifier)
-        self.dev_dataset = dev_dataset.select(
-            probe_indices(len(dev_dataset), self.args.dev_size, self.args.selection_seed)
-        )
+        self.dev_dataset = dev_dataset
         self.verifier = verifier
         self.trainer = trainer
         self.tokenizer = tokenizer
@@ -264,10 +263,12 @@ class DMCCallback(SelectionCallback):
     def measure(self, model, tokenizer) -> dict:
         """DMC of every candidate dataset (and, for `top_fraction`, of every example) under `model` as it is now."""
         a = self.args
+        seed = self.sampler.seed if self.sampler is not None else (a.selection_seed or 0)
+        dev = self.dev_dataset.select(probe_indices(len(self.dev_dataset), a.dev_size, seed))
         c = capability(
             model,
             tokenizer,
-            self.dev_dataset,
+            dev,
             self.verifier,
             max_new_tokens=a.max_new_tokens,
             batch_size=a.generation_batch_size,
@@ -283,7 +284,7 @@ class DMCCallback(SelectionCallback):
             if example_dmc is not None:
                 results = nll[span.start : span.stop]
             else:
-                probe = probe_indices(len(span), a.probe_size, a.selection_seed)
+                probe = probe_indices(len(span), a.probe_size, seed)
                 results = response_nll(
                     model, tokenizer, self.candidates.datasets[name].select(probe), a.scoring_batch_size, a.system
                 )

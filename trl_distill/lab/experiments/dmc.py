@@ -77,7 +77,6 @@ def run(lab: Lab, timings: dict) -> dict:
                 )
                 callback = DMCCallback(
                     candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", every_epochs=every,
-                    selection_seed=seed,
                     probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
                 )  # fmt: skip
                 trainer.add_callback(callback)
