@@ -210,3 +210,22 @@ def test_recipes_parse_into_the_config():
         (args,) = parser.parse_args_and_config(argv)
         assert isinstance(args, SCASConfig)
         assert args.lmbda == 0.5 and args.selection_strategy == "scas"
+
+
+def test_prompts_without_a_verified_answer_are_warned_about_once(tmp_path, tokenizer, caplog):
+    prompt = [{"role": "user", "content": "Compute 1+1."}]
+    answer = [{"role": "assistant", "content": "Answer: 2"}]
+    one_bad = Dataset.from_list(
+        [
+            {"prompt": prompt, "candidates": [{"completion": answer, "teacher": "a", "correct": False}]},
+            {"prompt": prompt, "candidates": [{"completion": answer, "teacher": "a", "correct": True}]},
+        ]
+    )
+    args = config(tmp_path, num_train_epochs=3, rescore_every=1, per_device_train_batch_size=1)
+    with caplog.at_level("WARNING", logger="trl_distill.scas"):
+        trainer = SCASTrainer(tiny_model(tokenizer, "xs"), args, train_dataset=one_bad, processing_class=tokenizer)
+        trainer.train()
+    assert len(trainer.scas_callback.history) == 3  # three selection rounds...
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1  # ...and one warning
+    assert "1 of 2 prompts have no verified-correct candidate" in caplog.records[0].message
+    assert all(r["metrics"]["scas/skipped_prompts"] == 1 for r in trainer.scas_callback.history)

@@ -7,7 +7,6 @@ Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second
 
 import argparse
 import dataclasses
-import logging
 import os
 import time
 import warnings
@@ -40,10 +39,6 @@ def main(argv=None) -> int:
     transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
     datasets.disable_progress_bars()  # per-run tokenization
     warnings.filterwarnings("ignore")
-    # prompts without a verified answer are counted in the SCAS notes instead of warned about at every selection round
-    scas_logger = logging.getLogger("trl_distill.scas")
-    scas_level = scas_logger.level
-    scas_logger.setLevel(logging.ERROR)
     preset = PRESETS["quick" if args.quick else "default"]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
@@ -62,7 +57,6 @@ def main(argv=None) -> int:
             results["experiments"][name] = get(name)(lab, timings)
     finally:
         clean_scratch(lab)
-        scas_logger.setLevel(scas_level)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))

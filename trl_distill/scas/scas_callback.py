@@ -65,6 +65,7 @@ class SCASCallback(SelectionCallback):
             only_correct=True,  # `correct` already folds in only_correct and the rows dropped by preparation
             seed=self.args.selection_seed,
             strict=self.args.strict,
+            warn=False,  # the trainer warned before training; the skipped prompts never change (scas/skipped_prompts)
         )
         sampler.select([self.dataset_index[i] for i in selection.indices])
         sampler.set_epoch(epoch)

@@ -80,6 +80,7 @@ def scas_select(
     only_correct: bool = True,
     seed: int = 0,
     strict: bool = False,
+    warn: bool = True,
 ) -> SCASSelection:
     """Chooses one answer per prompt of a long-form pool.
 
@@ -95,6 +96,7 @@ def scas_select(
         only_correct (`bool`, defaults to `True`): only verified-correct candidates compete.
         seed (`int`, defaults to 0): seed of the per-prompt draws.
         strict (`bool`, defaults to `False`): raise on prompts without an eligible candidate instead of skipping them.
+        warn (`bool`, defaults to `True`): log a warning naming the skipped prompts (they stay in `skipped` either way).
 
     Returns:
         [`SCASSelection`]
@@ -163,7 +165,8 @@ def scas_select(
         )
         if strict:
             raise ValueError(f"{message}. Add correct answers for them, drop them, or set strict=False to skip them.")
-        logger.warning(f"{message}; they are skipped.")
+        if warn:
+            logger.warning(f"{message}; they are skipped.")
     if not indices:
         raise ValueError("No prompt has an eligible candidate: nothing to train on. Check the `correct` flags.")
     return SCASSelection(indices=indices, prompt_ids=selected_prompts, skipped=skipped, groups=groups)
