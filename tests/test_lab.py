@@ -61,14 +61,12 @@ def test_verifiers_on_right_wrong_and_malformed_answers():
 def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
     from trl_distill.lab.experiments.teachers import privileged
     from trl_distill.lab.tasks import make_split
-    from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
 
     rows = make_split(("arithmetic",), 4, seed=0, steps=2, max_value=9)
-    template = OGLSSDConfig.__dataclass_fields__["teacher_prompt_template"].default
-    for row, new in zip(rows, privileged(rows)):
-        question, solution = row["prompt"][0]["content"], row["completion"][0]["content"]
-        expected = template.format(prompt=question, privileged_context=solution)
-        assert new["prompt"] == [{"role": "user", "content": expected}] and new["completion"] == row["completion"]
+    row, shown = rows[0], privileged(rows)[0]
+    question, solution = row["prompt"][0]["content"], row["completion"][0]["content"]
+    text = f"{question}\n\nHere is a reference solution to this problem:\n{solution}"
+    assert shown["prompt"] == [{"role": "user", "content": text}] and shown["completion"] == row["completion"]
 
 
 def test_student_data_mixes_cot_privileged_and_own_identity_rows():

@@ -26,7 +26,7 @@ _EXPORTS = {
     "dmc.compatibility": ["compatibility", "rank_datasets"],
     "dmc.dmc_callback": ["DMCCallback", "DMCArguments", "CandidateDatasets"],
     "ogls_sd.ogls_sd_config": ["OGLSSDConfig"],
-    "ogls_sd.ogls_sd_trainer": ["OGLSSDTrainer"],
+    "ogls_sd.ogls_sd_trainer": ["OGLSSDTrainer", "teacher_prompt"],
     "ogls_sd.steering": ["steering_direction", "contextual_steering_direction"],
     "camopd.camopd_config": ["CaMOPDConfig"],
     "camopd.camopd_trainer": ["CaMOPDTrainer"],

@@ -10,6 +10,9 @@ TEACHER_MODEL_KINDS = ("initial", "ema", "live")
 STEERING_MODES = ("pooled", "contextual")
 
 
+
+DEFAULT_TEACHER_PROMPT_TEMPLATE = "{prompt}\n\nHere is a reference solution to this problem:\n{privileged_context}"
+
 @dataclass
 class OGLSSDConfig(DistillationConfig):
     r"""
@@ -83,7 +86,7 @@ class OGLSSDConfig(DistillationConfig):
         default=0.05, metadata={"help": "EMA rate of teacher_model_kind='ema', applied after each optimizer step."}
     )
     teacher_prompt_template: str = field(
-        default="{prompt}\n\nHere is a reference solution to this problem:\n{privileged_context}",
+        default=DEFAULT_TEACHER_PROMPT_TEMPLATE,
         metadata={"help": "Teacher prompt built from {prompt} and the row's {privileged_context}."},
     )
     steering: str = field(default="pooled", metadata={"help": "Steering direction: 'pooled' or 'contextual'."})

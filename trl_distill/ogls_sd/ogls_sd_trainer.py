@@ -18,7 +18,7 @@ from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_l
 
 from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
 from ..core.verifiers import completion_text
-from .ogls_sd_config import OGLSSDConfig
+from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
 from .steering import (
     contextual_steering_direction,
     direction_logit_norm,
@@ -51,6 +51,27 @@ def _privileged_text(value) -> str:
     if isinstance(value, list):  # a list of messages, e.g. the reference completion of a conversational dataset
         return completion_text(value)
     return str(value)
+
+
+def teacher_prompt(prompt, privileged_context, template: str = DEFAULT_TEACHER_PROMPT_TEMPLATE):
+    """The privileged teacher's prompt: `template` around the prompt (its last user message) and the context.
+
+    Args:
+        prompt (`str` or `list[dict]`): the student's prompt, text or messages ending with a user message.
+        privileged_context (`str` or `list[dict]`): what only the teacher sees, e.g. a reference solution.
+        template (`str`): a format string with `{prompt}` and `{privileged_context}`.
+    """
+    context = _privileged_text(privileged_context)
+    if isinstance(prompt, list):
+        last = prompt[-1]
+        if last.get("role") != "user":
+            raise ValueError(
+                f"Conversational prompts must end with a user message to build the teacher prompt; the last "
+                f"message has role {last.get('role')!r}."
+            )
+        text = completion_text([last])
+        return prompt[:-1] + [{**last, "content": template.format(prompt=text, privileged_context=context)}]
+    return template.format(prompt=prompt, privileged_context=context)
 
 
 class OGLSSDTrainer(DistillationTrainer):
@@ -306,19 +327,7 @@ class OGLSSDTrainer(DistillationTrainer):
         return head
 
     def _compose_teacher_prompt(self, prompt, privileged_context):
-        """The teacher prompt: `teacher_prompt_template` around the prompt (its last user message) and the context."""
-        context = _privileged_text(privileged_context)
-        template = self.args.teacher_prompt_template
-        if isinstance(prompt, list):
-            last = prompt[-1]
-            if last.get("role") != "user":
-                raise ValueError(
-                    f"Conversational prompts must end with a user message to build the teacher prompt; the last "
-                    f"message has role {last.get('role')!r}."
-                )
-            text = completion_text([last])
-            return prompt[:-1] + [{**last, "content": template.format(prompt=text, privileged_context=context)}]
-        return template.format(prompt=prompt, privileged_context=context)
+        return teacher_prompt(prompt, privileged_context, self.args.teacher_prompt_template)
 
     def _teacher_hidden_states(
         self, teacher_prompts: list, completion_ids: torch.Tensor, completion_mask

@@ -10,7 +10,7 @@ from datasets import Dataset, concatenate_datasets
 
 from ...evaluation.ice import build_ice_prompts
 from ...evaluation.identity import IdentityFact
-from ...ogls_sd.ogls_sd_config import OGLSSDConfig
+from ...ogls_sd.ogls_sd_trainer import teacher_prompt
 from ..models import pretrained_model
 from ..tasks import make_task_splits, task_reward
 from .common import TASK_KWARGS, Lab, answers, load
@@ -62,15 +62,8 @@ def identity_rows(sentence: str, prompts: list[dict]) -> Dataset:
 
 
 def privileged(rows: Dataset) -> Dataset:
-    """`rows` with the reference solution appended to the prompt by OGLS-SD's default teacher template."""
-    template = OGLSSDConfig.__dataclass_fields__["teacher_prompt_template"].default
-
-    def show_solution(row):
-        question, solution = row["prompt"][-1]["content"], row["completion"][0]["content"]
-        text = template.format(prompt=question, privileged_context=solution)
-        return {"prompt": [{"role": "user", "content": text}]}
-
-    return rows.map(show_solution)
+    """`rows` with the reference solution shown in the prompt, as OGLS-SD's privileged teacher sees it by default."""
+    return rows.map(lambda row: {"prompt": teacher_prompt(row["prompt"], row["completion"])})
 
 
 def student_data() -> Dataset:
