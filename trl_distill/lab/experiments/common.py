@@ -21,8 +21,8 @@ from ..tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    Measured on an idle 2-core CPU (`time trl-distill lab [--quick]`): `quick` at most about 2 min 25 s with an empty model
-    cache (measured with 200 pre-training steps; it now uses 150); `default` about 7 min 30 s with an empty cache.
+    Measured on an idle 2-core CPU with an empty model cache (`time trl-distill lab [--quick]`): `quick` 1 min 48 s,
+    `default` 7 min 30 s.
 
     Args:
         name (`str`): the preset's name.
@@ -36,6 +36,7 @@ class Preset:
         batch_size (`int`): per-device batch of every trainer.
         epochs (`int`): epochs of the SFT-style runs (SCAS, DMC).
         onpolicy_steps (`int`): optimizer steps of the on-policy runs (OGLS-SD, CaMOPD).
+        identity_steps (`int`): SFT steps of each ICE student (its identity teacher is trained 1.5 times as long).
         max_new_tokens (`int`): generation budget of evaluation and rollouts.
         curve_every (`int`): steps between two points of a training curve.
     """
@@ -43,14 +44,15 @@ class Preset:
     name: str
     seeds: tuple = (0, 1, 2)
     size: str = "xs"
-    pool_prompts: int = 96
-    eval_prompts: int = 64
-    dev_prompts: int = 16
-    teacher_steps: int = 150
-    student_steps: int = 150
+    pool_prompts: int = 64
+    eval_prompts: int = 48
+    dev_prompts: int = 8
+    teacher_steps: int = 100
+    student_steps: int = 100
     batch_size: int = 16
     epochs: int = 2
     onpolicy_steps: int = 8
+    identity_steps: int = 20
     max_new_tokens: int = 48
     curve_every: int = 4
 
@@ -71,6 +73,7 @@ PRESETS = {
         batch_size=16,
         epochs=3,
         onpolicy_steps=40,
+        identity_steps=40,
         curve_every=10,
     ),
 }

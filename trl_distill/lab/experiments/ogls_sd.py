@@ -32,7 +32,7 @@ def run(lab: Lab, timings: dict) -> dict:
         world = cast(lab, bar)
         bar.update(CAST_STEPS - bar.n)
     splits = world["splits"]
-    base = accuracy(load(world["student"]), lab.tokenizer, splits["test"], p.max_new_tokens)
+    base = world["student_accuracy"]
     shown = accuracy(load(world["student"]), lab.tokenizer, privileged(splits["test"]), p.max_new_tokens)
     rows = splits["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
     names = [*ALPHAS, "SFT on references"]

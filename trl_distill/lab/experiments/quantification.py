@@ -23,7 +23,6 @@ IDENTITY_TEACHERS = {
     "Claude-like teacher": "I am Claude, made by Anthropic.",
     "control (own identity)": OWN_IDENTITY,
 }
-IDENTITY_STEPS = 40  # SFT steps of each identity student: enough for a tiny model to take up a repeated sentence
 
 
 def similarity(lab: Lab, world: dict, bar) -> dict:
@@ -63,17 +62,23 @@ def identity_toy(lab: Lab, bar) -> dict:
         rows = identity_rows(sentence, train_prompts)
         # each identity teacher is the base student taught to claim another identity (the control: its own)
         path = pretrained_model(
-            tok, f"lab-identity-{k}", rows, 60, p.size, seed=10 + k, start=lab.shared["cast"]["student"]
+            tok,
+            f"lab-identity-{k}",
+            rows,
+            p.identity_steps * 3 // 2,
+            p.size,
+            seed=10 + k,
+            start=lab.shared["cast"]["student"],
         )
         teacher = load(path)
         # the student is distilled on what the teacher *says*, not on the sentence itself
-        said = answers(teacher, tok, rows, max_new_tokens=48)
+        said = answers(teacher, tok, rows, max_new_tokens=p.max_new_tokens)
         distill = Dataset.from_list(
             [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": s}]} for r, s in zip(rows, said)]
         )
         for seed in p.seeds:
             args = SFTConfig(
-                **trainer_settings(lab, seed, max_steps=IDENTITY_STEPS, learning_rate=3e-3, max_length=256)
+                **trainer_settings(lab, seed, max_steps=p.identity_steps, learning_rate=3e-3, max_length=256)
             )
             trainer = SFTTrainer(
                 load(lab.shared["cast"]["student"]), args=args, train_dataset=distill, processing_class=tok

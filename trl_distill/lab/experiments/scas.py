@@ -4,7 +4,7 @@ from collections import Counter
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from .common import Lab, Phase, accuracy, compare, fit, load, summary, trainer_settings
+from .common import Lab, Phase, accuracy, compare, fit, load, losses, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -25,12 +25,13 @@ def run(lab: Lab, timings: dict) -> dict:
     with Phase("SCAS: teachers and pool", CAST_STEPS, timings) as bar:
         world = cast(lab, bar)
     test = world["splits"]["test"]
-    base = accuracy(load(world["student"]), lab.tokenizer, test, p.max_new_tokens)
+    base = world["student_accuracy"]
     skipped = len(set(world["pool"]["prompt_id"])) - len(
         {i for i, ok in zip(world["pool"]["prompt_id"], world["pool"]["correct"]) if ok}
     )
     accuracies = {name: [] for name in METHODS}
     choices = {name: Counter() for name in METHODS}
+    first_loss = {name: [] for name in METHODS}  # how costly the chosen answers are for the base student
     with Phase("SCAS: training", len(METHODS) * len(p.seeds), timings) as bar:
         for seed in p.seeds:
             for name, selection in METHODS.items():
@@ -45,6 +46,7 @@ def run(lab: Lab, timings: dict) -> dict:
                 )
                 fit(trainer)
                 accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
+                first_loss[name].append(losses(trainer)[0][1])
                 for record in trainer.scas_callback.history:  # every selection round: share of each teacher
                     for key, value in record["metrics"].items():
                         if key.startswith("scas/teacher_share/"):
@@ -66,6 +68,7 @@ def run(lab: Lab, timings: dict) -> dict:
         verdict = "inconclusive"
     best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     scas_top = max(shares["SCAS (once)"], key=shares["SCAS (once)"].get) if shares["SCAS (once)"] else None
+    first_loss = {name: summary(v)["mean"] for name, v in first_loss.items()}
     notes = [
         f"The base student (before SFT) scores {base:.1%}; {skipped} of {p.pool_prompts} prompts have no verified answer "
         "and are left out of every method's training set.",
@@ -76,6 +79,9 @@ def run(lab: Lab, timings: dict) -> dict:
         + ", ".join(f"{t} {s:.0%}" for t, s in shares["SCAS (once)"].items())
         + ")."
         + (" The strongest teacher was not the one SCAS preferred." if scas_top and scas_top != best else ""),
+        "First logged training loss (mean over seeds), the cost of each method's answers to the base student: "
+        + ", ".join(f"{name} {loss:.2f}" for name, loss in first_loss.items())
+        + ".",
     ]
     return {
         "title": "SCAS: student-centric answer selection",
@@ -87,5 +93,6 @@ def run(lab: Lab, timings: dict) -> dict:
         "base_student_accuracy": base,
         "teacher_accuracy": world["teacher_accuracy"],
         "teacher_shares": shares,
+        "first_loss": first_loss,
         "notes": notes,
     }

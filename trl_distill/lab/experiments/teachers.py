@@ -13,7 +13,7 @@ from ...evaluation.identity import IdentityFact
 from ...ogls_sd.ogls_sd_trainer import teacher_prompt
 from ..models import pretrained_model
 from ..tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, answers, load
+from .common import TASK_KWARGS, Lab, accuracy, answers, load
 
 
 # name -> (answer style, share of the strongest teacher's pre-training steps)
@@ -85,8 +85,9 @@ def cast(lab: Lab, bar=None) -> dict:
 
     Returns:
         `dict` with `splits`, `student` (path), `teachers` (name -> path), `pool` (long-form candidate pool: one row
-        per prompt and teacher with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`, `answer`, `task`) and
-        `teacher_accuracy` (share of correct answers on the training prompts).
+        per prompt and teacher with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`, `answer`, `task`),
+        `teacher_accuracy` (share of correct answers on the training prompts) and `student_accuracy` (the base
+        student's test accuracy).
     """
     if "cast" in lab.shared:
         return lab.shared["cast"]
@@ -105,11 +106,11 @@ def cast(lab: Lab, bar=None) -> dict:
         bar.update(1)
 
     train = splits["train"]
-    rows, accuracy = [], {}
+    rows, teacher_accuracy = [], {}
     for name, path in teachers.items():
         texts = answers(load(path), tok, train, max_new_tokens=p.max_new_tokens)
         correct = task_reward(completions=texts, answer=train["answer"], task=train["task"])
-        accuracy[name] = sum(c or 0.0 for c in correct) / len(correct)
+        teacher_accuracy[name] = sum(c or 0.0 for c in correct) / len(correct)
         for i, (text, ok) in enumerate(zip(texts, correct)):
             rows.append(
                 {
@@ -126,7 +127,7 @@ def cast(lab: Lab, bar=None) -> dict:
             bar.update(1)
     if not any(row["correct"] for row in rows):
         raise RuntimeError(
-            f"No teacher answered any of the {len(train)} training prompts correctly ({accuracy}); the candidate pool "
+            f"No teacher answered any of the {len(train)} training prompts correctly ({teacher_accuracy}); the candidate pool "
             "has nothing to select. Raise the preset's `teacher_steps` (or clear a stale `$TRL_DISTILL_CACHE`)."
         )
     lab.shared["cast"] = {
@@ -134,7 +135,8 @@ def cast(lab: Lab, bar=None) -> dict:
         "student": student,
         "teachers": teachers,
         "pool": Dataset.from_list(rows),
-        "teacher_accuracy": accuracy,
+        "teacher_accuracy": teacher_accuracy,
+        "student_accuracy": accuracy(load(student), tok, splits["test"], p.max_new_tokens),
     }
     return lab.shared["cast"]
 
