@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription when
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from trl_distill.lab.tokenizer import build_tokenizer
+    from trl_distill.lab.world.tokenizer import build_tokenizer
 
     return build_tokenizer()
 
@@ -31,7 +31,7 @@ def tokenizer_dir(tmp_path_factory, tokenizer):
 @pytest.fixture
 def tiny_student(tokenizer):
     """A fresh random-init Qwen2 student (size xs) for each test."""
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     return tiny_model(tokenizer, "xs", "qwen2", seed=0)
 
@@ -39,13 +39,13 @@ def tiny_student(tokenizer):
 @pytest.fixture
 def tiny_teacher(tokenizer):
     """A fresh random-init Llama teacher (size xs, other seed) sharing the student's vocabulary."""
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     return tiny_model(tokenizer, "xs", "llama", seed=1)
 
 
 @pytest.fixture(scope="session")
 def arithmetic(tokenizer):
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
 
     return make_task_splits(("arithmetic",), train_size=64, dev_size=16, test_size=16, seed=0)

@@ -11,9 +11,9 @@ from trl_distill.camopd.camopd_trainer import CaMOPDTrainer, gradient_coherence,
 from trl_distill.camopd.gap import gap, pool_size, select_by_gap
 from trl_distill.camopd.schedule import AlternatingSourceSampler, alternating_pattern
 from trl_distill.core.divergence import generalized_jsd_from_logits
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import make_task_splits
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 COMMON = {

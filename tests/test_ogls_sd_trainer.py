@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
 from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
 from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 

@@ -8,8 +8,8 @@ import torch
 from datasets import Dataset
 from test_ogls_sd_trainer import make_trainer, parity_reward  # shared with the loss tests (tests/ is on sys.path)
 
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import task_reward
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import task_reward
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from trl_distill.core.pool import to_long_pool
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.toys import toy_pool
 from trl_distill.scas.scas_callback import SCASCallback
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import POOL_ROW, SCASTrainer
-from trl_distill.scas.toy import toy_pool
 
 
 class RecordingSCASTrainer(SCASTrainer):

@@ -187,7 +187,7 @@ class OGLSSDTrainer(DistillationTrainer):
         # The self-teacher. A frozen copy only where one is needed: a PEFT student's initial weights are its base
         # (adapter disabled), and a live teacher is the student itself.
         kind = args.teacher_model_kind
-        peft_student = peft_config is not None or is_peft_model(model)
+        peft_student = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         if kind == "ema" and peft_student:
             raise ValueError(
                 "teacher_model_kind='ema' is not supported for a PEFT student: an EMA of the adapter needs a second "

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from ..core.generation import generate_completions, render_prompt
 from ..core.pool import validate_pool
+from ..core.verifiers import resolve_verifier, run_verifier, verifier_name
 from .build_pool_config import BuildPoolConfig, TeacherSpec
-from .verify import resolve_verifier, run_verifier, verifier_name
 
 
 MANIFEST_VERSION = 1
@@ -61,7 +61,7 @@ def build_pool(
         output_dir (`str`): where the pool is written (see the module docstring). Rerunning with the same arguments
             resumes; other arguments are refused unless `overwrite=True`.
         n (`int`, defaults to 4): answers per teacher per prompt.
-        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.pool.verify`), an
+        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.core.verifiers`), an
             import path, or a callable `(prompts, completions, **columns) -> list[float | None]`.
         show_progress (`bool`, defaults to `True`): a progress bar per teacher and the summary table.
         **settings: the other fields of [`BuildPoolConfig`] (generation defaults, `shard_size`, `seed`, ...).

@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
 
 from ...core.generation import generate_completions
-from ..tasks import task_reward
-from ..tokenizer import load_or_build_tokenizer
+from ..world.tasks import task_reward
+from ..world.tokenizer import load_or_build_tokenizer
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Lab:
 
 def tokenizer_dir() -> str:
     """The world's saved tokenizer, versioned with the model cache so a stale one is never reused."""
-    from ..models import CACHE_VERSION, cache_dir
+    from ..world.models import CACHE_VERSION, cache_dir
 
     return os.path.join(cache_dir(), f"tokenizer-v{CACHE_VERSION}")
 

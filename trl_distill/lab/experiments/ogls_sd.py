@@ -5,7 +5,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ...ogls_sd.ogls_sd_trainer import OGLSSDTrainer
-from ..tasks import task_reward
+from ..world.tasks import task_reward
 from .common import AccuracyCurve, Lab, Phase, accuracy, compare, fit, load, losses, summary, trainer_settings
 from .teachers import CAST_STEPS, cast, privileged
 
