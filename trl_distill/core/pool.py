@@ -19,6 +19,7 @@ import math
 import os
 from pathlib import Path
 
+import pyarrow as pa
 from datasets import Dataset
 
 
@@ -41,7 +42,10 @@ def as_dataset(data, name: str = "pool") -> Dataset:
     if isinstance(data, dict):
         return Dataset.from_dict({k: list(v) for k, v in data.items()})
     if isinstance(data, list | tuple) and all(isinstance(row, dict) for row in data):
-        return Dataset.from_list(list(data))
+        try:
+            return Dataset.from_list(list(data))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed types (e.g. True and 0.5): as strings
+            return _from_rows(list(data))
     raise TypeError(
         f"The {name} must be a `datasets.Dataset`, a list of rows (dicts), a dict of columns or a released pool "
         f"directory; got {type(data).__name__}."
