@@ -187,3 +187,8 @@ def test_released_demo_layout_and_bad_rows(tmp_path):
     )
     with pytest.raises(ValueError, match="line 1: `correct` must be a boolean"):
         load_released_pool(tmp_path)
+    (tmp_path / "teacher_bad_student_train.jsonl").unlink()
+    write_jsonl(tmp_path / "teacher_brief.jsonl", [{**rows[0], "output": "7"}])
+    assert is_released_pool_dir(tmp_path)
+    with pytest.raises(ValueError, match="two candidate files for teacher 'teacher_brief'"):
+        load_released_pool(tmp_path)

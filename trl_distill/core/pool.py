@@ -252,7 +252,13 @@ def _released_teacher_files(directory) -> dict[str, Path]:
         if path.name.endswith("_scas_scores.jsonl"):  # the released scorer's outputs, not candidates
             continue
         suffix = next(s for s in RELEASED_SUFFIXES if path.name.endswith(s))
-        files.setdefault(path.name[: -len(suffix)], path)
+        teacher = path.name[: -len(suffix)]
+        if teacher in files:
+            raise ValueError(
+                f"{str(directory)!r} holds two candidate files for teacher {teacher!r} ({files[teacher].name} and "
+                f"{path.name}); keep one per teacher."
+            )
+        files[teacher] = path
     return files
 
 
@@ -261,7 +267,10 @@ def is_released_pool_dir(path) -> bool:
     first row has `id`, `instruction` and `teacher_output` (or `output`)."""
     if not isinstance(path, str | os.PathLike) or not os.path.isdir(path):
         return False
-    files = _released_teacher_files(path)
+    try:
+        files = _released_teacher_files(path)
+    except ValueError:  # two files for one teacher: a pool directory, and the loader says what is wrong
+        return True
     if not files:
         return False
     for file in files.values():
