@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # module (relative to this package) -> public names it defines
 _EXPORTS = {
-    "core.pool": ["validate_pool", "to_long_pool", "to_grouped_pool"],
+    "core.pool": ["validate_pool", "to_long_pool", "to_grouped_pool", "load_released_pool", "is_released_pool_dir"],
     "core.sampler": ["SelectionSampler", "SelectionCallback"],
     "core.divergence": ["generalized_jsd", "generalized_jsd_from_logits", "LMHead"],
     "core.logprobs": ["completion_logprobs", "SequenceBatch", "encode_prompt_completion"],
@@ -55,5 +55,5 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core.pool import to_grouped_pool, to_long_pool, validate_pool  # noqa: F401
+    from .core.pool import is_released_pool_dir, load_released_pool, to_grouped_pool, to_long_pool, validate_pool  # noqa: F401
     from .core.sampler import SelectionCallback, SelectionSampler  # noqa: F401

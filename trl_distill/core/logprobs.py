@@ -67,7 +67,8 @@ class SequenceBatch:
     """A padded batch of token sequences; every tensor is `(B, L)`.
 
     Build one with [`SequenceBatch.collate`]. `position_ids` count real tokens only, so a sequence gets the same
-    positions whatever the padding side.
+    positions whatever the padding side. `generation_prompt_mask` marks the prompt's last tokens that the chat
+    template's generation prompt (the assistant header) adds, where a feature gives it (zeros otherwise).
     """
 
     input_ids: torch.Tensor
@@ -75,6 +76,7 @@ class SequenceBatch:
     position_ids: torch.Tensor
     completion_mask: torch.Tensor
     special_mask: torch.Tensor
+    generation_prompt_mask: torch.Tensor | None = None
 
     @classmethod
     def collate(cls, features: list[dict], pad_token_id: int, padding_side: str = "right") -> "SequenceBatch":
@@ -97,10 +99,11 @@ class SequenceBatch:
             position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
             completion_mask=stack("completion_mask", 0),
             special_mask=stack("special_mask", 0),
+            generation_prompt_mask=stack("generation_prompt_mask", 0),
         )
 
     def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return SequenceBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
 
 
 def backbone(model):
