@@ -6,7 +6,7 @@ import logging
 import pytest
 from datasets import Dataset
 
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import SCASTrainer
 from trl_distill.scas.scoring import encode_pool

@@ -119,7 +119,18 @@ def files(tmp_path_factory):
 def job_args(job: str, root) -> list[str]:
     """The job's toy recipe on local files, with a LoRA student and 2 steps saved every step."""
     args = ["--config", os.path.join(ROOT, "recipes", job.replace("-", "_"), "toy.yaml")]
-    args += ["--model_name_or_path", str(root / "student"), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1", "--logging_steps", "1"]
+    args += [
+        "--model_name_or_path",
+        str(root / "student"),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--logging_steps",
+        "1",
+    ]
     args += ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--report_to", "none"]
     return (
         args
@@ -217,3 +228,31 @@ def test_one_verifier_registry_serves_every_command():
     assert verifier("exact_match") is VERIFIERS["exact_match"]
     with pytest.raises(ValueError, match="Unknown verifier"):
         verifier("nope")
+
+
+def test_scas_score_reads_a_released_pool_directory_and_selects_by_any_score_key(tmp_path, tokenizer):
+    """`scas-score --pool DIR` on the released layout (one `<teacher>.jsonl` each), ranked by `--score_key`."""
+    from trl_distill.lab.world.models import tiny_model
+
+    tiny_model(tokenizer, "xs").save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    pool = tmp_path / "math"
+    pool.mkdir()
+    answers = {"brief": ["Answer: 4", "Answer: 9"], "wordy": ["We add 2 and 2. Answer: 4", "3 times 3. Answer: 9"]}
+    for teacher, outputs in answers.items():
+        rows = [
+            {"id": i, "teacher_name": teacher, "system": "", "instruction": q, "teacher_output": out}
+            | {"is_common_correct": True}
+            for i, (q, out) in enumerate(zip(["2+2?", "3*3?"], outputs))
+        ]
+        Dataset.from_list(rows).to_json(pool / f"{teacher}.jsonl")
+    out = tmp_path / "o"
+    argv = ["--model", str(tmp_path / "student"), "--pool", str(pool), "--output_dir", str(out)]
+    scas_score = importlib.import_module(cli.COMMANDS["scas-score"][0])
+    summary = scas_score.main([*argv, "--score_key", "answer_mean_nll_score", "--q_nll_scope", "prompt_no_gen"])
+    assert summary["prompts"] == 2 and summary["selected"] == 2
+    scores = [json.loads(line) for line in open(out / "scores.jsonl")]
+    for prompt_id in (0, 1):
+        rows = [row for row in scores if row["prompt_id"] == prompt_id]
+        chosen = next(row for row in rows if row["selected"])
+        assert chosen["answer_mean_nll_score"] == min(row["answer_mean_nll_score"] for row in rows)

@@ -64,10 +64,10 @@ def load_data(name_or_path: str, config: str | None = None, split: str = "train"
         if any(os.path.exists(os.path.join(path, f)) for f in SAVED_DATASET_FILES):
             data = load_from_disk(path)
             return _split(data, split, path)
-        from . import pool
+        from .pool import is_released_pool_dir, load_released_pool
 
-        if getattr(pool, "is_released_pool_dir", None) and pool.is_released_pool_dir(path):  # TODO-merge
-            return pool.load_released_pool(path)
+        if is_released_pool_dir(path):
+            return load_released_pool(path)
         return load_dataset(path, config, split=split)
     check_local_path(name_or_path, "dataset")
     return load_dataset(name_or_path, config, split=split)

@@ -94,7 +94,7 @@ class OGLSSDTrainer(DistillationTrainer):
 
     ```python
     >>> from trl_distill import OGLSSDConfig, OGLSSDTrainer
-    >>> from trl_distill.lab.tasks import task_reward
+    >>> from trl_distill.lab.world.tasks import task_reward
 
     >>> # rows: prompt, privileged_context (a reference solution), answer, task
     >>> trainer = OGLSSDTrainer(

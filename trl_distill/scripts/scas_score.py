@@ -19,7 +19,7 @@ from accelerate import PartialState
 
 from ..core.data import load_data
 from ..core.pool import to_long_pool
-from ..scas.scoring import encode_pool, score_features
+from ..scas.scoring import Q_NLL_SCOPES, SCORE_KEYS, encode_pool, score_features
 from ..scas.selection import STRATEGIES, scas_select
 from .utils import check_model_paths, parse_args_with_config
 
@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="Output format.")
     parser.add_argument("--lmbda", type=float, default=0.5, help="λ of the learning cost.")
     parser.add_argument("--strategy", choices=STRATEGIES, default="scas", help="Selection rule.")
+    parser.add_argument(
+        "--score_key", choices=SCORE_KEYS, default="learning_cost", help="Score the scas strategy ranks by."
+    )
+    parser.add_argument(
+        "--q_nll_scope", choices=Q_NLL_SCOPES, default="prompt_with_gen", help="Whether d_Q includes the header."
+    )
     parser.add_argument("--group", type=int, default=1, help="Rank group to draw from (1 = lowest cost).")
     parser.add_argument("--num_groups", type=int, default=5, help="Number of rank groups G.")
     parser.add_argument("--all_candidates", action="store_true", help="Let incorrect candidates compete too.")
@@ -76,6 +82,7 @@ def main(argv=None) -> dict:
         lmbda=args.lmbda,
         batch_size=args.batch_size,
         feature_module=args.feature_module,
+        q_nll_scope=args.q_nll_scope,
     )
     selection = scas_select(
         long,
@@ -86,6 +93,7 @@ def main(argv=None) -> dict:
         only_correct=not args.all_candidates,
         seed=args.seed,
         strict=args.strict,
+        score_key=args.score_key,
     )
     chosen = set(selection.indices)
     summary = {

@@ -27,7 +27,7 @@ class Preset:
     Args:
         name (`str`): the preset's name.
         seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
-        size (`str`): size of every tiny model (see `trl_distill.lab.models.SIZES`).
+        size (`str`): size of every tiny model (see `trl_distill.lab.world.models.SIZES`).
         pool_prompts (`int`): training prompts (SCAS pool, DMC candidate datasets, OGLS-SD and CaMOPD prompts).
         eval_prompts (`int`): held-out prompts per accuracy measurement.
         dev_prompts (`int`): dev prompts (DMC capability, training curves).
