@@ -27,7 +27,7 @@ def test_recipe_parses_into_config(recipe, tmp_path):
     overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
     _, config, _ = parser.parse_args_and_config(args=["--config", os.path.join(RECIPES, recipe), *overrides])
     assert isinstance(config, CaMOPDConfig)
-    assert config.schedule == "alternating" and config.review_every == 4 and config.rho == 0.5
+    assert config.schedule == "alternating" and config.review_every == 3 and config.rho == 0.5
     assert config.beta == 1.0
 
 
