@@ -8,9 +8,9 @@ import torch
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
 from trl_distill.camopd.coherence import coherence, coherence_gain, coherence_parameters
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import make_task_splits
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 COMMON = {

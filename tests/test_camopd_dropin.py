@@ -10,9 +10,9 @@ from trl import DistillationConfig, DistillationTrainer
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer, resolve_rho
 from trl_distill.core.teachers import INIT_KWARGS_WITH_INSTANCE
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import make_task_splits
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 COMMON = {"bf16": False, "use_cpu": True, "report_to": [], "save_strategy": "no", "max_completion_length": 4}

@@ -14,8 +14,8 @@ from trl_distill.core.teachers import (
     check_vocab_size,
     load_teacher,
 )
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 def byte_tokenizer(swap=None, special_turn=True):
