@@ -9,6 +9,10 @@ Two equivalent forms:
 Other columns (e.g. `answer`, `task`, generation settings) are kept: per answer in the long form; in the grouped form
 per prompt, or inside each candidate when they differ between the answers to one prompt. A plain SFT dataset
 (`prompt`, `completion`) is a pool with one candidate per prompt.
+
+Prompts and answers are strings or lists of messages. A conversational answer may also come whole, as `messages`
+(per row in the long form, per candidate in the grouped form): it is split before its trailing assistant turns into
+`prompt` and `completion` messages.
 """
 
 from datasets import Dataset
@@ -18,20 +22,90 @@ LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
 CANDIDATE_KEYS = ("completion", "teacher", "correct")
 
 
+POOL_MARKERS = ("candidates", "prompt_id", "teacher", "correct")
+
+
+def is_candidate_pool(dataset) -> bool:
+    """Whether `dataset` is a candidate pool (it has a `candidates`, `prompt_id`, `teacher` or `correct` column).
+
+    Anything else (`text`, `messages`, `prompt`/`completion`, `conversations`, pre-tokenized `input_ids`, with any
+    extra columns) is a plain SFT dataset, left to `SFTTrainer` as it is. A dataset with some pool columns but not all
+    is a pool, so that [`validate_pool`] names what is missing instead of training every answer, wrong ones included.
+    """
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, dict):  # a DatasetDict: not a single training dataset
+        return False
+    return bool(set(POOL_MARKERS) & set(columns or ()))
+
+
 def pool_form(dataset: Dataset) -> str:
-    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` rows), judged by the columns."""
+    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` or `messages` rows), judged by the columns."""
     columns = set(dataset.column_names)
     if "candidates" in columns:
         return "grouped"
-    if {"completion", "teacher"} <= columns or "prompt_id" in columns:
+    if is_candidate_pool(dataset):
         return "long"
-    if {"prompt", "completion"} <= columns:
+    if {"prompt", "completion"} <= columns or "messages" in columns:
         return "sft"
     raise ValueError(
         f"Not a candidate pool: columns are {sorted(columns)}. Give either one row per answer with columns "
         f"{list(LONG_COLUMNS)}, or one row per prompt with `prompt` and `candidates` "
-        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion`."
+        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion` (or "
+        "`messages`)."
     )
+
+
+def split_conversation(messages: list[dict], where: str = "") -> tuple[list[dict], list[dict]]:
+    """A conversation as `(prompt, completion)`: the completion is the trailing run of assistant messages."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}`messages` must be a non-empty list of {{role, content}} dicts, got {messages!r}.")
+    k = len(messages)
+    while k > 0 and messages[k - 1].get("role") == "assistant":
+        k -= 1
+    if k == len(messages) or k == 0:
+        raise ValueError(
+            f"{where}`messages` must end with the assistant's answer after at least one other turn (roles: "
+            f"{[m.get('role') for m in messages]}); give `prompt` and `completion` instead."
+        )
+    return messages[:k], messages[k:]
+
+
+def conversational_to_prompt_completion(dataset: Dataset) -> Dataset:
+    """A pool (or SFT dataset) whose answers are whole conversations, as `prompt`/`completion` messages.
+
+    Each `messages` value (a row's, or a grouped candidate's) is split before its trailing assistant turns (see
+    [`split_conversation`]); the answers to one prompt must share the prompt turns. Other datasets are returned as is.
+    """
+    columns = dataset.column_names
+    if "messages" in columns and "prompt" not in columns:
+
+        def split(row, i):
+            prompt, completion = split_conversation(row["messages"], f"Row {i}: ")
+            return {"prompt": prompt, "completion": completion}
+
+        return dataset.map(split, with_indices=True, remove_columns=["messages"])
+    if "candidates" not in columns:
+        return dataset
+    if not any(isinstance(c, dict) and "messages" in c for cands in dataset["candidates"] for c in cands or []):
+        return dataset
+    rows = []
+    for i, row in enumerate(dataset):
+        candidates, prompt = [], row.get("prompt")
+        for j, candidate in enumerate(row["candidates"] or []):
+            candidate = {k: v for k, v in candidate.items() if v is not None}
+            if "messages" in candidate:
+                turns, answer = split_conversation(candidate.pop("messages"), f"Row {i}, candidate {j}: ")
+                if prompt is None:
+                    prompt = turns
+                elif prompt != turns:
+                    raise ValueError(
+                        f"Row {i}, candidate {j}: its `messages` start with other prompt turns than the row's "
+                        "prompt; the answers to one prompt must share its prompt turns."
+                    )
+                candidate["completion"] = answer
+            candidates.append(candidate)
+        rows.append({**row, "prompt": prompt, "candidates": candidates})
+    return Dataset.from_list(rows)
 
 
 def _check_correct(value, where: str) -> None:
@@ -83,8 +157,11 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
 def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     """The pool as one row per answer (a long-form input is returned as is; grouped rows unfold in order).
 
-    A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`).
+    A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`). Conversational
+    answers given as whole `messages` are split into `prompt`/`completion` messages first
+    ([`conversational_to_prompt_completion`]).
     """
+    dataset = conversational_to_prompt_completion(dataset)
     form = validate_pool(dataset, require_correct)
     if form == "long":
         return dataset
@@ -113,6 +190,7 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
 
 def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     """The pool as one row per prompt with a `candidates` list, in order of first appearance of each prompt."""
+    dataset = conversational_to_prompt_completion(dataset)
     form = validate_pool(dataset, require_correct)
     if form == "grouped":
         return dataset

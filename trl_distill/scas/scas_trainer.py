@@ -7,7 +7,7 @@ from datasets import Dataset
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import pool_form, to_long_pool
+from ..core.pool import is_candidate_pool, to_long_pool
 from ..core.sampler import SelectionSampler
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
@@ -25,13 +25,16 @@ class SCASTrainer(SFTTrainer):
 
     The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
-    prompt with a `candidates` list). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
+    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
     every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
-    A plain SFT dataset (`prompt`/`completion` or `messages`, no pool columns) is trained exactly as `SFTTrainer`
-    trains it: same examples, same order, same loss.
+    Any other dataset (no `candidates`, `prompt_id`, `teacher` or `correct` column) is a plain SFT dataset and is
+    trained exactly as `SFTTrainer` trains it (same examples, same order, same loss): every format `SFTTrainer`
+    takes — `text`, `messages`, `prompt`/`completion` (plain or conversational), `conversations`, pre-tokenized
+    `input_ids`, `tools` and `chat_template_kwargs` columns, extra columns — and `SFTTrainer`'s own errors for bad
+    data.
 
     Args:
         model: as for [`~trl.SFTTrainer`].
@@ -53,7 +56,9 @@ class SCASTrainer(SFTTrainer):
             args = SCASConfig(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
 
         self._scas_pool = None
-        if isinstance(train_dataset, Dataset) and pool_form(train_dataset) != "sft":
+        # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
+        # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
+        if isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset):
             if args.packing:
                 raise ValueError(
                     "SCASTrainer selects one answer (one dataset row) per prompt, which packing would merge with other "

@@ -29,6 +29,7 @@ from ..core.logprobs import (
     token_logprobs_from_hidden,
 )
 from ..core.pool import to_long_pool
+from ..core.tokenizers import ensure_pad_token
 
 
 @dataclass
@@ -158,8 +159,11 @@ def learning_cost_batch(model, batch: SequenceBatch, lmbda: float = 0.5, feature
 def encode_pool(tokenizer, pool, system: str | None = None) -> list[dict]:
     """Token ids and masks of every candidate of a long-form pool (see [`encode_prompt_completion`])."""
     features = []
+    # a row's `tools`/`chat_template_kwargs` reach the chat template, as SFTTrainer passes them
+    tools = pool["tools"] if "tools" in pool.column_names else [None] * len(pool)
+    kwargs = pool["chat_template_kwargs"] if "chat_template_kwargs" in pool.column_names else [None] * len(pool)
     for i, (prompt, completion) in enumerate(zip(pool["prompt"], pool["completion"])):
-        encoded = encode_prompt_completion(tokenizer, prompt, completion, system=system)
+        encoded = encode_prompt_completion(tokenizer, prompt, completion, system, tools[i], kwargs[i])
         if not any(c and not s for c, s in zip(encoded["completion_mask"], encoded["special_mask"])):
             raise ValueError(
                 f"Row {i}: the answer has no non-special tokens to score (completion {completion!r}). Drop the row or "
@@ -222,4 +226,5 @@ def scas_scores(
     """
     long = to_long_pool(pool, require_correct=False)
     features = encode_pool(tokenizer, long, system=system)
-    return score_features(model, features, tokenizer.pad_token_id, lmbda, batch_size, feature_module, padding_side)
+    pad_token_id = ensure_pad_token(tokenizer)
+    return score_features(model, features, pad_token_id, lmbda, batch_size, feature_module, padding_side)
