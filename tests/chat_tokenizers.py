@@ -72,6 +72,8 @@ GEMMA3_TEMPLATE = (
     "{%- if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{%- endif %}"
 )
 
+TOOLS_EXAMPLE = '[{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]'
+
 SPECS = {
     "qwen3": dict(
         specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
