@@ -55,12 +55,18 @@ def pool_form(dataset: Dataset) -> str:
     )
 
 
+ANSWER_ROLES = ("assistant", "gpt")
+
+
 def split_conversation(messages: list[dict], where: str = "") -> tuple[list[dict], list[dict]]:
-    """A conversation as `(prompt, completion)`: the completion is the trailing run of assistant messages."""
+    """A conversation as `(prompt, completion)`: the completion is the trailing run of assistant messages.
+
+    The answer roles are `assistant`, and ShareGPT's `gpt` (kept as is: the template renders what SFT trains).
+    """
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"{where}`messages` must be a non-empty list of {{role, content}} dicts, got {messages!r}.")
     k = len(messages)
-    while k > 0 and messages[k - 1].get("role") == "assistant":
+    while k > 0 and messages[k - 1].get("role") in ANSWER_ROLES:
         k -= 1
     if k == len(messages) or k == 0:
         raise ValueError(
