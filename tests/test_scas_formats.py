@@ -30,14 +30,14 @@ def test_sft_formats_are_not_pools(tokenizer, fmt):
 
 
 def test_pool_columns_make_a_pool():
-    for columns in ({"candidates": [[]]}, {"prompt_id": [0]}, {"teacher": ["a"]}, {"correct": [True]}):
+    for columns in ({"candidates": [[]]}, {"prompt_id": [0]}, {"teacher": ["a"]}):
         assert is_candidate_pool(Dataset.from_dict({"prompt": ["q"], "completion": ["a"], **columns}))
 
 
 def test_partial_pool_columns_are_an_error_not_plain_sft(tmp_path, tokenizer):
-    # `correct` without `prompt_id`/`teacher`: training it as plain SFT would train the wrong answers too
-    flagged = Dataset.from_dict({"prompt": ["Q1", "Q2"], "completion": ["A", "B"], "correct": [True, False]})
-    with pytest.raises(ValueError, match=r"missing column\(s\) \['prompt_id', 'teacher'\]"):
+    # `teacher` without `prompt_id`: a pool, so the missing column is named instead of training every answer
+    flagged = Dataset.from_dict({"prompt": ["Q1", "Q2"], "completion": ["A", "B"], "teacher": ["a", "b"]})
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['correct', 'prompt_id'\]"):
         SCASTrainer(tiny_model(tokenizer, "xs"), config(tmp_path), train_dataset=flagged, processing_class=tokenizer)
 
 

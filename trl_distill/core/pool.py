@@ -22,15 +22,16 @@ LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
 CANDIDATE_KEYS = ("completion", "teacher", "correct")
 
 
-POOL_MARKERS = ("candidates", "prompt_id", "teacher", "correct")
+POOL_MARKERS = ("candidates", "prompt_id", "teacher")
 
 
 def is_candidate_pool(dataset) -> bool:
-    """Whether `dataset` is a candidate pool (it has a `candidates`, `prompt_id`, `teacher` or `correct` column).
+    """Whether `dataset` is a candidate pool (it has a `candidates`, `prompt_id` or `teacher` column).
 
     Anything else (`text`, `messages`, `prompt`/`completion`, `conversations`, pre-tokenized `input_ids`, with any
-    extra columns) is a plain SFT dataset, left to `SFTTrainer` as it is. A dataset with some pool columns but not all
-    is a pool, so that [`validate_pool`] names what is missing instead of training every answer, wrong ones included.
+    extra columns, e.g. the `correct` flags DMC's candidate datasets carry) is a plain SFT dataset, left to
+    `SFTTrainer` as it is. A dataset with some pool columns but not all is a pool, so that [`validate_pool`] names
+    what is missing.
     """
     columns = getattr(dataset, "column_names", None)
     if isinstance(columns, dict):  # a DatasetDict: not a single training dataset

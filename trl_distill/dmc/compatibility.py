@@ -94,9 +94,11 @@ def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
         return dataset.map(split, with_indices=True, remove_columns=["messages"])
     if "text" in columns and "prompt" not in columns and "completion" not in columns:
         return dataset.map(lambda row: {"prompt": "", "completion": row["text"]}, remove_columns=["text"])
+    missing = [c for c in RESPONSE_COLUMNS if c not in columns]
     raise ValueError(
-        f"Candidate dataset {name!r} has no responses DMC can score (columns: {columns}): give `prompt` and "
-        "`completion`, `messages`, `conversations` or `text` (pre-tokenized `input_ids` cannot be verified)."
+        f"Candidate dataset {name!r} has no {missing} column(s) (columns: {columns}); DMC scores the responses: give "
+        "`prompt` and `completion`, `messages`, `conversations` or `text` (pre-tokenized `input_ids` cannot be "
+        "verified)."
     )
 
 

@@ -30,7 +30,7 @@ class SCASTrainer(SFTTrainer):
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
-    Any other dataset (no `candidates`, `prompt_id`, `teacher` or `correct` column) is a plain SFT dataset and is
+    Any other dataset (no `candidates`, `prompt_id` or `teacher` column) is a plain SFT dataset and is
     trained exactly as `SFTTrainer` trains it (same examples, same order, same loss): every format `SFTTrainer`
     takes — `text`, `messages`, `prompt`/`completion` (plain or conversational), `conversations`, pre-tokenized
     `input_ids`, `tools` and `chat_template_kwargs` columns, extra columns — and `SFTTrainer`'s own errors for bad
