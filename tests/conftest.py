@@ -49,3 +49,22 @@ def arithmetic(tokenizer):
     from trl_distill.lab.world.tasks import make_task_splits
 
     return make_task_splits(("arithmetic",), train_size=64, dev_size=16, test_size=16, seed=0)
+
+
+CHAT_TOKENIZERS = ("qwen3", "llama31", "gemma3")
+
+
+@pytest.fixture(params=CHAT_TOKENIZERS)
+def chat_tokenizer(request):
+    """A fresh offline tokenizer reproducing Qwen3, Llama-3.1 or Gemma-3 (see tests/chat_tokenizers.py)."""
+    from chat_tokenizers import build_chat_tokenizer
+
+    return build_chat_tokenizer(request.param)
+
+
+@pytest.fixture
+def llama31_tokenizer():
+    """The offline Llama-3.1 tokenizer: BOS in the template and from the tokenizer, no pad token."""
+    from chat_tokenizers import build_chat_tokenizer
+
+    return build_chat_tokenizer("llama31")

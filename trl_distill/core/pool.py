@@ -12,6 +12,10 @@ per prompt, or inside each candidate when they differ between the answers to one
 
 Every function here also takes a list of rows or a dict of columns (see [`as_dataset`]), and the released SCAS pool
 directory (one JSONL file per teacher) loads straight into the long form with [`load_released_pool`].
+
+Prompts and answers are strings or lists of messages. A conversational answer may also come whole, as `messages`
+(per row in the long form, per candidate in the grouped form): it is split before its trailing assistant turns into
+`prompt` and `completion` messages.
 """
 
 import json
@@ -52,8 +56,25 @@ def as_dataset(data, name: str = "pool") -> Dataset:
     )
 
 
+POOL_MARKERS = ("candidates", "prompt_id", "teacher")
+
+
+def is_candidate_pool(dataset) -> bool:
+    """Whether `dataset` is a candidate pool (it has a `candidates`, `prompt_id` or `teacher` column).
+
+    Anything else (`text`, `messages`, `prompt`/`completion`, `conversations`, pre-tokenized `input_ids`, with any
+    extra columns, e.g. the `correct` flags DMC's candidate datasets carry) is a plain SFT dataset, left to
+    `SFTTrainer` as it is. A dataset with some pool columns but not all is a pool, so that [`validate_pool`] names
+    what is missing.
+    """
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, dict):  # a DatasetDict: not a single training dataset
+        return False
+    return bool(set(POOL_MARKERS) & set(columns or ()))
+
+
 def pool_form(dataset: Dataset) -> str:
-    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` rows), judged by the columns.
+    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` or `messages` rows), judged by the columns.
 
     A dataset with a `correct` column but neither `teacher` nor `prompt_id` is refused: trained as plain SFT it would
     train its wrong answers too, and it does not say which answers belong to one prompt.
@@ -64,9 +85,9 @@ def pool_form(dataset: Dataset) -> str:
     columns = set(dataset.column_names)
     if "candidates" in columns:
         return "grouped"
-    if {"completion", "teacher"} <= columns or "prompt_id" in columns:
+    if is_candidate_pool(dataset):
         return "long"
-    if {"prompt", "completion"} <= columns:
+    if {"prompt", "completion"} <= columns or "messages" in columns:
         if "correct" in columns:
             raise ValueError(
                 "The dataset has a `correct` column but no `prompt_id` or `teacher` column, so it is neither a "
@@ -78,7 +99,8 @@ def pool_form(dataset: Dataset) -> str:
     raise ValueError(
         f"Not a candidate pool: columns are {sorted(columns)}. Give either one row per answer with columns "
         f"{list(LONG_COLUMNS)}, or one row per prompt with `prompt` and `candidates` "
-        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion`."
+        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion` (or "
+        "`messages`)."
     )
 
 
@@ -98,6 +120,65 @@ def parse_correct(value, where: str = "") -> bool:
         f"{where + ': ' if where else ''}`correct` must be a boolean (True/False, 0/1 or the strings "
         f'"true"/"false"), got {value!r}. Verify the answers first, and drop or re-verify rows without a verdict.'
     )
+
+
+ANSWER_ROLES = ("assistant", "gpt")
+
+
+def split_conversation(messages: list[dict], where: str = "") -> tuple[list[dict], list[dict]]:
+    """A conversation as `(prompt, completion)`: the completion is the trailing run of assistant messages.
+
+    The answer roles are `assistant`, and ShareGPT's `gpt` (kept as is: the template renders what SFT trains).
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}`messages` must be a non-empty list of {{role, content}} dicts, got {messages!r}.")
+    k = len(messages)
+    while k > 0 and messages[k - 1].get("role") in ANSWER_ROLES:
+        k -= 1
+    if k == len(messages) or k == 0:
+        raise ValueError(
+            f"{where}`messages` must end with the assistant's answer after at least one other turn (roles: "
+            f"{[m.get('role') for m in messages]}); give `prompt` and `completion` instead."
+        )
+    return messages[:k], messages[k:]
+
+
+def conversational_to_prompt_completion(dataset: Dataset) -> Dataset:
+    """A pool (or SFT dataset) whose answers are whole conversations, as `prompt`/`completion` messages.
+
+    Each `messages` value (a row's, or a grouped candidate's) is split before its trailing assistant turns (see
+    [`split_conversation`]); the answers to one prompt must share the prompt turns. Other datasets are returned as is.
+    """
+    columns = dataset.column_names
+    if "messages" in columns and "prompt" not in columns:
+
+        def split(row, i):
+            prompt, completion = split_conversation(row["messages"], f"Row {i}: ")
+            return {"prompt": prompt, "completion": completion}
+
+        return dataset.map(split, with_indices=True, remove_columns=["messages"])
+    if "candidates" not in columns:
+        return dataset
+    if not any(isinstance(c, dict) and "messages" in c for cands in dataset["candidates"] for c in cands or []):
+        return dataset
+    rows = []
+    for i, row in enumerate(dataset):
+        candidates, prompt = [], row.get("prompt")
+        for j, candidate in enumerate(row["candidates"] or []):
+            candidate = {k: v for k, v in candidate.items() if v is not None}
+            if "messages" in candidate:
+                turns, answer = split_conversation(candidate.pop("messages"), f"Row {i}, candidate {j}: ")
+                if prompt is None:
+                    prompt = turns
+                elif prompt != turns:
+                    raise ValueError(
+                        f"Row {i}, candidate {j}: its `messages` start with other prompt turns than the row's "
+                        "prompt; the answers to one prompt must share its prompt turns."
+                    )
+                candidate["completion"] = answer
+            candidates.append(candidate)
+        rows.append({**row, "prompt": prompt, "candidates": candidates})
+    return Dataset.from_list(rows)
 
 
 def _check_correct(value, where: str) -> None:
@@ -168,9 +249,10 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
 
     A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`). `correct` flags are
     parsed into booleans (see [`parse_correct`]); a missing flag (allowed with `require_correct=False`) counts as
-    `True`.
+    `True`. Conversational answers given as whole `messages` are split into `prompt`/`completion` messages first
+    ([`conversational_to_prompt_completion`]).
     """
-    dataset = as_dataset(dataset)
+    dataset = conversational_to_prompt_completion(as_dataset(dataset))
     form = validate_pool(dataset, require_correct)
     if form == "long":
         if "correct" in dataset.column_names and not all(isinstance(c, bool) for c in dataset["correct"]):
@@ -202,7 +284,7 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
 
 def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     """The pool as one row per prompt with a `candidates` list, in order of first appearance of each prompt."""
-    dataset = as_dataset(dataset)
+    dataset = conversational_to_prompt_completion(as_dataset(dataset))
     form = validate_pool(dataset, require_correct)
     if form == "grouped":
         return dataset

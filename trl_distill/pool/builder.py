@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..core.generation import generate_completions, render_prompt
 from ..core.pool import validate_pool
+from ..core.tokenizers import ensure_pad_token
 from ..core.verifiers import resolve_verifier, run_verifier, verifier_name
 from .build_pool_config import BuildPoolConfig, TeacherSpec
 
@@ -411,8 +412,7 @@ class _TransformersBackend:
 
         self.spec, self.batch_size = spec, config.batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=config.trust_remote_code)
-        if self.tokenizer.pad_token is None:  # many base models ship without one; left padding makes eos safe
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)  # many base models ship without one; left padding makes eos safe
         dtype = spec.dtype if spec.dtype == "auto" else getattr(torch, spec.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(
             spec.model, dtype=dtype, trust_remote_code=config.trust_remote_code

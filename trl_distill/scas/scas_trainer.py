@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import as_dataset, pool_form, to_long_pool
+from ..core.pool import as_dataset, is_candidate_pool, to_long_pool
 from ..core.sampler import SelectionSampler
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
@@ -18,6 +18,21 @@ from .selection import scas_select
 
 logger = logging.getLogger(__name__)
 
+
+def _warn_unverified_sft_rows(dataset: Dataset) -> None:
+    """A plain SFT dataset trains every row; one with `correct=False` rows (but no `prompt_id`/`teacher` to select
+    among answers) would train its wrong answers too, so say how many, once, before training."""
+    if "correct" not in dataset.column_names:
+        return
+    wrong = sum(1 for flag in dataset["correct"] if flag is not None and str(flag).strip().lower() in ("false", "0"))
+    if wrong:
+        logger.warning(
+            "The dataset has a `correct` column but no `prompt_id`/`teacher` columns, so SCASTrainer trains it as plain "
+            "SFT, including its %d row(s) with correct=False. Add `prompt_id` and `teacher` columns to select among "
+            "verified answers, or drop the wrong rows.",
+            wrong,
+        )
+
 POOL_ROW = "_scas_pool_row"
 
 
@@ -26,13 +41,16 @@ class SCASTrainer(SFTTrainer):
 
     The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
-    prompt with a `candidates` list). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
+    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
     every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
-    A plain SFT dataset (`prompt`/`completion` or `messages`, no pool columns) is trained exactly as `SFTTrainer`
-    trains it: same examples, same order, same loss.
+    Any other dataset (no `candidates`, `prompt_id` or `teacher` column) is a plain SFT dataset and is
+    trained exactly as `SFTTrainer` trains it (same examples, same order, same loss): every format `SFTTrainer`
+    takes — `text`, `messages`, `prompt`/`completion` (plain or conversational), `conversations`, pre-tokenized
+    `input_ids`, `tools` and `chat_template_kwargs` columns, extra columns — and `SFTTrainer`'s own errors for bad
+    data.
 
     Args:
         model: as for [`~trl.SFTTrainer`].
@@ -57,7 +75,11 @@ class SCASTrainer(SFTTrainer):
         self._scas_pool = None
         if isinstance(train_dataset, str | os.PathLike | list | dict):
             train_dataset = as_dataset(train_dataset, "train_dataset")
-        if isinstance(train_dataset, Dataset) and pool_form(train_dataset) != "sft":
+        # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
+        # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
+        if isinstance(train_dataset, Dataset) and not is_candidate_pool(train_dataset):
+            _warn_unverified_sft_rows(train_dataset)
+        if isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset):
             if args.packing:
                 raise ValueError(
                     "SCASTrainer selects one answer (one dataset row) per prompt, which packing would merge with other "

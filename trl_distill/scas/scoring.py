@@ -39,6 +39,7 @@ from ..core.logprobs import (
     token_logprobs_from_hidden,
 )
 from ..core.pool import to_long_pool
+from ..core.tokenizers import ensure_pad_token
 
 
 @dataclass
@@ -276,8 +277,11 @@ def encode_pool(
     if truncation_mode not in ("keep_start", "keep_end"):
         raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}.")
     features = []
+    # a row's `tools`/`chat_template_kwargs` reach the chat template, as SFTTrainer passes them
+    tools = pool["tools"] if "tools" in pool.column_names else [None] * len(pool)
+    kwargs = pool["chat_template_kwargs"] if "chat_template_kwargs" in pool.column_names else [None] * len(pool)
     for i, (prompt, completion) in enumerate(zip(pool["prompt"], pool["completion"])):
-        encoded = encode_prompt_completion(tokenizer, prompt, completion, system=system)
+        encoded = encode_prompt_completion(tokenizer, prompt, completion, system, tools[i], kwargs[i])
         if not has_answer_tokens(encoded):
             raise ValueError(
                 f"Row {i}: the answer has no non-special tokens to score (completion {completion!r}). Drop the row or "
@@ -363,7 +367,7 @@ def scas_scores(
     return score_features(
         model,
         features,
-        tokenizer.pad_token_id,
+        ensure_pad_token(tokenizer),
         lmbda,
         batch_size,
         feature_module,
