@@ -13,7 +13,7 @@ from trl_distill.core.logprobs import encode_prompt_completion
 from trl_distill.core.tokenizers import ensure_pad_token
 from trl_distill.dmc.compatibility import response_nll
 from trl_distill.evaluation.diagnostics import token_diagnostics
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
 from trl_distill.scas.scoring import scas_scores
 
 

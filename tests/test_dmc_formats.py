@@ -9,7 +9,7 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_distill.dmc.compatibility import check_response_dataset
 from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCCallback
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
 from trl_distill.scas.scas_trainer import SCASTrainer
 
 

@@ -6,7 +6,7 @@ from sft_formats import FORMATS, sft_dataset
 from trl import SFTConfig, SFTTrainer
 
 from trl_distill.core.pool import is_candidate_pool, to_grouped_pool, to_long_pool
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import POOL_ROW, SCASTrainer
 

@@ -97,7 +97,7 @@ def test_partial_truncation_is_scored_as_trained_and_counted(tmp_path, tokenizer
     assert [len(trained[i]) for i in range(2)] == [len(f["input_ids"]) for f in scored]
 
 
-def test_empty_and_ambiguous_datasets_raise_before_training(tmp_path, tokenizer):
+def test_empty_datasets_raise_and_unverified_sft_rows_are_counted_before_training(tmp_path, tokenizer, caplog):
     model = tiny_model(tokenizer, "xs")
     with pytest.raises(ValueError, match="The dataset is empty"):
         SCASTrainer(
@@ -106,6 +106,9 @@ def test_empty_and_ambiguous_datasets_raise_before_training(tmp_path, tokenizer)
             train_dataset=Dataset.from_dict({"prompt": [], "completion": []}),
             processing_class=tokenizer,
         )
+    # `correct` without `prompt_id`/`teacher` is plain SFT data (as DMC's candidate datasets are): trained as SFTTrainer
+    # trains it, with the wrong rows counted in a warning, not silently
     mixed = Dataset.from_dict({"prompt": ["p", "p"], "completion": ["right", "wrong"], "correct": [True, False]})
-    with pytest.raises(ValueError, match="`correct` column but no `prompt_id` or `teacher`"):
+    with caplog.at_level("WARNING", logger="trl_distill.scas.scas_trainer"):
         SCASTrainer(model, config(tmp_path), train_dataset=mixed, processing_class=tokenizer)
+    assert "including its 1 row(s) with correct=False" in caplog.text

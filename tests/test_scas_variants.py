@@ -9,9 +9,9 @@ from datasets import Dataset
 from trl_distill.core.logprobs import encode_prompt_completion
 from trl_distill.core.pool import to_long_pool
 from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.toys import toy_pool
 from trl_distill.scas.scoring import SCORE_KEYS, scas_scores
 from trl_distill.scas.selection import scas_select
-from trl_distill.lab.world.toys import toy_pool
 
 
 def header_length(tokenizer, prompt):

@@ -77,6 +77,8 @@ class SCASTrainer(SFTTrainer):
             train_dataset = as_dataset(train_dataset, "train_dataset")
         # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
         # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
+        if isinstance(train_dataset, Dataset) and len(train_dataset) == 0:
+            raise ValueError("The dataset is empty: `train_dataset` needs at least one prompt with one answer.")
         if isinstance(train_dataset, Dataset) and not is_candidate_pool(train_dataset):
             _warn_unverified_sft_rows(train_dataset)
         if isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset):

@@ -13,6 +13,7 @@ script.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..core.tokenizers import ensure_pad_token
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
 from .utils import (
@@ -38,8 +39,7 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
         raise ValueError("Give the student with --model_name_or_path (or use --lab).")
     check_model_paths(student=model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     kwargs = student_init_kwargs(model_args, training_args)
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path, quantization_config=quantization_config(model_args), **kwargs

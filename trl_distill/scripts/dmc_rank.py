@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
 from ..core.data import load_data
+from ..core.tokenizers import ensure_pad_token
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
 from .utils import check_model_paths, lab_tokenizer, verifier
@@ -109,8 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     else:
         check_model_paths(student=rank_args.model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(rank_args.model_name_or_path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")
     settings = asdict(dmc_args)
     for unused in ("strategy", "temperature", "top_fraction", "every_epochs"):  # training-time settings

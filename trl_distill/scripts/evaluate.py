@@ -28,6 +28,7 @@ import math
 import os
 import sys
 
+from ..core.tokenizers import ensure_pad_token
 from ..evaluation.identity import IdentityFact, split_names
 from .utils import check_model_paths, parse_args_with_config
 
@@ -72,8 +73,7 @@ def _load_model(path: str):
 
     check_model_paths(model=path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     if torch.cuda.is_available():
         model = model.to("cuda")

@@ -19,6 +19,7 @@ from accelerate import PartialState
 
 from ..core.data import load_data
 from ..core.pool import to_long_pool
+from ..core.tokenizers import ensure_pad_token
 from ..scas.scoring import Q_NLL_SCOPES, SCORE_KEYS, encode_pool, score_features
 from ..scas.selection import STRATEGIES, scas_select
 from .utils import check_model_paths, parse_args_with_config
@@ -69,8 +70,6 @@ def main(argv=None) -> dict:
     check_model_paths(model=args.model)
     state = PartialState()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(state.device)
 
@@ -78,7 +77,7 @@ def main(argv=None) -> dict:
     scores = score_features(
         model,
         encode_pool(tokenizer, long, system=args.system),
-        tokenizer.pad_token_id,
+        ensure_pad_token(tokenizer),
         lmbda=args.lmbda,
         batch_size=args.batch_size,
         feature_module=args.feature_module,
