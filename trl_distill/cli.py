@@ -50,5 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     return status if isinstance(status, int) else 0
 
 
+def run() -> None:
+    """The `trl-distill` console entry point: [`main`], then the end of the process group, then exit."""
+    status = main()
+    from .scripts.utils import end_processes
+
+    end_processes()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

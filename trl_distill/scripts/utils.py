@@ -145,11 +145,24 @@ def lab_tokenizer():
 
 
 def finish(trainer, training_args, dataset_name: str | None = None) -> None:
-    """The end of every training job, as in TRL's scripts: save, push to the Hub when asked, end the trackers."""
+    """The end of every training job, as in TRL's scripts: save, push to the Hub when asked, finish the trackers.
+
+    The process group is left for [`end_processes`] (called by the `trl-distill` entry point on exit), so that
+    several jobs can run in one process.
+    """
     trainer.accelerator.print("Training completed.")
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers, destroy the process group
-        trainer.end()
+        trainer.accelerator.print(f"Model pushed to the Hub as {trainer.hub_model_id}.")
+    for tracker in trainer.accelerator.trackers:
+        tracker.finish()
+
+
+def end_processes() -> None:
+    """Destroys the distributed process group, if one is up: the last step of a command (`trainer.end()` in TRL)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
