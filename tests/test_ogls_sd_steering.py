@@ -1,9 +1,11 @@
-"""OGLS-SD steering directions, checked against hand-computed numbers and against explicit-logit steering."""
+"""OGLS-SD steering directions and rollout token masks, checked against hand-computed numbers and against
+explicit-logit steering."""
 
 import pytest
 import torch
 
 from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from trl_distill.ogls_sd.rollout_masks import distillation_mask, positive_tail_mask, short_correct_rollouts
 from trl_distill.ogls_sd.steering import (
     contextual_steering_direction,
     direction_logit_norm,
@@ -112,3 +114,58 @@ def test_normalized_pooled_direction_has_unit_logit_norm(head):
 def test_incomplete_groups_are_rejected():
     with pytest.raises(ValueError, match="num_generations=3"):
         steering_direction(torch.randn(4, 2, 2), torch.ones(4, 2), torch.tensor([1, 0, 1, 0]), 3)
+
+
+def right_padded(lengths, width):
+    return (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(-1)).long()
+
+
+def test_distillation_mask_keeps_incorrect_rollouts_and_their_first_tokens():
+    mask = right_padded([5, 3, 6, 2], 6)
+    success = torch.tensor([1, 0, -1, 0])  # correct, incorrect, unscored, incorrect
+    got = distillation_mask(mask, success, "incorrect", max_distill_tokens=4)
+    expected = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 0],  # correct: no distribution matching
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],  # unscored counts as not verified correct; cut after 4 tokens
+            [1, 1, 0, 0, 0, 0],
+        ]
+    )
+    assert torch.equal(got, expected)
+    assert torch.equal(distillation_mask(mask, success, "all", None), mask)
+
+
+def test_short_correct_rollouts_by_the_group_median():
+    # group 1: correct lengths 4, 10, 7 (median 7) and one failure; group 2: one correct rollout; group 3: none
+    lengths = torch.tensor([4, 10, 7, 2, 9, 3, 3, 3, 5, 6, 7, 8])
+    success = torch.tensor([1, 1, 1, 0, 1, 0, 0, -1, 0, 0, 0, 0])
+    short = short_correct_rollouts(lengths, success, 4, quantile=0.5)
+    assert short.tolist() == [True, False, True, False, True, False, False, False, False, False, False, False]
+    # quantile 1.0: every correct rollout; an absolute cap on top
+    assert short_correct_rollouts(lengths, success, 4, 1.0).tolist()[:5] == [True, True, True, False, True]
+    assert short_correct_rollouts(lengths, success, 4, 1.0, max_tokens=8).tolist()[:5] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    # two correct rollouts: the median interpolates between them (4 and 10 -> 7)
+    two = short_correct_rollouts(torch.tensor([4, 10, 7, 2]), torch.tensor([1, 1, 0, 0]), 4, 0.5)
+    assert two.tolist() == [True, False, False, False]
+
+
+def test_positive_tail_mask_is_the_last_tokens_of_short_correct_rollouts():
+    mask = right_padded([5, 8, 2, 6], 8)
+    success = torch.tensor([1, 1, 1, 0])  # correct lengths 5, 8, 2: median 5
+    got = positive_tail_mask(mask, success, 4, tail_tokens=3, quantile=0.5)
+    expected = torch.tensor(
+        [
+            [0, 0, 1, 1, 1, 0, 0, 0],  # the last 3 of 5 tokens
+            [0, 0, 0, 0, 0, 0, 0, 0],  # longer than the median: not short
+            [1, 1, 0, 0, 0, 0, 0, 0],  # shorter than the tail: all of it
+            [0, 0, 0, 0, 0, 0, 0, 0],  # incorrect
+        ]
+    )
+    assert torch.equal(got, expected)
