@@ -33,8 +33,10 @@ def test_recipe_parses_into_config(recipe, tmp_path):
     assert config.teacher_model_kind == "initial" and config.num_generations >= 2
     assert "{privileged_context}" in config.teacher_prompt_template
     assert script_args.reward in REWARDS
-    if "opsd" in recipe:  # the OPSD baseline: exactly the named configuration, with the released guard
-        assert {key: getattr(config, key) for key in OPSD_SETTINGS} == OPSD_SETTINGS
+    if "opsd" in recipe:  # the OPSD baseline: the named configuration with the released clip and guard
+        released = {**OPSD_SETTINGS, "jsd_token_clip": 0.05}
+        assert {key: getattr(config, key) for key in OPSD_SETTINGS} == released
+        assert config.jsd_clip_scope == "vocabulary"
         assert config.teacher_prompt_template == OPSD_GUARD_TEACHER_PROMPT_TEMPLATE
     else:  # OGLS-SD: the v2 defaults, written out
         defaults = OGLSSDConfig(output_dir=str(tmp_path), use_cpu=True)

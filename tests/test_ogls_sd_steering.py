@@ -1,10 +1,13 @@
 """OGLS-SD steering directions and rollout token masks, checked against hand-computed numbers and against
 explicit-logit steering."""
 
+import math
+
 import pytest
 import torch
 
 from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from trl_distill.ogls_sd.clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
 from trl_distill.ogls_sd.rollout_masks import distillation_mask, positive_tail_mask, short_correct_rollouts
 from trl_distill.ogls_sd.steering import (
     contextual_steering_direction,
@@ -169,3 +172,46 @@ def test_positive_tail_mask_is_the_last_tokens_of_short_correct_rollouts():
         ]
     )
     assert torch.equal(got, expected)
+
+
+def elementwise_jsd_terms(zs, zt, beta):
+    """The generalized JSD's per-vocabulary-entry terms in float64, written from the definition."""
+    ps, pt = zs.double().softmax(-1), zt.double().softmax(-1)
+    if beta == 0.0:
+        return pt * (pt / ps).log()
+    if beta == 1.0:
+        return ps * (ps / pt).log()
+    m = beta * pt + (1 - beta) * ps
+    return beta * pt * (pt / m).log() + (1 - beta) * ps * (ps / m).log()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_vocabulary_clipped_jsd_clamps_each_entry_before_the_sum(head, beta):
+    torch.manual_seed(4)
+    zs, zt = 3 * torch.randn(6, 37), 3 * torch.randn(6, 37)
+    clip = 0.02
+    got = vocabulary_clipped_jsd_from_logits(zs, zt, beta, clip)
+    expected = elementwise_jsd_terms(zs, zt, beta).clamp(max=clip).sum(-1)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    assert (got > clip).any()  # a token's total is not bounded by the clip, unlike the per-token clip
+    unclipped = vocabulary_clipped_jsd_from_logits(zs, zt, beta, math.inf)
+    torch.testing.assert_close(unclipped, generalized_jsd_from_logits(zs, zt, beta), atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_vocabulary_clipped_jsd_equals_explicit_values_and_gradients(head):
+    torch.manual_seed(5)
+    N, T, H = 3, 4, head.weight.shape[1]
+    student = LMHead(weight=(0.3 * torch.randn_like(head.weight)).requires_grad_(), bias=torch.randn_like(head.bias))
+    h_s = torch.randn(N, T, H, requires_grad=True)
+    h_t = torch.randn(N, T, H)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    chunked, entropy = vocabulary_clipped_jsd(h_s, student, h_t, head, mask, 0.5, 0.01, chunk_tokens=3)
+    explicit = vocabulary_clipped_jsd_from_logits(student.logits(h_s), head.logits(h_t), 0.5, 0.01) * mask
+    torch.testing.assert_close(chunked, explicit, atol=1e-6, rtol=1e-5)
+    log_p = student.logits(h_s).log_softmax(-1)
+    torch.testing.assert_close(entropy, -(log_p.exp() * log_p).sum(-1) * mask, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(N, T)
+    grads = torch.autograd.grad((chunked * weights).sum(), (h_s, student.weight))
+    expected = torch.autograd.grad((explicit * weights).sum(), (h_s, student.weight))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

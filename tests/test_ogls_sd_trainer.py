@@ -10,7 +10,7 @@ from datasets import Dataset
 from trl import DistillationTrainer
 
 from trl_distill.lab.models import tiny_model
-from trl_distill.ogls_sd.ogls_sd_config import OPSD_SETTINGS, OGLSSDConfig
+from trl_distill.ogls_sd.ogls_sd_config import OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, OPSD_SETTINGS, OGLSSDConfig
 from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer, teacher_prompt
 
 
@@ -60,7 +60,7 @@ def make_trainer(
     )
 
 
-def brute_force_loss(trainer, rows, output, alpha, beta=0.5):
+def brute_force_loss(trainer, rows, output, alpha, beta=0.5, template=TEMPLATE, entry_clip=math.inf):
     """OPSD / pooled OGLS-SD with the privileged anchor on every rollout (v1 reading) from scratch, in float64, one
     unpadded sequence at a time, explicit vocabulary sums."""
     tok, student, teacher = trainer.processing_class, trainer.model, trainer.teacher_model
@@ -71,7 +71,7 @@ def brute_force_loss(trainer, rows, output, alpha, beta=0.5):
         completions.append(tok.decode(completion, skip_special_tokens=True))
         question = row["prompt"][0]["content"]
         teacher_prompt = [
-            {"role": "user", "content": TEMPLATE.format(prompt=question, privileged_context=row["privileged_context"])}
+            {"role": "user", "content": template.format(prompt=question, privileged_context=row["privileged_context"])}
         ]
         for model, prompt, out in (
             (teacher, teacher_prompt, teacher_logits),
@@ -93,7 +93,8 @@ def brute_force_loss(trainer, rows, output, alpha, beta=0.5):
             zt, zs = teacher_logits[i] + alpha * d, student_logits[i]
             pt, ps = zt.softmax(-1), zs.softmax(-1)
             m = beta * pt + (1 - beta) * ps
-            jsd = beta * (pt * (pt / m).log()).sum(-1) + (1 - beta) * (ps * (ps / m).log()).sum(-1)
+            terms = beta * pt * (pt / m).log() + (1 - beta) * ps * (ps / m).log()  # per vocabulary entry
+            jsd = terms.clamp(max=entry_clip).sum(-1)
             total, count = total + jsd.sum().item(), count + jsd.numel()
     return total / count, success
 
@@ -175,6 +176,27 @@ def test_opsd_named_configuration_equals_brute_force_opsd(tokenizer, toy, tmp_pa
     output = trainer._generate_and_score_completions(rows)
     loss = trainer.compute_loss(trainer.model, output)
     expected, _ = brute_force_loss(trainer, rows, output, alpha=0.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["hidden-states", "explicit-logits"])
+def test_opsd_as_released_equals_brute_force_with_its_clip_and_guard(tokenizer, toy, tmp_path, explicit):
+    # OPSD's released loss: each vocabulary entry's JSD term clamped at 0.05 before the sum, the guard template
+    trainer = make_trainer(
+        tokenizer, toy, tmp_path, opsd=True, jsd_token_clip=0.05, jsd_clip_scope="vocabulary",
+        teacher_prompt_template=OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, per_device_train_batch_size=8,
+    )  # fmt: skip
+    trainer = perturbed(trainer, scale=0.3)  # far enough from the teacher that some entries pass the clip
+    trainer.explicit_logits = explicit
+    rows = [toy[i] for i in ROWS]
+    torch.manual_seed(3)
+    output = trainer._generate_and_score_completions(rows)
+    loss = trainer.compute_loss(trainer.model, output)
+    expected, _ = brute_force_loss(
+        trainer, rows, output, 0.0, template=OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, entry_clip=0.05
+    )
+    unclipped, _ = brute_force_loss(trainer, rows, output, 0.0, template=OPSD_GUARD_TEACHER_PROMPT_TEMPLATE)
+    assert expected < unclipped  # the clip bites
     assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 

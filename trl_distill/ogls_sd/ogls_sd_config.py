@@ -10,6 +10,7 @@ TEACHER_MODEL_KINDS = ("initial", "ema", "live")
 STEERING_MODES = ("pooled", "contextual")
 STEERING_ANCHORS = ("unprivileged", "privileged")
 STEER_ROLLOUTS = ("incorrect", "all")
+JSD_CLIP_SCOPES = ("token", "vocabulary")
 
 # OPSD's teacher template (arXiv 2601.18734): the prompt, then the reference solution.
 DEFAULT_TEACHER_PROMPT_TEMPLATE = "{prompt}\n\nHere is a reference solution to this problem:\n{privileged_context}"
@@ -112,7 +113,12 @@ class OGLSSDConfig(DistillationConfig):
             Clip of each token's divergence (summed over the vocabulary), `min(D_t, c)`: a token above it adds `c`
             and no gradient. v2 clips its forward KL but its value is not known; `1.0` nat is **our** choice. `None`
             does not clip. OPSD's released code uses `0.05`, applied to each vocabulary entry's term before the sum
-            over the vocabulary, which this per-token clip does not reproduce (see docs/ogls_sd.md).
+            over the vocabulary: that is `jsd_clip_scope="vocabulary"`.
+        jsd_clip_scope (`str`, *optional*, defaults to `"token"`):
+            What `jsd_token_clip` clamps. `"token"`: each token's divergence, `min(c, D_t)`, which bounds every token's
+            term and keeps TRL's chunked kernel. `"vocabulary"` (OPSD's released code): every vocabulary entry's term
+            before the sum, `Σ_v min(c, d_t,v)`, computed in token chunks of explicit logits under activation
+            checkpointing (slower; still no `(B, T, V)` logits).
         max_distill_tokens (`int` or `None`, *optional*, defaults to `1024`):
             Only the first `max_distill_tokens` tokens of a rollout are distribution-matched (v2: 1,024); later tokens
             get no divergence term. `None`: the whole rollout.
@@ -178,6 +184,10 @@ class OGLSSDConfig(DistillationConfig):
     jsd_token_clip: float | None = field(
         default=1.0, metadata={"help": "Clip of each token's divergence, min(D_t, c); None: no clip."}
     )
+    jsd_clip_scope: str = field(
+        default="token",
+        metadata={"help": "What jsd_token_clip clamps: 'token' (each token's total) or 'vocabulary' (OPSD's code)."},
+    )
     max_distill_tokens: int | None = field(
         default=1024, metadata={"help": "Distribution-match only the first this many rollout tokens; None: all."}
     )
@@ -241,6 +251,7 @@ class OGLSSDConfig(DistillationConfig):
             ("steering", self.steering, STEERING_MODES),
             ("steering_anchor", self.steering_anchor, STEERING_ANCHORS),
             ("steer_rollouts", self.steer_rollouts, STEER_ROLLOUTS),
+            ("jsd_clip_scope", self.jsd_clip_scope, JSD_CLIP_SCOPES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")

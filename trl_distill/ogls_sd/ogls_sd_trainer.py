@@ -20,6 +20,7 @@ from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_l
 
 from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
 from ..core.verifiers import completion_text
+from .clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
 from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
 from .rollout_masks import distillation_mask, positive_tail_mask
 from .steering import (
@@ -630,12 +631,16 @@ class OGLSSDTrainer(DistillationTrainer):
         distill, tail = inputs["distill_mask"], inputs["tail_mask"]
         student_hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, targets.size(1))
         student_head = LMHead.of(unwrapped_student)
+        clip = self.args.jsd_token_clip
+        per_entry_clip = clip is not None and self.args.jsd_clip_scope == "vocabulary"  # OPSD's code
         if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
             student_logits = student_head.logits(student_hidden)
             scaled = student_logits / self.temperature
-            per_token = (
-                generalized_jsd_from_logits(scaled, inputs["teacher_logits"] / self.temperature, self.beta) * distill
-            )
+            teacher_scaled = inputs["teacher_logits"] / self.temperature
+            if per_entry_clip:
+                per_token = vocabulary_clipped_jsd_from_logits(scaled, teacher_scaled, self.beta, clip) * distill
+            else:
+                per_token = generalized_jsd_from_logits(scaled, teacher_scaled, self.beta) * distill
             log_p = torch.log_softmax(scaled.detach(), dim=-1)
             entropy = -(log_p.exp() * log_p).sum(-1) * distill
             token_log_p = torch.log_softmax(student_logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
@@ -644,20 +649,23 @@ class OGLSSDTrainer(DistillationTrainer):
             teacher_head = self._teacher_head()
             heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
             # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
+            divergence = vocabulary_clipped_jsd if per_entry_clip else generalized_jsd
+            clip_args = (clip,) if per_entry_clip else ()
             with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
-                per_token, entropy = generalized_jsd(
+                per_token, entropy = divergence(
                     student_hidden,
                     student_head,
                     inputs["teacher_hidden"],
                     teacher_head,
                     distill,
                     self.beta,
+                    *clip_args,
                     self.temperature,
                 )
                 nll = self._tail_nll(student_hidden, student_head, targets, tail)
-        clip = self.args.jsd_token_clip
-        n_clipped = ((per_token > clip) & (distill != 0)).sum() if clip is not None else per_token.new_zeros(())
-        if clip is not None:
+        per_token_clip = clip is not None and not per_entry_clip
+        n_clipped = ((per_token > clip) & (distill != 0)).sum() if per_token_clip else per_token.new_tensor(math.nan)
+        if per_token_clip:
             per_token = per_token.clamp(max=clip)  # each token's term is at most `clip`; above it, no gradient
         n_distill, n_tail = (distill != 0).sum(), (tail != 0).sum()
         divergence_sum, nll_sum = per_token.sum(), nll.sum()
@@ -680,7 +688,8 @@ class OGLSSDTrainer(DistillationTrainer):
         ).sum(0)
         if n_distill > 0:
             self._metrics[mode]["divergence"].append((div_sum / n_distill).item())
-            self._metrics[mode]["divergence/clipped_frac"].append((n_clipped / n_distill).item())
+            if not torch.isnan(n_clipped):  # the per-token clip only
+                self._metrics[mode]["divergence/clipped_frac"].append((n_clipped / n_distill).item())
         if n_tail > 0:
             self._metrics[mode]["positive_tail/nll"].append((nll_sum / n_tail).item())
         return result
