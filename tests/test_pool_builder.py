@@ -102,9 +102,7 @@ def test_pool_rows_carry_teacher_settings_and_verified_correctness(reference_poo
         assert row["completion_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
         expected = {"alpha": (1.0, 8), "beta-t07": (0.7, 6)}[row["teacher"]]
         assert (row["generation"]["temperature"], row["generation"]["max_new_tokens"]) == expected
-        assert (
-            row["generation"]["backend"] == "transformers"
-        )  # token count is of the text: random bytes may not decode 1:1
+        assert row["generation"]["backend"] == "transformers"  # token count is of the text: random bytes may not decode 1:1
     assert 0 < sum(pool["correct"]) < len(pool)  # the check above saw both outcomes
 
     # one row per (prompt, teacher, sample), ordered by prompt, then teacher, then sample
