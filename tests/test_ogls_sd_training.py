@@ -66,10 +66,11 @@ def test_peft_student_uses_the_adapter_disabled_base_as_teacher(tokenizer, toy, 
     assert (adapted - expected).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize(
-    "steering, reward", [("pooled", task_reward), ("contextual", parity_reward)], ids=["pooled", "contextual"]
-)
-def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, tmp_path, steering, reward):
+@pytest.mark.parametrize("steering", ["pooled", "contextual"])
+def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, tmp_path, steering):
+    # the coin verifier mixes outcomes: with the v2 anchor (the initial model, i.e. the student at step 0) only the
+    # steering and the positive tail move the student on its first step
+    reward = parity_reward
     trainer = make_trainer(
         tokenizer, toy, tmp_path, reward=reward, steering=steering, gradient_accumulation_steps=2, max_steps=1
     )
@@ -90,7 +91,7 @@ def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, 
         "positive_tail/frac_rollouts",
     ):
         assert key in logged and math.isfinite(logged[key]), key
-    if steering == "contextual":  # the parity verifier mixes outcomes, so the context forwards really ran
+    if steering == "contextual":  # the context forwards really ran
         assert logged["steering/frac_mixed_groups"] > 0 and logged["steering/direction_norm"] > 0
 
 
