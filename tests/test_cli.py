@@ -95,6 +95,10 @@ def peft_args(job: str, output_dir: str) -> list[str]:
                 "4",
             ],
             "ogls-sd": [
+                # a 2-step student has no group with both outcomes: under the v2 default (unprivileged anchor) its
+                # target is the student itself and the gradient is zero, so train against the privileged anchor
+                "--steering_anchor",
+                "privileged",
                 "--lab_pretrain_steps",
                 "2",
                 "--per_device_train_batch_size",
