@@ -94,3 +94,13 @@ def test_lm_head_of_reads_the_model(tiny_student):
 def test_divergence_rejects_bad_beta():
     with pytest.raises(ValueError, match="beta must lie in"):
         generalized_jsd_from_logits(torch.zeros(1, 3), torch.zeros(1, 3), 1.5)
+
+
+def test_token_mean_loss_divides_by_the_step_tokens_or_the_micro_batch_tokens():
+    from trl_distill.core.divergence import token_mean_loss
+
+    total, tokens = torch.tensor(6.0), torch.tensor(4)
+    assert token_mean_loss(total, tokens).item() == 1.5  # this micro-batch's 4 tokens
+    assert token_mean_loss(total, tokens, 12).item() == 0.5  # the optimizer step's 12 tokens
+    assert token_mean_loss(total, tokens, torch.tensor(3)).item() == 2.0
+    assert token_mean_loss(total, torch.tensor(0)).item() == 6.0  # no token: no division by zero

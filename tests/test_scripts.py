@@ -193,7 +193,7 @@ def test_each_training_command_refuses_4bit_on_cpu_before_loading(job, files, tm
 @pytest.mark.parametrize("job", TRAINING)
 def test_each_training_command_names_a_missing_model_path(job, files, tmp_path):
     argv = [*job_args(job, files), "--output_dir", str(tmp_path), "--model_name_or_path", str(tmp_path / "nope")]
-    with pytest.raises(FileNotFoundError, match="student .*nope.* does not exist"):
+    with pytest.raises(FileNotFoundError, match="student path .*nope.* does not exist"):
         run_job(job, argv)
 
 

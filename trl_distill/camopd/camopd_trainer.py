@@ -12,7 +12,7 @@ from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenize
 from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx
 
-from ..core.divergence import LMHead, generalized_jsd
+from ..core.divergence import LMHead, generalized_jsd, token_mean_loss
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_model_path, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
 from .coherence import coherence, coherence_gain, coherence_parameters, gradient_coherence, per_sample_gradients
@@ -601,13 +601,7 @@ class CaMOPDTrainer(DistillationTrainer):
             entropy_sum = entropy_sum + entropy.sum()
             self._pending_divergence[name] = (divergence.detach().sum(), take(loss_mask).sum())
         n_valid = loss_mask.sum()
-        if num_items_in_batch is None:
-            loss = total / n_valid.clamp(min=1)
-        else:
-            loss = total / (
-                num_items_in_batch.to(device) if isinstance(num_items_in_batch, torch.Tensor) else num_items_in_batch
-            )
-        return loss, entropy_sum.detach(), n_valid
+        return token_mean_loss(total, n_valid, num_items_in_batch), entropy_sum.detach(), n_valid
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def training_step(self, model, inputs, num_items_in_batch):

@@ -14,23 +14,31 @@ SAVED_DATASET_FILES = ("dataset_info.json", "dataset_dict.json", "state.json")
 
 
 def looks_like_local_path(name: str) -> bool:
-    """Whether `name` is meant as a local path rather than a Hub id (`org/name`): it exists, starts with `.`, `/` or
-    `~`, ends with a data-file suffix, or has more than one `/`."""
+    """Whether `name` is meant as a local path rather than a Hub id (`namespace/name`): it exists, starts with `.`,
+    `/` or `~`, ends with a data-file suffix, or is not a valid Hub repo id (e.g. more than one `/`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     name = str(name)
-    return (
-        os.path.exists(os.path.expanduser(name))
-        or name.startswith((".", "/", "~"))
-        or os.path.splitext(name)[1].lower() in DATA_FILE_BUILDERS
-        or name.count("/") > 1
-    )
+    if os.path.exists(os.path.expanduser(name)) or name.startswith((".", "/", "~")):
+        return True
+    if os.path.splitext(name)[1].lower() in DATA_FILE_BUILDERS:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def check_local_path(name: str, what: str = "path") -> None:
-    """Raises `FileNotFoundError` naming `what` when `name` is a local path that does not exist."""
-    if looks_like_local_path(name) and not os.path.exists(os.path.expanduser(str(name))):
+    """Raises `FileNotFoundError` naming `what` when `name` is meant as a local path (see [`looks_like_local_path`])
+    and does not exist. Without it a missing path reaches the Hub client, whose error (`Repo id must be in the form
+    ...`) does not say that the path does not exist. A valid Hub id is left to the Hub."""
+    path = os.path.expanduser(str(name))
+    if looks_like_local_path(name) and not os.path.exists(path):
         raise FileNotFoundError(
-            f"The {what} {name!r} does not exist. Give an existing local file or directory, or a Hub id of the form "
-            "`org/name`."
+            f"The {what} path {str(name)!r} does not exist (resolved to {os.path.abspath(path)!r}), and it is not a Hub "
+            "id (`namespace/name`) either. Check the path, or give a Hub id."
         )
 
 

@@ -147,3 +147,14 @@ def _vocab_rows(weight: torch.Tensor) -> int:
 def _check_beta(beta: float) -> None:
     if not 0.0 <= beta <= 1.0:
         raise ValueError(f"beta must lie in [0, 1] (0 = forward KL, 1 = reverse KL), got {beta}.")
+
+
+def token_mean_loss(total: torch.Tensor, num_tokens: torch.Tensor, num_items_in_batch=None) -> torch.Tensor:
+    """The on-policy distillation loss of one micro-batch, as both on-policy trainers reduce it: the summed per-token
+    terms `total` divided by the loss tokens of the whole optimizer step (`num_items_in_batch`, counted by the Trainer
+    across gradient accumulation and processes) or, when that is not given, by this micro-batch's `num_tokens`."""
+    if num_items_in_batch is None:
+        return total / num_tokens.clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch

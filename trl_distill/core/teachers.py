@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 from accelerate.logging import get_logger
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from trl.models import prepare_deepspeed
 from trl.trainer.utils import create_model_from_path, get_config_model_id
+
+from .data import check_local_path
 
 
 logger = get_logger(__name__)
@@ -34,27 +34,9 @@ MAX_LISTED = 5
 
 
 def check_model_path(name_or_path: str, what: str = "model") -> None:
-    """Raises a clear error when `name_or_path` is neither an existing local path nor a valid Hub repo id.
-
-    Without it a missing local directory reaches the Hub client, whose error (`Repo id must be in the form ...`)
-    does not say that the path does not exist.
-
-    Args:
-        name_or_path (`str`): a local directory or a Hub id.
-        what (`str`, defaults to `"model"`): how the error names it, e.g. `"teacher 'general'"`.
-    """
-    if os.path.exists(os.path.expanduser(name_or_path)):
-        return
-    looks_local = name_or_path.startswith((".", "/", "~"))
-    try:
-        validate_repo_id(name_or_path)
-    except HFValidationError:
-        looks_local = True
-    if looks_local:
-        raise FileNotFoundError(
-            f"The {what} path {name_or_path!r} does not exist (resolved to {os.path.abspath(name_or_path)!r}), and "
-            "it is not a Hub repo id (`namespace/name`) either. Check the path, or give a Hub id."
-        )
+    """Raises a clear `FileNotFoundError` when `name_or_path` is neither an existing local path nor a valid Hub repo id
+    (see [`~trl_distill.core.data.check_local_path`]); `what` names it, e.g. `"teacher 'general'"`."""
+    check_local_path(name_or_path, what)
 
 
 def vocab_size(model) -> int:

@@ -1,6 +1,5 @@
 """OGLS-SD: on-policy self-distillation (OPSD) with an outcome-guided, steered privileged teacher."""
 
-import copy
 import math
 import numbers
 import textwrap
@@ -18,7 +17,8 @@ from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx, pad
 
-from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits, token_mean_loss
+from ..core.teachers import load_teacher
 from ..core.verifiers import completion_text
 from .clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
 from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
@@ -213,25 +213,13 @@ class OGLSSDTrainer(DistillationTrainer):
             )
         teacher_model = None
         if kind in ("initial", "ema") and not peft_student:
-            zero3 = args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3
-            if zero3 and not isinstance(model, str):
-                # under ZeRO-3 an instantiated model may already be partitioned, and a deep copy would clone empty
-                # shards: load the teacher again from where the student came from (as TRL's SDFT does)
-                source = get_config_model_id(model.config)
-                if not source:
-                    raise ValueError(
-                        "With DeepSpeed ZeRO-3 the initial/EMA teacher is loaded from the student's path, but the model "
-                        "has no `name_or_path`. Pass the model as a path or hub id."
-                    )
-                teacher_model = source
-                if args.teacher_model_init_kwargs is None:
-                    args.teacher_model_init_kwargs = {"dtype": str(model.dtype).removeprefix("torch.")}
-            elif isinstance(model, str):
-                teacher_model = model
-                if args.teacher_model_init_kwargs is None:
-                    args.teacher_model_init_kwargs = dict(args.model_init_kwargs or {})
-            else:
-                teacher_model = copy.deepcopy(model)
+            # a frozen copy of the student through the one teacher loader: deep-copied, or under ZeRO-3 loaded again
+            # from the student's path (a deep copy would clone empty shards), with the student's init kwargs
+            init_kwargs = args.teacher_model_init_kwargs
+            if isinstance(model, str) and init_kwargs is None:
+                init_kwargs = dict(args.model_init_kwargs or {})
+            teacher_model = load_teacher(model, args, name="initial teacher", init_kwargs=init_kwargs, copy=True)
+            args.teacher_model_init_kwargs = None  # loaded here; DistillationTrainer prepares the instance
 
         super().__init__(
             model=model,
@@ -671,10 +659,7 @@ class OGLSSDTrainer(DistillationTrainer):
         divergence_sum, nll_sum = per_token.sum(), nll.sum()
         # `0·h` keeps the graph connected when a micro-batch has no loss token (e.g. all rollouts correct, no tail)
         total = divergence_sum + self.args.positive_tail_weight * nll_sum + 0.0 * student_hidden.sum()
-        if num_items_in_batch is None:
-            loss = total / (n_distill + n_tail).clamp(min=1)
-        else:
-            loss = total / num_items_in_batch
+        loss = token_mean_loss(total, n_distill + n_tail, num_items_in_batch)
         self._loss_stats = torch.stack(
             [divergence_sum.detach(), n_distill, nll_sum.detach(), n_tail, n_clipped]
         ).float()
