@@ -21,7 +21,7 @@ OVERRIDES = {
     "dmc": "--per_device_train_batch_size 4 --probe_size 8 --dev_size 4 --max_new_tokens 4",
     "ogls-sd": "--lab_pretrain_steps 2 --per_device_train_batch_size 4 --max_completion_length 4",
     "camopd": "--lab_pretrain_steps 2 --per_device_train_batch_size 2 --max_completion_length 4 "
-    "--gradient_coherence_steps 0",
+    "--gradient_coherence_every 0",
 }
 
 

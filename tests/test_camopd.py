@@ -267,7 +267,7 @@ def test_alternating_training_on_toy_world(tmp_path, left_tokenizer, tiny_studen
     }
     args = camopd_args(
         tmp_path, review_every=2, rho=0.5, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=3,
-        gradient_coherence_steps=2,
+        gradient_coherence_every=2,
     )  # fmt: skip
     seen = []
 

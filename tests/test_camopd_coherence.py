@@ -83,7 +83,7 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path):
     }
     args = CaMOPDConfig(
         output_dir=str(tmp_path), **COMMON, schedule="mixed", rho=0.5, per_device_train_batch_size=2,
-        gradient_coherence_steps=1, temperature=TEMPERATURE,
+        gradient_coherence_every=1, temperature=TEMPERATURE,
     )  # fmt: skip
     trainer = CaMOPDTrainer(
         student, teachers, args, {"general": general, "domain": domain}, processing_class=tokenizer
@@ -126,7 +126,7 @@ def test_gcg_only_every_n_steps_and_only_with_selection(tmp_path):
     data = make_task_splits(("reverse",), 8, 2, 2, seed=0)["train"]
     student, teacher = tiny_model(tokenizer, "xs", "qwen2", seed=0), tiny_model(tokenizer, "xs", "llama", seed=1)
     args = CaMOPDConfig(output_dir=str(tmp_path), **COMMON, rho=0.5, per_device_train_batch_size=2,
-                        gradient_coherence_steps=2)  # fmt: skip
+                        gradient_coherence_every=2)  # fmt: skip
     trainer = CaMOPDTrainer(student, teacher, args, data, processing_class=tokenizer)
     batch = {**_batch(tokenizer, data["prompt"][:4], [3, 4, 5, 2], seed=0), "sources": ["default"] * 4}
     trainer.model.train()

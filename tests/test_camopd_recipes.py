@@ -38,7 +38,7 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     parser = TrlParser((example.make_parser().dataclass_types[0], CaMOPDConfig, ModelConfig))
     args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--max_completion_length", "4"]
-    args += ["--per_device_train_batch_size", "2", "--gradient_coherence_steps", "0"]
+    args += ["--per_device_train_batch_size", "2", "--gradient_coherence_every", "0"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
     example.train(script_args, config, model_args)
     assert os.path.exists(tmp_path / "out" / "model.safetensors")

@@ -114,7 +114,7 @@ def peft_args(job: str, output_dir: str) -> list[str]:
                 "--max_completion_length",
                 "4",
             ]
-            + ["--gradient_coherence_steps", "0"],
+            + ["--gradient_coherence_every", "0"],
         }[job]
     )
 
@@ -180,7 +180,7 @@ def test_camopd_trains_with_a_4bit_teacher_on_gpu(tmp_path, monkeypatch):
         "--max_completion_length",
         "4",
     ]
-    argv += ["--per_device_train_batch_size", "2", "--gradient_coherence_steps", "0"]
+    argv += ["--per_device_train_batch_size", "2", "--gradient_coherence_every", "0"]
     trainer = train_from_cli("camopd", argv)
     teacher = trainer.accelerator.unwrap_model(trainer.teachers["general"])
     assert getattr(teacher, "is_loaded_in_4bit", False) and trainer.state.global_step == 2

@@ -150,7 +150,7 @@ def job_args(job: str, root) -> list[str]:
             + ["--per_device_train_batch_size", "4", "--max_completion_length", "4"],
             "camopd": ["--general_teacher", str(root / "teacher"), "--general_prompts", str(root / "general.jsonl")]
             + ["--domain_prompts", str(root / "domain.jsonl"), "--per_device_train_batch_size", "2"]
-            + ["--max_completion_length", "4", "--gradient_coherence_steps", "0"],
+            + ["--max_completion_length", "4", "--gradient_coherence_every", "0"],
         }[job]
     )
 
@@ -256,3 +256,20 @@ def test_scas_score_reads_a_released_pool_directory_and_selects_by_any_score_key
         rows = [row for row in scores if row["prompt_id"] == prompt_id]
         chosen = next(row for row in rows if row["selected"])
         assert chosen["answer_mean_nll_score"] == min(row["answer_mean_nll_score"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    "config_class,old,new,value",
+    [
+        ("trl_distill.ogls_sd.ogls_sd_config:OGLSSDConfig", "success_threshold", "correct_threshold", 0.5),
+        ("trl_distill.camopd.camopd_config:CaMOPDConfig", "gradient_coherence_steps", "gradient_coherence_every", 7),
+    ],
+)
+def test_renamed_fields_keep_their_old_name_with_a_warning(config_class, old, new, value, tmp_path):
+    module, name = config_class.split(":")
+    config_type = getattr(importlib.import_module(module), name)
+    with pytest.warns(FutureWarning, match=f"`{old}` is deprecated.*use `{new}`"):
+        config = config_type(output_dir=str(tmp_path), use_cpu=True, **{old: value})
+    assert getattr(config, new) == value and getattr(config, old) is None
+    with pytest.raises(ValueError, match=f"Both `{old}`"):
+        config_type(output_dir=str(tmp_path), use_cpu=True, **{old: value, new: value + 1})

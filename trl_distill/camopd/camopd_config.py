@@ -5,6 +5,8 @@ from typing import Any
 
 from trl import DistillationConfig
 
+from ..core.deprecation import take_deprecated
+
 
 SCHEDULES = ("alternating", "mixed")
 
@@ -64,13 +66,15 @@ class CaMOPDConfig(DistillationConfig):
 
         > Parameters that control the diagnostics
 
-        gradient_coherence_steps (`int`, *optional*, defaults to `0`):
+        gradient_coherence_every (`int`, *optional*, defaults to `0`):
             Every this many optimizer steps, log `grad_coherence = cos(∇L_recovery, ∇L_review)` on the latest batch of
             each of the two sources (negative = counteraction; two extra forward–backward passes) and, when ρ < 1,
             the paper's gradient coherence gain `gcg = (Coh(selected) − Coh(full)) / Coh(full)` with
             `Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖` over per-sample gradients of the current generation batch (taken over the
             last trainable module before the output head; one extra forward with gradients and one small backward
             per sample). `0` disables both. Not available under DeepSpeed ZeRO-3 (gradients are partitioned).
+        gradient_coherence_steps (`int`, *optional*):
+            Deprecated name of `gradient_coherence_every`.
 
     > [!NOTE]
     > Defaults differ from [`~trl.DistillationConfig`] only where the paper says: `beta=1.0` (reverse KL) is already
@@ -123,9 +127,12 @@ class CaMOPDConfig(DistillationConfig):
             "auto (1.0 with one prompt source, 0.5 with several)."
         },
     )
-    gradient_coherence_steps: int = field(
+    gradient_coherence_every: int = field(
         default=0,
-        metadata={"help": "Log cos(grad L_recovery, grad L_review) every this many steps; 0 disables."},
+        metadata={"help": "Log cos(grad L_recovery, grad L_review) and GCG every this many steps; 0 disables."},
+    )
+    gradient_coherence_steps: int | None = field(
+        default=None, metadata={"help": "Deprecated: use gradient_coherence_every."}
     )
 
     def __post_init__(self):
@@ -143,10 +150,11 @@ class CaMOPDConfig(DistillationConfig):
             )
         if self.recovery_source == self.review_source:
             raise ValueError(f"recovery_source and review_source must differ, both are {self.recovery_source!r}.")
-        if self.gradient_coherence_steps < 0:
+        take_deprecated(self, "gradient_coherence_steps", "gradient_coherence_every")
+        if self.gradient_coherence_every < 0:
             raise ValueError(
-                f"gradient_coherence_steps must be >= 0 (0 disables the diagnostic), got "
-                f"{self.gradient_coherence_steps}."
+                f"gradient_coherence_every must be >= 0 (0 disables the diagnostic), got "
+                f"{self.gradient_coherence_every}."
             )
         for name in ("teacher_models", "source_teachers", "teachers_init_kwargs"):
             value = getattr(self, name)

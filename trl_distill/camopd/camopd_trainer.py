@@ -216,9 +216,9 @@ class CaMOPDTrainer(DistillationTrainer):
             )
         self._pending_divergence: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._latest_batches: dict[str, dict] = {}
-        if args.gradient_coherence_steps and self._zero3:
+        if args.gradient_coherence_every and self._zero3:
             logger.warning(
-                "gradient_coherence_steps is ignored under DeepSpeed ZeRO-3 (gradients are partitioned): neither the "
+                "gradient_coherence_every is ignored under DeepSpeed ZeRO-3 (gradients are partitioned): neither the "
                 "recovery/review cosine nor the gradient coherence gain is logged."
             )
 
@@ -449,7 +449,7 @@ class CaMOPDTrainer(DistillationTrainer):
         return output
 
     def _diagnostics_due(self) -> bool:
-        every = self.args.gradient_coherence_steps
+        every = self.args.gradient_coherence_every
         return bool(every) and self.model.training and not self._zero3 and self.state.global_step % every == 0
 
     def _log_coherence_gain(self, input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept) -> None:
@@ -606,7 +606,7 @@ class CaMOPDTrainer(DistillationTrainer):
     # ------------------------------------------------------------------------------------------- diagnostics
     def training_step(self, model, inputs, num_items_in_batch):
         output = super().training_step(model, inputs, num_items_in_batch)
-        every = self.args.gradient_coherence_steps
+        every = self.args.gradient_coherence_every
         if every and self._step % self.args.gradient_accumulation_steps == 1 % self.args.gradient_accumulation_steps:
             self._remember_batches(self._buffered_inputs[0])
             if self.state.global_step % every == 0:

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from trl import DistillationConfig
 
+from ..core.deprecation import take_deprecated
+
 
 TEACHER_MODEL_KINDS = ("initial", "ema", "live")
 STEERING_MODES = ("pooled", "contextual")
@@ -64,9 +66,11 @@ class OGLSSDConfig(DistillationConfig):
             Rollouts sampled per prompt (the group `G` whose successes and failures are contrasted). The per-device
             generation batch, `per_device_train_batch_size × gradient_accumulation_steps`, must be a multiple of it,
             so that every process holds whole groups.
-        success_threshold (`float`, *optional*, defaults to `1.0`):
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
             A rollout succeeds (is *correct*) when its (weighted) reward is at or above this value; binary verifiers
-            return `1.0` for a correct answer.
+            return `1.0` for a correct answer. The same name as the pool builder's and DMC's threshold.
+        success_threshold (`float`, *optional*):
+            Deprecated name of `correct_threshold`.
         reward_weights (`list[float]`, *optional*):
             Weights of the reward functions, summed into one reward per rollout. `None` weighs each function `1.0`.
 
@@ -145,9 +149,10 @@ class OGLSSDConfig(DistillationConfig):
     num_generations: int = field(
         default=4, metadata={"help": "Rollouts sampled per prompt (the group whose outcomes are contrasted)."}
     )
-    success_threshold: float = field(
+    correct_threshold: float = field(
         default=1.0, metadata={"help": "A rollout succeeds when its weighted reward is at or above this value."}
     )
+    success_threshold: float | None = field(default=None, metadata={"help": "Deprecated: use correct_threshold."})
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights of the reward functions; None weighs each 1.0."}
     )
@@ -255,7 +260,8 @@ class OGLSSDConfig(DistillationConfig):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-        for name in ("steering_alpha", "success_threshold", "positive_tail_weight"):
+        take_deprecated(self, "success_threshold", "correct_threshold")
+        for name in ("steering_alpha", "correct_threshold", "positive_tail_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}.")
         if self.reward_weights is not None and not all(math.isfinite(w) for w in self.reward_weights):

@@ -468,7 +468,7 @@ class OGLSSDTrainer(DistillationTrainer):
             completions = texts
 
         rewards = self._compute_rewards(inputs, prompts, completions, ids_list)
-        success = torch.where(torch.isnan(rewards), -1, (rewards >= args.success_threshold).long())
+        success = torch.where(torch.isnan(rewards), -1, (rewards >= args.correct_threshold).long())
         success = success.to(completion_mask.device)
 
         # which tokens each term trains (v2: the steered divergence on rollouts not verified correct, first

@@ -1,0 +1,20 @@
+"""Renamed config fields: the old name still works for a while, with a warning that names the new one."""
+
+import warnings
+
+
+def take_deprecated(config, old: str, new: str) -> None:
+    """Moves a value given under the deprecated field `old` to `new` (warning once) and clears `old`.
+
+    The old field is declared with default `None`; giving both names with different values is an error.
+    """
+    value = getattr(config, old)
+    if value is None:
+        return
+    warnings.warn(f"`{old}` is deprecated and will be removed; use `{new}` instead.", FutureWarning, stacklevel=3)
+    default = type(config).__dataclass_fields__[new].default
+    current = getattr(config, new)
+    if current != default and current != value:
+        raise ValueError(f"Both `{old}`={value!r} and `{new}`={current!r} are set; keep only `{new}`.")
+    setattr(config, new, value)
+    setattr(config, old, None)
