@@ -12,10 +12,7 @@ def test_tokenizer_round_trips_through_auto_tokenizer(tokenizer, tokenizer_dir):
         [{"role": "user", "content": "Compute 3+4-1. Résumé?"}, {"role": "assistant", "content": "3+4=7\nAnswer: 6"}],
         tokenize=False,
     )
-    assert (
-        text
-        == "<|im_start|>user\nCompute 3+4-1. Résumé?<|im_end|>\n<|im_start|>assistant\n3+4=7\nAnswer: 6<|im_end|>\n"
-    )
+    assert text == "<|im_start|>user\nCompute 3+4-1. Résumé?<|im_end|>\n<|im_start|>assistant\n3+4=7\nAnswer: 6<|im_end|>\n"
     ids = loaded(text, add_special_tokens=False)["input_ids"]
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
     assert loaded.decode(ids) == text
@@ -31,9 +28,7 @@ def test_saved_model_directories_load_the_same_tokenizer(tmp_path, tokenizer, ar
     tiny_model(tokenizer, "xs", arch).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "<|im_start|>user\nSort: hgf — Résumé 我<|im_end|>\n"
-    assert (
-        loaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
-    )
+    assert loaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
     assert loaded.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
@@ -56,19 +51,11 @@ def test_arithmetic_solution_is_correct_in_every_style():
 
 
 def test_verifiers_on_right_wrong_and_malformed_answers():
-    completions = [
-        "1+2=3\nAnswer: 3",
-        "Answer: 4",
-        "I think it is 3",
-        [{"role": "assistant", "content": "Answer: 3.0"}],
-    ]
+    completions = ["1+2=3\nAnswer: 3", "Answer: 4", "I think it is 3", [{"role": "assistant", "content": "Answer: 3.0"}]]
     assert numeric_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 1.0]
     assert exact_match_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 0.0]
     assert numeric_reward(completions=["Answer: x"], answer=[None]) == [None]
-    assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [
-        1.0,
-        0.0,
-    ]
+    assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [1.0, 0.0]
 
 
 def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
