@@ -65,6 +65,14 @@ def main(argv: list[str]) -> int:
                 f"{type(model).__name__} status={status} steps={trainer.state.global_step}",
                 flush=True,
             )
+    # Tear the process group down while the interpreter is fully alive. Left to interpreter shutdown, gloo's worker
+    # threads can still hold finished async work (ZeRO-3 all-gathers) whose tensors reference Python objects, and
+    # freeing them during finalization aborts the process ("terminate called without an active exception"; see
+    # pytorch/pytorch#179291 and #190489). Every rank reaches this point, so the barrier cannot hang.
+    state = PartialState()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
     return 0
 
 

@@ -29,6 +29,7 @@ def main(record_dir: str, argv: list[str]) -> int:
     record = {"rank": state.process_index, "num_processes": state.num_processes, "generated": generated}
     with open(os.path.join(record_dir, f"rank{state.process_index}.json"), "w") as f:
         json.dump(record, f)
+    state.destroy_process_group()  # a gloo group left to interpreter teardown can abort the process
     return status
 
 

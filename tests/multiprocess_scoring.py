@@ -76,3 +76,6 @@ if __name__ == "__main__":
     result = run()
     with open(os.path.join(sys.argv[1], f"rank{result['rank']}.json"), "w") as f:
         json.dump(result, f)
+    from trl_distill.core.engine import distributed_state
+
+    distributed_state().destroy_process_group()  # a gloo group left to interpreter teardown can abort the process
