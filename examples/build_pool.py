@@ -37,32 +37,11 @@ The same as a command: `trl-distill build-pool --config recipes/build_pool/deepm
 `--config recipes/build_pool/toy.yaml --lab`).
 """
 
-from dataclasses import asdict
+import sys
 
-from trl import TrlParser
-
-from trl_distill.pool.build_pool_config import BuildPoolConfig
-from trl_distill.pool.builder import build_pool
-from trl_distill.pool.cli import LabArguments, lab_world, load_prompt_dataset
-
-
-def main(config: BuildPoolConfig, lab_args: LabArguments):
-    if lab_args.lab:
-        teachers, dataset = lab_world(config, lab_args)
-    else:
-        if not config.dataset_name:
-            raise ValueError("Give --dataset_name (a Hub id, a directory or a data file), or use --lab.")
-        teachers = config.teachers
-        dataset = load_prompt_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
-    if config.max_prompts is not None:
-        dataset = dataset.select(range(min(config.max_prompts, len(dataset))))
-    settings = {k: v for k, v in asdict(config).items() if k != "teachers"}
-    pool = build_pool(teachers=teachers, dataset=dataset, **settings)
-    print(f"{len(pool)} answers to {len(dataset)} prompts written to {config.output_dir}/pool.jsonl")
-    return pool
+from trl_distill.scripts.build_pool import main
 
 
 if __name__ == "__main__":
-    parser = TrlParser((BuildPoolConfig, LabArguments))
-    config, lab_args = parser.parse_args_and_config()
-    main(config, lab_args)
+    # the `trl-distill build-pool` job: same arguments and loaders; a rerun resumes a killed build
+    sys.exit(main())

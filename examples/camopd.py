@@ -43,36 +43,10 @@ copy of the student (`--domain_teacher` overrides it). Teachers load in 4-bit wi
 bitsandbytes); `--use_peft` trains a LoRA student.
 """
 
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from trl_distill.camopd.camopd_config import CaMOPDConfig
-from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
-from trl_distill.camopd.train_cli import CaMOPDScriptArguments, load_models_and_prompts
-from trl_distill.script_utils import quantization_config, student_init_kwargs
-
-
-def main(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig):
-    # --lab: cached tiny student/teachers and lab prompts; else model paths and prompt files (or hub ids)
-    student, tokenizer, teachers, sources = load_models_and_prompts(script_args, model_args)
-    training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
-
-    trainer = CaMOPDTrainer(
-        model=student,
-        teacher_model=teachers,  # {"general": ..., "domain": ...}
-        args=training_args,
-        train_dataset={
-            training_args.recovery_source: sources["general"],
-            training_args.review_source: sources["domain"],
-        },
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else quantization_config(model_args),
-    )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
+from trl_distill.scripts.camopd import make_parser, train
 
 
 if __name__ == "__main__":
-    parser = TrlParser((CaMOPDScriptArguments, CaMOPDConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    # the `trl-distill camopd` job: same arguments, same loaders, resumes with --resume_from_checkpoint
+    script_args, training_args, model_args = make_parser(prog=None).parse_args_and_config()
+    train(script_args, training_args, model_args)

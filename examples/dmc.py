@@ -38,32 +38,10 @@ Each candidate dataset holds prompt–completion rows with a `correct` flag (or 
 checks); the dev split holds held-out prompts with their `answer`. See `docs/dmc.md`.
 """
 
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
-
-from trl_distill.dmc.cli import DMCDataArguments
-from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
-from trl_distill.dmc.train_cli import load_student
-
-
-def main(data_args: DMCDataArguments, dmc_args: DMCArguments, training_args: SFTConfig, model_args: ModelConfig):
-    # --lab: the toy world's candidate datasets, dev split, verifier and briefly pre-trained student
-    datasets, dev, verifier = data_args.load()
-    model, tokenizer = load_student(data_args, training_args, model_args)
-
-    candidates = CandidateDatasets(datasets)
-    trainer = SFTTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=candidates.train_dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.add_callback(DMCCallback(candidates, dev, verifier, args=dmc_args, trainer=trainer))
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
+from trl_distill.scripts.dmc import make_parser, train
 
 
 if __name__ == "__main__":
-    parser = TrlParser((DMCDataArguments, DMCArguments, SFTConfig, ModelConfig))
-    data_args, dmc_args, training_args, model_args = parser.parse_args_and_config()
-    main(data_args, dmc_args, training_args, model_args)
+    # the `trl-distill dmc` job: same arguments, same loaders, resumes with --resume_from_checkpoint
+    data_args, dmc_args, training_args, model_args = make_parser(prog=None).parse_args_and_config()
+    train(data_args, dmc_args, training_args, model_args)

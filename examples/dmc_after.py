@@ -7,10 +7,10 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_distill import DMCCallback
 from trl_distill.dmc.dmc_callback import CandidateDatasets
-from trl_distill.dmc.toy import toy_candidates
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import task_reward
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import task_reward
+from trl_distill.lab.world.tokenizer import build_tokenizer
+from trl_distill.lab.world.toys import toy_candidates
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")

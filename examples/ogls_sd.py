@@ -41,31 +41,10 @@ The dataset needs a `prompt` column (plain text or messages), the privileged con
 renamed to `privileged_context`) and an `answer` column for the default `numeric` verifier.
 """
 
-from transformers import AutoModelForCausalLM
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from trl_distill.ogls_sd.cli import OGLSSDScriptArguments, load_model_and_data
-from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
-from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer
-
-
-def main(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model_args: ModelConfig):
-    # --lab: a briefly pre-trained tiny student, arithmetic rows, task_reward; else a model and a dataset
-    model_path, tokenizer, data, reward = load_model_and_data(script_args, model_args)
-
-    trainer = OGLSSDTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model_path, dtype=model_args.dtype or "auto"),
-        reward_funcs=reward,
-        args=training_args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
+from trl_distill.scripts.ogls_sd import make_parser, train
 
 
 if __name__ == "__main__":
-    parser = TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    # the `trl-distill ogls-sd` job: same arguments, same loaders, resumes with --resume_from_checkpoint
+    script_args, training_args, model_args = make_parser(prog=None).parse_args_and_config()
+    train(script_args, training_args, model_args)

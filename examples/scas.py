@@ -45,36 +45,10 @@ The pool is one row per answer (`prompt_id`, `prompt`, `completion`, `teacher`, 
 (`prompt`, `candidates`); see `docs/scas.md`.
 """
 
-import os
-
-from trl import ModelConfig, TrlParser, get_peft_config
-
-from trl_distill.scas.scas_config import SCASConfig
-from trl_distill.scas.scas_trainer import SCASTrainer
-from trl_distill.scas.train_cli import SCASScriptArguments, load_model_and_pool
-from trl_distill.script_utils import quantization_config
-
-
-def main(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig):
-    # --lab: a random-init tiny student and the tiny world's 5-teacher pool; else a model path and a pool file
-    model, tokenizer, pool = load_model_and_pool(script_args, training_args, model_args)
-
-    trainer = SCASTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=pool,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else quantization_config(model_args),
-    )
-    trainer.train()
-    for record in trainer.scas_callback.history if trainer.scas_callback else []:
-        print(f"round at epoch {record['epoch']}: {record['metrics']}")
-    trainer.save_model(training_args.output_dir)
+from trl_distill.scripts.scas import make_parser, train
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    parser = TrlParser((SCASScriptArguments, SCASConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    # the `trl-distill scas` job: same arguments, same loaders, resumes with --resume_from_checkpoint
+    script_args, training_args, model_args = make_parser(prog=None).parse_args_and_config()
+    train(script_args, training_args, model_args)

@@ -6,9 +6,9 @@ import os
 from trl import SFTConfig
 
 from trl_distill import SCASTrainer
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tokenizer import build_tokenizer
-from trl_distill.scas.toy import toy_pool
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tokenizer import build_tokenizer
+from trl_distill.lab.world.toys import toy_pool
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")

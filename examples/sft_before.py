@@ -6,9 +6,9 @@ import os
 
 from trl import SFTConfig, SFTTrainer
 
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import make_task_splits
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 os.environ.setdefault("TQDM_DISABLE", "1")

@@ -16,7 +16,7 @@ torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription when
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from trl_distill.lab.tokenizer import build_tokenizer
+    from trl_distill.lab.world.tokenizer import build_tokenizer
 
     return build_tokenizer()
 
@@ -31,7 +31,7 @@ def tokenizer_dir(tmp_path_factory, tokenizer):
 @pytest.fixture
 def tiny_student(tokenizer):
     """A fresh random-init Qwen2 student (size xs) for each test."""
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     return tiny_model(tokenizer, "xs", "qwen2", seed=0)
 
@@ -39,13 +39,32 @@ def tiny_student(tokenizer):
 @pytest.fixture
 def tiny_teacher(tokenizer):
     """A fresh random-init Llama teacher (size xs, other seed) sharing the student's vocabulary."""
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     return tiny_model(tokenizer, "xs", "llama", seed=1)
 
 
 @pytest.fixture(scope="session")
 def arithmetic(tokenizer):
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
 
     return make_task_splits(("arithmetic",), train_size=64, dev_size=16, test_size=16, seed=0)
+
+
+CHAT_TOKENIZERS = ("qwen3", "llama31", "gemma3")
+
+
+@pytest.fixture(params=CHAT_TOKENIZERS)
+def chat_tokenizer(request):
+    """A fresh offline tokenizer reproducing Qwen3, Llama-3.1 or Gemma-3 (see tests/chat_tokenizers.py)."""
+    from chat_tokenizers import build_chat_tokenizer
+
+    return build_chat_tokenizer(request.param)
+
+
+@pytest.fixture
+def llama31_tokenizer():
+    """The offline Llama-3.1 tokenizer: BOS in the template and from the tokenizer, no pad token."""
+    from chat_tokenizers import build_chat_tokenizer
+
+    return build_chat_tokenizer("llama31")

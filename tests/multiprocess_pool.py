@@ -14,7 +14,7 @@ import sys
 def main(record_dir: str, argv: list[str]) -> int:
     from trl_distill.core.engine import distributed_state
     from trl_distill.pool import builder
-    from trl_distill.pool.cli import main as cli_main
+    from trl_distill.scripts.build_pool import main as cli_main
 
     generated = []
     original = builder.PoolBuilder._generate_teacher

@@ -15,7 +15,7 @@ import sys
 def data():
     from datasets import Dataset
 
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
 
     splits = make_task_splits(("arithmetic",), train_size=10, dev_size=6, test_size=1, seed=0)
     train = splits["train"]
@@ -38,9 +38,9 @@ def run() -> dict:
     torch.set_num_threads(1)
     from trl_distill.core import engine
     from trl_distill.dmc.compatibility import rank_datasets
-    from trl_distill.lab.models import tiny_model
-    from trl_distill.lab.tasks import task_reward
-    from trl_distill.lab.tokenizer import build_tokenizer
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.lab.world.tasks import task_reward
+    from trl_distill.lab.world.tokenizer import build_tokenizer
     from trl_distill.scas import scoring
 
     tokenizer = build_tokenizer()

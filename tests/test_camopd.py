@@ -11,9 +11,9 @@ from trl_distill.camopd.camopd_trainer import CaMOPDTrainer, gradient_coherence,
 from trl_distill.camopd.gap import gap, pool_size, select_by_gap
 from trl_distill.camopd.schedule import AlternatingSourceSampler, alternating_pattern
 from trl_distill.core.divergence import generalized_jsd_from_logits
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import make_task_splits
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 COMMON = {
@@ -158,9 +158,11 @@ def test_init_refuses_vocabulary_mismatch_and_unknown_names(tmp_path, tokenizer,
     general = tiny_model(tokenizer, "xs", "llama", seed=1)
     domain = tiny_model(tokenizer, "xs", "qwen2", seed=2)
     domain.resize_token_embeddings(len(tokenizer) + 8)
+    # TRL's wording (its tests match `vocab_size`), naming the teacher
     with pytest.raises(
         ValueError,
-        match=rf"rows; teacher 'general' \(.*\): {len(tokenizer)}; teacher 'domain' \(.*\): {len(tokenizer) + 8}",
+        match=rf"student model has vocab_size {len(tokenizer)} but the teacher model 'domain' has vocab_size "
+        rf"{len(tokenizer) + 8}",
     ):
         CaMOPDTrainer(
             tiny_student, {"general": general, "domain": domain}, camopd_args(tmp_path), sources,

@@ -23,11 +23,11 @@ def load_example():
 @pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
 def test_recipe_parses_into_config(recipe, tmp_path):
     example = load_example()
-    parser = TrlParser((example.CaMOPDScriptArguments, CaMOPDConfig, ModelConfig))
+    parser = TrlParser((example.make_parser().dataclass_types[0], CaMOPDConfig, ModelConfig))
     overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
     _, config, _ = parser.parse_args_and_config(args=["--config", os.path.join(RECIPES, recipe), *overrides])
     assert isinstance(config, CaMOPDConfig)
-    assert config.schedule == "alternating" and config.review_every == 4 and config.rho == 0.5
+    assert config.schedule == "alternating" and config.review_every == 3 and config.rho == 0.5
     assert config.beta == 1.0
 
 
@@ -35,10 +35,10 @@ def test_recipe_parses_into_config(recipe, tmp_path):
 def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     example = load_example()
-    parser = TrlParser((example.CaMOPDScriptArguments, CaMOPDConfig, ModelConfig))
+    parser = TrlParser((example.make_parser().dataclass_types[0], CaMOPDConfig, ModelConfig))
     args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "2", "--gradient_coherence_steps", "0"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
-    example.main(script_args, config, model_args)
+    example.train(script_args, config, model_args)
     assert os.path.exists(tmp_path / "out" / "model.safetensors")

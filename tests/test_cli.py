@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from trl_distill import cli
-from trl_distill.script_utils import parse_args_with_config
+from trl_distill.scripts.utils import parse_args_with_config
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +39,7 @@ def test_training_commands_show_the_config_fields_in_help(job, capsys):
 
 
 def test_argparse_commands_read_config_and_flags_override_it(tmp_path):
-    from trl_distill.evaluation.cli import build_parser
+    from trl_distill.scripts.evaluate import build_parser
 
     recipe = tmp_path / "ice.yaml"
     recipe.write_text(yaml.safe_dump({"identity_name": "Qwen", "identity_organisation": "Alibaba", "seed": 3}))
@@ -54,9 +54,9 @@ def test_argparse_commands_read_config_and_flags_override_it(tmp_path):
 
 def test_scas_score_reads_a_config(tmp_path, tokenizer_dir):
     """A scoring run configured by YAML only; the command returns its summary and the dispatcher exits 0."""
-    from trl_distill.lab.models import tiny_model
-    from trl_distill.lab.tokenizer import build_tokenizer
-    from trl_distill.scas.toy import toy_pool
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.lab.world.tokenizer import build_tokenizer
+    from trl_distill.lab.world.toys import toy_pool
 
     tokenizer = build_tokenizer()
     tiny_model(tokenizer, "xs").save_pretrained(tmp_path / "student")
@@ -95,6 +95,10 @@ def peft_args(job: str, output_dir: str) -> list[str]:
                 "4",
             ],
             "ogls-sd": [
+                # a 2-step student has no group with both outcomes: under the v2 default (unprivileged anchor) its
+                # target is the student itself and the gradient is zero, so train against the privileged anchor
+                "--steering_anchor",
+                "privileged",
                 "--lab_pretrain_steps",
                 "2",
                 "--per_device_train_batch_size",
@@ -145,8 +149,8 @@ def test_bitsandbytes_on_cpu_fails_early_with_a_clear_message(tmp_path, monkeypa
     # a 4-bit student: refused before any model or data is loaded
     argv = ["--config", toy("scas"), "--model_name_or_path", "Qwen/Qwen2.5-1.5B-Instruct", "--dataset_name"]
     argv += [str(tmp_path / "pool.jsonl"), "--output_dir", str(tmp_path / "out"), "--load_in_4bit"]
-    from trl_distill.scas.train_cli import make_parser
-    from trl_distill.script_utils import quantization_config
+    from trl_distill.scripts.scas import make_parser
+    from trl_distill.scripts.utils import quantization_config
 
     _, _, model_args = make_parser().parse_args_and_config(args=argv)
     with pytest.raises(ValueError, match="--load_in_4bit .*needs a CUDA device"):

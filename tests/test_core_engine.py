@@ -5,7 +5,7 @@ import torch
 from trl_distill.core.engine import score_batches
 from trl_distill.core.generation import generate_completions
 from trl_distill.core.logprobs import completion_logprobs, encode_prompt_completion
-from trl_distill.lab.models import cached_model, tiny_model
+from trl_distill.lab.world.models import cached_model, tiny_model
 
 
 def _mean_nll(model, batch):
@@ -49,7 +49,7 @@ def test_cached_model_is_built_once(tmp_path, monkeypatch, tokenizer):
 
 
 def test_pretrained_model_is_keyed_by_the_data_content(tmp_path, monkeypatch, tokenizer, arithmetic):
-    from trl_distill.lab.models import pretrained_model
+    from trl_distill.lab.world.models import pretrained_model
 
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path))
     train = arithmetic["train"].select(range(8))

@@ -17,7 +17,7 @@ from trl_distill.dmc.compatibility import (
     relative_difficulty,
 )
 from trl_distill.dmc.dmc_callback import mixture_weights
-from trl_distill.lab.tasks import make_task_splits, task_reward
+from trl_distill.lab.world.tasks import make_task_splits, task_reward
 
 
 def test_compatibility_on_hand_made_numbers():

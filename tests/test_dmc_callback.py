@@ -10,7 +10,7 @@ from trl import SFTConfig, SFTTrainer
 
 from trl_distill.dmc.compatibility import compatibility
 from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback, mixture_weights
-from trl_distill.lab.tasks import make_task_splits, task_reward
+from trl_distill.lab.world.tasks import make_task_splits, task_reward
 
 
 ROWS = 16  # per candidate dataset; batch 8 -> 4 steps per epoch over the two datasets
@@ -140,7 +140,7 @@ def test_top_fraction_reselects_with_the_current_model(tmp_path, tiny_student, t
 
 
 def test_resume_restores_the_selection_and_the_draws(tmp_path, tokenizer, world):
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     candidates, dev = world
     kwargs = {"strategy": "top_fraction", "top_fraction": 0.25}
@@ -211,9 +211,9 @@ def test_mixture_weights_follow_dmc():
 
 
 def test_works_with_scas_trainer_on_plain_candidates_and_refuses_a_pool(tmp_path, tiny_student, tokenizer, world):
+    from trl_distill.lab.world.toys import toy_pool
     from trl_distill.scas.scas_config import SCASConfig
     from trl_distill.scas.scas_trainer import SCASTrainer
-    from trl_distill.scas.toy import toy_pool
 
     candidates, dev = world
     config = {"report_to": [], "use_cpu": True, "gradient_checkpointing": False, "save_strategy": "no"}

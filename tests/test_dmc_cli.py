@@ -7,8 +7,8 @@ import os
 import pytest
 from trl import ModelConfig, SFTConfig, TrlParser
 
-from trl_distill.dmc.cli import DMCDataArguments, main
 from trl_distill.dmc.dmc_callback import DMCArguments
+from trl_distill.scripts.dmc_rank import DMCDataArguments, main
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ def test_ranking_command_on_files(tmp_path, tiny_student, tokenizer, arithmetic)
     # fmt: off
     table = main([
         "--model_name_or_path", model_dir, "--datasets", f"good={tmp_path}/good.jsonl", f"half={tmp_path}/half",
-        "--dev_dataset", f"{tmp_path}/dev.jsonl", "--verifier", "trl_distill.lab.tasks:task_reward",
+        "--dev_dataset", f"{tmp_path}/dev.jsonl", "--verifier", "trl_distill.lab.world.tasks:task_reward",
         "--probe_size", "4", "--dev_size", "2", "--max_new_tokens", "4", "--output_json", out,
     ])
     # fmt: on

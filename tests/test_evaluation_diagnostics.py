@@ -10,8 +10,8 @@ from trl_distill.evaluation.diagnostics import (
     per_token_diagnostics,
     token_diagnostics,
 )
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 TEXTS = ["The cat sat on the mat.", "Paris is the capital of France, on the Seine.", "2 + 2 = 4"]

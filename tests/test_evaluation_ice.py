@@ -5,12 +5,12 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from trl_distill.evaluation.cli import main
 from trl_distill.evaluation.ice import CATEGORIES, build_ice_prompts, ice, ice_scores, load_identity_data
 from trl_distill.evaluation.identity import IdentityFact, names_other_identity
 from trl_distill.evaluation.judges import IdentityVerdict, Judge
 from trl_distill.evaluation.mutators import PLACEHOLDER, RULE_MUTATORS, LLMMutator, mutate_templates
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.tokenizer import build_tokenizer
+from trl_distill.scripts.evaluate import main
 
 
 QWEN = IdentityFact(name="Qwen", organisation="Alibaba Cloud", aliases=["Alibaba", "通义千问"])

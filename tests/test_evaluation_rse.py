@@ -4,8 +4,8 @@ import pytest
 
 from trl_distill.evaluation.judges import AutomaticJudge, ChatJudge, Judge, LocalChatJudge, SimilarityScore
 from trl_distill.evaluation.rse import rse, rse_scores
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tokenizer import build_tokenizer
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tokenizer import build_tokenizer
 
 
 PROMPTS = {

@@ -2,8 +2,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from trl_distill.core.verifiers import exact_match_reward, extract_final_answer, numeric_reward
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import arithmetic_example, make_task_splits, task_reward
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import arithmetic_example, make_task_splits, task_reward
 
 
 def test_tokenizer_round_trips_through_auto_tokenizer(tokenizer, tokenizer_dir):
@@ -60,7 +60,7 @@ def test_verifiers_on_right_wrong_and_malformed_answers():
 
 def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
     from trl_distill.lab.experiments.teachers import privileged
-    from trl_distill.lab.tasks import make_split
+    from trl_distill.lab.world.tasks import make_split
 
     rows = make_split(("arithmetic",), 4, seed=0, steps=2, max_value=9)
     row, shown = rows[0], privileged(rows)[0]

@@ -40,7 +40,7 @@ def test_spearman_by_hand():
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-    from trl_distill.lab.cli import main
+    from trl_distill.scripts.lab import main
 
     out = tmp_path_factory.mktemp("lab")
     assert main(["--quick", "--output-dir", str(out)]) == 0

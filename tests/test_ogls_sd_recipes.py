@@ -6,8 +6,8 @@ import os
 import pytest
 from trl import ModelConfig, TrlParser
 
-from trl_distill.ogls_sd.cli import REWARDS
-from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
+from trl_distill.core.verifiers import VERIFIERS
+from trl_distill.ogls_sd.ogls_sd_config import OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, OPSD_SETTINGS, OGLSSDConfig
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,25 +24,39 @@ def load_example():
 @pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
 def test_recipe_parses_into_config(recipe, tmp_path):
     example = load_example()
-    parser = TrlParser((example.OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
+    parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
     overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
-    script_args, config, _ = parser.parse_args_and_config(args=["--config", os.path.join(RECIPES, recipe), *overrides])
+    script_args, config, model_args = parser.parse_args_and_config(
+        args=["--config", os.path.join(RECIPES, recipe), *overrides]
+    )
     assert isinstance(config, OGLSSDConfig)
-    assert config.beta == 0.5 and config.steering == "pooled" and config.teacher_model_kind == "initial"
-    assert config.num_generations >= 2 and config.normalize_direction
+    assert config.teacher_model_kind == "initial" and config.num_generations >= 2
     assert "{privileged_context}" in config.teacher_prompt_template
-    assert script_args.reward in REWARDS
+    assert script_args.reward in VERIFIERS
+    if "opsd" in recipe:  # the OPSD baseline: the named configuration with the released clip and guard
+        released = {**OPSD_SETTINGS, "jsd_token_clip": 0.05}
+        assert {key: getattr(config, key) for key in OPSD_SETTINGS} == released
+        assert config.jsd_clip_scope == "vocabulary"
+        assert config.teacher_prompt_template == OPSD_GUARD_TEACHER_PROMPT_TEMPLATE
+    else:  # OGLS-SD: the v2 defaults, written out
+        defaults = OGLSSDConfig(output_dir=str(tmp_path), use_cpu=True)
+        for key in ("steering_anchor", "steering", "steer_rollouts", "beta", "jsd_token_clip", "max_distill_tokens"):
+            assert getattr(config, key) == getattr(defaults, key), key
+        assert config.positive_tail_tokens == 128 and config.normalize_direction
+    if recipe.startswith("qwen"):  # OPSD's released sampling and LoRA settings
+        assert (config.temperature, config.top_p, config.top_k, config.learning_rate) == (1.2, 0.95, 20, 2e-5)
+        assert model_args.use_peft and (model_args.lora_r, model_args.lora_alpha) == (64, 128)
 
 
 def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     example = load_example()
-    parser = TrlParser((example.OGLSSDScriptArguments, OGLSSDConfig, ModelConfig))
+    parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
     args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
-    example.main(script_args, config, model_args)
+    example.train(script_args, config, model_args)
     assert os.path.exists(tmp_path / "out" / "model.safetensors")
 
 

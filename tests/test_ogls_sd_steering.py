@@ -1,9 +1,14 @@
-"""OGLS-SD steering directions, checked against hand-computed numbers and against explicit-logit steering."""
+"""OGLS-SD steering directions and rollout token masks, checked against hand-computed numbers and against
+explicit-logit steering."""
+
+import math
 
 import pytest
 import torch
 
 from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
+from trl_distill.ogls_sd.clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
+from trl_distill.ogls_sd.rollout_masks import distillation_mask, positive_tail_mask, short_correct_rollouts
 from trl_distill.ogls_sd.steering import (
     contextual_steering_direction,
     direction_logit_norm,
@@ -112,3 +117,101 @@ def test_normalized_pooled_direction_has_unit_logit_norm(head):
 def test_incomplete_groups_are_rejected():
     with pytest.raises(ValueError, match="num_generations=3"):
         steering_direction(torch.randn(4, 2, 2), torch.ones(4, 2), torch.tensor([1, 0, 1, 0]), 3)
+
+
+def right_padded(lengths, width):
+    return (torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(-1)).long()
+
+
+def test_distillation_mask_keeps_incorrect_rollouts_and_their_first_tokens():
+    mask = right_padded([5, 3, 6, 2], 6)
+    success = torch.tensor([1, 0, -1, 0])  # correct, incorrect, unscored, incorrect
+    got = distillation_mask(mask, success, "incorrect", max_distill_tokens=4)
+    expected = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 0],  # correct: no distribution matching
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],  # unscored counts as not verified correct; cut after 4 tokens
+            [1, 1, 0, 0, 0, 0],
+        ]
+    )
+    assert torch.equal(got, expected)
+    assert torch.equal(distillation_mask(mask, success, "all", None), mask)
+
+
+def test_short_correct_rollouts_by_the_group_median():
+    # group 1: correct lengths 4, 10, 7 (median 7) and one failure; group 2: one correct rollout; group 3: none
+    lengths = torch.tensor([4, 10, 7, 2, 9, 3, 3, 3, 5, 6, 7, 8])
+    success = torch.tensor([1, 1, 1, 0, 1, 0, 0, -1, 0, 0, 0, 0])
+    short = short_correct_rollouts(lengths, success, 4, quantile=0.5)
+    assert short.tolist() == [True, False, True, False, True, False, False, False, False, False, False, False]
+    # quantile 1.0: every correct rollout; an absolute cap on top
+    assert short_correct_rollouts(lengths, success, 4, 1.0).tolist()[:5] == [True, True, True, False, True]
+    assert short_correct_rollouts(lengths, success, 4, 1.0, max_tokens=8).tolist()[:5] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    # two correct rollouts: the median interpolates between them (4 and 10 -> 7)
+    two = short_correct_rollouts(torch.tensor([4, 10, 7, 2]), torch.tensor([1, 1, 0, 0]), 4, 0.5)
+    assert two.tolist() == [True, False, False, False]
+
+
+def test_positive_tail_mask_is_the_last_tokens_of_short_correct_rollouts():
+    mask = right_padded([5, 8, 2, 6], 8)
+    success = torch.tensor([1, 1, 1, 0])  # correct lengths 5, 8, 2: median 5
+    got = positive_tail_mask(mask, success, 4, tail_tokens=3, quantile=0.5)
+    expected = torch.tensor(
+        [
+            [0, 0, 1, 1, 1, 0, 0, 0],  # the last 3 of 5 tokens
+            [0, 0, 0, 0, 0, 0, 0, 0],  # longer than the median: not short
+            [1, 1, 0, 0, 0, 0, 0, 0],  # shorter than the tail: all of it
+            [0, 0, 0, 0, 0, 0, 0, 0],  # incorrect
+        ]
+    )
+    assert torch.equal(got, expected)
+
+
+def elementwise_jsd_terms(zs, zt, beta):
+    """The generalized JSD's per-vocabulary-entry terms in float64, written from the definition."""
+    ps, pt = zs.double().softmax(-1), zt.double().softmax(-1)
+    if beta == 0.0:
+        return pt * (pt / ps).log()
+    if beta == 1.0:
+        return ps * (ps / pt).log()
+    m = beta * pt + (1 - beta) * ps
+    return beta * pt * (pt / m).log() + (1 - beta) * ps * (ps / m).log()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_vocabulary_clipped_jsd_clamps_each_entry_before_the_sum(head, beta):
+    torch.manual_seed(4)
+    zs, zt = 3 * torch.randn(6, 37), 3 * torch.randn(6, 37)
+    clip = 0.02
+    got = vocabulary_clipped_jsd_from_logits(zs, zt, beta, clip)
+    expected = elementwise_jsd_terms(zs, zt, beta).clamp(max=clip).sum(-1)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    assert (got > clip).any()  # a token's total is not bounded by the clip, unlike the per-token clip
+    unclipped = vocabulary_clipped_jsd_from_logits(zs, zt, beta, math.inf)
+    torch.testing.assert_close(unclipped, generalized_jsd_from_logits(zs, zt, beta), atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_vocabulary_clipped_jsd_equals_explicit_values_and_gradients(head):
+    torch.manual_seed(5)
+    N, T, H = 3, 4, head.weight.shape[1]
+    student = LMHead(weight=(0.3 * torch.randn_like(head.weight)).requires_grad_(), bias=torch.randn_like(head.bias))
+    h_s = torch.randn(N, T, H, requires_grad=True)
+    h_t = torch.randn(N, T, H)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
+    chunked, entropy = vocabulary_clipped_jsd(h_s, student, h_t, head, mask, 0.5, 0.01, chunk_tokens=3)
+    explicit = vocabulary_clipped_jsd_from_logits(student.logits(h_s), head.logits(h_t), 0.5, 0.01) * mask
+    torch.testing.assert_close(chunked, explicit, atol=1e-6, rtol=1e-5)
+    log_p = student.logits(h_s).log_softmax(-1)
+    torch.testing.assert_close(entropy, -(log_p.exp() * log_p).sum(-1) * mask, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(N, T)
+    grads = torch.autograd.grad((chunked * weights).sum(), (h_s, student.weight))
+    expected = torch.autograd.grad((explicit * weights).sum(), (h_s, student.weight))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)

@@ -8,8 +8,8 @@ import torch
 from datasets import Dataset
 from test_ogls_sd_trainer import make_trainer, parity_reward  # shared with the loss tests (tests/ is on sys.path)
 
-from trl_distill.lab.models import tiny_model
-from trl_distill.lab.tasks import task_reward
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import task_reward
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,11 @@ def test_peft_student_uses_the_adapter_disabled_base_as_teacher(tokenizer, toy, 
     assert (adapted - expected).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize(
-    "steering, reward", [("pooled", task_reward), ("contextual", parity_reward)], ids=["pooled", "contextual"]
-)
-def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, tmp_path, steering, reward):
+@pytest.mark.parametrize("steering", ["pooled", "contextual"])
+def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, tmp_path, steering):
+    # the coin verifier mixes outcomes: with the v2 anchor (the initial model, i.e. the student at step 0) only the
+    # steering and the positive tail move the student on its first step
+    reward = parity_reward
     trainer = make_trainer(
         tokenizer, toy, tmp_path, reward=reward, steering=steering, gradient_accumulation_steps=2, max_steps=1
     )
@@ -86,9 +87,11 @@ def test_training_on_the_toy_world_changes_the_student_and_logs(tokenizer, toy, 
         "divergence",
         "entropy",
         f"rewards/{reward.__name__}/mean",
+        "steering/frac_distilled_rollouts",
+        "positive_tail/frac_rollouts",
     ):
         assert key in logged and math.isfinite(logged[key]), key
-    if steering == "contextual":  # the parity verifier mixes outcomes, so the context forwards really ran
+    if steering == "contextual":  # the context forwards really ran
         assert logged["steering/frac_mixed_groups"] > 0 and logged["steering/direction_norm"] > 0
 
 
@@ -120,3 +123,21 @@ def test_plain_text_prompts(tokenizer, tmp_path):
     assert trainer.teacher_model is None
     trainer.train()
     assert math.isfinite(trainer.state.log_history[0]["loss"])
+
+
+def test_v2_training_logs_the_tail_and_the_clip_and_opsd_trains(tokenizer, toy, tmp_path):
+    # the v2 default on the parity verifier: some rollouts correct (tail SFT), some not (steered, clipped divergence)
+    trainer = make_trainer(tokenizer, toy, tmp_path / "v2", per_device_train_batch_size=8, jsd_token_clip=0.05)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert 0 < logged["steering/frac_distilled_rollouts"] < 1 and logged["positive_tail/frac_rollouts"] > 0
+    assert math.isfinite(logged["positive_tail/nll"]) and logged["positive_tail/nll"] > 0
+    assert 0 <= logged["divergence/clipped_frac"] <= 1 and logged["divergence"] <= 0.05 + 1e-6
+    # the named OPSD configuration trains every rollout and no tail
+    opsd = make_trainer(tokenizer, toy, tmp_path / "opsd", opsd=True, max_steps=1)
+    before = {k: v.clone() for k, v in opsd.model.state_dict().items()}
+    opsd.train()
+    logged = opsd.state.log_history[0]
+    assert logged["steering/frac_distilled_rollouts"] == 1 and logged["positive_tail/frac_rollouts"] == 0
+    assert "steering/direction_norm" not in logged  # alpha = 0: no direction is formed
+    assert any(not torch.equal(v, before[k]) for k, v in opsd.model.state_dict().items())

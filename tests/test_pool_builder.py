@@ -40,7 +40,7 @@ def reset_calls():
 
 @pytest.fixture(scope="module")
 def teacher_dirs(tmp_path_factory, tokenizer):
-    from trl_distill.lab.models import tiny_model
+    from trl_distill.lab.world.models import tiny_model
 
     # both Llama: a saved lab Qwen2 directory loads its tokenizer as Qwen2Tokenizer, whose byte-level decoder turns
     # the lab's Latin-1 characters into U+FFFD, which would muddle the token counts checked below
@@ -55,7 +55,7 @@ def teacher_dirs(tmp_path_factory, tokenizer):
 
 @pytest.fixture(scope="module")
 def prompts():
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
 
     return make_task_splits(("arithmetic", "copy"), train_size=NUM_PROMPTS, dev_size=1, test_size=1, seed=0)["train"]
 

@@ -1,6 +1,5 @@
 """`build-pool` from the command line: a SIGKILLed run resumes to the uninterrupted pool; recipes parse."""
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ from trl import TrlParser
 
 from trl_distill.pool.build_pool_config import BuildPoolConfig
 from trl_distill.pool.builder import load_pool
-from trl_distill.pool.cli import main
+from trl_distill.scripts.build_pool import LabArguments, main
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,19 +19,10 @@ RECIPES = os.path.join(ROOT, "recipes", "build_pool")
 NUM_PROMPTS = 10
 
 
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        "build_pool_example", os.path.join(ROOT, "examples", "build_pool.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def cli_args(tmp_path_factory, tokenizer):
-    from trl_distill.lab.models import tiny_model
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.lab.world.tasks import make_task_splits
 
     root = tmp_path_factory.mktemp("cli")
     for name, seed in (("t1", 0), ("t2", 1)):
@@ -59,7 +49,7 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_pool(tmp_path, cli_args,
     assert "any teacher" in capsys.readouterr().out  # the summary table
 
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-m", "trl_distill.pool.cli", *cli_args, "--output_dir", killed_dir]
+    command = [sys.executable, "-m", "trl_distill.scripts.build_pool", *cli_args, "--output_dir", killed_dir]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while len(shard_files(killed_dir)) < 3 and process.poll() is None and time.time() < deadline:
@@ -84,8 +74,7 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_pool(tmp_path, cli_args,
 
 @pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
 def test_recipe_parses_into_config(recipe, tmp_path):
-    example = load_example()
-    parser = TrlParser((BuildPoolConfig, example.LabArguments))
+    parser = TrlParser((BuildPoolConfig, LabArguments))
     config, lab_args = parser.parse_args_and_config(
         args=["--config", os.path.join(RECIPES, recipe), "--output_dir", str(tmp_path)]
     )

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from trl_distill.pool import verify
-from trl_distill.pool.verify import is_math_verify_available, resolve_verifier, run_verifier, verifier_name
+from trl_distill.core import verifiers as verify
+from trl_distill.core.verifiers import is_math_verify_available, resolve_verifier, run_verifier, verifier_name
+from trl_distill.lab.world import tasks  # noqa: F401  (registers the `lab_task` verifier)
 
 
 def check(name, completions, answers, **kwargs):

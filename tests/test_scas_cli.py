@@ -8,10 +8,10 @@ import sys
 import pytest
 from datasets import load_dataset
 
-from trl_distill.lab.models import tiny_model
-from trl_distill.scas.cli import main
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.toys import toy_pool
 from trl_distill.scas.scoring import scas_scores
-from trl_distill.scas.toy import toy_pool
+from trl_distill.scripts.scas_score import main
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_cli_under_two_processes_matches_one(setup):
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trl_distill.scas.cli",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trl_distill.scripts.scas_score",
         "--model", str(root / "model"), "--pool", str(root / "pool.jsonl"), "--output_dir", str(root / "two"),
         "--batch_size", "3", "--format", "parquet",
     ]  # fmt: skip

@@ -5,9 +5,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from trl_distill.core.logprobs import encode_prompt_completion
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.toys import toy_pool
 from trl_distill.scas.scoring import learning_cost, resolve_feature_module, scas_scores
-from trl_distill.scas.toy import toy_pool
 
 
 def brute_force_cost(model, tokenizer, prompt, completion, up_proj, lmbda=0.5):

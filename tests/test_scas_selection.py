@@ -124,3 +124,62 @@ def test_unscored_ineligible_rows_may_come_first():
     scores = [None, {"learning_cost": 2.0, "d_A": 0.1}, {"learning_cost": 1.0, "d_A": 0.5}]
     assert scas_select(pool, scores).indices == [2]
     assert scas_select(pool, scores, strategy="min_nll").indices == [1]
+
+
+def test_nan_scores_never_win(caplog):
+    pool = merge(pool_of([float("nan"), 2.0, 3.0]), pool_of([float("nan")], prompt_id=1))
+    with caplog.at_level(logging.WARNING, logger="trl_distill.scas.selection"):
+        selection = scas_select(pool)
+    assert selection.indices == [1] and selection.skipped == [1]  # prompt 1 has nothing left that can compete
+    assert "2 candidate(s) have a NaN learning_cost (e.g. row 0, prompt_id 0)" in caplog.text
+
+
+def test_best_teacher_ranks_by_accuracy_even_when_wrong_answers_compete():
+    # teacher "a" (alphabetically first) is right once in three, "b" always: "b" must win every prompt
+    pool = merge(*[pool_of([0.0, 0.0], teachers=["a", "b"], correct=[i == 0, True], prompt_id=i) for i in range(3)])
+    for only_correct in (True, False):
+        selection = scas_select(pool, strategy="best_teacher", only_correct=only_correct)
+        assert [pool["teacher"][i] for i in selection.indices] == ["b", "b", "b"]
+    del pool["correct"]
+    with pytest.raises(ValueError, match="best_teacher.*needs a `correct` column"):
+        scas_select(pool, strategy="best_teacher", only_correct=False)
+
+
+def test_grouped_pools_and_lists_of_rows_are_accepted():
+    grouped = Dataset.from_list(
+        [
+            {
+                "prompt_id": 7,
+                "prompt": "p",
+                "candidates": [{"completion": c, "teacher": t, "correct": True} for c, t in (("x", "a"), ("y", "b"))],
+            },
+            {"prompt_id": 8, "prompt": "q", "candidates": [{"completion": "z", "teacher": "a", "correct": False}]},
+        ]
+    )
+    scores = [{"learning_cost": 2.0, "d_A": 0.0}, {"learning_cost": 1.0, "d_A": 0.0}, None]
+    selection = scas_select(grouped, scores)
+    assert selection.indices == [1] and selection.prompt_ids == [7] and selection.skipped == [8]
+    assert scas_select(grouped.to_list(), scores).indices == [1]
+    rows = [dict(zip(pool_of([3.0, 1.0]), values)) for values in zip(*pool_of([3.0, 1.0]).values())]
+    assert scas_select(rows).indices == [1]
+
+
+def test_score_count_errors_say_too_many_or_too_few():
+    pool = pool_of([3.0, 1.0, 2.0])
+    del pool["learning_cost"]
+    with pytest.raises(ValueError, match="Got 4 scores for the 3 rows of the pool: too many"):
+        scas_select(pool, scores=[3.0, 1.0, 2.0, 0.5])
+    with pytest.raises(ValueError, match="Got 2 scores for the 3 rows of the pool: too few"):
+        scas_select(pool, scores=[{"learning_cost": 1.0}] * 2)
+
+
+def test_score_key_selects_by_a_variant():
+    pool = pool_of([3.0, 1.0, 2.0])
+    scores = [{"learning_cost": c, "nll_weight_score": -c, "d_A": 0.0} for c in (3.0, 1.0, 2.0)]
+    assert scas_select(pool, scores).indices == [1]
+    assert scas_select(pool, scores, score_key="nll_weight_score").indices == [0]
+    assert scas_select(pool, scores, score_key="scas_score").indices == [1]  # the released name of learning_cost
+    with pytest.raises(ValueError, match="have no 'similarity_score'"):
+        scas_select(pool, scores, score_key="similarity_score")
+    with pytest.raises(ValueError, match="Unknown score_key"):
+        scas_select(pool, scores, score_key="cost")

@@ -6,14 +6,15 @@ import os
 import pytest
 import torch
 from datasets import Dataset
+from sft_formats import FORMATS, sft_dataset
 from trl import SFTConfig, SFTTrainer
 
 from trl_distill.core.pool import to_long_pool
-from trl_distill.lab.models import tiny_model
+from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.toys import toy_pool
 from trl_distill.scas.scas_callback import SCASCallback
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import POOL_ROW, SCASTrainer
-from trl_distill.scas.toy import toy_pool
 
 
 class RecordingSCASTrainer(SCASTrainer):
@@ -132,14 +133,12 @@ def test_rescore_once(tmp_path, tokenizer, pool):
     assert set(trainer.seen[1]) <= set(selected)
 
 
-def test_plain_sft_dataset_trains_exactly_like_sft_trainer(tmp_path, tokenizer, pool):
-    long = to_long_pool(pool)
-    plain = Dataset.from_dict(
-        {"prompt": long["prompt"][::5], "completion": long["completion"][::5]}
-    )  # one answer per prompt, no pool columns
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_plain_sft_dataset_trains_exactly_like_sft_trainer(tmp_path, tokenizer, fmt):
+    plain = sft_dataset(fmt, tokenizer)  # one answer per prompt, no pool columns, in each format SFTTrainer takes
     args = SFTConfig(
         str(tmp_path),
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=2,
         max_steps=3,
         learning_rate=1e-2,
         logging_steps=1,
@@ -153,12 +152,14 @@ def test_plain_sft_dataset_trains_exactly_like_sft_trainer(tmp_path, tokenizer, 
         trainer = cls(
             tiny_model(tokenizer, "xs", "qwen2", seed=0), args, train_dataset=plain, processing_class=tokenizer
         )
+        prepared = trainer.train_dataset.to_dict()  # same examples, same order, same labels
         trainer.train()
         losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        results.append((losses, [p.detach().clone() for p in trainer.model.parameters()]))
+        results.append((prepared, losses, [p.detach().clone() for p in trainer.model.parameters()]))
     assert isinstance(trainer.args, SCASConfig) and trainer.scas_callback is None
     assert results[0][0] == results[1][0]
-    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    assert len(results[0][1]) == 3 and results[0][1] == results[1][1]
+    assert all(torch.equal(a, b) for a, b in zip(results[0][2], results[1][2]))
 
 
 def test_bad_pools_give_clear_errors(tmp_path, tokenizer):

@@ -12,7 +12,17 @@ __version__ = "0.1.0"
 
 # module (relative to this package) -> public names it defines
 _EXPORTS = {
-    "core.pool": ["validate_pool", "to_long_pool", "to_grouped_pool"],
+    "core.pool": [
+        "validate_pool",
+        "to_long_pool",
+        "to_grouped_pool",
+        "is_candidate_pool",
+        "load_released_pool",
+        "is_released_pool_dir",
+    ],
+    "core.data": ["load_data"],
+    "core.teachers": ["load_teacher"],
+    "core.tokenizers": ["ensure_pad_token"],
     "core.sampler": ["SelectionSampler", "SelectionCallback"],
     "core.divergence": ["generalized_jsd", "generalized_jsd_from_logits", "LMHead"],
     "core.logprobs": ["completion_logprobs", "SequenceBatch", "encode_prompt_completion"],
@@ -63,5 +73,5 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core.pool import to_grouped_pool, to_long_pool, validate_pool  # noqa: F401
+    from .core.pool import is_released_pool_dir, load_released_pool, to_grouped_pool, to_long_pool, validate_pool  # noqa: F401
     from .core.sampler import SelectionCallback, SelectionSampler  # noqa: F401

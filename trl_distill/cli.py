@@ -1,4 +1,4 @@
-"""`trl-distill`: one subcommand per job. Each dispatches to its method's own `main(argv)`.
+"""`trl-distill`: one subcommand per job. Each dispatches to the `main(argv)` of its module in `trl_distill/scripts/`.
 
 ```bash
 trl-distill scas --config recipes/scas/toy.yaml --lab              # a recipe, as `trl sft --config ...`
@@ -7,7 +7,7 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 ```
 
 Training commands parse with TRL's `TrlParser` (dataclass fields as flags, `--config recipe.yaml`); the other commands
-use `argparse` and accept `--config` through [`~trl_distill.script_utils.parse_args_with_config`].
+use `argparse` and accept `--config` through [`~trl_distill.scripts.utils.parse_args_with_config`].
 """
 
 import importlib
@@ -15,15 +15,15 @@ import sys
 
 
 COMMANDS = {
-    "scas": ("trl_distill.scas.train_cli", "train with SCASTrainer (student-centric answer selection)"),
-    "dmc": ("trl_distill.dmc.train_cli", "SFT with DMCCallback (data-model compatibility reselection)"),
-    "ogls-sd": ("trl_distill.ogls_sd.cli", "train with OGLSSDTrainer (outcome-guided self-distillation)"),
-    "camopd": ("trl_distill.camopd.train_cli", "train with CaMOPDTrainer (multi-teacher on-policy distillation)"),
-    "evaluate": ("trl_distill.evaluation.cli", "RSE / ICE distillation quantification"),
-    "build-pool": ("trl_distill.pool.cli", "build a verified multi-teacher candidate pool"),
-    "scas-score": ("trl_distill.scas.cli", "score a candidate pool for a student and write the selection"),
-    "dmc-rank": ("trl_distill.dmc.cli", "rank candidate datasets by data-model compatibility"),
-    "lab": ("trl_distill.lab.cli", "run the embedded default job on the offline tiny world"),
+    "scas": ("trl_distill.scripts.scas", "train with SCASTrainer (student-centric answer selection)"),
+    "dmc": ("trl_distill.scripts.dmc", "SFT with DMCCallback (data-model compatibility reselection)"),
+    "ogls-sd": ("trl_distill.scripts.ogls_sd", "train with OGLSSDTrainer (outcome-guided self-distillation)"),
+    "camopd": ("trl_distill.scripts.camopd", "train with CaMOPDTrainer (multi-teacher on-policy distillation)"),
+    "evaluate": ("trl_distill.scripts.evaluate", "RSE / ICE distillation quantification"),
+    "build-pool": ("trl_distill.scripts.build_pool", "build a verified multi-teacher candidate pool"),
+    "scas-score": ("trl_distill.scripts.scas_score", "score a candidate pool for a student and write the selection"),
+    "dmc-rank": ("trl_distill.scripts.dmc_rank", "rank candidate datasets by data-model compatibility"),
+    "lab": ("trl_distill.scripts.lab", "run the embedded default job on the offline tiny world"),
 }
 
 
@@ -50,5 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     return status if isinstance(status, int) else 0
 
 
+def run() -> None:
+    """The `trl-distill` console entry point: [`main`], then the end of the process group, then exit."""
+    status = main()
+    from .scripts.utils import end_processes
+
+    end_processes()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -1,27 +1,39 @@
 """CaMOPD: Counteraction-Aware Multi-Teacher On-Policy Distillation (arXiv 2605.27115, METHODS.md §4)."""
 
 import textwrap
+import time
 from collections.abc import Callable, Mapping
 
 import torch
 from accelerate.logging import get_logger
-from datasets import Dataset, IterableDataset, concatenate_datasets
+from datasets import Dataset, IterableDataset
 from torch.utils.data import Sampler
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import DistillationTrainer
-from trl.models import prepare_deepspeed
-from trl.trainer.utils import RepeatSampler, create_model_from_path, get_config_model_id, maybe_gather_lm_head_ctx
+from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx
 
 from ..core.divergence import LMHead, generalized_jsd
+from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_model_path, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
+from .coherence import coherence, coherence_gain, coherence_parameters, gradient_coherence, per_sample_gradients
 from .gap import gap, pool_size, sampled_token_logprobs, select_by_gap
+from .routing import (
+    DEFAULT_NAME,
+    SOURCE_COLUMN,
+    combine_sources,
+    named_sources,
+    route_sources,
+    subset_batch,
+    tag_eval_sources,
+    teacher_rows,
+)
 from .schedule import AlternatingSourceSampler, alternating_pattern
 
 
+__all__ = ["CaMOPDTrainer", "gradient_coherence", "resolve_rho", "route_sources"]
+
 logger = get_logger(__name__)
 
-SOURCE_COLUMN = "prompt_source"
-DEFAULT_NAME = "default"
 MULTIMODAL_KEYS = (
     "pixel_values",
     "image_grid_thw",
@@ -32,70 +44,15 @@ MULTIMODAL_KEYS = (
     "mm_token_type_ids",
     "image_position_ids",
 )
+AUTO_RHO_SEVERAL_SOURCES = 0.5
 
 
-def route_sources(
-    source_names: list[str], teacher_names: list[str], source_teachers: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Maps every prompt source to the teacher that corrects it.
-
-    Explicit `source_teachers` entries win; otherwise a source goes to the only teacher, or to the teacher of the same
-    name. Unknown names raise an error that lists the known ones.
-
-    Args:
-        source_names (`list[str]`): names of the prompt sources.
-        teacher_names (`list[str]`): names of the teachers.
-        source_teachers (`Mapping[str, str]`, *optional*): explicit source → teacher entries.
-
-    Returns:
-        `dict[str, str]`: source name → teacher name.
-    """
-    source_teachers = dict(source_teachers or {})
-    unknown_sources = sorted(set(source_teachers) - set(source_names))
-    if unknown_sources:
-        raise ValueError(
-            f"`source_teachers` names prompt sources {unknown_sources} that were not given; the sources are "
-            f"{sorted(source_names)} (the keys of `train_dataset`)."
-        )
-    unknown_teachers = sorted(set(source_teachers.values()) - set(teacher_names))
-    if unknown_teachers:
-        raise ValueError(
-            f"`source_teachers` names teachers {unknown_teachers} that were not given; the teachers are "
-            f"{sorted(teacher_names)} (the keys of `teacher_model` or `teacher_models`)."
-        )
-    routing = {}
-    for source in source_names:
-        if source in source_teachers:
-            routing[source] = source_teachers[source]
-        elif len(teacher_names) == 1:
-            routing[source] = teacher_names[0]
-        elif source in teacher_names:
-            routing[source] = source
-        else:
-            raise ValueError(
-                f"Prompt source {source!r} has no teacher: the teachers are {sorted(teacher_names)}. Name the source "
-                f"after its teacher or set `source_teachers={{{source!r}: '<teacher name>'}}` in the config."
-            )
-    return routing
-
-
-def _vocab_rows(model) -> int:
-    # What the loss compares: the rows of the output projection (ZeRO-3 keeps the full shape in `ds_shape`).
-    weight = model.get_output_embeddings().weight
-    return int(getattr(weight, "ds_shape", weight.shape)[0])
-
-
-def _subset(batch: dict, rows: torch.Tensor, size: int) -> dict:
-    """The rows `rows` of every per-sample entry (tensors and lists of length `size`) of a generation batch."""
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.size(0) == size:
-            out[key] = value[rows.to(value.device)]
-        elif isinstance(value, list) and len(value) == size:
-            out[key] = [value[i] for i in rows.tolist()]
-        else:
-            out[key] = value
-    return out
+def resolve_rho(rho: float | None, num_sources: int) -> float:
+    """ρ the trainer uses: `rho` when set; with `rho=None` ("auto"), 1.0 (no gap selection, the loss of
+    `trl.DistillationTrainer`) for one prompt source and 0.5 (CaMOPD's gap selection) for several."""
+    if rho is not None:
+        return rho
+    return AUTO_RHO_SEVERAL_SOURCES if num_sources > 1 else 1.0
 
 
 class CaMOPDTrainer(DistillationTrainer):
@@ -113,9 +70,11 @@ class CaMOPDTrainer(DistillationTrainer):
     - gap-based selection: `ceil(B/ρ)` completions are generated, the `B` with the largest gap
       `(1/n) Σ_t |log T(y_t) − log S(y_t)|` are kept, and the loss is normalised over their tokens. The teacher
       forward that scores the gap is cached and reused by the loss, so the teacher runs once per sample;
-    - an optional gradient-coherence diagnostic `cos(∇L_recovery, ∇L_review)`.
+    - optional gradient diagnostics: `cos(∇L_recovery, ∇L_review)` and the gradient coherence gain (GCG) of the
+      gap selection.
 
-    With one prompt source, one teacher and `rho=1.0` it trains exactly like [`~trl.DistillationTrainer`].
+    With one prompt source and one teacher its defaults (`rho=None`: auto, 1 for one source) train exactly like
+    [`~trl.DistillationTrainer`]; gap selection is on when `rho` is set below 1, or by default with several sources.
 
     Example:
 
@@ -125,7 +84,7 @@ class CaMOPDTrainer(DistillationTrainer):
     >>> trainer = CaMOPDTrainer(
     ...     model="my-org/medical-7b",
     ...     teacher_model={"general": "Qwen/Qwen2.5-7B-Instruct", "domain": "my-org/medical-7b"},
-    ...     args=CaMOPDConfig(output_dir="camopd", review_every=4, rho=0.5),
+    ...     args=CaMOPDConfig(output_dir="camopd", review_every=3, rho=0.5),
     ...     train_dataset={"general": general_prompts, "domain": domain_prompts},
     ... )
     >>> trainer.train()
@@ -137,12 +96,14 @@ class CaMOPDTrainer(DistillationTrainer):
         teacher_model (`str`, [`~transformers.PreTrainedModel`] or `dict[str, str | PreTrainedModel]`, *optional*):
             One teacher, or teachers by name (model ids/paths are loaded with `args.teacher_model_init_kwargs` merged
             with `args.teachers_init_kwargs[name]`). Defaults to `args.teacher_models` or
-            `args.teacher_model_name_or_path`. Every teacher must share the student's vocabulary.
+            `args.teacher_model_name_or_path`. Every teacher must share the student's vocabulary: equal `vocab_size`
+            and, for a path teacher saved with a tokenizer, the same tokenizer (vocabulary and special tokens).
+            Loaded, checked and prepared by [`~trl_distill.core.teachers.load_teacher`].
         args ([`CaMOPDConfig`], *optional*):
             Configuration; a default one is built when `None`.
         train_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`):
             One prompt dataset, or prompt sources by name (each with a `"prompt"` column), routed to teachers by
-            `args.source_teachers`. A single source may also be an [`~datasets.IterableDataset`] when `rho=1.0`.
+            `args.source_teachers`. A single source may also be an [`~datasets.IterableDataset`] when ρ = 1.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Evaluation prompts. A dict keyed by source names is routed like the training sources; with several
             teachers, a plain dataset needs a `"prompt_source"` column.
@@ -184,14 +145,16 @@ class CaMOPDTrainer(DistillationTrainer):
         elif not isinstance(args, CaMOPDConfig):
             raise TypeError(
                 f"CaMOPDTrainer needs a `CaMOPDConfig`, got {type(args).__name__}. `CaMOPDConfig` accepts every "
-                "`DistillationConfig` field; build it with the same arguments (add `rho=1.0` to train exactly like "
-                "`DistillationTrainer`)."
+                "`DistillationConfig` field; build it with the same arguments (with one prompt source it then trains "
+                "exactly like `DistillationTrainer`)."
             )
 
-        teachers = self._load_teachers(teacher_model, args)
-        sources = self._named_sources(train_dataset)
+        if isinstance(model, str):
+            check_model_path(model, "model")  # before the hub client turns a missing path into a repo-id error
+        teacher_specs = self._teacher_specs(teacher_model, args)
+        sources = named_sources(train_dataset)
         self.source_names = list(sources)
-        self.teacher_names = list(teachers)
+        self.teacher_names = list(teacher_specs)
         self.routing = route_sources(self.source_names, self.teacher_names, args.source_teachers)
         unused = sorted(set(self.teacher_names) - set(self.routing.values()))
         if unused and sources:
@@ -204,9 +167,24 @@ class CaMOPDTrainer(DistillationTrainer):
                     f"(`recovery_source`, `review_source`), got {sorted(sources)}. Rename the sources, set "
                     "`recovery_source`/`review_source`, or use `schedule='mixed'`."
                 )
+        self.rho = resolve_rho(args.rho, len(sources))
+        if args.rho is None:
+            if self.rho == 1.0:
+                logger.warning(
+                    "CaMOPD: one prompt source and `rho=None` (auto), so rho = 1: no gap-based selection, this trains "
+                    "like trl.DistillationTrainer. Set `rho` (e.g. 0.5) to select samples by gap."
+                )
+            else:
+                logger.warning(
+                    f"CaMOPD: {len(sources)} prompt sources and `rho=None` (auto), so rho = {self.rho}: gap-based "
+                    f"selection keeps the largest-gap {self.rho:.0%} of the generated samples. Set `rho=1.0` to "
+                    "disable it."
+                )
         self._default_source = self.source_names[0] if len(self.source_names) == 1 else None
-        combined, self._source_ranges = self._combine_sources(sources)
-        eval_dataset = self._tag_eval_sources(eval_dataset)
+        combined, self._source_ranges = combine_sources(sources)
+        eval_dataset = tag_eval_sources(
+            eval_dataset, self.routing, self.source_names, single_source=self._default_source is not None
+        )
 
         super().__init__(
             model=model,
@@ -222,23 +200,15 @@ class CaMOPDTrainer(DistillationTrainer):
             tools=tools,
         )
 
-        self._check_vocabularies(teachers)
-        self._teacher_width = {name: _hidden_size(teacher) for name, teacher in teachers.items()}
-        prepared: dict[int, torch.nn.Module] = {}
-        self.teachers = {}
-        for name, teacher in teachers.items():
-            if id(teacher) not in prepared:  # one object serving several names is prepared once
-                teacher.eval()
-                if self.is_deepspeed_enabled:
-                    prepared[id(teacher)] = prepare_deepspeed(teacher, self.accelerator)
-                else:
-                    prepared[id(teacher)] = self.accelerator.prepare_model(teacher, evaluation_mode=True)
-            self.teachers[name] = prepared[id(teacher)]
+        check_tokenizer_fits(self._tokenizer, self.model, "student")
+        self.teachers = self._load_teachers(teacher_specs, args)
+        self._teacher_width = {
+            name: _hidden_size(self.accelerator.unwrap_model(teacher)) for name, teacher in self.teachers.items()
+        }
         self.teacher_model = self.teachers[self.teacher_names[0]]  # what DistillationTrainer's own paths read
 
-        self.rho = args.rho
         self._batch_local = args.per_device_train_batch_size * args.gradient_accumulation_steps
-        self._pool_local = pool_size(self._batch_local, args.rho)
+        self._pool_local = pool_size(self._batch_local, self.rho)
         if self._pool_local > self._batch_local and isinstance(self.train_dataset, IterableDataset):
             raise ValueError(
                 "Gap-based selection (rho < 1) needs a map-style `train_dataset`; convert the iterable dataset or set "
@@ -246,12 +216,20 @@ class CaMOPDTrainer(DistillationTrainer):
             )
         self._pending_divergence: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._latest_batches: dict[str, dict] = {}
-        if args.gradient_coherence_steps and self.is_deepspeed_enabled and args.deepspeed_plugin.zero_stage == 3:
-            logger.warning("gradient_coherence_steps is ignored under DeepSpeed ZeRO-3 (gradients are partitioned).")
+        if args.gradient_coherence_steps and self._zero3:
+            logger.warning(
+                "gradient_coherence_steps is ignored under DeepSpeed ZeRO-3 (gradients are partitioned): neither the "
+                "recovery/review cosine nor the gradient coherence gain is logged."
+            )
 
     # ----------------------------------------------------------------------------------------------------- setup
+    @property
+    def _zero3(self) -> bool:
+        return self.is_deepspeed_enabled and self.args.deepspeed_plugin.zero_stage == 3
+
     @staticmethod
-    def _load_teachers(teacher_model, args: CaMOPDConfig) -> dict[str, PreTrainedModel]:
+    def _teacher_specs(teacher_model, args: CaMOPDConfig) -> dict:
+        """The teachers by name, as given (paths or models), checked before anything is loaded."""
         if teacher_model is None:
             teacher_model = args.teacher_models or args.teacher_model_name_or_path
         if teacher_model is None:
@@ -263,6 +241,7 @@ class CaMOPDTrainer(DistillationTrainer):
             teacher_model = {DEFAULT_NAME: teacher_model}
         if not teacher_model:
             raise ValueError("`teacher_model` is an empty dict; give at least one named teacher.")
+        teacher_model = dict(teacher_model)
         per_teacher = args.teachers_init_kwargs or {}
         unknown = sorted(set(per_teacher) - set(teacher_model))
         if unknown:
@@ -270,114 +249,51 @@ class CaMOPDTrainer(DistillationTrainer):
                 f"`teachers_init_kwargs` names teachers {unknown} that were not given; the teachers are "
                 f"{sorted(teacher_model)}."
             )
+        paths = {name: t for name, t in teacher_model.items() if isinstance(t, str)}
+        for name in teacher_model:
+            if name not in paths and name in per_teacher:
+                raise ValueError(
+                    f"`teachers_init_kwargs[{name!r}]` is set but teacher {name!r} is already instantiated."
+                )
+        if args.teacher_model_init_kwargs is not None and not paths:
+            # as trl.DistillationTrainer: the kwargs would apply to no teacher
+            raise ValueError(INIT_KWARGS_WITH_INSTANCE)
+        for name, path in paths.items():
+            check_model_path(path, "teacher" if name == DEFAULT_NAME else f"teacher {name!r}")
+        if args.teacher_load_in_4bit and paths and not torch.cuda.is_available():
+            raise ValueError(
+                f"`teacher_load_in_4bit=True` needs a CUDA device (bitsandbytes 4-bit), but none is visible while "
+                f"loading teachers {sorted(paths)}. Unset it on CPU."
+            )
+        return teacher_model
+
+    def _load_teachers(self, specs: dict, args: CaMOPDConfig) -> dict:
+        """Every teacher loaded, checked against the student and prepared (`trl_distill.core.teachers.load_teacher`);
+        one model serving several names (the same object, or the same path and kwargs) is loaded once."""
+        per_teacher = args.teachers_init_kwargs or {}
+        single = len(specs) == 1
+        loaded: dict = {}
         teachers = {}
-        for name, teacher in teacher_model.items():
-            if not isinstance(teacher, str):
-                if name in per_teacher:
-                    raise ValueError(
-                        f"`teachers_init_kwargs[{name!r}]` is set but teacher {name!r} is already instantiated."
-                    )
-                teachers[name] = teacher
-                continue
-            kwargs = {**(args.teacher_model_init_kwargs or {}), **per_teacher.get(name, {})}
-            if args.teacher_model_revision is not None and len(teacher_model) == 1:
-                kwargs.setdefault("revision", args.teacher_model_revision)
-            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
-                kwargs["device_map"] = None
-            if args.teacher_load_in_4bit:
-                if not torch.cuda.is_available():
-                    raise ValueError(
-                        f"`teacher_load_in_4bit=True` needs a CUDA device (bitsandbytes 4-bit), but none is visible "
-                        f"while loading teacher {name!r}. Unset it on CPU."
-                    )
-                kwargs["quantization_config"] = BitsAndBytesConfig(
-                    load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        for name, spec in specs.items():
+            if isinstance(spec, str):
+                kwargs = {**(args.teacher_model_init_kwargs or {}), **per_teacher.get(name, {})}
+                key = (spec, repr(sorted(kwargs.items())))
+            else:
+                kwargs, key = None, id(spec)
+            if key not in loaded:
+                loaded[key] = load_teacher(
+                    spec,
+                    args,
+                    name="teacher" if single else name,
+                    init_kwargs=kwargs,
+                    revision=args.teacher_model_revision if single else None,
+                    load_in_4bit=args.teacher_load_in_4bit and isinstance(spec, str),
+                    student=self.model,
+                    tokenizer=self._tokenizer,
+                    accelerator=self.accelerator,
                 )
-                kwargs.setdefault("device_map", {"": args.distributed_state.local_process_index})
-            kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            teachers[name] = create_model_from_path(teacher, **kwargs)
+            teachers[name] = loaded[key]
         return teachers
-
-    @staticmethod
-    def _named_sources(train_dataset) -> dict:
-        if train_dataset is None:
-            return {}
-        sources = dict(train_dataset) if isinstance(train_dataset, Mapping) else {DEFAULT_NAME: train_dataset}
-        if not sources:
-            raise ValueError("`train_dataset` is an empty dict; give at least one named prompt source.")
-        for name, dataset in sources.items():
-            if dataset.column_names is not None and "prompt" not in dataset.column_names:
-                raise ValueError(
-                    f"Prompt source {name!r} has no 'prompt' column (columns: {dataset.column_names}); on-policy "
-                    "distillation generates from the prompts, so rename the prompt column to 'prompt'."
-                )
-            if len(sources) > 1 and isinstance(dataset, IterableDataset):
-                raise ValueError(
-                    f"Prompt source {name!r} is an IterableDataset; several sources need map-style datasets "
-                    "(the schedule samples each one)."
-                )
-        return sources
-
-    @staticmethod
-    def _combine_sources(sources: dict) -> tuple:
-        if len(sources) <= 1:
-            return (next(iter(sources.values())) if sources else None), {
-                name: range(len(ds)) if not isinstance(ds, IterableDataset) else None for name, ds in sources.items()
-            }
-        parts, ranges, start = [], {}, 0
-        for name, dataset in sources.items():
-            keep = [c for c in ("prompt", "image", "images") if c in dataset.column_names]
-            part = dataset.select_columns(keep)
-            if SOURCE_COLUMN in part.column_names:
-                part = part.remove_columns(SOURCE_COLUMN)
-            parts.append(part.add_column(SOURCE_COLUMN, [name] * len(part)))
-            ranges[name] = range(start, start + len(part))
-            start += len(part)
-        try:
-            combined = concatenate_datasets(parts)
-        except ValueError as error:
-            raise ValueError(
-                f"The prompt sources {list(sources)} have different prompt formats ({[p.features['prompt'] for p in parts]}); "
-                "give every source the same format (all conversational or all plain text)."
-            ) from error
-        return combined, ranges
-
-    def _tag_eval_sources(self, eval_dataset):
-        if eval_dataset is None:
-            return None
-        if isinstance(eval_dataset, Mapping):
-            tagged = {}
-            for name, dataset in eval_dataset.items():
-                if name in self.routing and SOURCE_COLUMN not in dataset.column_names:
-                    dataset = dataset.add_column(SOURCE_COLUMN, [name] * len(dataset))
-                tagged[name] = dataset
-            datasets = tagged.values()
-            eval_dataset = tagged
-        else:
-            datasets = [eval_dataset]
-        if self._default_source is None:
-            for dataset in datasets:
-                if SOURCE_COLUMN not in (dataset.column_names or []):
-                    raise ValueError(
-                        f"With several prompt sources, evaluation prompts must say which teacher to use: key "
-                        f"`eval_dataset` by source name ({self.source_names}) or add a '{SOURCE_COLUMN}' column."
-                    )
-        return eval_dataset
-
-    def _check_vocabularies(self, teachers: dict) -> None:
-        student_rows = _vocab_rows(self.model)
-        sizes = {name: _vocab_rows(teacher) for name, teacher in teachers.items()}
-        if any(rows != student_rows for rows in sizes.values()):
-            listing = "; ".join(
-                f"teacher {name!r} ({get_config_model_id(teachers[name].config)}): {rows}"
-                for name, rows in sizes.items()
-            )
-            raise ValueError(
-                f"Every teacher must share the student's vocabulary: the loss compares full next-token distributions "
-                f"over the output-embedding rows. Student ({get_config_model_id(self.model.config)}): {student_rows} "
-                f"rows; {listing}. Use teachers with the student's tokenizer and the same output-embedding size "
-                "(e.g. `resize_token_embeddings` to a common size), or GOLD for cross-tokenizer distillation."
-            )
 
     # ------------------------------------------------------------------------------------------------------ data
     def get_train_dataloader(self):
@@ -429,10 +345,7 @@ class CaMOPDTrainer(DistillationTrainer):
         Under DeepSpeed every rank must run the same forwards, so a teacher without rows here still runs on one row
         (its result is then dropped: `rows` is empty).
         """
-        for name in dict.fromkeys(self.routing[s] for s in self.source_names):
-            rows = [i for i, source in enumerate(sources) if self.routing[source] == name]
-            if rows or self.is_deepspeed_enabled:
-                yield name, torch.tensor(rows, dtype=torch.long)
+        return teacher_rows(self.routing, self.source_names, sources, lockstep=self.is_deepspeed_enabled)
 
     def _teacher_hidden(self, name: str, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
         teacher = self.teachers[name]
@@ -513,8 +426,10 @@ class CaMOPDTrainer(DistillationTrainer):
         gaps = gap(student_logprobs, teacher_logprobs, loss_mask)
         kept = select_by_gap(gaps, num_keep)
         self._log_gaps(gaps, kept, sources, loss_mask)
+        if self._diagnostics_due():
+            self._log_coherence_gain(input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept)
 
-        output = _subset(output, kept, size)
+        output = subset_batch(output, kept, size)
         output["teacher_hidden_states"] = teacher_hidden[kept.to(teacher_hidden.device)]
         if self.pad_to_multiple_of is None:  # drop the padding columns no kept sample needs
             first = int(output["prompt_mask"].any(0).nonzero().min())
@@ -532,6 +447,65 @@ class CaMOPDTrainer(DistillationTrainer):
         # the loss is normalised over the kept tokens
         output["num_items_in_batch"] = self.accelerator.gather(kept_mask.sum()).sum()
         return output
+
+    def _diagnostics_due(self) -> bool:
+        every = self.args.gradient_coherence_steps
+        return bool(every) and self.model.training and not self._zero3 and self.state.global_step % every == 0
+
+    def _log_coherence_gain(self, input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept) -> None:
+        """Logs `coherence/full`, `coherence/selected` and `gcg` (see `coherence.py`) on the current generation batch.
+
+        Per-sample gradient `g_i` = gradient of sample i's summed per-token divergence (its share of the loss, up to the
+        common token normalisation) with respect to [`coherence_parameters`]. The student runs one extra forward with
+        gradients over the `B/ρ` samples (in micro-batches of `per_device_train_batch_size`), and one backward through
+        the head and that subset per sample; `coherence/seconds` is the time this takes.
+        """
+        start = time.perf_counter()
+        student = self.accelerator.unwrap_model(self.model)
+        params = [p for _, p in coherence_parameters(student)]
+        head = LMHead.of(student)
+        chunk = self.args.per_device_train_batch_size
+        grads = []
+        for begin in range(0, len(sources), chunk):
+            rows = slice(begin, begin + chunk)
+            with torch.enable_grad():
+                hidden = self._get_last_hidden_state(student, input_ids[rows], attention_mask[rows], loss_mask.size(1))
+                losses = self._per_sample_divergence(
+                    hidden, head, teacher_hidden[rows], loss_mask[rows], sources[rows]
+                )
+                grads.append(per_sample_gradients(losses, params))
+        grads = torch.cat(grads)
+        kept = kept.to(grads.device)
+        # Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖; GCG = (Coh(selected) − Coh(full)) / Coh(full)   (METHODS.md §4)
+        local = torch.stack([coherence(grads), coherence(grads[kept]), coherence_gain(grads, kept)])
+        full, selected, gain = (
+            self.accelerator.gather(local.reshape(1, 3).to(self.accelerator.device)).mean(0).tolist()
+        )
+        metrics = self._metrics["train"]
+        metrics["coherence/full"].append(full)
+        metrics["coherence/selected"].append(selected)
+        metrics["gcg"].append(gain)
+        metrics["coherence/seconds"].append(time.perf_counter() - start)
+
+    def _per_sample_divergence(self, student_hidden, student_head, teacher_hidden, loss_mask, sources) -> torch.Tensor:
+        """`(B,)` summed per-token divergence of each sample against its source's teacher (gradients flow)."""
+        device = student_head.weight.device
+        student_hidden, loss_mask = student_hidden.to(device), loss_mask.to(device)
+        losses = torch.zeros(student_hidden.size(0), device=device, dtype=torch.float32)
+        for name, rows in teacher_rows(self.routing, self.source_names, sources):
+            rows = rows.to(device)
+            teacher_head = LMHead.of(self.accelerator.unwrap_model(self.teachers[name]))
+            divergence, _ = generalized_jsd(
+                student_hidden[rows],
+                student_head,
+                teacher_hidden[rows.to(teacher_hidden.device), :, : self._teacher_width[name]].to(device),
+                teacher_head,
+                loss_mask[rows],
+                self.beta,
+                self.temperature,
+            )
+            losses = losses.index_add(0, rows, divergence.sum(-1))
+        return losses
 
     def _log_gaps(self, gaps, kept, sources, loss_mask) -> None:
         metrics = self._metrics["train"]
@@ -649,10 +623,10 @@ class CaMOPDTrainer(DistillationTrainer):
         sources = batch["sources"]
         for name in set(sources):
             rows = torch.tensor([i for i, s in enumerate(sources) if s == name], dtype=torch.long)
-            self._latest_batches[name] = _subset(batch, rows, len(sources))
+            self._latest_batches[name] = subset_batch(batch, rows, len(sources))
 
     def _log_gradient_coherence(self) -> None:
-        if self.is_deepspeed_enabled and self.args.deepspeed_plugin.zero_stage == 3:
+        if self._zero3:
             return
         names = (self.args.recovery_source, self.args.review_source)
         if not all(name in self._latest_batches for name in names):
@@ -671,11 +645,6 @@ class CaMOPDTrainer(DistillationTrainer):
         coherence = gradient_coherence(grads[0], grads[1])
         coherence = self.accelerator.gather(coherence.reshape(1).to(self.accelerator.device)).mean().item()
         self._metrics["train"]["grad_coherence"].append(coherence)
-
-
-def gradient_coherence(grad_a: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
-    """`cos(∇L_a, ∇L_b)` of two flattened gradients; negative means the updates counteract (METHODS.md §4)."""
-    return torch.nn.functional.cosine_similarity(grad_a.float(), grad_b.float(), dim=0, eps=1e-12)
 
 
 def _hidden_size(model) -> int:

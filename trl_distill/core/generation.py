@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .tokenizers import ensure_pad_token
+
 
 def render_prompt(tokenizer, prompt, system: str | None = None) -> str:
     """The text a model continues: chat-template rendering with the generation prompt, or the plain prompt."""
@@ -35,7 +37,7 @@ def generate_completions(
 
     Args:
         model: a causal LM.
-        tokenizer: its tokenizer (a pad token is required).
+        tokenizer: its tokenizer (without a pad token, EOS pads; see [`ensure_pad_token`]).
         prompts (`Sequence[str | list[dict]]`): plain prompts or conversations (rendered with the chat template).
         max_new_tokens (`int`, defaults to 64): generation budget per completion.
         batch_size (`int`, defaults to 32): prompts per `generate` call.
@@ -49,9 +51,11 @@ def generate_completions(
     Returns:
         `list[str]`: decoded completions without special tokens, `num_return_sequences` per prompt, in order.
     """
-    if tokenizer.pad_token_id is None:
-        raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` before generating.")
+    ensure_pad_token(tokenizer)
     texts = [render_prompt(tokenizer, p, system) for p in prompts]
+    # a rendered chat template holds its special tokens already; a plain prompt gets the tokenizer's (its BOS), as
+    # SFTTrainer tokenizes it in training
+    plain = [isinstance(p, str) and not system for p in prompts]
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
@@ -60,7 +64,11 @@ def generate_completions(
     try:
         bar_kwargs = {} if show_progress else {"disable": True}  # keeps TQDM_DISABLE working
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, **bar_kwargs):
-            enc = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            ids = [
+                tokenizer(text, add_special_tokens=plain[start + i])["input_ids"]
+                for i, text in enumerate(texts[start : start + batch_size])
+            ]
+            enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
             enc = {k: v.to(device) for k, v in enc.items()}
             if seed is not None:
                 torch.manual_seed(seed + start)

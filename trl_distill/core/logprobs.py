@@ -5,10 +5,12 @@ and wherever the mask excludes the token. Left or right padding gives the same n
 from the attention mask.
 """
 
+import json
 from dataclasses import dataclass
 
 import torch
 from accelerate.utils import is_peft_model
+from trl.data_utils import _tokenize, common_prefix_length
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
@@ -22,42 +24,50 @@ def _messages(value, role: str) -> list[dict]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
-def encode_prompt_completion(tokenizer, prompt, completion, system: str | None = None) -> dict[str, list[int]]:
+def encode_prompt_completion(
+    tokenizer, prompt, completion, system: str | None = None, tools=None, chat_template_kwargs: dict | None = None
+) -> dict[str, list[int]]:
     """Token ids of `prompt` followed by `completion`, with the completion and special-token masks.
 
-    Conversational inputs (lists of messages) are rendered with the tokenizer's chat template: the prompt with the
-    generation prompt (the assistant header belongs to the prompt), the completion as the text the full conversation
-    adds after it. Plain strings are concatenated, and the completion ends with the EOS token, as `SFTTrainer` does.
+    The sequence is exactly the one `SFTTrainer` trains on for a prompt–completion row (TRL's own `_tokenize` and
+    `common_prefix_length`), so what is scored is what is trained:
+
+    - conversational inputs (lists of messages) are rendered with the tokenizer's chat template, the prompt with the
+      generation prompt (the assistant header belongs to the prompt) and the full conversation; the completion starts
+      where the two token sequences diverge. `tools` and `chat_template_kwargs` go to the template, as
+      `SFTTrainer` passes a row's `tools`/`chat_template_kwargs` columns.
+    - plain strings are tokenized as `prompt` and `prompt + completion + eos` with the tokenizer's special tokens,
+      so a tokenizer that adds a BOS token (Llama, Gemma) gets it here too.
 
     Args:
         tokenizer: a tokenizer with a chat template for conversational inputs.
         prompt (`str` or `list[dict]`): the prompt text or messages.
         completion (`str` or `list[dict]`): the completion text or assistant messages.
-        system (`str`, *optional*): a system message put before a conversational prompt.
+        system (`str`, *optional*): a system message put before a conversational prompt (unused for plain strings).
+        tools (`list` or `str`, *optional*): tool definitions for the chat template (a JSON string is decoded).
+        chat_template_kwargs (`dict`, *optional*): extra chat-template variables (e.g. `enable_thinking`).
 
     Returns:
         `dict` with `input_ids`, `completion_mask` (1 on completion tokens) and `special_mask` (1 on special tokens).
     """
     if isinstance(prompt, list) or isinstance(completion, list):
         messages = ([{"role": "system", "content": system}] if system else []) + _messages(prompt, "user")
-        prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        full_text = tokenizer.apply_chat_template(messages + _messages(completion, "assistant"), tokenize=False)
-        if not full_text.startswith(prompt_text):
-            raise ValueError(
-                "The chat template is not prefix-preserving: rendering the prompt with the generation prompt is not a "
-                "prefix of the full conversation, so completion tokens cannot be located. Use a template that renders "
-                "the assistant header at the end of the prompt (ChatML, Llama-3, Qwen)."
-            )
-        prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-        completion_ids = tokenizer(full_text[len(prompt_text) :], add_special_tokens=False)["input_ids"]
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        template_kwargs = {"tools": tools, **(chat_template_kwargs or {})}
+        prompt_ids = _tokenize(tokenizer, messages, add_generation_prompt=True, **template_kwargs)["input_ids"]
+        input_ids = _tokenize(tokenizer, messages + _messages(completion, "assistant"), **template_kwargs)["input_ids"]
     else:
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    input_ids = prompt_ids + completion_ids
+        eos = tokenizer.eos_token
+        if eos is not None and not completion.endswith(eos):
+            completion = completion + eos  # as SFTTrainer's `add_eos`
+        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
+        input_ids = _tokenize(tokenizer, prompt + completion)["input_ids"]
+    input_ids = list(input_ids)
+    prompt_len = common_prefix_length(list(prompt_ids), input_ids)
     special = set(tokenizer.all_special_ids)
     return {
         "input_ids": input_ids,
-        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+        "completion_mask": [0] * prompt_len + [1] * (len(input_ids) - prompt_len),
         "special_mask": [int(i in special) for i in input_ids],
     }
 
@@ -67,7 +77,8 @@ class SequenceBatch:
     """A padded batch of token sequences; every tensor is `(B, L)`.
 
     Build one with [`SequenceBatch.collate`]. `position_ids` count real tokens only, so a sequence gets the same
-    positions whatever the padding side.
+    positions whatever the padding side. `generation_prompt_mask` marks the prompt's last tokens that the chat
+    template's generation prompt (the assistant header) adds, where a feature gives it (zeros otherwise).
     """
 
     input_ids: torch.Tensor
@@ -75,6 +86,7 @@ class SequenceBatch:
     position_ids: torch.Tensor
     completion_mask: torch.Tensor
     special_mask: torch.Tensor
+    generation_prompt_mask: torch.Tensor | None = None
 
     @classmethod
     def collate(cls, features: list[dict], pad_token_id: int, padding_side: str = "right") -> "SequenceBatch":
@@ -97,10 +109,11 @@ class SequenceBatch:
             position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
             completion_mask=stack("completion_mask", 0),
             special_mask=stack("special_mask", 0),
+            generation_prompt_mask=stack("generation_prompt_mask", 0),
         )
 
     def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return SequenceBatch(**{k: None if v is None else v.to(device) for k, v in self.__dict__.items()})
 
 
 def backbone(model):

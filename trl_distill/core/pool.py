@@ -9,8 +9,21 @@ Two equivalent forms:
 Other columns (e.g. `answer`, `task`, generation settings) are kept: per answer in the long form; in the grouped form
 per prompt, or inside each candidate when they differ between the answers to one prompt. A plain SFT dataset
 (`prompt`, `completion`) is a pool with one candidate per prompt.
+
+Every function here also takes a list of rows or a dict of columns (see [`as_dataset`]), and the released SCAS pool
+directory (one JSONL file per teacher) loads straight into the long form with [`load_released_pool`].
+
+Prompts and answers are strings or lists of messages. A conversational answer may also come whole, as `messages`
+(per row in the long form, per candidate in the grouped form): it is split before its trailing assistant turns into
+`prompt` and `completion` messages.
 """
 
+import json
+import math
+import os
+from pathlib import Path
+
+import pyarrow as pa
 from datasets import Dataset
 
 
@@ -18,25 +31,169 @@ LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
 CANDIDATE_KEYS = ("completion", "teacher", "correct")
 
 
+def as_dataset(data, name: str = "pool") -> Dataset:
+    """`data` as a `Dataset`: a `Dataset` as is, a list of rows (dicts), a dict of columns, or the path of a released
+    SCAS pool directory (see [`load_released_pool`]). Anything else raises a `TypeError` that says what is accepted."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str | os.PathLike):
+        if is_released_pool_dir(data):
+            return load_released_pool(data)
+        raise ValueError(
+            f"The {name} path {str(data)!r} is not a released SCAS pool directory (one `<teacher>.jsonl` per "
+            "teacher); load other files with `datasets.load_dataset` and pass the `Dataset`."
+        )
+    if isinstance(data, dict):
+        return Dataset.from_dict({k: list(v) for k, v in data.items()})
+    if isinstance(data, list | tuple) and all(isinstance(row, dict) for row in data):
+        try:
+            return Dataset.from_list(list(data))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed types (e.g. True and 0.5): as strings
+            return _from_rows(list(data))
+    raise TypeError(
+        f"The {name} must be a `datasets.Dataset`, a list of rows (dicts), a dict of columns or a released pool "
+        f"directory; got {type(data).__name__}."
+    )
+
+
+POOL_MARKERS = ("candidates", "prompt_id", "teacher")
+
+
+def is_candidate_pool(dataset) -> bool:
+    """Whether `dataset` is a candidate pool (it has a `candidates`, `prompt_id` or `teacher` column).
+
+    Anything else (`text`, `messages`, `prompt`/`completion`, `conversations`, pre-tokenized `input_ids`, with any
+    extra columns, e.g. the `correct` flags DMC's candidate datasets carry) is a plain SFT dataset, left to
+    `SFTTrainer` as it is. A dataset with some pool columns but not all is a pool, so that [`validate_pool`] names
+    what is missing.
+    """
+    columns = getattr(dataset, "column_names", None)
+    if isinstance(columns, dict):  # a DatasetDict: not a single training dataset
+        return False
+    return bool(set(POOL_MARKERS) & set(columns or ()))
+
+
 def pool_form(dataset: Dataset) -> str:
-    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` rows), judged by the columns."""
+    """`"grouped"`, `"long"` or `"sft"` (plain `prompt`/`completion` or `messages` rows), judged by the columns.
+
+    A dataset with a `correct` column but neither `teacher` nor `prompt_id` is refused: trained as plain SFT it would
+    train its wrong answers too, and it does not say which answers belong to one prompt.
+    """
+    dataset = as_dataset(dataset)
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: it needs at least one prompt with one answer.")
     columns = set(dataset.column_names)
     if "candidates" in columns:
         return "grouped"
-    if {"completion", "teacher"} <= columns or "prompt_id" in columns:
+    if is_candidate_pool(dataset):
         return "long"
-    if {"prompt", "completion"} <= columns:
+    if {"prompt", "completion"} <= columns or "messages" in columns:
+        if "correct" in columns:
+            raise ValueError(
+                "The dataset has a `correct` column but no `prompt_id` or `teacher` column, so it is neither a "
+                "candidate pool nor plain SFT data (plain SFT would train the wrong answers too). Add `prompt_id` "
+                "(the same id for answers to one prompt) and `teacher` columns to select among verified answers, or "
+                "drop the rows with `correct=False` and the `correct` column to train on every row."
+            )
         return "sft"
     raise ValueError(
         f"Not a candidate pool: columns are {sorted(columns)}. Give either one row per answer with columns "
         f"{list(LONG_COLUMNS)}, or one row per prompt with `prompt` and `candidates` "
-        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion`."
+        "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion` (or "
+        "`messages`)."
     )
 
 
+def parse_correct(value, where: str = "") -> bool:
+    """A `correct` flag as a `bool`: `True`/`False`, the integers 0/1 (or 0.0/1.0), or the strings
+    `"true"`/`"false"` (any case). Anything else — NaN, `None`, `"yes"`, `0.5` — raises a `ValueError` naming `where`
+    and the value, never counted through `bool()` (which takes `"False"` and NaN for correct)."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(
+        f"{where + ': ' if where else ''}`correct` must be a boolean (True/False, 0/1 or the strings "
+        f'"true"/"false"), got {value!r}. Verify the answers first, and drop or re-verify rows without a verdict.'
+    )
+
+
+ANSWER_ROLES = ("assistant", "gpt")
+
+
+def split_conversation(messages: list[dict], where: str = "") -> tuple[list[dict], list[dict]]:
+    """A conversation as `(prompt, completion)`: the completion is the trailing run of assistant messages.
+
+    The answer roles are `assistant`, and ShareGPT's `gpt` (kept as is: the template renders what SFT trains).
+    """
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}`messages` must be a non-empty list of {{role, content}} dicts, got {messages!r}.")
+    k = len(messages)
+    while k > 0 and messages[k - 1].get("role") in ANSWER_ROLES:
+        k -= 1
+    if k == len(messages) or k == 0:
+        raise ValueError(
+            f"{where}`messages` must end with the assistant's answer after at least one other turn (roles: "
+            f"{[m.get('role') for m in messages]}); give `prompt` and `completion` instead."
+        )
+    return messages[:k], messages[k:]
+
+
+def conversational_to_prompt_completion(dataset: Dataset) -> Dataset:
+    """A pool (or SFT dataset) whose answers are whole conversations, as `prompt`/`completion` messages.
+
+    Each `messages` value (a row's, or a grouped candidate's) is split before its trailing assistant turns (see
+    [`split_conversation`]); the answers to one prompt must share the prompt turns. Other datasets are returned as is.
+    """
+    columns = dataset.column_names
+    if "messages" in columns and "prompt" not in columns:
+
+        def split(row, i):
+            prompt, completion = split_conversation(row["messages"], f"Row {i}: ")
+            return {"prompt": prompt, "completion": completion}
+
+        return dataset.map(split, with_indices=True, remove_columns=["messages"])
+    if "candidates" not in columns:
+        return dataset
+    if not any(isinstance(c, dict) and "messages" in c for cands in dataset["candidates"] for c in cands or []):
+        return dataset
+    rows = []
+    for i, row in enumerate(dataset):
+        candidates, prompt = [], row.get("prompt")
+        for j, candidate in enumerate(row["candidates"] or []):
+            candidate = {k: v for k, v in candidate.items() if v is not None}
+            if "messages" in candidate:
+                turns, answer = split_conversation(candidate.pop("messages"), f"Row {i}, candidate {j}: ")
+                if prompt is None:
+                    prompt = turns
+                elif prompt != turns:
+                    raise ValueError(
+                        f"Row {i}, candidate {j}: its `messages` start with other prompt turns than the row's "
+                        "prompt; the answers to one prompt must share its prompt turns."
+                    )
+                candidate["completion"] = answer
+            candidates.append(candidate)
+        rows.append({**row, "prompt": prompt, "candidates": candidates})
+    return Dataset.from_list(rows)
+
+
 def _check_correct(value, where: str) -> None:
-    if not isinstance(value, bool | int | float) or value is None:
-        raise ValueError(f"{where}: `correct` must be a boolean (or 0/1), got {value!r}. Verify the answers first.")
+    parse_correct(value, where)
+
+
+def _check_prompt_ids(prompt_ids, prompts, where: str = "Rows") -> None:
+    first: dict = {}
+    for i, (prompt_id, prompt) in enumerate(zip(prompt_ids, prompts)):
+        j = first.setdefault(prompt_id, i)
+        if j != i and prompts[j] != prompt:
+            raise ValueError(
+                f"{where} {j} and {i} share prompt_id {prompt_id!r} but have different prompts ({prompts[j]!r} vs "
+                f"{prompt!r}); each prompt needs its own `prompt_id`."
+            )
 
 
 def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
@@ -46,9 +203,11 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
     without a completion, a non-boolean `correct` flag, or an empty pool.
 
     Args:
-        dataset (`Dataset`): the pool, long or grouped (or a plain SFT dataset).
+        dataset (`Dataset`): the pool, long or grouped (or a plain SFT dataset); a list of rows or a dict of columns
+            is accepted too.
         require_correct (`bool`, defaults to `True`): whether each answer must carry a `correct` flag.
     """
+    dataset = as_dataset(dataset)
     if len(dataset) == 0:
         raise ValueError("The candidate pool is empty: it needs at least one prompt with one answer.")
     form = pool_form(dataset)
@@ -58,11 +217,14 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
         missing = sorted(required - columns)
         if missing:
             raise ValueError(f"The long-form pool is missing column(s) {missing}; it needs {list(LONG_COLUMNS)}.")
-        for i, (completion, correct) in enumerate(zip(dataset["completion"], dataset["correct"] if "correct" in columns else [True] * len(dataset))):
+        for i, (completion, correct) in enumerate(
+            zip(dataset["completion"], dataset["correct"] if "correct" in columns else [True] * len(dataset))
+        ):
             if completion is None or (isinstance(completion, str) and not completion.strip()):
                 raise ValueError(f"Row {i}: `completion` is empty; drop the row or regenerate the answer.")
-            if require_correct:
+            if require_correct or correct is not None:
                 _check_correct(correct, f"Row {i}")
+        _check_prompt_ids(dataset["prompt_id"], dataset["prompt"])
     elif form == "grouped":
         if "prompt" not in columns:
             raise ValueError("The grouped pool is missing the `prompt` column.")
@@ -75,18 +237,27 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
                 missing = [k for k in keys if candidate.get(k) is None]
                 if missing:
                     raise ValueError(f"{where}: missing {missing}; each candidate needs {list(keys)}.")
-                if require_correct:
+                if require_correct or candidate.get("correct") is not None:
                     _check_correct(candidate["correct"], where)
+        if "prompt_id" in columns:
+            _check_prompt_ids(dataset["prompt_id"], dataset["prompt"])
     return form
 
 
 def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     """The pool as one row per answer (a long-form input is returned as is; grouped rows unfold in order).
 
-    A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`).
+    A plain SFT dataset becomes one candidate per prompt (teacher `"dataset"`, `correct=True`). `correct` flags are
+    parsed into booleans (see [`parse_correct`]); a missing flag (allowed with `require_correct=False`) counts as
+    `True`. Conversational answers given as whole `messages` are split into `prompt`/`completion` messages first
+    ([`conversational_to_prompt_completion`]).
     """
+    dataset = conversational_to_prompt_completion(as_dataset(dataset))
     form = validate_pool(dataset, require_correct)
     if form == "long":
+        if "correct" in dataset.column_names and not all(isinstance(c, bool) for c in dataset["correct"]):
+            flags = [True if c is None else parse_correct(c) for c in dataset["correct"]]
+            dataset = dataset.remove_columns("correct").add_column("correct", flags)
         return dataset
     if form == "sft":
         return dataset.map(
@@ -105,7 +276,7 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
                     "prompt_id": prompt_id,
                     "completion": candidate["completion"],
                     "teacher": candidate["teacher"],
-                    "correct": bool(candidate.get("correct", True)),
+                    "correct": True if candidate.get("correct") is None else parse_correct(candidate["correct"]),
                 }
             )
     return Dataset.from_list(rows)
@@ -113,6 +284,7 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
 
 def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
     """The pool as one row per prompt with a `candidates` list, in order of first appearance of each prompt."""
+    dataset = conversational_to_prompt_completion(as_dataset(dataset))
     form = validate_pool(dataset, require_correct)
     if form == "grouped":
         return dataset
@@ -132,7 +304,7 @@ def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
         group = groups.setdefault(row["prompt_id"], prompt_columns | {"candidates": []})
         group["candidates"].append(
             {c: row[c] for c in extra if c in varying}
-            | {"completion": row["completion"], "teacher": row["teacher"], "correct": bool(row.get("correct", True))}
+            | {"completion": row["completion"], "teacher": row["teacher"], "correct": row.get("correct", True)}
         )
     return Dataset.from_list(list(groups.values()))
 
@@ -143,3 +315,150 @@ def prompt_groups(prompt_ids) -> dict:
     for i, prompt_id in enumerate(prompt_ids):
         groups.setdefault(prompt_id, []).append(i)
     return groups
+
+
+# The released SCAS pool (METHODS.md §1): a directory per source corpus with one JSONL file per teacher. File names
+# the released scorer recognises, longest suffix first; the teacher is the name before the suffix.
+RELEASED_SUFFIXES = (
+    "_teacher_responses_evaluated.jsonl",
+    "_teacher_responses.jsonl",
+    "_student_train.jsonl",
+    ".jsonl",
+)
+RELEASED_DEFAULT_SYSTEM = "You are a helpful assistant."
+
+
+def _released_teacher_files(directory) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        if path.name.endswith("_scas_scores.jsonl"):  # the released scorer's outputs, not candidates
+            continue
+        suffix = next(s for s in RELEASED_SUFFIXES if path.name.endswith(s))
+        teacher = path.name[: -len(suffix)]
+        if teacher in files:
+            raise ValueError(
+                f"{str(directory)!r} holds two candidate files for teacher {teacher!r} ({files[teacher].name} and "
+                f"{path.name}); keep one per teacher."
+            )
+        files[teacher] = path
+    return files
+
+
+def is_released_pool_dir(path) -> bool:
+    """Whether `path` is a directory laid out as the released SCAS pool: `*.jsonl` files (one per teacher) whose
+    first row has `id`, `instruction` and `teacher_output` (or `output`)."""
+    if not isinstance(path, str | os.PathLike) or not os.path.isdir(path):
+        return False
+    try:
+        files = _released_teacher_files(path)
+    except ValueError:  # two files for one teacher: a pool directory, and the loader says what is wrong
+        return True
+    if not files:
+        return False
+    for file in files.values():
+        with open(file, encoding="utf-8") as f:
+            line = next((line for line in f if line.strip()), None)
+        if line is None:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        return (
+            isinstance(row, dict)
+            and {"id", "instruction"} <= row.keys()
+            and bool({"teacher_output", "output"} & row.keys())
+        )
+    return False
+
+
+def load_released_pool(directory, default_system: str | None = RELEASED_DEFAULT_SYSTEM) -> Dataset:
+    """Loads the released SCAS candidate pool, as published, into the long pool format.
+
+    Two layouts, both one JSONL file per teacher in `directory`:
+
+    - the verified pool (`scas_verified_teacher_pool/data/<corpus>/<teacher_name>.jsonl`), rows `id`,
+      `source_dataset`, `teacher_name`, `system`, `instruction`, `teacher_output`, `reference_answer`,
+      `reference_solution`, `is_common_correct`;
+    - the demo candidates (`<teacher>_student_train.jsonl`), rows `id`, `instruction`, `teacher_output` or `output`,
+      `system`, `teacher`.
+
+    Each row becomes one candidate: `prompt_id` = `id`, `prompt` = `[system, user: instruction]` (conversational, so
+    the student's chat template renders it as the released scorer does), `completion` = `[assistant:
+    teacher_output]`, `teacher` = `teacher_name` or `teacher` or the file's name, `correct` = `is_common_correct`
+    (`True` where the row has none, as in the demo files, whose candidates are verified beforehand). Every other
+    field is kept as a column. Files are read in name order, rows in file order.
+
+    Args:
+        directory (`str` or `os.PathLike`): one source-corpus directory (e.g. `.../data/deepscaler`).
+        default_system (`str`, *optional*, defaults to `"You are a helpful assistant."`): the system message of rows
+            without one (the released scorer's default); `None` renders no system message for them.
+
+    Returns:
+        `Dataset`: the long-form pool.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{str(directory)!r} is not a directory.")
+    files = _released_teacher_files(directory)
+    if not files:
+        corpora = sorted({p.parent.name for p in directory.glob("*/*.jsonl")})
+        hint = f" It has sub-directories with JSONL files ({corpora}): pass one of them." if corpora else ""
+        raise ValueError(f"{str(directory)!r} holds no `<teacher>.jsonl` candidate files.{hint}")
+    rows = []
+    for file_teacher, path in files.items():
+        with open(path, encoding="utf-8") as f:
+            for line_number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path.name}, line {line_number}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{where}: not valid JSON ({error}).") from None
+                completion = row.get("teacher_output") or row.get("output")
+                if row.get("id") is None or not row.get("instruction") or not completion:
+                    raise ValueError(
+                        f"{where}: a candidate needs `id`, `instruction` and `teacher_output` (or `output`); got the "
+                        f"fields {sorted(k for k, v in row.items() if v not in (None, ''))}."
+                    )
+                system = row.get("system") or default_system
+                correct = row.get("is_common_correct")
+                extra = {
+                    k: v
+                    for k, v in row.items()
+                    if k
+                    not in (
+                        "id",
+                        "instruction",
+                        "teacher_output",
+                        "output",
+                        "teacher",
+                        "teacher_name",
+                        "is_common_correct",
+                    )
+                }
+                rows.append(
+                    {
+                        "prompt_id": row["id"],
+                        "prompt": ([{"role": "system", "content": system}] if system else [])
+                        + [{"role": "user", "content": row["instruction"]}],
+                        "completion": [{"role": "assistant", "content": completion}],
+                        "teacher": str(row.get("teacher_name") or row.get("teacher") or file_teacher),
+                        **extra,
+                        "correct": True if correct is None else parse_correct(correct, where),
+                    }
+                )
+    return _from_rows(rows)
+
+
+def _from_rows(rows: list[dict]) -> Dataset:
+    # Arrow needs one type per column: a field that is an int in one file and a string in another (ids, reference
+    # answers) becomes a string column, and a field missing from some rows is None there.
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    columns = {k: [row.get(k) for row in rows] for k in keys}
+    for k, values in columns.items():
+        kinds = {type(v) for v in values if v is not None}
+        if len(kinds) > 1 and not kinds <= {int, float} and not all(issubclass(t, list | dict) for t in kinds):
+            columns[k] = [None if v is None else v if isinstance(v, str) else json.dumps(v) for v in values]
+    return Dataset.from_dict(columns)

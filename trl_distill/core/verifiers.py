@@ -1,11 +1,29 @@
-"""Verifiers with TRL's reward-function signature: `(prompts, completions, **columns) -> list[float | None]`.
+"""Verifiers with TRL's reward-function signature: `(prompts, completions, **columns) -> list[float | None]`, and the
+one registry every job resolves verifier names through.
 
 A completion is a string or a list of assistant messages. A malformed completion (no final answer line) scores 0.0;
 a row without a reference answer scores `None` (not applicable), as TRL treats `None` rewards.
+
+Named verifiers:
+
+- `exact_match`: the final `Answer:` line equals the `answer` column ([`exact_match_reward`]);
+- `numeric`: the final `Answer:` line is a number within `tolerance` of `answer` ([`numeric_reward`]);
+- `math_verify`: the completion's boxed LaTeX answer is mathematically equal to `answer` (needs the optional
+  `math-verify` package: `pip install "trl-distill[math]"`);
+- `lab_task`: the tiny world's verifier, dispatching on the `task` column (registered by `trl_distill.lab.world`).
+
+Anything else is either an import path `"package.module:function"` or a callable
+`(prompts, completions, **columns) -> list[float | None]`. A reward of `None` means the answer could not be checked
+(e.g. no reference); such answers are never marked correct.
 """
 
+import functools
+import importlib
+import importlib.util
 import math
+import numbers
 import re
+from collections.abc import Callable
 
 
 ANSWER_PATTERN = re.compile(r"Answer:\s*(.*?)\s*$", re.MULTILINE)
@@ -61,3 +79,142 @@ def numeric_reward(prompts=None, completions=None, answer=None, tolerance: float
         return a is not None and b is not None and math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
     return _score(completions, answer, same)
+
+
+def is_math_verify_available() -> bool:
+    """Whether the optional `math-verify` package can be imported."""
+    return importlib.util.find_spec("math_verify") is not None
+
+
+def math_verify_reward(prompts=None, completions=None, answer=None, solution=None, **kwargs) -> list[float | None]:
+    r"""1.0 when the completion's final answer (boxed first) is mathematically equal to the `answer` column.
+
+    Datasets made for TRL's `accuracy_reward` keep the reference in a `solution` column; it is read when there is no
+    `answer` column.
+
+    A bare reference (`"42"`, `"\frac{1}{3}"`, `"1+x"`) is read as one inline-LaTeX expression, one with `$` or
+    `\boxed` as written; a reference that cannot be parsed scores `None` (not applicable). A completion without a
+    parseable LaTeX answer scores 0.0. Uses `math_verify.parse`/`verify` with their default timeouts.
+    """
+    if not is_math_verify_available():
+        raise ImportError(
+            "The `math_verify` verifier needs the `math-verify` package: `pip install 'trl-distill[math]'` "
+            "(or `pip install math-verify`)."
+        )
+    from math_verify import LatexExtractionConfig, parse, verify
+
+    answer = answer if answer is not None else solution
+    if answer is None:
+        raise ValueError(
+            "The `math_verify` verifier needs an `answer` (or `solution`) column with the reference answer of each row."
+        )
+    if len(answer) != len(completions):
+        raise ValueError(f"Got {len(completions)} completions but {len(answer)} reference answers.")
+    prediction_config = [LatexExtractionConfig(boxed_match_priority=0)]
+    rewards: list[float | None] = []
+    for completion, reference in zip(completions, answer):
+        if reference is None:
+            rewards.append(None)
+            continue
+        reference = str(reference).strip()
+        # a bare reference is one LaTeX expression (plain parsing would read "1+x" as its first number)
+        gold = parse(reference if "$" in reference or "\\boxed" in reference else f"${reference}$")
+        if not gold:
+            rewards.append(None)
+            continue
+        predicted = parse(completion_text(completion), extraction_config=prediction_config)
+        rewards.append(float(bool(predicted) and verify(gold, predicted)))
+    return rewards
+
+
+VERIFIERS: dict[str, Callable] = {
+    "exact_match": exact_match_reward,
+    "numeric": numeric_reward,
+    "math_verify": math_verify_reward,
+}
+
+
+def register_verifier(name: str, verifier: Callable) -> None:
+    """Adds `verifier` to the registry under `name`, so every job that takes a verifier name accepts it (the tiny
+    world registers its `lab_task` verifier this way when `trl_distill.lab.world` is imported)."""
+    if not callable(verifier):
+        raise TypeError(f"Verifier {name!r} must be callable, got {type(verifier).__name__}.")
+    VERIFIERS[name] = verifier
+
+
+def verifier_name(verifier) -> str:
+    """A stable name for `verifier`: the registry name, the import path, or `module.qualname` of a callable."""
+    if isinstance(verifier, str):
+        return verifier
+    if isinstance(verifier, functools.partial):
+        return verifier_name(verifier.func)
+    module = getattr(verifier, "__module__", None) or type(verifier).__module__
+    qualname = getattr(verifier, "__qualname__", None) or type(verifier).__qualname__
+    return f"{module}.{qualname}"
+
+
+def resolve_verifier(verifier: str | Callable, tolerance: float = 1e-6) -> Callable:
+    """The reward function named by `verifier` (see the module docstring), with `tolerance` bound for `numeric`.
+
+    Args:
+        verifier (`str` or `Callable`): a registry name, an import path `"package.module:function"`, or a callable.
+        tolerance (`float`, defaults to `1e-6`): relative and absolute tolerance of the `numeric` verifier.
+
+    Returns:
+        `Callable`: a function `(prompts, completions, **columns) -> list[float | None]`.
+    """
+    if callable(verifier):
+        return verifier
+    if not isinstance(verifier, str):
+        raise TypeError(f"`verifier` must be a name or a callable, got {type(verifier).__name__}.")
+    if verifier == "numeric":
+        return functools.partial(numeric_reward, tolerance=tolerance)
+    if verifier == "math_verify" and not is_math_verify_available():
+        raise ImportError(
+            "verifier='math_verify' needs the `math-verify` package: `pip install 'trl-distill[math]'`, or choose "
+            f"another verifier ({', '.join(v for v in VERIFIERS if v != 'math_verify')})."
+        )
+    if verifier in VERIFIERS:
+        return VERIFIERS[verifier]
+    if ":" in verifier:
+        module_name, _, attribute = verifier.partition(":")
+        try:
+            function = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(f"Cannot import verifier {verifier!r}: {error}.") from error
+        if not callable(function):
+            raise ValueError(f"Verifier {verifier!r} is not callable.")
+        return function
+    raise ValueError(
+        f"Unknown verifier {verifier!r}. Choose one of {sorted(VERIFIERS)}, give an import path "
+        "'package.module:function', or pass a callable with TRL's reward-function signature."
+    )
+
+
+def run_verifier(verifier: Callable, prompts: list, completions: list, columns: dict[str, list]) -> list[float | None]:
+    """Calls `verifier` and checks its answer: one finite number (or `None`) per completion.
+
+    Args:
+        verifier (`Callable`): a resolved reward function.
+        prompts (`list`): the prompt of each completion.
+        completions (`list`): the completions (strings or lists of assistant messages).
+        columns (`dict[str, list]`): the dataset's other columns, one value per completion, passed as keywords.
+    """
+    rewards = verifier(prompts=prompts, completions=completions, **columns)
+    name = verifier_name(verifier)
+    if not isinstance(rewards, list | tuple) or len(rewards) != len(completions):
+        got = f"{len(rewards)} values" if isinstance(rewards, list | tuple) else type(rewards).__name__
+        raise ValueError(f"Verifier {name} must return one reward per completion ({len(completions)}), got {got}.")
+    checked = []
+    for i, reward in enumerate(rewards):
+        if reward is None:
+            checked.append(None)
+            continue
+        if isinstance(reward, bool):
+            reward = float(reward)
+        if not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+            raise ValueError(
+                f"Verifier {name} returned {reward!r} for completion {i}; rewards must be finite or None."
+            )
+        checked.append(float(reward))
+    return checked

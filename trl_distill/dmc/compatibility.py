@@ -22,11 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from accelerate.utils import gather_object
 from datasets import Dataset
+from trl.data_utils import maybe_convert_to_chatml
 
 from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
+from ..core.pool import split_conversation
+from ..core.tokenizers import ensure_pad_token
 
 
 RESPONSE_COLUMNS = ("prompt", "completion")
@@ -87,10 +90,11 @@ def as_dataset(data, name: str = "dataset") -> Dataset:
 def as_named_datasets(datasets) -> dict[str, Dataset]:
     """Candidate datasets by name from a mapping of datasets, or one dataset (named `"dataset"`).
 
-    A single dataset may be a `Dataset`, a list of row dicts or a dict of columns (a mapping with a `prompt` key);
-    each value of a mapping may be any of these.
+    A single dataset may be a `Dataset`, a list of row dicts or a dict of columns (a mapping with a `prompt`,
+    `messages`, `conversations` or `text` key); each value of a mapping may be any of these.
     """
-    single = isinstance(datasets, Dataset) or (isinstance(datasets, Mapping) and "prompt" in datasets)
+    columns = ("prompt", "messages", "conversations", "text")
+    single = isinstance(datasets, Dataset) or (isinstance(datasets, Mapping) and any(c in datasets for c in columns))
     single = single or (isinstance(datasets, Sequence) and not isinstance(datasets, str))
     if single:
         return {"dataset": as_dataset(datasets, "the candidate dataset")}
@@ -101,8 +105,13 @@ def as_named_datasets(datasets) -> dict[str, Dataset]:
     return {str(name): as_dataset(d, f"candidate dataset {name!r}") for name, d in datasets.items()}
 
 
-def check_response_dataset(dataset: Dataset, name: str = "dataset") -> None:
-    """Raises a `ValueError` unless `dataset` is a non-empty set of prompt–completion rows."""
+def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
+    """The dataset's rows as prompt–completion pairs, the responses DMC scores; a `ValueError` if it has none.
+
+    Takes the SFT formats that carry a response: `prompt`/`completion` (plain or conversational, as is), `messages`
+    or ShareGPT `conversations` (split before the trailing assistant turns), and `text` (language modelling: an
+    empty prompt, the whole text is the response, as `SFTTrainer` trains on every token). Other columns are kept.
+    """
     if not isinstance(dataset, Dataset):
         raise TypeError(
             f"Candidate dataset {name!r} must be a `datasets.Dataset` (or a list of row dicts / a dict of columns "
@@ -110,13 +119,27 @@ def check_response_dataset(dataset: Dataset, name: str = "dataset") -> None:
         )
     if len(dataset) == 0:
         raise ValueError(f"Candidate dataset {name!r} is empty; drop it or give it at least one row.")
-    missing = [c for c in RESPONSE_COLUMNS if c not in dataset.column_names]
-    if missing:
-        hint = " Split `messages` into `prompt` and `completion` first." if "messages" in dataset.column_names else ""
-        raise ValueError(
-            f"Candidate dataset {name!r} has no {missing} column(s) (columns: {dataset.column_names}); DMC scores the "
-            f"responses of prompt–completion rows and needs both `prompt` and `completion`.{hint}"
-        )
+    columns = dataset.column_names
+    if all(c in columns for c in RESPONSE_COLUMNS):
+        return dataset
+    if "conversations" in columns and "messages" not in columns:
+        dataset = dataset.map(maybe_convert_to_chatml, remove_columns=["conversations"])
+        columns = dataset.column_names
+    if "messages" in columns and "prompt" not in columns:
+
+        def split(row, i):
+            prompt, completion = split_conversation(row["messages"], f"Candidate dataset {name!r}, row {i}: ")
+            return {"prompt": prompt, "completion": completion}
+
+        return dataset.map(split, with_indices=True, remove_columns=["messages"])
+    if "text" in columns and "prompt" not in columns and "completion" not in columns:
+        return dataset.map(lambda row: {"prompt": "", "completion": row["text"]}, remove_columns=["text"])
+    missing = [c for c in RESPONSE_COLUMNS if c not in columns]
+    raise ValueError(
+        f"Candidate dataset {name!r} has no {missing} column(s) (columns: {columns}); DMC scores the responses: give "
+        "`prompt` and `completion`, `messages`, `conversations` or `text` (pre-tokenized `input_ids` cannot be "
+        "verified)."
+    )
 
 
 def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0, what: str = "probe_size") -> list[int]:
@@ -258,7 +281,7 @@ def response_nll(
         total = -(logprobs * mask).sum(-1)
         return [(float(t), int(n)) for t, n in zip(total.tolist(), mask.sum(-1).tolist())]
 
-    return score_batches(model, features, nll, tokenizer.pad_token_id, batch_size=batch_size, desc=desc)
+    return score_batches(model, features, nll, ensure_pad_token(tokenizer), batch_size=batch_size, desc=desc)
 
 
 def relative_difficulty(
@@ -283,8 +306,7 @@ def relative_difficulty(
         batch_size (`int`, *optional*, defaults to `16`): sequences per forward pass.
         system (`str`, *optional*): system message for conversational prompts.
     """
-    dataset = as_dataset(dataset)
-    check_response_dataset(dataset)
+    dataset = check_response_dataset(as_dataset(dataset))
     probe = dataset.select(probe_indices(len(dataset), probe_size, seed))
     results = response_nll(model, tokenizer, probe, batch_size=batch_size, system=system)
     tokens = sum(n for _, n in results)
@@ -415,8 +437,7 @@ def rank_datasets(
     datasets = as_named_datasets(datasets)
     if not datasets:
         raise ValueError("rank_datasets needs at least one candidate dataset.")
-    for name, dataset in datasets.items():
-        check_response_dataset(dataset, name)
+    datasets = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
     dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
     dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))

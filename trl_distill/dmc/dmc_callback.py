@@ -19,6 +19,7 @@ from datasets import Dataset, concatenate_datasets
 
 from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
+    RESPONSE_COLUMNS,
     as_dataset,
     as_named_datasets,
     capability,
@@ -39,11 +40,13 @@ class CandidateDatasets:
     """Candidate datasets concatenated into one training set, with each dataset's index range in it.
 
     Pass `.train_dataset` to the trainer and the object itself to [`DMCCallback`]. Columns shared by every dataset
-    are kept (at least `prompt` and `completion`), in the order the datasets are given.
+    are kept, in the order the datasets are given; the trainer trains them in their own format. DMC scores each row's
+    response through `.responses` (the rows as prompt–completion pairs, see [`check_response_dataset`]).
 
     Args:
         datasets (`Mapping[str, Dataset]`):
-            The candidate datasets by name: prompt–completion rows (standard or conversational), each non-empty.
+            The candidate datasets by name, each non-empty, all in one SFT format that carries a response:
+            `prompt`/`completion` (standard or conversational), `messages`, `conversations` or `text`.
 
     Example:
 
@@ -58,8 +61,8 @@ class CandidateDatasets:
         datasets = as_named_datasets(datasets)
         if not datasets:
             raise ValueError("CandidateDatasets needs at least one named candidate dataset.")
-        for name, dataset in datasets.items():
-            check_response_dataset(dataset, name)
+        # what DMC scores and verifies: each row as a prompt–completion pair
+        self.responses = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
         self.datasets = dict(datasets)
         self.names = list(self.datasets)
         self.ranges: dict[str, range] = {}
@@ -74,11 +77,14 @@ class CandidateDatasets:
         try:
             self.train_dataset = concatenate_datasets(parts)
         except ValueError as error:
-            kinds = {name: str(self.datasets[name].features["completion"]) for name in self.names}
+            kinds = {name: {c: str(self.datasets[name].features[c]) for c in shared} for name in self.names}
             raise ValueError(
                 f"The candidate datasets cannot be concatenated: their shared columns {shared} have different types "
-                f"(`completion`: {kinds}). Give every dataset the same format (all conversational or all plain)."
+                f"({kinds}). Give every dataset the same format (all conversational or all plain)."
             ) from error
+        self.responses_dataset = concatenate_datasets(
+            [self.responses[name].select_columns(list(RESPONSE_COLUMNS)) for name in self.names]
+        )
 
     def __len__(self) -> int:
         return len(self.train_dataset)
@@ -242,7 +248,7 @@ class DMCCallback(SelectionCallback):
         # Q(D) does not depend on the model: measure it once, before training.
         self.example_quality = {
             name: quality_per_example(dataset, verifier, reward_column=self.args.reward_column, name=name)
-            for name, dataset in self.candidates.datasets.items()
+            for name, dataset in self.candidates.responses.items()
         }
         wrong = [name for name, q in self.example_quality.items() if not any(v > 0 for v in q)]
         if len(wrong) == len(self.example_quality):
@@ -304,7 +310,7 @@ class DMCCallback(SelectionCallback):
         )
         per_dataset, example_dmc = {}, None
         if a.strategy == "top_fraction":  # every row is scored, so L(D) uses all of them
-            nll = response_nll(model, tokenizer, self.candidates.train_dataset, a.scoring_batch_size, a.system)
+            nll = response_nll(model, tokenizer, self.candidates.responses_dataset, a.scoring_batch_size, a.system)
             example_dmc = []
         for name in self.candidates.names:
             span = self.candidates.ranges[name]
@@ -313,7 +319,7 @@ class DMCCallback(SelectionCallback):
             else:
                 probe = probe_indices(len(span), a.probe_size, seed)
                 results = response_nll(
-                    model, tokenizer, self.candidates.datasets[name].select(probe), a.scoring_batch_size, a.system
+                    model, tokenizer, self.candidates.responses[name].select(probe), a.scoring_batch_size, a.system
                 )
             difficulty = sum(t for t, _ in results) / max(1, sum(n for _, n in results))
             quality = float(np.mean(self.example_quality[name]))

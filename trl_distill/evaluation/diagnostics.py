@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from ..core.divergence import generalized_jsd_from_logits
+from ..core.tokenizers import ensure_pad_token
 
 
 DIAGNOSTIC_KEYS = (
@@ -196,9 +197,7 @@ def token_diagnostics(
         raise TypeError("`texts` must be a list of strings, not a single string; wrap it: `[text]`.")
     if len(texts) == 0:
         raise ValueError("`texts` is empty; pass at least one text to compare the student and the teacher on.")
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad_token_id is None:
-        raise ValueError("The tokenizer has neither a pad nor an EOS token; set `tokenizer.pad_token` first.")
+    pad_token_id = ensure_pad_token(tokenizer)
     features = _encode(tokenizer, texts, prompts)
     device = _device_of(student)
     modes = (student.training, teacher.training)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 from tqdm.auto import tqdm
 
+from ..core.tokenizers import ensure_pad_token
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact
 
 
@@ -491,8 +492,7 @@ class LocalChatJudge(ChatJudge):
             self.name = f"local:{model.name_or_path}"
         if tokenizer is None:
             raise ValueError("LocalChatJudge needs the judge model's tokenizer: pass `tokenizer=`.")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import numbers
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -13,12 +14,15 @@ from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
 from trl import DistillationTrainer
 from trl.data_utils import is_conversational
+from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx, pad
 
 from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
 from ..core.verifiers import completion_text
+from .clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
 from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
+from .rollout_masks import distillation_mask, positive_tail_mask
 from .steering import (
     contextual_steering_direction,
     direction_logit_norm,
@@ -45,11 +49,20 @@ class _EMATeacherCallback(TrainerCallback):
         SyncRefModelCallback.sync_target_model(student, teacher, args.teacher_update_rate)
 
 
+# vocabulary tile width of TRL's chunked log-probability kernel (the positive-tail NLL)
+_LOGPROB_CHUNK = 4096
+
+
 def _privileged_text(value) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):  # a list of messages, e.g. the reference completion of a conversational dataset
         return completion_text(value)
+    if value is None:
+        raise ValueError(
+            f"A `{PRIVILEGED_COLUMN}` value is None; the teacher would be shown the text 'None'. Fill it (e.g. with "
+            "the reference solution) or drop the row."
+        )
     return str(value)
 
 
@@ -78,11 +91,15 @@ class OGLSSDTrainer(DistillationTrainer):
     """
     Trainer for OGLS-SD, On-Policy Self-Distillation with Outcome-Guided Logit Steering (arXiv 2605.12400).
 
-    The student samples `num_generations` rollouts per prompt; the teacher is the same model shown privileged context
-    (e.g. a reference solution). A verifier splits each group into successes and failures, and the teacher is steered
-    along the direction that separates them, `z̃ = z_T + α·d`, before the generalized JSD to the student is taken on
-    the student's own tokens. `steering_alpha=0` is exactly OPSD (arXiv 2601.18734). Groups without both a success and
-    a failure use `d = 0`.
+    The student samples `num_generations` rollouts per prompt and a verifier splits each group into successes and
+    failures. The teacher is the same model (frozen initial weights by default). By default (the v2 form, METHODS.md
+    §3, medium confidence) the target of a rollout the verifier did not accept is the teacher shown the prompt alone
+    (the *anchor*) steered by the contrast of the teacher with successful versus failed rollouts of the group as its
+    context, `z̃_t = z_T(·|x,y_<t) + α·d_t`, matched by a clipped forward KL on the rollout's first
+    `max_distill_tokens` tokens; a short correct rollout gets an NLL (SFT) term on its last `positive_tail_tokens`
+    tokens instead. Groups without both a success and a failure use `d = 0`. `OGLSSDConfig.opsd(...)` is exactly
+    OPSD (arXiv 2601.18734): the teacher shown privileged context (e.g. a reference solution), no steering, the
+    symmetric JSD on every token.
 
     Generation (transformers `generate` or vLLM), gradient accumulation, the chunked hidden-state loss and logging are
     [`~trl.DistillationTrainer`]'s. This subclass adds prompt groups (sampler), rewards and the steered teacher (in
@@ -94,7 +111,7 @@ class OGLSSDTrainer(DistillationTrainer):
 
     ```python
     >>> from trl_distill import OGLSSDConfig, OGLSSDTrainer
-    >>> from trl_distill.lab.tasks import task_reward
+    >>> from trl_distill.lab.world.tasks import task_reward
 
     >>> # rows: prompt, privileged_context (a reference solution), answer, task
     >>> trainer = OGLSSDTrainer(
@@ -116,8 +133,9 @@ class OGLSSDTrainer(DistillationTrainer):
         args ([`OGLSSDConfig`], *optional*):
             Configuration; a default one when `None`.
         train_dataset ([`~datasets.Dataset`]):
-            Map-style dataset with `prompt` (plain or conversational) and `privileged_context` columns, plus whatever
-            the reward functions read.
+            Map-style, non-empty dataset with a `prompt` column (plain or conversational), a `privileged_context`
+            column when the teacher reads it (`steering_anchor="privileged"`), plus whatever the reward functions
+            read.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Same format as `train_dataset`.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -172,12 +190,12 @@ class OGLSSDTrainer(DistillationTrainer):
                 f"reward_weights has {len(weights)} entries for {len(self.reward_funcs)} reward functions."
             )
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
-        self._check_dataset(train_dataset, "train_dataset")
+        self._check_dataset(train_dataset, "train_dataset", args)
         if isinstance(eval_dataset, dict):
             for key, value in eval_dataset.items():
-                self._check_dataset(value, f"eval_dataset[{key!r}]")
+                self._check_dataset(value, f"eval_dataset[{key!r}]", args)
         else:
-            self._check_dataset(eval_dataset, "eval_dataset")
+            self._check_dataset(eval_dataset, "eval_dataset", args)
         if eval_dataset is not None and args.per_device_eval_batch_size % args.num_generations != 0:
             raise ValueError(
                 f"per_device_eval_batch_size={args.per_device_eval_batch_size} is not a multiple of num_generations="
@@ -187,7 +205,7 @@ class OGLSSDTrainer(DistillationTrainer):
         # The self-teacher. A frozen copy only where one is needed: a PEFT student's initial weights are its base
         # (adapter disabled), and a live teacher is the student itself.
         kind = args.teacher_model_kind
-        peft_student = peft_config is not None or is_peft_model(model)
+        peft_student = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         if kind == "ema" and peft_student:
             raise ValueError(
                 "teacher_model_kind='ema' is not supported for a PEFT student: an EMA of the adapter needs a second "
@@ -246,7 +264,7 @@ class OGLSSDTrainer(DistillationTrainer):
             )
 
     @staticmethod
-    def _check_dataset(dataset, name: str) -> None:
+    def _check_dataset(dataset, name: str, args: OGLSSDConfig) -> None:
         if dataset is None:
             return
         if isinstance(dataset, IterableDataset):
@@ -254,17 +272,34 @@ class OGLSSDTrainer(DistillationTrainer):
                 f"{name} is an IterableDataset; OGLS-SD groups num_generations rollouts of the same prompt with a "
                 "repeat sampler, which needs a map-style Dataset. Materialise it, e.g. Dataset.from_list(list(ds))."
             )
+        if hasattr(dataset, "__len__") and len(dataset) == 0:
+            raise ValueError(f"{name} is empty: there is no prompt to sample rollouts for, so nothing would train.")
         columns = getattr(dataset, "column_names", None) or []
-        for column, why in (
-            ("prompt", "the student's prompt"),
-            (PRIVILEGED_COLUMN, "what the teacher sees beyond the prompt, e.g. a reference solution"),
-        ):
+        required = [("prompt", "the student's prompt")]
+        if args.uses_privileged_context:
+            required.append((PRIVILEGED_COLUMN, "what the teacher sees beyond the prompt, e.g. a reference solution"))
+        for column, why in required:
             if column not in columns:
                 raise ValueError(
                     f"{name} has no `{column}` column ({why}); its columns are {columns}. Add it, e.g. "
                     f"dataset.rename_column('solution', '{column}') or dataset.map(lambda row: "
                     f"{{'{column}': ...}})."
                 )
+        if args.uses_privileged_context:
+            missing = [i for i, value in enumerate(dataset[PRIVILEGED_COLUMN]) if value is None]
+            if missing:
+                raise ValueError(
+                    f"{name} has {len(missing)} rows whose `{PRIVILEGED_COLUMN}` is None (first: row {missing[0]}); "
+                    "the teacher would be shown the text 'None'. Fill them or drop those rows, e.g. "
+                    f"dataset.filter(lambda row: row['{PRIVILEGED_COLUMN}'] is not None)."
+                )
+        elif PRIVILEGED_COLUMN in columns:
+            warnings.warn(
+                f"{name} has a `{PRIVILEGED_COLUMN}` column, but with steering_anchor={args.steering_anchor!r} the "
+                "teacher never reads it (the v2 anchor is the teacher shown the prompt alone; the contextual direction "
+                "uses the group's rollouts as contexts). Set steering_anchor='privileged' to use it.",
+                stacklevel=3,
+            )
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
@@ -333,7 +368,10 @@ class OGLSSDTrainer(DistillationTrainer):
         self, teacher_prompts: list, completion_ids: torch.Tensor, completion_mask
     ) -> torch.Tensor:
         """Teacher final hidden states `(N, C, H)` at the completion positions, under `teacher_prompts`, no grad."""
-        prompt_ids = self._tokenize_prompts(teacher_prompts)[0]
+        return self._teacher_hidden_on_ids(self._tokenize_prompts(teacher_prompts)[0], completion_ids, completion_mask)
+
+    def _teacher_hidden_on_ids(self, prompt_ids: list, completion_ids: torch.Tensor, completion_mask) -> torch.Tensor:
+        """Teacher final hidden states `(N, C, H)` at the completion positions after the token lists `prompt_ids`."""
         device = completion_ids.device
         step = self.args.per_device_train_batch_size
         chunks = []
@@ -388,6 +426,14 @@ class OGLSSDTrainer(DistillationTrainer):
             for j, value in enumerate(values):
                 if value is None:
                     continue
+                if isinstance(value, torch.Tensor) and value.numel() == 1:
+                    value = value.item()
+                if isinstance(value, str | bytes) or not isinstance(value, numbers.Real):
+                    raise TypeError(
+                        f"Reward function {name!r} returned {type(value).__name__} {value!r:.60} for completion {j}; "
+                        "it must return a number (or None where it does not apply) per completion, e.g. "
+                        "float(answer_is_right) rather than a string."
+                    )
                 value = float(value)
                 if math.isnan(value):
                     raise ValueError(
@@ -415,17 +461,15 @@ class OGLSSDTrainer(DistillationTrainer):
         return output
 
     def _score_and_steer(self, inputs: list[dict], output: dict) -> dict:
-        """Rewards the rollouts, builds the steering direction per prompt group and returns the steered teacher.
+        """Rewards the rollouts, picks the tokens each term trains, and forms the (steered) teacher.
 
-        Returns `{"teacher_hidden": (N, C, H)}` (linear heads) or `{"teacher_logits": (N, C, V)}` (softcapping).
+        Returns the teacher target, `{"teacher_hidden": (N, C, H)}` (linear heads) or `{"teacher_logits": (N, C, V)}`
+        (softcapping), the token masks `distill_mask` (distribution-matched) and `tail_mask` (positive-tail NLL), and
+        `num_items_in_batch`, the number of loss tokens of the generation batch over all processes.
         """
+        args = self.args
         mode = "train" if self.model.training else "eval"
         G = self.num_generations
-        if any(PRIVILEGED_COLUMN not in row for row in inputs):
-            raise ValueError(
-                f"A batch row has no `{PRIVILEGED_COLUMN}` field; the teacher prompt needs it. Keep the column in the "
-                "dataset (and remove_unused_columns=False)."
-            )
         prompts = [row["prompt"] for row in inputs]
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids, completion_mask)]
@@ -436,38 +480,78 @@ class OGLSSDTrainer(DistillationTrainer):
             completions = texts
 
         rewards = self._compute_rewards(inputs, prompts, completions, ids_list)
-        success = torch.where(torch.isnan(rewards), -1, (rewards >= self.args.success_threshold).long())
+        success = torch.where(torch.isnan(rewards), -1, (rewards >= args.success_threshold).long())
+        success = success.to(completion_mask.device)
 
-        teacher_prompts = [self._compose_teacher_prompt(p, row[PRIVILEGED_COLUMN]) for p, row in zip(prompts, inputs)]
-        hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
+        # which tokens each term trains (v2: the steered divergence on rollouts not verified correct, first
+        # max_distill_tokens tokens; NLL on the tail of short correct rollouts)
+        trained = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        distill = distillation_mask(trained, success, args.steer_rollouts, args.max_distill_tokens)
+        if args.positive_tail_weight > 0:
+            tail = positive_tail_mask(
+                trained,
+                success,
+                G,
+                args.positive_tail_tokens,
+                args.short_rollout_quantile,
+                args.short_rollout_max_tokens,
+            )
+        else:
+            tail = torch.zeros_like(trained)
+
+        # the anchor: the teacher shown the prompt and the privileged context, or the student's prompt alone
+        if args.uses_privileged_context:
+            if any(PRIVILEGED_COLUMN not in row for row in inputs):
+                raise ValueError(
+                    f"A batch row has no `{PRIVILEGED_COLUMN}` field; the teacher prompt needs it. Keep the column in "
+                    "the dataset (and remove_unused_columns=False)."
+                )
+            teacher_prompts = [
+                self._compose_teacher_prompt(p, row[PRIVILEGED_COLUMN]) for p, row in zip(prompts, inputs)
+            ]
+            hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
+        else:
+            anchor_ids = [ids[mask.bool()].tolist() for ids, mask in zip(output["prompt_ids"], output["prompt_mask"])]
+            hidden = self._teacher_hidden_on_ids(anchor_ids, completion_ids, completion_mask)
         head = self._teacher_head()
         with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3: the head is a shard outside a forward
             features = head.logits(hidden) if self.explicit_logits else hidden
         projection = None if self.explicit_logits else head  # how a feature-space direction maps to logits
 
         _, _, mixed = group_outcomes(success, G)
-        if self.args.steering == "pooled":
+        steered_rows = (distill != 0).any(-1)
+        direction = None  # alpha = 0: the anchor itself, no direction formed
+        if args.steering_alpha != 0 and args.steering == "pooled":
             direction = steering_direction(features, completion_mask, success, G)
-        elif not mixed.any():  # nothing to contrast: skip the context forwards
-            direction = torch.zeros_like(features, dtype=torch.float32)
-        else:
-            direction = contextual_steering_direction(
-                self._contextual_features(prompts, completions, completion_ids, completion_mask, mixed, head),
-                success,
-                G,
-            )
+        elif args.steering_alpha != 0:
+            needed = mixed.repeat_interleave(G) & steered_rows  # only the rollouts whose target is steered
+            if needed.any():
+                direction = contextual_steering_direction(
+                    self._contextual_features(prompts, completions, completion_ids, completion_mask, needed, head),
+                    success,
+                    G,
+                )
+            else:
+                direction = torch.zeros_like(features, dtype=torch.float32)
         with maybe_gather_lm_head_ctx(head.weight, head.bias):  # logit-space norms read the head
-            if self.args.normalize_direction:
-                direction = normalize_steering_direction(direction, G, projection, completion_mask)
-            teacher = steered_teacher(features, direction, self.args.steering_alpha, G)
-            self._log_steering(mode, rewards, success, mixed, direction, completion_mask, projection)
-        return {"teacher_logits" if self.explicit_logits else "teacher_hidden": teacher}
+            if direction is not None and args.normalize_direction:
+                direction = normalize_steering_direction(direction, G, projection, distill)
+            teacher = features if direction is None else steered_teacher(features, direction, args.steering_alpha, G)
+            self._log_steering(mode, rewards, success, mixed, direction, distill, tail, projection)
+        loss_tokens = (distill != 0).sum() + (tail != 0).sum()
+        return {
+            "teacher_logits" if self.explicit_logits else "teacher_hidden": teacher,
+            "distill_mask": distill,
+            "tail_mask": tail,
+            "num_items_in_batch": self.accelerator.gather(loss_tokens.to(self.accelerator.device)).sum(),
+        }
 
-    def _contextual_features(self, prompts, completions, completion_ids, completion_mask, mixed, head):
+    def _contextual_features(self, prompts, completions, completion_ids, completion_mask, rows, head):
         """Yields, for each context slot `j`, the teacher features of every rollout with rollout `j` of its group as
-        the teacher's context (in place of the privileged context). Rows of groups without both outcomes stay zero."""
+        the teacher's context (in the template's `{privileged_context}`). Only the rollouts in the boolean `rows` are
+        computed; the others stay zero."""
         G = self.num_generations
-        rows = torch.nonzero(mixed.repeat_interleave(G)).flatten().tolist()
+        rows = torch.nonzero(rows).flatten().tolist()
         for j in range(G):
             contexts = [completions[(i // G) * G + j] for i in rows]
             teacher_prompts = [self._compose_teacher_prompt(prompts[i], c) for i, c in zip(rows, contexts)]
@@ -477,12 +561,12 @@ class OGLSSDTrainer(DistillationTrainer):
             full[rows] = part
             yield full
 
-    def _log_steering(self, mode, rewards, success, mixed, direction, completion_mask, projection):
+    def _log_steering(self, mode, rewards, success, mixed, direction, distill, tail, projection):
         device = self.accelerator.device
         gather = self.accelerator.gather
         all_rewards = gather(rewards.to(device))
         scored = ~torch.isnan(all_rewards)
-        self._metrics[mode]["reward"].append(all_rewards[scored].mean().item())
+        self._metrics[mode]["reward"].append(all_rewards[scored].mean().item() if scored.any() else math.nan)
         self._metrics[mode]["reward_std"].append(all_rewards[scored].std().item() if scored.sum() > 1 else 0.0)
         per_func = gather(self._last_rewards_per_func.to(device))
         for i, name in enumerate(self.reward_func_names):
@@ -496,64 +580,116 @@ class OGLSSDTrainer(DistillationTrainer):
         )
         all_mixed = gather(mixed.to(device))
         self._metrics[mode]["steering/frac_mixed_groups"].append(all_mixed.float().mean().item())
-        # norm of d in logit space: per group for pooled, root-mean-square over the group's tokens for contextual
+        steered = gather((distill != 0).any(-1).to(device))
+        self._metrics[mode]["steering/frac_distilled_rollouts"].append(steered.float().mean().item())
+        self._metrics[mode]["positive_tail/frac_rollouts"].append(
+            gather((tail != 0).any(-1).to(device)).float().mean().item()
+        )
+        if direction is None:
+            return
+        # norm of d in logit space, over mixed groups with a steered rollout: per group for pooled, root-mean-square
+        # over the group's distribution-matched tokens for contextual
+        G = self.num_generations
         norms = direction_logit_norm(direction, projection)
+        mask = (distill != 0).float()
         if norms.dim() == 2:
-            mask = completion_mask.float()
-            G = self.num_generations
             norms = (
                 (norms.square() * mask).view(-1, G * mask.size(1)).sum(-1)
                 / mask.view(-1, G * mask.size(1)).sum(-1).clamp(min=1)
             ).sqrt()
-        norms = gather(norms.to(device))
-        self._metrics[mode]["steering/direction_norm"].append(
-            norms[all_mixed].mean().item() if all_mixed.any() else 0.0
-        )
+        has_steered = mask.view(-1, G * mask.size(1)).sum(-1) > 0
+        norms, keep = gather(norms.to(device)), gather((mixed & has_steered).to(device))
+        self._metrics[mode]["steering/direction_norm"].append(norms[keep].mean().item() if keep.any() else 0.0)
 
     # ------------------------------------------------------------------ loss
+
+    @staticmethod
+    def _tail_nll(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+        """Student NLL `−log p_θ(y_t | x, y_<t)` (temperature 1) at the `tail` positions, `(B, T)`, zero elsewhere;
+        TRL's chunked log-probability kernel, so no `(B, T, V)` logits."""
+        valid = tail.reshape(-1) != 0
+        nll = hidden.new_zeros(valid.shape, dtype=torch.float32)
+        if valid.any():
+            log_p = ChunkedLogProbFunction.apply(
+                hidden.reshape(-1, hidden.size(-1))[valid],
+                head.weight,
+                head.bias,
+                targets.reshape(-1)[valid],
+                1.0,
+                _LOGPROB_CHUNK,
+                head.softcap,
+                head.logit_scale,
+                (),
+            )[0]
+            nll = nll.masked_scatter(valid, -log_p.float())
+        return nll.view(tail.shape)
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        mask = inputs["completion_mask"]
-        student_hidden = self._get_last_hidden_state(
-            unwrapped_student, input_ids, attention_mask, inputs["completion_ids"].size(1)
-        )
+        targets = inputs["completion_ids"]
+        distill, tail = inputs["distill_mask"], inputs["tail_mask"]
+        student_hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, targets.size(1))
         student_head = LMHead.of(unwrapped_student)
+        clip = self.args.jsd_token_clip
+        per_entry_clip = clip is not None and self.args.jsd_clip_scope == "vocabulary"  # OPSD's code
         if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
-            student_logits = student_head.logits(student_hidden) / self.temperature
-            per_token = (
-                generalized_jsd_from_logits(student_logits, inputs["teacher_logits"] / self.temperature, self.beta)
-                * mask
-            )
-            log_p = torch.log_softmax(student_logits.detach(), dim=-1)
-            entropy = -(log_p.exp() * log_p).sum(-1) * mask
+            student_logits = student_head.logits(student_hidden)
+            scaled = student_logits / self.temperature
+            teacher_scaled = inputs["teacher_logits"] / self.temperature
+            if per_entry_clip:
+                per_token = vocabulary_clipped_jsd_from_logits(scaled, teacher_scaled, self.beta, clip) * distill
+            else:
+                per_token = generalized_jsd_from_logits(scaled, teacher_scaled, self.beta) * distill
+            log_p = torch.log_softmax(scaled.detach(), dim=-1)
+            entropy = -(log_p.exp() * log_p).sum(-1) * distill
+            token_log_p = torch.log_softmax(student_logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            nll = -token_log_p * tail
         else:
             teacher_head = self._teacher_head()
             heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
             # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
+            divergence = vocabulary_clipped_jsd if per_entry_clip else generalized_jsd
+            clip_args = (clip,) if per_entry_clip else ()
             with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
-                per_token, entropy = generalized_jsd(
+                per_token, entropy = divergence(
                     student_hidden,
                     student_head,
                     inputs["teacher_hidden"],
                     teacher_head,
-                    mask,
+                    distill,
                     self.beta,
+                    *clip_args,
                     self.temperature,
                 )
-        n_valid = (mask != 0).sum()
-        divergence_sum = per_token.sum()
+                nll = self._tail_nll(student_hidden, student_head, targets, tail)
+        per_token_clip = clip is not None and not per_entry_clip
+        n_clipped = ((per_token > clip) & (distill != 0)).sum() if per_token_clip else per_token.new_tensor(math.nan)
+        if per_token_clip:
+            per_token = per_token.clamp(max=clip)  # each token's term is at most `clip`; above it, no gradient
+        n_distill, n_tail = (distill != 0).sum(), (tail != 0).sum()
+        divergence_sum, nll_sum = per_token.sum(), nll.sum()
+        # `0·h` keeps the graph connected when a micro-batch has no loss token (e.g. all rollouts correct, no tail)
+        total = divergence_sum + self.args.positive_tail_weight * nll_sum + 0.0 * student_hidden.sum()
         if num_items_in_batch is None:
-            loss = divergence_sum / n_valid.clamp(min=1)
+            loss = total / (n_distill + n_tail).clamp(min=1)
         else:
-            loss = divergence_sum / num_items_in_batch
-        self._divergence_stats = torch.stack([divergence_sum.detach().float(), n_valid.float()])
-        return loss, entropy.sum().detach(), n_valid
+            loss = total / num_items_in_batch
+        self._loss_stats = torch.stack(
+            [divergence_sum.detach(), n_distill, nll_sum.detach(), n_tail, n_clipped]
+        ).float()
+        return loss, entropy.sum().detach(), n_distill
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
-        total, count = self.accelerator.gather_for_metrics(self._divergence_stats.unsqueeze(0)).sum(0)
-        self._metrics[mode]["divergence"].append((total / count).item() if count > 0 else 0.0)
+        div_sum, n_distill, nll_sum, n_tail, n_clipped = self.accelerator.gather_for_metrics(
+            self._loss_stats.unsqueeze(0)
+        ).sum(0)
+        if n_distill > 0:
+            self._metrics[mode]["divergence"].append((div_sum / n_distill).item())
+            if not torch.isnan(n_clipped):  # the per-token clip only
+                self._metrics[mode]["divergence/clipped_frac"].append((n_clipped / n_distill).item())
+        if n_tail > 0:
+            self._metrics[mode]["positive_tail/nll"].append((nll_sum / n_tail).item())
         return result

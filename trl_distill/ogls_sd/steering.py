@@ -6,8 +6,10 @@ so they apply unchanged to final hidden states `h` (the fast path) or to explici
 difference of logits is `s·W` times the mean difference of hidden states, the bias cancelling. That is what lets the
 trainer steer on hidden states and keep the chunked divergence.
 
-Both directions are *proposed* in METHODS.md §3 (the paper's text was not available): the pooled direction is our
-default, the contextual one an option.
+The contextual direction is the one the v2 paper describes (arXiv 2605.12400v2, read from third-party notes on its
+source: medium confidence) and the default; the pooled direction is our proposal (METHODS.md §3), kept as an option.
+Either is added to the *anchor*: the teacher shown the prompt alone (v2) or shown the privileged context (our v1
+reading).
 """
 
 from collections.abc import Iterable
@@ -42,14 +44,14 @@ def group_outcomes(success: torch.Tensor, num_generations: int) -> tuple[torch.T
 def steering_direction(
     features: torch.Tensor, mask: torch.Tensor, success: torch.Tensor, num_generations: int
 ) -> torch.Tensor:
-    """Pooled steering direction, one vector per prompt group (OGLS-SD default; *proposed* formulation).
+    """Pooled steering direction, one vector per prompt group (OGLS-SD option; *proposed* formulation, ours).
 
-    `d = mean_{y∈G+} mean_t f(·|x,c*,y_<t) − mean_{y∈G−} mean_t f(·|x,c*,y_<t)`, where `f` are the privileged
-    teacher's logits or final hidden states at the completion positions. A group without both a success and a
-    failure gets `d = 0` (plain OPSD).
+    `d = mean_{y∈G+} mean_t f(·|a,y_<t) − mean_{y∈G−} mean_t f(·|a,y_<t)`, where `f` are the anchor teacher's logits
+    or final hidden states at the completion positions and `a` its context (`x, c*` for the privileged anchor, `x`
+    alone for the unprivileged one). A group without both a success and a failure gets `d = 0`.
 
     Args:
-        features (`torch.Tensor`): `(N, T, D)` teacher features aligned with the completion tokens.
+        features (`torch.Tensor`): `(N, T, D)` anchor-teacher features aligned with the completion tokens.
         mask (`torch.Tensor`): `(N, T)`, nonzero on completion tokens.
         success (`torch.Tensor`): `(N,)` outcomes, see [`group_outcomes`].
         num_generations (`int`): rollouts per prompt group (consecutive rows).
@@ -71,7 +73,7 @@ def steering_direction(
 def contextual_steering_direction(
     context_features: Iterable[torch.Tensor], success: torch.Tensor, num_generations: int
 ) -> torch.Tensor:
-    """Contextual steering direction, one vector per rollout and token (OGLS-SD option; *proposed* formulation).
+    """Contextual steering direction, one vector per rollout and token (OGLS-SD default: the v2 form).
 
     `d_t = mean_{y+∈G+} f(·|x,y+,y_<t) − mean_{y−∈G−} f(·|x,y−,y_<t)`: the teacher reads the rollout `y` being trained
     while a successful (failed) rollout of the same group stands in its context. Groups without both outcomes get 0.
@@ -139,7 +141,8 @@ def normalize_steering_direction(
 
     Pooled directions `(groups, D)` are divided by their logit-space norm. Contextual directions `(N, T, D)` are
     divided by one scalar per group, the root-mean-square logit-space norm over the group's completion tokens
-    (`mask`, `(N, T)`). Zero directions stay zero, so groups without both outcomes remain plain OPSD.
+    (`mask`, `(N, T)`; the trainer passes the distribution-matched tokens). Zero directions stay zero, so groups
+    without both outcomes keep the unsteered anchor.
     """
     norms = direction_logit_norm(direction, head)
     if direction.dim() == 2:
@@ -156,12 +159,13 @@ def normalize_steering_direction(
 def steered_teacher(
     teacher_features: torch.Tensor, direction: torch.Tensor, alpha: float, num_generations: int
 ) -> torch.Tensor:
-    """The steered teacher `f̃ = f_T + α·d` (logits, or hidden states for a linear head), in the features' dtype.
+    """The steered teacher `f̃ = f_anchor + α·d` (logits, or hidden states for a linear head), in the features' dtype.
 
     Args:
-        teacher_features (`torch.Tensor`): `(N, T, D)` privileged-teacher features.
+        teacher_features (`torch.Tensor`): `(N, T, D)` anchor-teacher features (privileged or unprivileged).
         direction (`torch.Tensor`): pooled `(N // num_generations, D)` or contextual `(N, T, D)`.
-        alpha (`float`): steering strength; `0` returns `teacher_features` unchanged (exactly OPSD).
+        alpha (`float`): steering strength; `0` returns `teacher_features` unchanged (with the privileged anchor on
+            every rollout: exactly OPSD).
         num_generations (`int`): rollouts per prompt group.
     """
     if alpha == 0:

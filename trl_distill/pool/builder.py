@@ -29,8 +29,9 @@ from tqdm.auto import tqdm
 from ..core.engine import distributed_state
 from ..core.generation import generate_completions, render_prompt
 from ..core.pool import validate_pool
+from ..core.tokenizers import ensure_pad_token
+from ..core.verifiers import resolve_verifier, run_verifier, verifier_name
 from .build_pool_config import BuildPoolConfig, TeacherSpec
-from .verify import resolve_verifier, run_verifier, verifier_name
 
 
 MANIFEST_VERSION = 1
@@ -62,7 +63,7 @@ def build_pool(
         output_dir (`str`): where the pool is written (see the module docstring). Rerunning with the same arguments
             resumes; other arguments are refused unless `overwrite=True`.
         n (`int`, defaults to 4): answers per teacher per prompt.
-        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.pool.verify`), an
+        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.core.verifiers`), an
             import path, or a callable `(prompts, completions, **columns) -> list[float | None]`.
         show_progress (`bool`, defaults to `True`): a progress bar per teacher and the summary table.
         **settings: the other fields of [`BuildPoolConfig`] (generation defaults, `shard_size`, `seed`, ...).
@@ -418,8 +419,7 @@ class _TransformersBackend:
 
         self.spec, self.batch_size = spec, config.batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(spec.model, trust_remote_code=config.trust_remote_code)
-        if self.tokenizer.pad_token is None:  # many base models ship without one; left padding makes eos safe
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        ensure_pad_token(self.tokenizer)  # many base models ship without one; left padding makes eos safe
         dtype = spec.dtype if spec.dtype == "auto" else getattr(torch, spec.dtype)
         self.model = AutoModelForCausalLM.from_pretrained(
             spec.model, dtype=dtype, trust_remote_code=config.trust_remote_code

@@ -47,6 +47,7 @@ class SCASCallback(SelectionCallback):
             lmbda=self.args.lmbda,
             batch_size=self.args.scoring_batch_size,
             feature_module=self.args.feature_module,
+            q_nll_scope=self.args.q_nll_scope,
         )
         full: list[dict | None] = [None] * len(self.features)
         for i, score in zip(rows, scores):
@@ -66,6 +67,7 @@ class SCASCallback(SelectionCallback):
             seed=self.args.selection_seed,
             strict=self.args.strict,
             warn=False,  # the trainer warned before training; the skipped prompts never change (scas/skipped_prompts)
+            score_key=self.args.selection_score_key,
         )
         sampler.select([self.dataset_index[i] for i in selection.indices])
         sampler.set_epoch(epoch)

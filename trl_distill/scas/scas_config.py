@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig
 
+from .scoring import Q_NLL_SCOPES, SCORE_KEYS
 from .selection import STRATEGIES
 
 
@@ -24,12 +25,19 @@ class SCASConfig(SFTConfig):
             last decoder layer's MLP up-projection is found automatically (Llama, Qwen2, Mistral and similar).
         scoring_batch_size (`int`, *optional*, defaults to `16`):
             Sequences per forward pass when scoring the pool.
+        q_nll_scope (`str`, *optional*, defaults to `"prompt_with_gen"`):
+            The prompt positions of `d_Q`: with the assistant header (`"prompt_with_gen"`) or without it
+            (`"prompt_no_gen"`), as the released scorer's option of the same name.
 
         > Parameters that control the selection
 
         selection_strategy (`str`, *optional*, defaults to `"scas"`):
             `"scas"` (lowest learning cost group), or a baseline: `"best_teacher"` (the most accurate teacher's answer
             for every prompt), `"random"` (a random correct answer), `"min_nll"` (lowest answer NLL `d_A`).
+        selection_score_key (`str`, *optional*, defaults to `"learning_cost"`):
+            The score the `"scas"` strategy ranks by: `"learning_cost"` (`S`), or one of the released scorer's
+            ablation scores `"scas_score_no_diag"`, `"nll_weight_score"`, `"similarity_score"`,
+            `"similarity_score_no_diag"`, `"answer_mean_nll_score"` (see docs/scas.md).
         selection_group (`int`, *optional*, defaults to `1`):
             SCAS rank group to draw the answer from (1 = lowest learning cost); other groups are for ablations.
         num_groups (`int`, *optional*, defaults to `5`):
@@ -55,9 +63,17 @@ class SCASConfig(SFTConfig):
         metadata={"help": "Module name of the feature layer; the last decoder layer's MLP up-projection if unset."},
     )
     scoring_batch_size: int = field(default=16, metadata={"help": "Sequences per forward pass when scoring."})
+    q_nll_scope: str = field(
+        default="prompt_with_gen",
+        metadata={"help": "d_Q over the prompt with or without the assistant header.", "choices": list(Q_NLL_SCOPES)},
+    )
     selection_strategy: str = field(
         default="scas",
         metadata={"help": "`scas`, or a baseline: `best_teacher`, `random`, `min_nll`.", "choices": list(STRATEGIES)},
+    )
+    selection_score_key: str = field(
+        default="learning_cost",
+        metadata={"help": "Score the `scas` strategy ranks by.", "choices": list(SCORE_KEYS)},
     )
     selection_group: int = field(default=1, metadata={"help": "SCAS rank group to draw from (1 = lowest cost)."})
     num_groups: int = field(default=5, metadata={"help": "Number of rank groups G."})
@@ -76,6 +92,12 @@ class SCASConfig(SFTConfig):
             raise ValueError(f"scoring_batch_size must be >= 1, got {self.scoring_batch_size}.")
         if self.selection_strategy not in STRATEGIES:
             raise ValueError(f"selection_strategy must be one of {STRATEGIES}, got {self.selection_strategy!r}.")
+        if self.q_nll_scope not in Q_NLL_SCOPES:
+            raise ValueError(f"q_nll_scope must be one of {Q_NLL_SCOPES}, got {self.q_nll_scope!r}.")
+        if self.selection_score_key == "scas_score":
+            self.selection_score_key = "learning_cost"
+        if self.selection_score_key not in SCORE_KEYS:
+            raise ValueError(f"selection_score_key must be one of {SCORE_KEYS}, got {self.selection_score_key!r}.")
         if self.num_groups < 1:
             raise ValueError(f"num_groups must be >= 1, got {self.num_groups}.")
         if not 1 <= self.selection_group <= self.num_groups:

@@ -1,21 +1,37 @@
 """SCASTrainer: SFT on the answer that is cheapest to learn for the current student, chosen per prompt from a pool."""
 
 import logging
+import os
 from dataclasses import fields
 
 from datasets import Dataset
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import pool_form, to_long_pool
+from ..core.pool import as_dataset, is_candidate_pool, to_long_pool
 from ..core.sampler import SelectionSampler
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
-from .scoring import encode_pool
+from .scoring import encode_pool, has_answer_tokens
 from .selection import scas_select
 
 
 logger = logging.getLogger(__name__)
+
+
+def _warn_unverified_sft_rows(dataset: Dataset) -> None:
+    """A plain SFT dataset trains every row; one with `correct=False` rows (but no `prompt_id`/`teacher` to select
+    among answers) would train its wrong answers too, so say how many, once, before training."""
+    if "correct" not in dataset.column_names:
+        return
+    wrong = sum(1 for flag in dataset["correct"] if flag is not None and str(flag).strip().lower() in ("false", "0"))
+    if wrong:
+        logger.warning(
+            "The dataset has a `correct` column but no `prompt_id`/`teacher` columns, so SCASTrainer trains it as plain "
+            "SFT, including its %d row(s) with correct=False. Add `prompt_id` and `teacher` columns to select among "
+            "verified answers, or drop the wrong rows.",
+            wrong,
+        )
 
 POOL_ROW = "_scas_pool_row"
 
@@ -25,19 +41,23 @@ class SCASTrainer(SFTTrainer):
 
     The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
-    prompt with a `candidates` list). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
+    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
     every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
-    A plain SFT dataset (`prompt`/`completion` or `messages`, no pool columns) is trained exactly as `SFTTrainer`
-    trains it: same examples, same order, same loss.
+    Any other dataset (no `candidates`, `prompt_id` or `teacher` column) is a plain SFT dataset and is
+    trained exactly as `SFTTrainer` trains it (same examples, same order, same loss): every format `SFTTrainer`
+    takes — `text`, `messages`, `prompt`/`completion` (plain or conversational), `conversations`, pre-tokenized
+    `input_ids`, `tools` and `chat_template_kwargs` columns, extra columns — and `SFTTrainer`'s own errors for bad
+    data.
 
     Args:
         model: as for [`~trl.SFTTrainer`].
         args ([`SCASConfig`], *optional*): an [`~trl.SFTConfig`] or `TrainingArguments` is converted, with the SCAS
             defaults.
-        train_dataset (`Dataset`): the candidate pool, or a plain SFT dataset.
+        train_dataset (`Dataset`): the candidate pool, or a plain SFT dataset; a list of rows, a dict of columns or
+            the path of a released SCAS pool directory (see [`load_released_pool`]) is converted.
         **kwargs: every other [`~trl.SFTTrainer`] argument, unchanged.
     """
 
@@ -53,7 +73,15 @@ class SCASTrainer(SFTTrainer):
             args = SCASConfig(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
 
         self._scas_pool = None
-        if isinstance(train_dataset, Dataset) and pool_form(train_dataset) != "sft":
+        if isinstance(train_dataset, str | os.PathLike | list | dict):
+            train_dataset = as_dataset(train_dataset, "train_dataset")
+        # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
+        # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
+        if isinstance(train_dataset, Dataset) and len(train_dataset) == 0:
+            raise ValueError("The dataset is empty: `train_dataset` needs at least one prompt with one answer.")
+        if isinstance(train_dataset, Dataset) and not is_candidate_pool(train_dataset):
+            _warn_unverified_sft_rows(train_dataset)
+        if isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset):
             if args.packing:
                 raise ValueError(
                     "SCASTrainer selects one answer (one dataset row) per prompt, which packing would merge with other "
@@ -78,17 +106,26 @@ class SCASTrainer(SFTTrainer):
         long, args = self._scas_pool, self.args
         # Preparation may shuffle rows or drop over-long ones: map pool rows to the prepared dataset's rows.
         dataset_index = {row: i for i, row in enumerate(self.train_dataset[POOL_ROW])}
-        dropped = len(long) - len(dataset_index)
-        if dropped:
+        # The scored sequence is cut as SFTTrainer cut the trained one, so the learning cost is that of what is trained.
+        features = encode_pool(self._tokenizer, long, max_length=args.max_length, truncation_mode=args.truncation_mode)
+        trainable = [i in dataset_index and has_answer_tokens(f) for i, f in enumerate(features)]
+        if args.max_length is not None and not any(trainable):
+            raise ValueError(
+                f"max_length={args.max_length} leaves no answer token of any of the {len(long)} candidates (the prompts "
+                "fill it): nothing to train on. Raise `max_length` or shorten the prompts."
+            )
+        cut, lost = sum(bool(f.get("truncated")) for f in features), trainable.count(False)
+        if cut:
             logger.warning(
-                f"{dropped} candidate answers were dropped while preparing the dataset (nothing left to train on "
-                "after truncation to `max_length`); they cannot be selected."
+                f"{cut} of {len(long)} candidate answers are cut by max_length={args.max_length}; they are scored on "
+                f"the truncated sequence, as they are trained"
+                + (f", and {lost} have no answer token left and cannot be selected." if lost else ".")
             )
         correct = long["correct"] if args.only_correct else [True] * len(long)
         pool = {
             "prompt_id": long["prompt_id"],
             "teacher": [str(t) for t in long["teacher"]],
-            "correct": [bool(c) and i in dataset_index for i, c in enumerate(correct)],
+            "correct": [bool(c) and t for c, t in zip(correct, trainable)],
         }
         # Checks the pool before training (strict mode raises here) and gives the sampler a valid first selection.
         initial = scas_select(pool, strategy="random", only_correct=True, seed=args.selection_seed, strict=args.strict)
@@ -96,7 +133,7 @@ class SCASTrainer(SFTTrainer):
         self._scas_initial = [dataset_index[i] for i in initial.indices]
         self.scas_callback = SCASCallback(
             pool,
-            encode_pool(self._tokenizer, long),
+            features,
             dataset_index,
             args,
             self._tokenizer.pad_token_id,

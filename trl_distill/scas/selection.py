@@ -6,6 +6,8 @@ per prompt) from the chosen group (group 1 by default). Selection is a pure func
 
 Baselines with the same interface: `best_teacher` (the answer of the most accurate teacher in the pool that answered
 the prompt correctly), `random` (a uniform draw among correct answers) and `min_nll` (lowest answer NLL `d_A`).
+The `scas` strategy ranks by any score [`scas_scores`] returns (`score_key`, e.g. the released scorer's
+`scas_score_no_diag` or `nll_weight_score`); candidates whose score is NaN never compete (a warning counts them).
 """
 
 import logging
@@ -14,7 +16,8 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..core.pool import prompt_groups
+from ..core.pool import as_dataset, parse_correct, prompt_groups, to_long_pool
+from .scoring import SCORE_KEYS
 
 
 logger = logging.getLogger(__name__)
@@ -53,9 +56,20 @@ class SCASSelection:
 def _column(pool, name):
     if isinstance(pool, dict):
         return list(pool[name]) if name in pool else None
-    if hasattr(pool, "column_names"):
-        return list(pool[name]) if name in pool.column_names else None
-    return [row.get(name) for row in pool] if all(name in row for row in pool) else None
+    return list(pool[name]) if name in pool.column_names else None
+
+
+def _as_columns(pool):
+    """A `Dataset` or a dict of columns; a list of rows becomes a `Dataset`, a grouped pool its long form."""
+    if not isinstance(pool, dict):
+        pool = as_dataset(pool)
+    if "candidates" in (pool if isinstance(pool, dict) else pool.column_names):
+        pool = to_long_pool(as_dataset(pool), require_correct=False)
+    return pool
+
+
+def _is_nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def teacher_accuracy(teachers, correct) -> dict[str, float]:
@@ -81,15 +95,17 @@ def scas_select(
     seed: int = 0,
     strict: bool = False,
     warn: bool = True,
+    score_key: str = "learning_cost",
 ) -> SCASSelection:
-    """Chooses one answer per prompt of a long-form pool.
+    """Chooses one answer per prompt of a candidate pool.
 
     Args:
-        pool: the long-form pool (a `Dataset`, a dict of columns or a list of rows) with `prompt_id`, `teacher` and
-            `correct`; see [`to_long_pool`].
-        scores (`list[dict]` or `list[float]`, *optional*): per row, the output of [`scas_scores`] or the learning
-            cost alone (`None` allowed on rows that do not compete); read from the pool's `learning_cost` (and `d_A`)
-            columns when omitted. Not needed by `best_teacher` and `random`.
+        pool: the pool (a `Dataset`, a dict of columns or a list of rows) with `prompt_id`, `teacher` and `correct`,
+            long or grouped (a grouped pool is unfolded as [`to_long_pool`] does, and `scores` follow that order, as
+            [`scas_scores`] returns them).
+        scores (`list[dict]` or `list[float]`, *optional*): per long-form row, the output of [`scas_scores`] or the
+            ranking score alone (`None` allowed on rows that do not compete); read from the pool's `score_key` (and
+            `d_A`) columns when omitted. Not needed by `best_teacher` and `random`.
         strategy (`str`, defaults to `"scas"`): `"scas"`, `"best_teacher"`, `"random"` or `"min_nll"`.
         group (`int`, defaults to 1): the SCAS rank group to draw from (1 = lowest learning cost).
         num_groups (`int`, defaults to 5): `G`, the number of rank groups.
@@ -97,43 +113,73 @@ def scas_select(
         seed (`int`, defaults to 0): seed of the per-prompt draws.
         strict (`bool`, defaults to `False`): raise on prompts without an eligible candidate instead of skipping them.
         warn (`bool`, defaults to `True`): log a warning naming the skipped prompts (they stay in `skipped` either way).
+        score_key (`str`, defaults to `"learning_cost"`): the score the `scas` strategy ranks by, one of
+            [`SCORE_KEYS`] (`"scas_score"`, the released scorer's name, means `learning_cost`).
 
     Returns:
         [`SCASSelection`]
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown selection strategy {strategy!r}; choose one of {STRATEGIES}.")
+    score_key = "learning_cost" if score_key == "scas_score" else score_key
+    if score_key not in SCORE_KEYS:
+        raise ValueError(f"Unknown score_key {score_key!r}; choose one of {SCORE_KEYS}.")
     if num_groups < 1 or not 1 <= group <= num_groups:
         raise ValueError(f"Need 1 <= group <= num_groups, got group={group}, num_groups={num_groups}.")
+    pool = _as_columns(pool)
     prompt_ids, teachers = _column(pool, "prompt_id"), _column(pool, "teacher")
     if prompt_ids is None or teachers is None:
         raise ValueError(
-            "scas_select needs a long-form pool with `prompt_id` and `teacher` columns (see to_long_pool)."
+            "scas_select needs a pool with `prompt_id` and `teacher` columns, long or grouped (see to_long_pool)."
         )
-    correct = _column(pool, "correct") if only_correct else None
-    correct = [True] * len(prompt_ids) if correct is None else [bool(c) for c in correct]
-    if only_correct and _column(pool, "correct") is None:
+    flags = _column(pool, "correct")
+    if flags is not None:
+        flags = [parse_correct(c, f"Row {i}") for i, c in enumerate(flags)]
+    if only_correct and flags is None:
         raise ValueError(
             "only_correct=True needs a `correct` column; verify the answers first or pass only_correct=False."
         )
+    if strategy == "best_teacher" and flags is None:
+        raise ValueError("strategy='best_teacher' ranks teachers by accuracy and needs a `correct` column.")
+    correct = flags if only_correct else [True] * len(prompt_ids)
 
     cost, nll = None, None
     if strategy in ("scas", "min_nll"):
         if scores is None:
-            cost, nll = _column(pool, "learning_cost"), _column(pool, "d_A")
+            cost, nll = _column(pool, score_key), _column(pool, "d_A")
         elif any(isinstance(s, dict) for s in scores):  # rows that cannot compete may hold None
-            cost = [None if s is None else s["learning_cost"] for s in scores]
+            if len(scores) == len(prompt_ids) and strategy == "scas":
+                missing = next((s for s in scores if s is not None and score_key not in s), None)
+                if missing is not None:
+                    raise ValueError(
+                        f"The scores have no {score_key!r} (keys: {sorted(missing)}); pass scas_scores' output."
+                    )
+            cost = [None if s is None else s.get(score_key) for s in scores]
             nll = [None if s is None else s.get("d_A") for s in scores]
         else:
             cost, nll = list(scores), None
-        key = cost if strategy == "scas" else nll
-        if key is None or len(key) != len(prompt_ids) or any(v is None for v, c in zip(key, correct) if c):
+        key, name = (cost, score_key) if strategy == "scas" else (nll, "d_A")
+        if key is not None and len(key) != len(prompt_ids):
             raise ValueError(
-                f"Strategy {strategy!r} needs a {'learning_cost' if strategy == 'scas' else 'd_A'} score for every "
-                f"eligible one of the {len(prompt_ids)} rows; pass the output of scas_scores."
+                f"Got {len(key)} scores for the {len(prompt_ids)} rows of the pool: too "
+                f"{'many' if len(key) > len(prompt_ids) else 'few'}. Pass one score per long-form row (scas_scores' "
+                "output, in the order of to_long_pool)."
             )
+        if key is None or any(v is None for v, c in zip(key, correct) if c):
+            raise ValueError(
+                f"Strategy {strategy!r} needs a {name} score for every eligible one of the {len(prompt_ids)} rows; "
+                "pass the output of scas_scores."
+            )
+        nan_rows = [i for i, (v, c) in enumerate(zip(key, correct)) if c and _is_nan(v)]
+        if nan_rows:
+            logger.warning(
+                f"{len(nan_rows)} candidate(s) have a NaN {name} (e.g. row {nan_rows[0]}, prompt_id "
+                f"{prompt_ids[nan_rows[0]]!r}) and do not compete; a NaN score usually means the scoring forward "
+                "overflowed (score in float32 or bfloat16, not float16)."
+            )
+            correct = [c and not _is_nan(v) for v, c in zip(key, correct)]
 
-    accuracy = teacher_accuracy(teachers, correct) if strategy == "best_teacher" else None
+    accuracy = teacher_accuracy(teachers, flags) if strategy == "best_teacher" else None
     indices, selected_prompts, skipped = [], [], []
     groups = [0] * len(prompt_ids)
     for prompt_id, rows in prompt_groups(prompt_ids).items():

@@ -4,7 +4,7 @@ from datasets import concatenate_datasets
 
 from ...camopd.camopd_config import CaMOPDConfig
 from ...camopd.camopd_trainer import CaMOPDTrainer
-from ..tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
+from ..world.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
 from .common import (
     TASK_KWARGS,
     AccuracyCurve,
@@ -28,7 +28,7 @@ CLAIM = (
 
 def models(lab: Lab, bar) -> dict:
     """The general model (trained on the general tasks and some arithmetic) and its arithmetic specialisation."""
-    from ..models import pretrained_model
+    from ..world.models import pretrained_model
 
     p, tok = lab.preset, lab.tokenizer
     general = make_task_splits(GENERAL_TASKS, 1024, 1, 1, seed=300)["train"]

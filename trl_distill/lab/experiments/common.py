@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
 
 from ...core.generation import generate_completions
-from ..tasks import task_reward
-from ..tokenizer import load_or_build_tokenizer
+from ..world.tasks import task_reward
+from ..world.tokenizer import load_or_build_tokenizer
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Preset:
     Args:
         name (`str`): the preset's name.
         seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
-        size (`str`): size of every tiny model (see `trl_distill.lab.models.SIZES`).
+        size (`str`): size of every tiny model (see `trl_distill.lab.world.models.SIZES`).
         pool_prompts (`int`): training prompts (SCAS pool, DMC candidate datasets, OGLS-SD and CaMOPD prompts).
         eval_prompts (`int`): held-out prompts per accuracy measurement.
         dev_prompts (`int`): dev prompts (DMC capability, training curves).
@@ -114,7 +114,7 @@ class Lab:
 
 def tokenizer_dir() -> str:
     """The world's saved tokenizer, versioned with the model cache so a stale one is never reused."""
-    from ..models import CACHE_VERSION, cache_dir
+    from ..world.models import CACHE_VERSION, cache_dir
 
     return os.path.join(cache_dir(), f"tokenizer-v{CACHE_VERSION}")
 

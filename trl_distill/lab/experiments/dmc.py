@@ -8,7 +8,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
-from ..tasks import task_reward
+from ..world.tasks import task_reward
 from .common import Lab, Phase, accuracy, compare, fit, load, spearman, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 

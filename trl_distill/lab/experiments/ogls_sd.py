@@ -1,20 +1,22 @@
-"""Experiment 3, OGLS-SD: does steering the privileged self-teacher by outcomes beat plain OPSD (α = 0) and SFT on the
-reference solutions, and is it more stable across seeds and over training?"""
+"""Experiment 3, OGLS-SD: does the outcome-steered self-teacher (the paper's v2 form, the trainer's default) beat plain
+OPSD (the privileged teacher, `OGLSSDConfig.opsd`) and SFT on the reference solutions, and is it more stable across
+seeds and over training?"""
 
 from trl import SFTConfig, SFTTrainer
 
 from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ...ogls_sd.ogls_sd_trainer import OGLSSDTrainer
-from ..tasks import task_reward
+from ..world.tasks import task_reward
 from .common import AccuracyCurve, Lab, Phase, accuracy, compare, fit, load, losses, summary, trainer_settings
 from .teachers import CAST_STEPS, cast, privileged
 
 
 CLAIM = (
     "Outcome-guided logit steering of the privileged self-teacher (OGLS-SD) beats plain on-policy self-distillation "
-    "(OPSD, α = 0) and SFT on the reference solutions, and trains more stably."
+    "(OPSD) and SFT on the reference solutions, and trains more stably."
 )
-ALPHAS = {"OGLS-SD (α = 1)": 1.0, "OPSD (α = 0)": 0.0}
+# the on-policy methods, each built in one place: the v2 default and the named OPSD configuration
+CONFIGS = {"OGLS-SD (v2)": OGLSSDConfig, "OPSD": OGLSSDConfig.opsd}
 
 
 def worst_drop(points) -> float:
@@ -35,7 +37,7 @@ def run(lab: Lab, timings: dict) -> dict:
     base = world["student_accuracy"]
     shown = accuracy(load(world["student"]), lab.tokenizer, privileged(splits["test"]), p.max_new_tokens)
     rows = splits["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
-    names = [*ALPHAS, "SFT on references"]
+    names = [*CONFIGS, "SFT on references"]
     finals = {name: [] for name in names}
     curves = {name: [] for name in names}
     loss_curves = {name: [] for name in names}
@@ -47,13 +49,8 @@ def run(lab: Lab, timings: dict) -> dict:
                 settings = trainer_settings(
                     lab, seed, max_steps=p.onpolicy_steps, per_device_train_batch_size=batch, learning_rate=1e-4
                 )
-                if name in ALPHAS:
-                    args = OGLSSDConfig(
-                        **settings,
-                        num_generations=4,
-                        max_completion_length=p.max_new_tokens,
-                        steering_alpha=ALPHAS[name],
-                    )
+                if name in CONFIGS:
+                    args = CONFIGS[name](**settings, num_generations=4, max_completion_length=p.max_new_tokens)
                     trainer = OGLSSDTrainer(
                         load(world["student"]), reward_funcs=task_reward, args=args, train_dataset=rows,
                         processing_class=lab.left_tokenizer(), callbacks=[curve],

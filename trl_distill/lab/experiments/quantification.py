@@ -8,7 +8,7 @@ from ...evaluation.diagnostics import token_diagnostics
 from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
-from ..models import pretrained_model
+from ..world.models import pretrained_model
 from .common import Lab, Phase, answers, compare, fit, load, summary, trainer_settings
 from .teachers import CAST_STEPS, OWN_IDENTITY, STUDENT_IDENTITY, cast, ice_prompts, identity_rows
 

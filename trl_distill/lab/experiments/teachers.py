@@ -11,8 +11,8 @@ from datasets import Dataset, concatenate_datasets
 from ...evaluation.ice import build_ice_prompts
 from ...evaluation.identity import IdentityFact
 from ...ogls_sd.ogls_sd_trainer import teacher_prompt
-from ..models import pretrained_model
-from ..tasks import make_task_splits, task_reward
+from ..world.models import pretrained_model
+from ..world.tasks import make_task_splits, task_reward
 from .common import TASK_KWARGS, Lab, accuracy, answers, load
 
 

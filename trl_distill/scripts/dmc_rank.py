@@ -8,21 +8,17 @@ trl-distill dmc-rank --config ranking.yaml   # keys = the flags below
 ```
 """
 
-import importlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
-from ..core.verifiers import exact_match_reward, numeric_reward
-from .compatibility import rank_datasets
-from .dmc_callback import DMCArguments
-
-
-VERIFIERS = {"exact_match": exact_match_reward, "numeric": numeric_reward}
+from ..core.data import load_data
+from ..core.tokenizers import ensure_pad_token
+from ..dmc.compatibility import rank_datasets
+from ..dmc.dmc_callback import DMCArguments
+from .utils import check_model_paths, lab_tokenizer, verifier
 
 
 @dataclass
@@ -42,7 +38,8 @@ class DMCDataArguments:
         dev_split (`str`, *optional*, defaults to `"test"`):
             Split of `dev_dataset` to use.
         verifier (`str`, *optional*, defaults to `"numeric"`):
-            `"numeric"`, `"exact_match"`, `"task"` (the tiny world's dispatcher) or a `module:function` reward function.
+            A verifier name of the registry (`"numeric"`, `"exact_match"`, `"math_verify"`, `"lab_task"`: the tiny
+            world's dispatcher) or a `module:function` reward function.
         lab (`bool`, *optional*, defaults to `False`):
             Use the toy world instead (offline, seconds): its candidate datasets, dev split, verifier and student.
     """
@@ -69,14 +66,14 @@ class DMCDataArguments:
     def load(self):
         """The candidate datasets by name, the dev split and the verifier."""
         if self.lab:
-            from .toy import toy_candidates
+            from ..lab.world.toys import toy_candidates
 
             datasets, dev = toy_candidates()
-            return datasets, dev, resolve_verifier("task")
+            return datasets, dev, verifier("lab_task")
         datasets = {
-            name: load_any(path, self.dataset_split) for name, path in (s.split("=", 1) for s in self.datasets)
+            name: load_data(path, split=self.dataset_split) for name, path in (s.split("=", 1) for s in self.datasets)
         }
-        return datasets, load_any(self.dev_dataset, self.dev_split), resolve_verifier(self.verifier)
+        return datasets, load_data(self.dev_dataset, split=self.dev_split), verifier(self.verifier)
 
 
 @dataclass
@@ -100,48 +97,20 @@ class DMCRankArguments(DMCDataArguments):
             raise ValueError("Give the student with `--model_name_or_path` (or use `--lab`).")
 
 
-def load_any(path: str, split: str) -> Dataset:
-    """A split of a `save_to_disk` directory, a local data file, or a Hub dataset."""
-    if os.path.isdir(path) and any(
-        os.path.exists(os.path.join(path, f)) for f in ("dataset_info.json", "dataset_dict.json", "state.json")
-    ):
-        data = load_from_disk(path)
-        return data[split] if isinstance(data, DatasetDict) else data
-    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".parquet", "parquet"), (".csv", "csv")):
-        if path.endswith(suffix):
-            return load_dataset(builder, data_files=path, split="train")
-    return load_dataset(path, split=split)
-
-
-def resolve_verifier(name: str):
-    """A reward function by short name or `module:function`."""
-    if name in VERIFIERS:
-        return VERIFIERS[name]
-    if name == "task":
-        from ..lab.tasks import task_reward
-
-        return task_reward
-    if ":" in name:
-        module, function = name.split(":", 1)
-        return getattr(importlib.import_module(module), function)
-    raise ValueError(f"Unknown verifier {name!r}; use {sorted(VERIFIERS) + ['task']} or `module:function`.")
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
     parser = TrlParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc-rank")
     rank_args, dmc_args = parser.parse_args_and_config(args=argv)
     datasets, dev, verifier = rank_args.load()
     if rank_args.lab:
-        from ..lab.tokenizer import build_tokenizer
-        from .toy import toy_student
+        from ..lab.world.toys import toy_student
 
-        tokenizer = build_tokenizer()
+        tokenizer = lab_tokenizer()
         model, _ = toy_student(tokenizer)
     else:
+        check_model_paths(student=rank_args.model_name_or_path)
         tokenizer = AutoTokenizer.from_pretrained(rank_args.model_name_or_path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        ensure_pad_token(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")
     settings = asdict(dmc_args)
     for unused in ("strategy", "temperature", "top_fraction", "every_epochs"):  # training-time settings

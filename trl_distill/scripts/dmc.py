@@ -6,33 +6,40 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
     --config recipes/dmc/qwen2.5-1.5b-math.yaml --datasets qwq=data/qwq.jsonl r1=data/r1.jsonl --dev_dataset dev.jsonl
 ```
 
-Ranking the datasets without training is `trl-distill dmc-rank`. `examples/dmc.py` is the same job as a standalone
-script and reuses [`load_student`] from here.
+Ranking the datasets without training is `trl-distill dmc-rank`. `examples/dmc.py` runs this job as a standalone
+script.
 """
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from ..script_utils import check_quantization, quantization_config, student_init_kwargs
-from .cli import DMCDataArguments
-from .dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
+from ..core.tokenizers import ensure_pad_token
+from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
+from .dmc_rank import DMCDataArguments
+from .utils import (
+    check_model_paths,
+    check_quantization,
+    finish,
+    lab_tokenizer,
+    quantization_config,
+    student_init_kwargs,
+)
 
 
 def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_args: ModelConfig):
     """The student and its tokenizer: the toy world's briefly pre-trained student with `lab`, else
     `model_args.model_name_or_path` (loaded after the config is parsed, so DeepSpeed's `zero3_init_flag` applies)."""
     if data_args.lab:
-        from ..lab.tokenizer import build_tokenizer
-        from .toy import toy_student
+        from ..lab.world.toys import toy_student
 
-        tokenizer = build_tokenizer()
+        tokenizer = lab_tokenizer()
         model, _ = toy_student(tokenizer)
         return model, tokenizer
     if not model_args.model_name_or_path:
         raise ValueError("Give the student with --model_name_or_path (or use --lab).")
+    check_model_paths(student=model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     kwargs = student_init_kwargs(model_args, training_args)
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path, quantization_config=quantization_config(model_args), **kwargs
@@ -57,7 +64,7 @@ def train(
     )
     trainer.add_callback(DMCCallback(candidates, dev, verifier, args=dmc_args, trainer=trainer))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    finish(trainer, training_args)
     return trainer
 
 

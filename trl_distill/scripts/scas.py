@@ -6,41 +6,43 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
     --config recipes/scas/qwen2.5-1.5b.yaml --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name pool.jsonl
 ```
 
-`examples/scas.py` is the same job as a standalone script; it reuses [`SCASScriptArguments`] and
-[`load_model_and_pool`] from here. Scoring without training is `trl-distill scas-score`.
+`examples/scas.py` runs this job as a standalone script. Scoring without training is `trl-distill scas-score`.
 """
 
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..script_utils import check_quantization, quantization_config, student_init_kwargs
-from .cli import load_pool
-from .scas_config import SCASConfig
-from .scas_trainer import SCASTrainer
+from ..scas.scas_config import SCASConfig
+from ..scas.scas_trainer import SCASTrainer
+from .utils import (
+    DistillScriptArguments,
+    check_model_paths,
+    check_quantization,
+    finish,
+    lab_tokenizer,
+    load_train_eval,
+    quantization_config,
+    student_init_kwargs,
+)
 
 
 @dataclass
-class SCASScriptArguments:
+class SCASScriptArguments(DistillScriptArguments):
     r"""
-    Script arguments of `trl-distill scas` and `examples/scas.py` (beside [`SCASConfig`] and [`~trl.ModelConfig`]).
+    Script arguments of `trl-distill scas` (beside [`SCASConfig`] and [`~trl.ModelConfig`]): TRL's script arguments,
+    where `dataset_name` is the candidate pool (a `.jsonl`/`.json`/`.parquet`/`.csv` file, a directory, or a Hub
+    dataset id, in the long form (`prompt_id`, `prompt`, `completion`, `teacher`, `correct`) or the grouped form
+    (`prompt`, `candidates`); not needed with `lab`, which trains a random-init tiny Qwen2 student on the tiny world's
+    arithmetic pool (5 teachers, one of them half wrong), offline), plus:
 
     Args:
-        dataset_name (`str`, *optional*):
-            The candidate pool: a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` directory or a Hub dataset id, in
-            the long form (`prompt_id`, `prompt`, `completion`, `teacher`, `correct`) or the grouped form (`prompt`,
-            `candidates`). Not needed with `lab`.
-        lab (`bool`, *optional*, defaults to `False`):
-            Train a random-init tiny Qwen2 student on the tiny world's arithmetic pool (5 teachers, one of them half
-            wrong), offline.
         lab_prompts (`int`, *optional*, defaults to `64`):
             Prompts in the tiny-world pool.
         lab_model_size (`str`, *optional*, defaults to `"s"`):
             Size of the tiny-world student: `xs`, `s`, `m` or `l`.
     """
 
-    dataset_name: str | None = field(default=None, metadata={"help": "Candidate pool (file, directory or hub id)."})
-    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
     lab_prompts: int = field(default=64, metadata={"help": "Prompts in the tiny-world pool."})
     lab_model_size: str = field(default="s", metadata={"help": "Tiny-world student size: xs, s, m or l."})
 
@@ -51,30 +53,33 @@ class SCASScriptArguments:
 
 def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig):
     """The student (a model, or a path [`SCASTrainer`] loads with `training_args.model_init_kwargs`), its tokenizer
-    (`None`: loaded by the trainer) and the candidate pool the arguments ask for."""
+    (`None`: loaded by the trainer), the candidate pool and the eval split (or `None`) the arguments ask for."""
     if script_args.lab:
-        from ..lab.models import tiny_model
-        from ..lab.tokenizer import build_tokenizer
-        from .toy import toy_pool
+        from ..lab.world.models import tiny_model
+        from ..lab.world.toys import toy_pool
 
-        tokenizer = build_tokenizer()
+        tokenizer = lab_tokenizer()
         model = tiny_model(tokenizer, script_args.lab_model_size, "qwen2", seed=training_args.seed)
-        return model, tokenizer, toy_pool(script_args.lab_prompts)
+        pool = toy_pool(script_args.lab_prompts)
+        return model, tokenizer, pool, pool if training_args.eval_strategy != "no" else None
     if model_args.model_name_or_path is None or script_args.dataset_name is None:
         raise ValueError("Give --model_name_or_path and --dataset_name (a candidate pool), or use --lab.")
+    check_model_paths(student=model_args.model_name_or_path)
     # As TRL's `trl sft`: the trainer loads the path, so DeepSpeed ZeRO-3 (`zero3_init_flag`) shards it at load time.
     training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
-    return model_args.model_name_or_path, None, load_pool(script_args.dataset_name)
+    pool, eval_pool = load_train_eval(script_args, training_args)
+    return model_args.model_name_or_path, None, pool, eval_pool
 
 
 def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> SCASTrainer:
     """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
-    model, tokenizer, pool = load_model_and_pool(script_args, training_args, model_args)
+    model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
     trainer = SCASTrainer(
         model=model,
         args=training_args,
         train_dataset=pool,
+        eval_dataset=eval_pool,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         quantization_config=None if script_args.lab else quantization_config(model_args),
@@ -82,12 +87,12 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     for record in trainer.scas_callback.history if trainer.scas_callback else []:
         trainer.accelerator.print(f"selection round at epoch {record['epoch']}: {record['metrics']}")
-    trainer.save_model(training_args.output_dir)
+    finish(trainer, training_args, script_args.dataset_name)
     return trainer
 
 
 def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
-    """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`])."""
+    """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`]), as TRL's scripts."""
     return TrlParser((SCASScriptArguments, SCASConfig, ModelConfig), prog=prog)
 
 

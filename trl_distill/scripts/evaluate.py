@@ -28,8 +28,9 @@ import math
 import os
 import sys
 
-from ..script_utils import parse_args_with_config
-from .identity import IdentityFact, split_names
+from ..core.tokenizers import ensure_pad_token
+from ..evaluation.identity import IdentityFact, split_names
+from .utils import check_model_paths, parse_args_with_config
 
 
 def _read_rows(path: str) -> list | dict:
@@ -70,9 +71,9 @@ def _load_model(path: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_paths(model=path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     if torch.cuda.is_available():
         model = model.to("cuda")
@@ -94,7 +95,7 @@ def _add_judge_arguments(parser: argparse.ArgumentParser, choices: list[str], de
 
 
 def _make_judge(args, progress: bool):
-    from .judges import AutomaticJudge, IdentityClaimJudge, LocalChatJudge, OpenAICompatibleJudge
+    from ..evaluation.judges import AutomaticJudge, IdentityClaimJudge, LocalChatJudge, OpenAICompatibleJudge
 
     if args.judge == "auto":
         return AutomaticJudge(embedding_model=getattr(args, "embedding_model", None))
@@ -158,7 +159,7 @@ def _rse_inputs(args) -> tuple[dict, dict | None, dict | None]:
 
 
 def _run_rse(args) -> int:
-    from .rse import rse
+    from ..evaluation.rse import rse
 
     progress = not args.no_progress
     prompts, responses, references = _rse_inputs(args)
@@ -201,8 +202,8 @@ def _report(result, judge, output: str, items: str) -> int:
 
 
 def _run_ice(args) -> int:
-    from .ice import build_ice_prompts, ice
-    from .mutators import LLMMutator
+    from ..evaluation.ice import build_ice_prompts, ice
+    from ..evaluation.mutators import LLMMutator
 
     progress = not args.no_progress
     identity = IdentityFact(

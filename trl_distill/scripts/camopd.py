@@ -7,20 +7,25 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
     --general_teacher Qwen/Qwen2.5-7B-Instruct --general_prompts general.jsonl --domain_prompts domain.jsonl
 ```
 
-`examples/camopd.py` is the same job as a standalone script; it reuses [`CaMOPDScriptArguments`] and
-[`load_models_and_prompts`] from here.
+`examples/camopd.py` runs this job as a standalone script.
 """
 
-import os
 from dataclasses import dataclass, field
 
-from datasets import load_dataset
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from ..script_utils import check_quantization, quantization_config, student_init_kwargs
-from .camopd_config import CaMOPDConfig
-from .camopd_trainer import CaMOPDTrainer
+from ..camopd.camopd_config import CaMOPDConfig
+from ..camopd.camopd_trainer import CaMOPDTrainer
+from ..core.data import load_data
+from .utils import (
+    check_model_paths,
+    check_quantization,
+    finish,
+    lab_tokenizer,
+    quantization_config,
+    student_init_kwargs,
+)
 
 
 @dataclass
@@ -35,7 +40,7 @@ class CaMOPDScriptArguments:
         domain_teacher (`str`, *optional*):
             Domain teacher; defaults to a frozen copy of the student (`model_name_or_path`).
         general_prompts (`str`, *optional*):
-            Proxy general prompts: a hub id, or a `.jsonl`/`.json`/`.parquet`/`.csv` file.
+            Proxy general prompts: a `.jsonl`/`.json`/`.parquet`/`.csv` file, a directory or a Hub dataset id.
         domain_prompts (`str`, *optional*):
             Domain prompts, in the same formats.
         dataset_split (`str`, *optional*, defaults to `"train"`):
@@ -56,29 +61,6 @@ class CaMOPDScriptArguments:
     lab_pretrain_steps: int = field(default=150, metadata={"help": "Pre-training steps of the tiny-world models."})
 
 
-def load_prompts(name_or_path: str, split: str):
-    """A prompt dataset from a `.jsonl`/`.json`/`.parquet`/`.csv` file or a Hub dataset id."""
-    extension = os.path.splitext(name_or_path)[1].lstrip(".")
-    if extension in ("jsonl", "json", "parquet", "csv"):
-        return load_dataset("json" if extension == "jsonl" else extension, data_files=name_or_path, split="train")
-    return load_dataset(name_or_path, split=split)
-
-
-def lab_world(script_args: CaMOPDScriptArguments):
-    """Student specialised on arithmetic, general teacher trained on string tasks, and both prompt sources."""
-    from ..lab.models import pretrained_model
-    from ..lab.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
-    from ..lab.tokenizer import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    general = make_task_splits(GENERAL_TASKS, 512, 32, 32, seed=0)
-    domain = make_task_splits(DOMAIN_TASKS, 512, 32, 32, seed=0)
-    steps = script_args.lab_pretrain_steps
-    student_path = pretrained_model(tokenizer, "camopd-student", domain["train"], steps, seed=0)
-    teacher_path = pretrained_model(tokenizer, "camopd-general", general["train"], steps, seed=1)
-    return tokenizer, student_path, teacher_path, student_path, general["train"], domain["train"]
-
-
 def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: ModelConfig):
     """The student path, tokenizer (left padding), teachers by name and prompt sources by name the arguments ask for.
 
@@ -87,7 +69,12 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
         sources `{"general": Dataset, "domain": Dataset}`.
     """
     if script_args.lab:
-        tokenizer, student, general_teacher, domain_teacher, general, domain = lab_world(script_args)
+        from ..lab.world.toys import camopd_world
+
+        tokenizer = lab_tokenizer()
+        world = camopd_world(tokenizer, script_args.lab_pretrain_steps)
+        student, general_teacher, domain_teacher = world["student"], world["general_teacher"], world["domain_teacher"]
+        general, domain = world["general"], world["domain"]
     else:
         if not (
             model_args.model_name_or_path
@@ -99,11 +86,12 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
                 "Give --model_name_or_path, --general_teacher, --general_prompts and --domain_prompts, or use --lab."
             )
         student = model_args.model_name_or_path
-        tokenizer = AutoTokenizer.from_pretrained(student, revision=model_args.model_revision)
         general_teacher = script_args.general_teacher
         domain_teacher = script_args.domain_teacher or student
-        general = load_prompts(script_args.general_prompts, script_args.dataset_split)
-        domain = load_prompts(script_args.domain_prompts, script_args.dataset_split)
+        check_model_paths(student=student, general_teacher=general_teacher, domain_teacher=domain_teacher)
+        tokenizer = AutoTokenizer.from_pretrained(student, revision=model_args.model_revision)
+        general = load_data(script_args.general_prompts, split=script_args.dataset_split)
+        domain = load_data(script_args.domain_prompts, split=script_args.dataset_split)
     tokenizer.padding_side = "left"
     return (
         student,
@@ -131,7 +119,7 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
         quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
+    finish(trainer, training_args)
     return trainer
 
 

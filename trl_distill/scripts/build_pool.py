@@ -13,7 +13,7 @@ trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml --max
 trl-distill build-pool --config recipes/build_pool/toy.yaml --lab --lab_prompts 8
 
 # data-parallel over 8 GPUs (transformers backend, a whole teacher per process)
-accelerate launch --num_processes 8 -m trl_distill.pool.cli --teachers ./teacher-a ./teacher-b \
+accelerate launch --num_processes 8 -m trl_distill.scripts.build_pool --teachers ./teacher-a ./teacher-b \
     --dataset_name prompts.jsonl --output_dir pools/dp
 ```
 
@@ -24,26 +24,10 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
-from datasets import Dataset, load_dataset, load_from_disk
-
-from .build_pool_config import BuildPoolConfig
-from .builder import build_pool
-
-
-FILE_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-
-
-def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
-    """A prompt dataset from a data file, a `save_to_disk` directory, or the Hub."""
-    extension = os.path.splitext(name)[1].lower()
-    if os.path.isfile(name):
-        if extension not in FILE_FORMATS:
-            raise ValueError(f"Cannot read {name!r}: give a {sorted(FILE_FORMATS)} file or a dataset directory.")
-        return load_dataset(FILE_FORMATS[extension], data_files=name, split="train")
-    if os.path.isdir(name) and os.path.exists(os.path.join(name, "dataset_info.json")):
-        dataset = load_from_disk(name)
-        return dataset[split] if hasattr(dataset, "keys") else dataset
-    return load_dataset(name, config, split=split)
+from ..core.data import load_data
+from ..pool.build_pool_config import BuildPoolConfig
+from ..pool.builder import build_pool
+from .utils import check_model_paths, lab_tokenizer
 
 
 @dataclass
@@ -69,22 +53,17 @@ class LabArguments:
 
 def lab_world(config: BuildPoolConfig, lab_args: LabArguments):
     """The teachers with `lab:<style>` models replaced by cached tiny-world teachers, and held-out prompts."""
-    from ..lab.models import pretrained_model
-    from ..lab.tasks import make_task_splits
-    from ..lab.tokenizer import build_tokenizer
+    from ..lab.world.toys import pool_prompts, pool_teacher
 
-    tokenizer = build_tokenizer()
-    steps = lab_args.lab_pretrain_steps
+    tokenizer = lab_tokenizer()
     teachers = []
     for seed, spec in enumerate(config.teacher_specs):
         spec = asdict(spec)
         if spec["model"].startswith("lab:"):
             style = spec["model"].removeprefix("lab:")
-            train = make_task_splits(("arithmetic",), 1024, 16, 16, seed=0, style=style)["train"]
-            spec["model"] = pretrained_model(tokenizer, f"pool-teacher-{style}", train, steps, seed=seed, arch="llama")
+            spec["model"] = pool_teacher(tokenizer, style, lab_args.lab_pretrain_steps, seed=seed)
         teachers.append(spec)
-    prompts = make_task_splits(("arithmetic",), 16, 16, lab_args.lab_prompts, seed=0)["test"]
-    return teachers, prompts
+    return teachers, pool_prompts(lab_args.lab_prompts)
 
 
 def make_parser(prog: str | None = "trl-distill build-pool"):
@@ -100,12 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, lab_args = parser.parse_args_and_config(argv)
         settings = {f.name: getattr(config, f.name) for f in fields(config)}
+        if lab_args.lab or config.verifier == "lab_task":
+            from ..lab.world import tasks  # noqa: F401  (registers the `lab_task` verifier)
         if lab_args.lab:
             settings["teachers"], dataset = lab_world(config, lab_args)
         else:
             if not config.dataset_name:
                 raise ValueError("Give the prompt dataset with --dataset_name (a Hub id, a directory or a data file).")
-            dataset = load_prompt_dataset(config.dataset_name, config.dataset_config, config.dataset_split)
+            check_model_paths(**{f"teacher {t.name}": t.model for t in config.teacher_specs})
+            dataset = load_data(config.dataset_name, config.dataset_config, config.dataset_split)
         if config.max_prompts is not None:
             dataset = dataset.select(range(min(config.max_prompts, len(dataset))))
         build_pool(dataset=dataset, **settings)

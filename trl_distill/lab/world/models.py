@@ -13,7 +13,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from ..core.logprobs import SequenceBatch, encode_prompt_completion
+from ...core.logprobs import SequenceBatch, encode_prompt_completion
 
 
 SIZES = {

@@ -1,9 +1,9 @@
-"""`trl-distill scas-score` (or `python -m trl_distill.scas.cli`): score a pool for a student, write the scores and the
+"""`trl-distill scas-score` (or `python -m trl_distill.scripts.scas_score`): score a pool for a student, write the scores and the
 selected SFT dataset, for users who train elsewhere.
 
 ```bash
-python -m trl_distill.scas.cli --model Qwen/Qwen2.5-1.5B-Instruct --pool pool.jsonl --output_dir scas-out
-accelerate launch -m trl_distill.scas.cli --model ... --pool pool.parquet --output_dir scas-out --format parquet
+trl-distill scas-score --model Qwen/Qwen2.5-1.5B-Instruct --pool pool.jsonl --output_dir scas-out
+accelerate launch -m trl_distill.scripts.scas_score --model ... --pool pool.parquet --output_dir scas-out --format parquet
 ```
 
 Writes `scores.<format>` (one row per candidate: `prompt_id`, `teacher`, `correct`, `learning_cost`, `d_A`, `d_Q`,
@@ -17,22 +17,12 @@ import os
 
 from accelerate import PartialState
 
+from ..core.data import load_data
 from ..core.pool import to_long_pool
-from ..script_utils import parse_args_with_config
-from .scoring import encode_pool, score_features
-from .selection import STRATEGIES, scas_select
-
-
-def load_pool(path: str):
-    """A pool from a `.jsonl`/`.json`/`.parquet` file, a `save_to_disk` directory, or a Hub dataset id."""
-    from datasets import load_dataset, load_from_disk
-
-    if os.path.isdir(path):
-        return load_from_disk(path)
-    for suffix, builder in ((".jsonl", "json"), (".json", "json"), (".parquet", "parquet")):
-        if path.endswith(suffix):
-            return load_dataset(builder, data_files=path, split="train")
-    return load_dataset(path, split="train")
+from ..core.tokenizers import ensure_pad_token
+from ..scas.scoring import Q_NLL_SCOPES, SCORE_KEYS, encode_pool, score_features
+from ..scas.selection import STRATEGIES, scas_select
+from .utils import check_model_paths, parse_args_with_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,11 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trl-distill scas-score", description="Score a candidate pool with SCAS and write the selected dataset."
     )
     parser.add_argument("--model", required=True, help="Student model name or path.")
-    parser.add_argument("--pool", required=True, help="Pool: .jsonl/.json/.parquet file, saved dataset dir or hub id.")
+    parser.add_argument("--pool", required=True, help="Pool: .jsonl/.json/.parquet/.csv file, a directory or a hub id.")
     parser.add_argument("--output_dir", required=True, help="Where scores and the selected dataset are written.")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="Output format.")
     parser.add_argument("--lmbda", type=float, default=0.5, help="λ of the learning cost.")
     parser.add_argument("--strategy", choices=STRATEGIES, default="scas", help="Selection rule.")
+    parser.add_argument(
+        "--score_key", choices=SCORE_KEYS, default="learning_cost", help="Score the scas strategy ranks by."
+    )
+    parser.add_argument(
+        "--q_nll_scope", choices=Q_NLL_SCOPES, default="prompt_with_gen", help="Whether d_Q includes the header."
+    )
     parser.add_argument("--group", type=int, default=1, help="Rank group to draw from (1 = lowest cost).")
     parser.add_argument("--num_groups", type=int, default=5, help="Number of rank groups G.")
     parser.add_argument("--all_candidates", action="store_true", help="Let incorrect candidates compete too.")
@@ -71,21 +67,21 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     args = parse_args_with_config(build_parser(), argv)  # also reads `--config scoring.yaml`
+    check_model_paths(model=args.model)
     state = PartialState()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(state.device)
 
-    long = to_long_pool(load_pool(args.pool), require_correct=not args.all_candidates)
+    long = to_long_pool(load_data(args.pool), require_correct=not args.all_candidates)
     scores = score_features(
         model,
         encode_pool(tokenizer, long, system=args.system),
-        tokenizer.pad_token_id,
+        ensure_pad_token(tokenizer),
         lmbda=args.lmbda,
         batch_size=args.batch_size,
         feature_module=args.feature_module,
+        q_nll_scope=args.q_nll_scope,
     )
     selection = scas_select(
         long,
@@ -96,6 +92,7 @@ def main(argv=None) -> dict:
         only_correct=not args.all_candidates,
         seed=args.seed,
         strict=args.strict,
+        score_key=args.score_key,
     )
     chosen = set(selection.indices)
     summary = {

@@ -12,7 +12,7 @@ import string
 
 from datasets import Dataset, DatasetDict
 
-from ..core.verifiers import exact_match_reward, numeric_reward
+from ...core.verifiers import exact_match_reward, numeric_reward, register_verifier
 
 
 STYLES = ("cot", "terse", "verbose", "equation")
@@ -119,3 +119,7 @@ def task_reward(prompts=None, completions=None, answer=None, task=None, **kwargs
     for completion, reference, name in zip(completions, answer, task):
         rewards += verifier_for(name)(completions=[completion], answer=[reference])
     return rewards
+
+
+# every job that takes a verifier name (`--verifier lab_task`) resolves it through the core registry
+register_verifier("lab_task", task_reward)

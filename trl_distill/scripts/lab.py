@@ -30,9 +30,9 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from .experiments import EXPERIMENTS, get
-    from .experiments.common import PRESETS, Lab, clean_scratch
-    from .report import summary_table, write_report
+    from ..lab.experiments import EXPERIMENTS, get
+    from ..lab.experiments.common import PRESETS, Lab, clean_scratch
+    from ..lab.report import summary_table, write_report
 
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

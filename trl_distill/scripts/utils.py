@@ -1,9 +1,17 @@
-"""What the command-line jobs share: `--config` for `argparse` commands, student loading kwargs, 4-bit checks."""
+"""What every command-line job shares, so a flag means the same in each: `--config` for `argparse` commands, the
+student's loading kwargs and 4-bit check, the dataset loader and verifier names, the tiny world's switch, and the end of
+a training run (save, push, end)."""
 
 import argparse
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass, field
+
+from trl import ScriptArguments
+
+from ..core.data import check_local_path, load_data
+from ..core.verifiers import resolve_verifier
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,3 +94,75 @@ def student_init_kwargs(model_args, training_args) -> dict:
     }
     kwargs = {key: value for key, value in kwargs.items() if value is not None}
     return {**kwargs, **(training_args.model_init_kwargs or {})}
+
+
+@dataclass
+class DistillScriptArguments(ScriptArguments):
+    r"""
+    TRL's [`~trl.ScriptArguments`] (`dataset_name`, `dataset_config`, `dataset_train_split`, `dataset_test_split`) plus
+    the tiny-world switch every training command has.
+
+    Args:
+        lab (`bool`, *optional*, defaults to `False`):
+            Run offline on the tiny world (`trl_distill.lab.world`): its student, data and verifier replace the model
+            and dataset arguments.
+    """
+
+    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
+
+
+def load_train_eval(script_args: ScriptArguments, training_args) -> tuple:
+    """The train split of `script_args.dataset_name` and, when `training_args.eval_strategy` is not `"no"`, its
+    `dataset_test_split` (as TRL's scripts do)."""
+    name, config = script_args.dataset_name, script_args.dataset_config
+    train = load_data(name, config, script_args.dataset_train_split)
+    evaluate = str(getattr(training_args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO")
+    return train, load_data(name, config, script_args.dataset_test_split) if evaluate else None
+
+
+def verifier(name: str):
+    """The reward function named `name` from the one registry ([`~trl_distill.core.verifiers.resolve_verifier`]);
+    the tiny world's `lab_task` (alias `task`) is registered on first use."""
+    if name in ("lab_task", "task"):
+        from ..lab.world import tasks  # noqa: F401  (registers `lab_task`)
+
+        name = "lab_task"
+    return resolve_verifier(name)
+
+
+def check_model_paths(**paths: str | None) -> None:
+    """Raises before anything is loaded when a model given as a local path does not exist (`student=...`)."""
+    for what, path in paths.items():
+        if isinstance(path, str):
+            check_local_path(path, what.replace("_", " "))
+
+
+def lab_tokenizer():
+    """The tiny world's byte-level tokenizer."""
+    from ..lab.world.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def finish(trainer, training_args, dataset_name: str | None = None) -> None:
+    """The end of every training job, as in TRL's scripts: save, push to the Hub when asked, finish the trackers.
+
+    The process group is left for [`end_processes`] (called by the `trl-distill` entry point on exit), so that
+    several jobs can run in one process.
+    """
+    trainer.accelerator.print("Training completed.")
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=dataset_name)
+        trainer.accelerator.print(f"Model pushed to the Hub as {trainer.hub_model_id}.")
+    for tracker in trainer.accelerator.trackers:
+        tracker.finish()
+
+
+def end_processes() -> None:
+    """Destroys the distributed process group, if one is up: the last step of a command (`trainer.end()` in TRL)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,258 @@
+"""One layout: the import graph has no arrow from a method to `lab` or `scripts`, and every training command takes
+the same common flags the same way (`--config`, a local `--dataset_name` file, `--use_peft`, `--load_in_4bit`
+refused on CPU, `--resume_from_checkpoint`, a missing path named)."""
+
+import ast
+import importlib
+import json
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_distill import cli
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "trl_distill")
+METHODS = ("scas", "dmc", "ogls_sd", "camopd", "pool", "evaluation")
+TRAINING = ("scas", "dmc", "ogls-sd", "camopd")
+
+
+def imported_subpackages(path: str) -> set[str]:
+    """The `trl_distill` sub-packages a module imports (absolute or relative, at any depth of the file)."""
+    relative = os.path.relpath(path, ROOT).removesuffix(".py").split(os.sep)
+    package = relative[:-1] if not path.endswith("__init__.py") else relative[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                target = base + (node.module.split(".") if node.module else [])
+                names = [target + [alias.name] for alias in node.names] if not node.module else [target]
+            else:
+                names = [(node.module or "").split(".")]
+        elif isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        else:
+            continue
+        for parts in names:
+            if parts[0] == "trl_distill" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Sub-package -> sub-packages it imports, over every module of the package."""
+    graph: dict[str, set[str]] = {}
+    for directory, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                parts = os.path.relpath(path, PACKAGE).split(os.sep)
+                source = parts[0].removesuffix(".py") if len(parts) > 1 else "__root__"
+                graph.setdefault(source, set()).update(imported_subpackages(path) - {source})
+    return graph
+
+
+def test_import_graph_has_no_arrow_from_a_method_to_lab_or_scripts_and_no_cycle():
+    graph = import_graph()
+    assert {"core", "scripts", "lab", *METHODS} <= set(graph)
+    for method in METHODS:
+        assert not graph[method] & {"lab", "scripts", "cli"}, (method, graph[method])
+    assert graph["core"] <= set(), graph["core"]  # core imports no method
+    assert "scripts" not in graph["lab"]
+    # no cycle among the sub-packages (a depth-first search over the graph)
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join([*trail, node, nxt])}"
+            if nxt not in state:
+                visit(nxt, [*trail, node])
+        state[node] = 2
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+
+
+def test_the_graph_parser_sees_relative_and_nested_imports(tmp_path):
+    module = os.path.join(PACKAGE, "scas", "scas_trainer.py")
+    assert "core" in imported_subpackages(module)
+    assert {"lab", "scas"} <= imported_subpackages(os.path.join(PACKAGE, "scripts", "scas.py"))
+
+
+# --- the common flags, on local files -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny student and general teacher on disk, and each command's data as local jsonl files."""
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.lab.world.tasks import GENERAL_TASKS, make_task_splits
+    from trl_distill.lab.world.tokenizer import build_tokenizer
+    from trl_distill.lab.world.toys import toy_candidates, toy_pool
+
+    root = tmp_path_factory.mktemp("scripts")
+    tokenizer = build_tokenizer()
+    for name, seed in (("student", 0), ("teacher", 1)):
+        tiny_model(tokenizer, "xs", seed=seed).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    toy_pool(8).to_json(root / "pool.jsonl")
+    arithmetic = make_task_splits(("arithmetic",), 16, 8, 8, seed=0)
+    rows = arithmetic["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
+    rows.to_json(root / "ogls.jsonl")
+    arithmetic["train"].remove_columns("completion").to_json(root / "domain.jsonl")
+    make_task_splits(GENERAL_TASKS, 16, 8, 8, seed=0)["train"].remove_columns("completion").to_json(
+        root / "general.jsonl"
+    )
+    candidates, dev = toy_candidates(train_size=16, dev_size=4)
+    for name in ("cot", "terse"):
+        candidates[name].to_json(root / f"{name}.jsonl")
+    dev.to_json(root / "dev.jsonl")
+    return root
+
+
+def job_args(job: str, root) -> list[str]:
+    """The job's toy recipe on local files, with a LoRA student and 2 steps saved every step."""
+    args = ["--config", os.path.join(ROOT, "recipes", job.replace("-", "_"), "toy.yaml")]
+    args += [
+        "--model_name_or_path",
+        str(root / "student"),
+        "--max_steps",
+        "2",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--logging_steps",
+        "1",
+    ]
+    args += ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--report_to", "none"]
+    return (
+        args
+        + {
+            "scas": ["--dataset_name", str(root / "pool.jsonl"), "--per_device_train_batch_size", "4"],
+            "dmc": ["--datasets", f"cot={root / 'cot.jsonl'}", f"terse={root / 'terse.jsonl'}"]
+            + [
+                "--dev_dataset",
+                str(root / "dev.jsonl"),
+                "--verifier",
+                "lab_task",
+                "--per_device_train_batch_size",
+                "4",
+            ]
+            + ["--probe_size", "4", "--dev_size", "4", "--max_new_tokens", "4"],
+            "ogls-sd": ["--dataset_name", str(root / "ogls.jsonl"), "--reward", "lab_task"]
+            + ["--per_device_train_batch_size", "4", "--max_completion_length", "4"],
+            "camopd": ["--general_teacher", str(root / "teacher"), "--general_prompts", str(root / "general.jsonl")]
+            + ["--domain_prompts", str(root / "domain.jsonl"), "--per_device_train_batch_size", "2"]
+            + ["--max_completion_length", "4", "--gradient_coherence_steps", "0"],
+        }[job]
+    )
+
+
+def run_job(job: str, argv: list[str]):
+    module = importlib.import_module(cli.COMMANDS[job][0])
+    return module.train(*module.make_parser().parse_args_and_config(args=argv))
+
+
+@pytest.mark.parametrize("job", TRAINING)
+def test_each_training_command_trains_on_local_files_with_lora_and_resumes(job, files, tmp_path):
+    from peft import PeftModel
+
+    out = str(tmp_path / "out")
+    trainer = run_job(job, [*job_args(job, files), "--output_dir", out])
+    assert isinstance(trainer.accelerator.unwrap_model(trainer.model), PeftModel) and trainer.state.global_step == 2
+    assert os.path.exists(os.path.join(out, "checkpoint-2")) and os.path.exists(
+        os.path.join(out, "adapter_model.safetensors")
+    )
+
+    # resumed from the first checkpoint: steps 2 and 3 run again, step 1 is not redone (its checkpoint stays as it
+    # was; a fresh start would write it anew)
+    first = os.path.join(out, "checkpoint-1", "trainer_state.json")
+    written = os.stat(first).st_mtime_ns
+    argv = [*job_args(job, files), "--output_dir", out, "--max_steps", "3"]
+    resumed = run_job(job, [*argv, "--resume_from_checkpoint", os.path.join(out, "checkpoint-1")])
+    assert resumed.state.global_step == 3 and os.path.exists(os.path.join(out, "checkpoint-3"))
+    assert os.stat(first).st_mtime_ns == written
+    with open(first) as f:
+        assert json.load(f)["global_step"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+@pytest.mark.parametrize("job", TRAINING)
+def test_each_training_command_refuses_4bit_on_cpu_before_loading(job, files, tmp_path):
+    with pytest.raises(ValueError, match="--load_in_4bit .*needs a CUDA device"):
+        run_job(job, [*job_args(job, files), "--output_dir", str(tmp_path), "--load_in_4bit"])
+
+
+@pytest.mark.parametrize("job", TRAINING)
+def test_each_training_command_names_a_missing_model_path(job, files, tmp_path):
+    argv = [*job_args(job, files), "--output_dir", str(tmp_path), "--model_name_or_path", str(tmp_path / "nope")]
+    with pytest.raises(FileNotFoundError, match="student .*nope.* does not exist"):
+        run_job(job, argv)
+
+
+def test_the_one_loader_reads_files_directories_and_names_a_missing_path(tmp_path):
+    from trl_distill.core.data import load_data
+
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
+    Dataset.from_list(rows).to_json(tmp_path / "rows.jsonl")
+    Dataset.from_list(rows).to_parquet(tmp_path / "rows.parquet")
+    Dataset.from_list(rows).to_csv(tmp_path / "rows.csv", index=False)
+    Dataset.from_list(rows).save_to_disk(tmp_path / "saved")
+    (tmp_path / "splits").mkdir()
+    Dataset.from_list(rows).to_json(tmp_path / "splits" / "train.jsonl")
+    Dataset.from_list(rows[:1]).to_json(tmp_path / "splits" / "test.jsonl")
+    for name in ("rows.jsonl", "rows.parquet", "rows.csv", "saved", "splits"):
+        assert load_data(str(tmp_path / name)).to_list() == rows, name
+    assert load_data(str(tmp_path / "splits"), split="test").to_list() == rows[:1]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_data(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ValueError, match="Cannot read"):
+        (tmp_path / "notes.txt").write_text("x")
+        load_data(str(tmp_path / "notes.txt"))
+
+
+def test_one_verifier_registry_serves_every_command():
+    from trl_distill.core.verifiers import VERIFIERS, resolve_verifier
+    from trl_distill.lab.world.tasks import task_reward
+    from trl_distill.scripts.utils import verifier
+
+    assert verifier("lab_task") is task_reward and verifier("task") is task_reward  # the lab registers itself
+    assert VERIFIERS["lab_task"] is task_reward and resolve_verifier("lab_task") is task_reward
+    assert verifier("exact_match") is VERIFIERS["exact_match"]
+    with pytest.raises(ValueError, match="Unknown verifier"):
+        verifier("nope")
+
+
+def test_scas_score_reads_a_released_pool_directory_and_selects_by_any_score_key(tmp_path, tokenizer):
+    """`scas-score --pool DIR` on the released layout (one `<teacher>.jsonl` each), ranked by `--score_key`."""
+    from trl_distill.lab.world.models import tiny_model
+
+    tiny_model(tokenizer, "xs").save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    pool = tmp_path / "math"
+    pool.mkdir()
+    answers = {"brief": ["Answer: 4", "Answer: 9"], "wordy": ["We add 2 and 2. Answer: 4", "3 times 3. Answer: 9"]}
+    for teacher, outputs in answers.items():
+        rows = [
+            {"id": i, "teacher_name": teacher, "system": "", "instruction": q, "teacher_output": out}
+            | {"is_common_correct": True}
+            for i, (q, out) in enumerate(zip(["2+2?", "3*3?"], outputs))
+        ]
+        Dataset.from_list(rows).to_json(pool / f"{teacher}.jsonl")
+    out = tmp_path / "o"
+    argv = ["--model", str(tmp_path / "student"), "--pool", str(pool), "--output_dir", str(out)]
+    scas_score = importlib.import_module(cli.COMMANDS["scas-score"][0])
+    summary = scas_score.main([*argv, "--score_key", "answer_mean_nll_score", "--q_nll_scope", "prompt_no_gen"])
+    assert summary["prompts"] == 2 and summary["selected"] == 2
+    scores = [json.loads(line) for line in open(out / "scores.jsonl")]
+    for prompt_id in (0, 1):
+        rows = [row for row in scores if row["prompt_id"] == prompt_id]
+        chosen = next(row for row in rows if row["selected"])
+        assert chosen["answer_mean_nll_score"] == min(row["answer_mean_nll_score"] for row in rows)

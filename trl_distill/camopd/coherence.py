@@ -1,0 +1,75 @@
+"""CaMOPD's gradient diagnostics (METHODS.md §4).
+
+- `gradient_coherence`: `cos(∇L_recovery, ∇L_review)`, negative = the two phases counteract (*proposed* diagnostic).
+- `coherence` and `coherence_gain`: the paper's **gradient coherence gain** as later notes on it report it (medium
+  confidence), over per-sample gradients `g_i`:
+
+      Coh(A) = ‖Σ_{i∈A} g_i‖ / Σ_{i∈A} ‖g_i‖          (1 when all agree, near 0 when they cancel)
+      GCG    = (Coh(selected) − Coh(full)) / Coh(full)
+
+  how much gap-based selection makes the kept samples' gradients agree, compared with all generated samples.
+
+Per-sample gradients of the whole model would cost one backward pass and one model-sized vector per sample, so the
+trainer takes them over a small parameter subset ([`coherence_parameters`]: the trainable parameters of the last
+module before the output head — the final norm in full fine-tuning, the last LoRA matrix with PEFT).
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+
+def gradient_coherence(grad_a: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
+    """`cos(∇L_a, ∇L_b)` of two flattened gradients; negative means the updates counteract (METHODS.md §4)."""
+    return torch.nn.functional.cosine_similarity(grad_a.float(), grad_b.float(), dim=0, eps=1e-12)
+
+
+def coherence(grads: torch.Tensor) -> torch.Tensor:
+    """`Coh(A) = ‖Σ_{i∈A} g_i‖ / Σ_{i∈A} ‖g_i‖` of per-sample gradients `grads` of shape `(|A|, P)`; 0 if all vanish."""
+    grads = grads.float()
+    return grads.sum(0).norm() / grads.norm(dim=1).sum().clamp(min=1e-30)
+
+
+def coherence_gain(grads: torch.Tensor, selected: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """`GCG = (Coh(selected) − Coh(full)) / Coh(full)` (METHODS.md §4, the paper's diagnostic as reported).
+
+    Args:
+        grads (`torch.Tensor`): `(N, P)` per-sample gradients of all generated samples (the full set).
+        selected (`Sequence[int]` or `torch.Tensor`): indices of the samples kept by gap-based selection.
+    """
+    full = coherence(grads)
+    kept = coherence(grads[torch.as_tensor(selected, dtype=torch.long, device=grads.device)])
+    return (kept - full) / full
+
+
+def coherence_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameter subset of the per-sample gradients: the trainable parameters of the last module (in
+    registration order, which is forward order in `transformers` causal LMs) that has any, the output head excluded.
+
+    That is the final norm (`model.norm.weight`) of a fully fine-tuned causal LM, and the last LoRA matrix of a PEFT
+    student. Only the head and that module are back-propagated through, so a per-sample gradient is cheap.
+    """
+    head = model.get_output_embeddings()
+    head_params = {id(p) for p in head.parameters()} if head is not None else set()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in head_params]
+    if not named:
+        raise ValueError("The student has no trainable parameter outside its output head; nothing to diagnose.")
+    module = named[-1][0].rsplit(".", 1)[0]
+    return [(n, p) for n, p in named if n.rsplit(".", 1)[0] == module]
+
+
+def per_sample_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`(N, P)` flattened gradients of each `losses[i]` with respect to `params` (one backward pass per sample, the
+    graph kept between them)."""
+    rows = []
+    for i in range(losses.numel()):
+        grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).detach().float().flatten()
+                    for g, p in zip(grads, params)
+                ]
+            )
+        )
+    return torch.stack(rows)

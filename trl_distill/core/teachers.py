@@ -1,0 +1,284 @@
+"""One teacher loader for every trainer that distils from a frozen model, and the checks that a teacher fits.
+
+[`load_teacher`] takes a teacher as a model id, a local path or an instantiated model and returns it loaded (with
+`from_pretrained` keyword arguments, optionally in 4-bit), checked against the student (vocabulary size, the
+tokenizers themselves when the teacher comes with one, the tokenizer against the embedding) and, given the
+accelerator, prepared as TRL prepares its teacher: `trl.models.prepare_deepspeed` under DeepSpeed (ZeRO-3 shards it),
+otherwise `accelerator.prepare_model(..., evaluation_mode=True)`. It also makes frozen copies of the student
+(`copy=True`), reloading from the student's path under ZeRO-3, where a deep copy would clone empty shards.
+
+The checks are separate functions too ([`check_model_path`], [`check_vocab_size`], [`check_tokenizers_match`],
+[`check_tokenizer_fits`]) so that a trainer can run them before anything is loaded.
+"""
+
+import copy as copy_module
+import os
+from typing import Any
+
+import torch
+from accelerate.logging import get_logger
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+from trl.models import prepare_deepspeed
+from trl.trainer.utils import create_model_from_path, get_config_model_id
+
+
+logger = get_logger(__name__)
+
+# TRL's own message (trl.DistillationTrainer), kept word for word so that code matching it keeps working
+INIT_KWARGS_WITH_INSTANCE = (
+    "You passed teacher_model_init_kwargs to the config, but your teacher_model is already instantiated."
+)
+MAX_LISTED = 5
+
+
+def check_model_path(name_or_path: str, what: str = "model") -> None:
+    """Raises a clear error when `name_or_path` is neither an existing local path nor a valid Hub repo id.
+
+    Without it a missing local directory reaches the Hub client, whose error (`Repo id must be in the form ...`)
+    does not say that the path does not exist.
+
+    Args:
+        name_or_path (`str`): a local directory or a Hub id.
+        what (`str`, defaults to `"model"`): how the error names it, e.g. `"teacher 'general'"`.
+    """
+    if os.path.exists(os.path.expanduser(name_or_path)):
+        return
+    looks_local = name_or_path.startswith((".", "/", "~"))
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        looks_local = True
+    if looks_local:
+        raise FileNotFoundError(
+            f"The {what} path {name_or_path!r} does not exist (resolved to {os.path.abspath(name_or_path)!r}), and "
+            "it is not a Hub repo id (`namespace/name`) either. Check the path, or give a Hub id."
+        )
+
+
+def vocab_size(model) -> int:
+    """Rows of the output projection: the vocabulary the divergence compares (ZeRO-3 keeps the shape in `ds_shape`)."""
+    weight = model.get_output_embeddings().weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
+
+
+def embedding_size(model) -> int:
+    """Rows of the input embedding: the largest token id the model can read, plus one."""
+    weight = model.get_input_embeddings().weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
+
+
+def check_vocab_size(student, teacher, name: str | None = None) -> None:
+    """Raises, as `trl.DistillationTrainer` does (naming `vocab_size`), when the two output vocabularies differ."""
+    student_size, teacher_size = vocab_size(student), vocab_size(teacher)
+    if student_size != teacher_size:
+        label = "the teacher model" if name is None else f"the teacher model {name!r}"
+        if get_config_model_id(teacher.config):
+            label += f" ({get_config_model_id(teacher.config)})"
+        raise ValueError(
+            f"The student model has vocab_size {student_size} but {label} has vocab_size {teacher_size}. "
+            "Distillation compares the teacher's full next-token distribution, which "
+            "requires a shared vocabulary. Use a teacher with the same vocab_size (e.g. `resize_token_embeddings` to "
+            "a common size), or GOLD for cross-tokenizer distillation."
+        )
+
+
+def check_tokenizer_fits(tokenizer, model, what: str = "model") -> None:
+    """Raises when the tokenizer has more tokens than the model has embedding rows (ids past the end would fail later
+    with `IndexError: index out of range in self`)."""
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
+    rows = embedding_size(model)
+    if len(tokenizer) > rows:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the {what} ({get_config_model_id(model.config)}) has "
+            f"only {rows} embedding rows, so token ids {rows}..{len(tokenizer) - 1} cannot be embedded. Call "
+            f"`model.resize_token_embeddings(len(tokenizer))` (and train the new rows), or use the model's own "
+            "tokenizer."
+        )
+
+
+def _special_tokens(tokenizer) -> set[str]:
+    # The pad *role* is left out (trainers set pad = EOS when it is missing, which changes nothing the loss sees); a
+    # pad token that is an added special token is still counted through `added_tokens_decoder`.
+    roles = {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token} - {None}
+    return roles | {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+
+
+def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "teacher") -> None:
+    """Raises when two tokenizers do not map the same ids to the same tokens, or mark different tokens as special.
+
+    The divergence compares the two models' distributions id by id, so an id must mean the same token for both; equal
+    vocabulary *sizes* are not enough. The error names the first mismatching ids and tokens.
+
+    Args:
+        student_tokenizer: the student's tokenizer (or processor).
+        teacher_tokenizer: the teacher's tokenizer (or processor).
+        name (`str`, defaults to `"teacher"`): the teacher's name in the error.
+    """
+    student_tokenizer = getattr(student_tokenizer, "tokenizer", student_tokenizer)
+    teacher_tokenizer = getattr(teacher_tokenizer, "tokenizer", teacher_tokenizer)
+    student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    hint = (
+        "On-policy distillation compares distributions over the same token ids, so the teacher must use the "
+        "student's tokenizer (GOLD handles different tokenizers). To skip this check, pass the teacher as a loaded "
+        "model instead of a path."
+    )
+    if student_vocab != teacher_vocab:
+        student_by_id = {i: t for t, i in student_vocab.items()}
+        teacher_by_id = {i: t for t, i in teacher_vocab.items()}
+        differing = [
+            i for i in sorted(set(student_by_id) | set(teacher_by_id)) if student_by_id.get(i) != teacher_by_id.get(i)
+        ]
+        listed = "; ".join(
+            f"id {i}: student {student_by_id.get(i)!r}, teacher {teacher_by_id.get(i)!r}"
+            for i in differing[:MAX_LISTED]
+        )
+        raise ValueError(
+            f"The tokenizer of teacher {name!r} differs from the student's: {len(differing)} token ids differ "
+            f"(student {len(student_vocab)} tokens, teacher {len(teacher_vocab)}), first {listed}. {hint}"
+        )
+    student_special, teacher_special = _special_tokens(student_tokenizer), _special_tokens(teacher_tokenizer)
+    if student_special != teacher_special:
+        only_student = sorted(student_special - teacher_special)[:MAX_LISTED]
+        only_teacher = sorted(teacher_special - student_special)[:MAX_LISTED]
+        raise ValueError(
+            f"The tokenizer of teacher {name!r} has the student's vocabulary but different special tokens: special "
+            f"only for the student {only_student}, only for the teacher {only_teacher}. {hint}"
+        )
+
+
+def _teacher_tokenizer(path: str, revision: str | None, trust_remote_code: bool):
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:  # a model saved without its tokenizer: nothing to compare
+        logger.info(f"No tokenizer found with teacher {path!r} ({error}); only its vocab_size is checked.")
+        return None
+
+
+def _is_zero3(args) -> bool:
+    plugin = getattr(args, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def four_bit_config() -> BitsAndBytesConfig:
+    """The 4-bit quantization config of teachers loaded with `load_in_4bit=True`: NF4 weights, bf16 compute."""
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def teacher_init_kwargs(
+    args,
+    init_kwargs: dict[str, Any] | None = None,
+    revision: str | None = None,
+    load_in_4bit: bool = False,
+    name="teacher",
+) -> dict[str, Any]:
+    """The `from_pretrained` keyword arguments of a teacher loaded from a path, as `trl.DistillationTrainer` builds
+    them (revision, `device_map=None` when distributed, `trust_remote_code`), plus the 4-bit config when asked."""
+    kwargs = dict(init_kwargs or {})
+    if revision is not None:
+        kwargs.setdefault("revision", revision)
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        kwargs["device_map"] = None  # "auto" fails in distributed training
+    if load_in_4bit:
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"Loading teacher {name!r} in 4-bit (`teacher_load_in_4bit=True`) needs a CUDA device (bitsandbytes), "
+                "but none is visible. Unset it on CPU."
+            )
+        if "quantization_config" in kwargs:
+            raise ValueError(
+                f"Teacher {name!r} has a `quantization_config` in its init kwargs and `teacher_load_in_4bit=True`; "
+                "set only one."
+            )
+        kwargs["quantization_config"] = four_bit_config()
+        kwargs.setdefault("device_map", {"": args.distributed_state.local_process_index})
+    kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return kwargs
+
+
+def load_teacher(
+    teacher: "str | PreTrainedModel",
+    args,
+    *,
+    name: str = "teacher",
+    init_kwargs: dict[str, Any] | None = None,
+    revision: str | None = None,
+    load_in_4bit: bool = False,
+    copy: bool = False,
+    student: PreTrainedModel | None = None,
+    tokenizer=None,
+    accelerator=None,
+) -> PreTrainedModel:
+    """Loads, checks and prepares one frozen teacher.
+
+    Args:
+        teacher (`str` or [`~transformers.PreTrainedModel`]): a model id or local path, or an instantiated model.
+        args ([`~transformers.TrainingArguments`]): the trainer's arguments (distributed state, `trust_remote_code`,
+            DeepSpeed plugin).
+        name (`str`, defaults to `"teacher"`): how errors and logs name this teacher.
+        init_kwargs (`dict`, *optional*): `from_pretrained` keyword arguments for a path teacher. Given with an
+            instantiated teacher, it raises as `trl.DistillationTrainer` does (they would be silently ignored).
+        revision (`str`, *optional*): revision of a path teacher (unless `init_kwargs` sets one).
+        load_in_4bit (`bool`, defaults to `False`): load a path teacher in 4-bit NF4 (CUDA and bitsandbytes).
+        copy (`bool`, defaults to `False`): return a frozen *copy* of an instantiated model (e.g. the student) instead
+            of the model itself. Under DeepSpeed ZeRO-3 the copy is loaded again from the model's `name_or_path`
+            (with `init_kwargs`, default: the model's dtype), since a deep copy would clone empty shards.
+        student ([`~transformers.PreTrainedModel`], *optional*): when given, the teacher's vocab_size must equal it.
+        tokenizer (*optional*): the student's tokenizer; when given it must fit the teacher's embedding and, for a path
+            teacher saved with a tokenizer, equal that tokenizer (vocabulary and special tokens).
+        accelerator (`accelerate.Accelerator`, *optional*): when given, the teacher is prepared for inference
+            (`prepare_deepspeed` under DeepSpeed, otherwise `prepare_model(..., evaluation_mode=True)`).
+
+    Returns:
+        [`~transformers.PreTrainedModel`]: the teacher in eval mode (wrapped when `accelerator` is given).
+    """
+    if not isinstance(teacher, str) and copy:
+        if _is_zero3(args):
+            source = get_config_model_id(teacher.config)
+            if not source:
+                raise ValueError(
+                    f"With DeepSpeed ZeRO-3 the frozen copy {name!r} is loaded again from the model's path, but the "
+                    "model has no `name_or_path`. Pass the model as a path or hub id."
+                )
+            if init_kwargs is None:
+                init_kwargs = {"dtype": str(teacher.dtype).removeprefix("torch.")}
+            teacher = source
+        else:
+            teacher = copy_module.deepcopy(teacher).requires_grad_(False)
+    teacher_tokenizer = None
+    if isinstance(teacher, str):
+        check_model_path(teacher, f"teacher {name!r}")
+        path = teacher
+        kwargs = teacher_init_kwargs(args, init_kwargs, revision, load_in_4bit, name)
+        try:
+            teacher = create_model_from_path(path, **kwargs)
+        except OSError as error:
+            if os.path.exists(path):
+                raise
+            raise OSError(
+                f"Teacher {name!r}: {path!r} is not a local path and could not be loaded as a Hub id ({error})."
+            ) from error
+        teacher.requires_grad_(False)  # loaded here, so nothing else trains it
+        if tokenizer is not None:
+            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"])
+    elif init_kwargs is not None:
+        raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
+    teacher.eval()
+    if student is not None:
+        check_vocab_size(student, teacher, None if name == "teacher" else name)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, teacher, f"teacher {name!r}")
+        if teacher_tokenizer is not None:
+            check_tokenizers_match(tokenizer, teacher_tokenizer, name)
+    if accelerator is not None:
+        teacher = prepare_teacher(teacher, accelerator)
+    return teacher
+
+
+def prepare_teacher(teacher: PreTrainedModel, accelerator) -> torch.nn.Module:
+    """Wraps a loaded teacher for inference as `trl.DistillationTrainer` does: `prepare_deepspeed` under DeepSpeed
+    (sharded under ZeRO-3), otherwise `accelerator.prepare_model(..., evaluation_mode=True)`."""
+    if accelerator.state.deepspeed_plugin is not None:
+        return prepare_deepspeed(teacher, accelerator)
+    return accelerator.prepare_model(teacher, evaluation_mode=True)
