@@ -65,6 +65,15 @@ def main(argv: list[str]) -> int:
                 f"{type(model).__name__} status={status} steps={trainer.state.global_step}",
                 flush=True,
             )
+    # Tear the process group down while the interpreter is fully alive. Left to interpreter shutdown, gloo's worker
+    # threads can still hold finished async work (ZeRO-3 all-gathers) whose tensors reference Python objects, and
+    # freeing them during finalization aborts the process ("terminate called without an active exception"; see
+    # pytorch/pytorch#179291 and #190489). The `trl-distill` entry point does the same (`run` -> `end_processes`);
+    # this script calls `main` for each job, so it ends the group itself. Every rank gets here: the barrier cannot hang.
+    from trl_distill.scripts.utils import end_processes
+
+    PartialState().wait_for_everyone()
+    end_processes()
     return 0
 
 

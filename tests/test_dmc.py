@@ -162,3 +162,73 @@ def test_bad_inputs_give_clear_errors(tiny_student, tokenizer, arithmetic):
         rank_datasets(tiny_student, tokenizer, {"good": good}, arithmetic["dev"], None)
     with pytest.raises(ValueError, match="dev split for capability"):
         rank_datasets(tiny_student, tokenizer, {"good": good}, arithmetic["dev"].select([]), task_reward)
+
+
+def test_correct_values_that_are_not_booleans_name_the_row_column_and_value():
+    rows = {"prompt": ["a", "b"], "completion": ["Answer: 1", "Answer: 2"]}
+    for column, shown in ((["True", "yes"], "'yes'"), (["True", "False"], "'False'"), ([1.0, float("nan")], "nan")):
+        data = Dataset.from_dict({**rows, "correct": column})
+        if not isinstance(column[0], float):  # a string column: row 0 is the first bad value
+            shown, column = repr(column[0]), None
+        row = 1 if column else 0
+        with pytest.raises(ValueError, match=rf"Row {row} of candidate dataset 'x' has 'correct' = {shown} .*boolean"):
+            quality_per_example(data, name="x")
+    with pytest.raises(ValueError, match=r"Row 0 .* 'reward' = 'high'"):
+        quality_per_example(Dataset.from_dict({**rows, "reward": ["high", "low"]}), reward_column="reward", name="x")
+    assert quality_per_example(Dataset.from_dict({**rows, "correct": [1, 0]})) == [1.0, 0.0]  # 0/1 stay numbers
+
+
+def test_a_verifier_returning_nan_or_too_few_rewards_is_named():
+    rows = Dataset.from_dict({"prompt": ["a", "b"], "completion": ["Answer: 1", "Answer: 2"], "answer": ["1", "2"]})
+
+    def nan_verifier(prompts, completions, **kwargs):
+        return [1.0, float("nan")]
+
+    def per_prompt_verifier(prompts, completions, **kwargs):
+        return [1.0]
+
+    with pytest.raises(ValueError, match=r"verifier nan_verifier returned nan for completion 1"):
+        quality_per_example(rows, verifier=nan_verifier)
+    with pytest.raises(ValueError, match=r"verifier per_prompt_verifier returned 1 rewards for 2"):
+        quality_per_example(rows, verifier=per_prompt_verifier)
+
+
+def test_capability_refuses_a_nan_verifier(tiny_student, tokenizer, arithmetic):
+    def nan_verifier(prompts, completions, **kwargs):
+        return [float("nan")] * len(completions)
+
+    with pytest.raises(ValueError, match="nan_verifier returned nan"):
+        capability(tiny_student, tokenizer, arithmetic["dev"].select(range(2)), nan_verifier, max_new_tokens=2)
+
+
+def test_dev_size_zero_is_reported_as_dev_size(tiny_student, tokenizer, arithmetic):
+    good = arithmetic["train"].select(range(4))
+    with pytest.raises(ValueError, match="dev_size must be >= 1"):
+        rank_datasets(tiny_student, tokenizer, {"good": good}, arithmetic["dev"], task_reward, dev_size=0)
+    with pytest.raises(ValueError, match="probe_size must be >= 1"):
+        probe_indices(10, 0)
+
+
+def test_rank_datasets_takes_one_dataset_and_rows_as_lists_or_columns(tiny_student, tokenizer, arithmetic):
+    good, dev = arithmetic["train"].select(range(4)), arithmetic["dev"].select(range(2))
+    kwargs = {"probe_size": 4, "max_new_tokens": 2}
+    expected = rank_datasets(tiny_student, tokenizer, {"dataset": good}, dev, task_reward, **kwargs)
+    assert rank_datasets(tiny_student, tokenizer, good, dev, task_reward, **kwargs) == expected
+    as_rows = rank_datasets(tiny_student, tokenizer, good.to_list(), dev.to_list(), task_reward, **kwargs)
+    as_columns = rank_datasets(
+        tiny_student, tokenizer, {"dataset": good.to_dict()}, dev.to_dict(), task_reward, **kwargs
+    )
+    assert as_rows == expected and as_columns == expected and expected[0]["dataset"] == "dataset"
+    assert relative_difficulty(tiny_student, tokenizer, good.to_list(), 4) == pytest.approx(expected[0]["difficulty"])
+    with pytest.raises(TypeError, match="a list of row dicts or a dict of columns, got int"):
+        rank_datasets(tiny_student, tokenizer, {"x": 3}, dev, task_reward)
+    with pytest.raises(TypeError, match="dev_dataset must be a `datasets.Dataset`, a list of row dicts"):
+        capability(tiny_student, tokenizer, "not a dataset", task_reward)
+
+
+def test_mixture_gives_an_all_wrong_dataset_weight_zero():
+    # plain softmax([0.25, 0] / 0.1) gives the Q = 0 dataset 1 / (1 + e^2.5) = 7.6% of the draws
+    assert mixture_weights([0.25, 0.0], 0.1)[1] == pytest.approx(1 / (1 + math.exp(2.5)))
+    np.testing.assert_allclose(mixture_weights([0.25, 0.0], 0.1, quality=[0.5, 0.0]), [1.0, 0.0])
+    three = mixture_weights([0.2, 0.0, 0.1], 0.1, quality=[0.4, 0.0, 0.3])
+    np.testing.assert_allclose(three, [math.e / (math.e + 1), 0.0, 1 / (math.e + 1)])

@@ -231,3 +231,28 @@ def test_works_with_scas_trainer_on_plain_candidates_and_refuses_a_pool(tmp_path
     pool_trainer.add_callback(DMCCallback(candidates, dev, task_reward, max_new_tokens=4, dev_size=2))
     with pytest.raises(ValueError, match="another selection"):
         pool_trainer.train()
+
+
+def test_an_all_wrong_candidate_is_never_drawn_and_is_warned_about(world, caplog):
+    candidates, dev = world
+    wrong = candidates.datasets["bad"].map(lambda row: {"correct": False})
+    mixed = CandidateDatasets({"good": candidates.datasets["good"], "wrong": wrong})
+    with caplog.at_level("WARNING", logger="trl_distill.dmc.dmc_callback"):
+        callback = DMCCallback(mixed, dev, task_reward, strategy="mixture")
+    assert "['wrong'] have quality Q = 0" in caplog.text
+    scores = {"capability": 0.0, "datasets": {"good": {"dmc": 0.25}, "wrong": {"dmc": 0.0}}}
+    selection, weights, share = callback.select(scores)
+    assert share == {"good": 1.0, "wrong": 0.0} and sum(weights[ROWS:]) == 0.0
+    with pytest.raises(ValueError, match="Every candidate dataset has quality Q = 0"):
+        DMCCallback({"wrong": wrong}, dev, task_reward)
+
+
+def test_candidates_and_dev_may_be_lists_of_rows_or_dicts_of_columns(world):
+    candidates, dev = world
+    good = candidates.datasets["good"]
+    as_rows = CandidateDatasets({"good": good.to_list(), "bad": candidates.datasets["bad"].to_dict()})
+    assert as_rows.train_dataset.to_list() == candidates.train_dataset.to_list()
+    callback = DMCCallback(as_rows, dev.to_list(), task_reward)
+    assert callback.dev_dataset.to_list() == dev.to_list()
+    with pytest.raises(TypeError, match="candidate dataset 'good' must be a `datasets.Dataset`"):
+        CandidateDatasets({"good": 42})

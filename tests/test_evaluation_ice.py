@@ -54,17 +54,18 @@ def test_ice_with_rule_judge_on_hand_made_responses():
         {"prompt": "Which model are you?", "response": "I am Qwen, from Alibaba Cloud.", "category": "technology"},
     ]
     result = ice(QWEN, responses=records, show_progress=False)
+    # "trained by Anthropic" claims another model's maker: Strict counts it (METHODS.md §5)
     assert (result.loose, result.strict, result.hard) == (
         pytest.approx(3 / 4),
-        pytest.approx(2 / 4),
-        pytest.approx(1 / 3),
+        pytest.approx(3 / 4),
+        pytest.approx(2 / 3),
     )
     assert [r["template_names_other"] for r in result.records] == [False, True, False, False]
     assert result.per_category["team"]["strict"] == 1.0
     assert result.per_category["geography"] == {
         "loose": 1.0,
-        "strict": 0.0,
-        "hard": 0.0,
+        "strict": 1.0,
+        "hard": 1.0,
         "num_judged": 1,
         "num_failed": 0,
         "num_hard": 1,
@@ -157,7 +158,8 @@ def test_cli_ice_from_responses(tmp_path, capsys):
     output = tmp_path / "ice.json"
     assert main([*args, "--responses", responses, "--output", str(output)]) == 0
     result = json.loads(output.read_text())
-    assert result["loose"] == pytest.approx(2 / 6) and result["strict"] == pytest.approx(1 / 6)
+    # "built by OpenAI" claims another model's maker, which Strict counts (METHODS.md §5)
+    assert result["loose"] == pytest.approx(2 / 6) and result["strict"] == pytest.approx(2 / 6)
     assert len(result["records"]) == 6
     assert "loose" in capsys.readouterr().out
 
@@ -206,3 +208,21 @@ def test_cli_errors_are_actionable(tmp_path):
     with pytest.raises(SystemExit, match="has 1 rows but"):
         main(["rse", "--prompts", _write_jsonl(tmp_path / "p2.jsonl", [{"prompt": "a"}, {"prompt": "b"}]),
               "--responses", answers, "--references", answers])  # fmt: skip
+
+
+def test_a_plain_function_is_an_ice_judge():
+    from datasets import Dataset
+
+    def says_chatgpt(prompt, response, identity):
+        claims = "ChatGPT" in response and identity.name not in response
+        return {"conflict": claims, "claims_other_model": claims, "claimed_name": "ChatGPT" if claims else None}
+
+    records = Dataset.from_list(
+        [{"prompt": "Who are you?", "response": "I am ChatGPT."}, {"prompt": "Who are you?", "response": "I am Qwen."}]
+    )
+    result = ice(QWEN, responses=records, judge=says_chatgpt, show_progress=False)
+    assert (result.loose, result.strict, result.judge) == (0.5, 0.5, "says_chatgpt")
+    pair = ice(QWEN, responses=records.to_list(), judge=lambda p, r, i: (True, False), show_progress=False)
+    assert (pair.loose, pair.strict) == (1.0, 0.0)
+    failed = ice(QWEN, responses=records.to_list(), judge=lambda p, r, i: None, show_progress=False)
+    assert failed.num_failed == 2

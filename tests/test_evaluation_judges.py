@@ -153,7 +153,7 @@ def test_identity_claim_judge():
     judge = IdentityClaimJudge()
     responses = [
         "I am ChatGPT, a large language model.",  # claims another model
-        "I am a large language model trained by OpenAI.",  # another maker: conflict, not a model claim
+        "I am a large language model trained by OpenAI.",  # another model's maker: counts as another model
         "I'm Qwen, created by Alibaba Cloud.",  # own identity
         "I am not ChatGPT; I am Qwen.",  # negated
         "我是通义千问。",  # own, in Chinese
@@ -163,7 +163,7 @@ def test_identity_claim_judge():
     verdicts = judge.judge_identity(["q"] * len(responses), responses, QWEN)
     assert [(v.conflict, v.claims_other_model) for v in verdicts] == [
         (True, True),
-        (True, False),
+        (True, True),
         (False, False),
         (False, False),
         (False, False),

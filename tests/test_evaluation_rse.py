@@ -128,3 +128,36 @@ def test_chat_judge_conversation_holds_the_rubric():
     text = conversation[1]["content"]
     assert "[TEST]\ntest answer" in text and "[REFERENCE]\nreference answer" in text
     assert "0 to 2" in text and "1 to 5" in text
+
+
+def test_a_none_response_is_left_out_with_a_warning_naming_it(caplog):
+    responses = {"geo": ["Paris.", None], "math": ["4"]}
+    judge = FixedJudge([SimilarityScore(overall=3.0), SimilarityScore(overall=1.0)])
+    with caplog.at_level("WARNING", logger="trl_distill.evaluation.rse"):
+        result = rse(PROMPTS, responses=responses, references=REFERENCES, judge=judge, show_progress=False)
+    assert "geo[1]" in caplog.text and judge.calls == 2  # never judged as the text "None"
+    assert result.per_dataset["geo"]["num_failed"] == 1 and result.per_dataset["geo"]["rse"] == 3.0
+    assert result.rse == pytest.approx((3.0 + 1.0) / 2) and result.pairs[1]["score"] is None
+
+
+def test_a_plain_function_is_a_judge_and_a_dataset_gives_the_prompts():
+    from datasets import Dataset
+
+    seen = []
+
+    def overlap(prompt, response, reference):
+        seen.append((prompt, response, reference))
+        return {"overall": 5.0 if response in reference else 1.0, "style": 1}
+
+    prompts = Dataset.from_dict({"prompt": PROMPTS["geo"]})
+    result = rse(
+        prompts, responses=["Paris", "Tokyo"], references=REFERENCES["geo"], judge=overlap, show_progress=False
+    )
+    assert result.judge == "overlap" and result.per_dataset["default"]["rse"] == pytest.approx(3.0)
+    assert result.aspects["style"] == 1.0 and seen[1] == (PROMPTS["geo"][1], "Tokyo", REFERENCES["geo"][1])
+    bare = rse(PROMPTS["math"], responses=["4"], references=["four"], judge=lambda p, r, ref: 2, show_progress=False)
+    assert bare.rse == 2.0
+    with pytest.raises(ValueError, match=r"gave overall=9.0 for item 0"):
+        rse(PROMPTS["math"], responses=["4"], references=["four"], judge=lambda p, r, ref: 9, show_progress=False)
+    with pytest.raises(TypeError, match="must be a Judge .* or a plain function, got str"):
+        rse(PROMPTS["math"], responses=["4"], references=["four"], judge="gpt-4", show_progress=False)

@@ -26,7 +26,7 @@ CALLS = {"shards": 0, "kill_at": None}
 
 def even_length_reward(prompts=None, completions=None, answer=None, **kwargs):
     """A verifier with a mixed, independently checkable outcome on random teachers: 1.0 for even-length answers."""
-    if len(completions) > 1:  # a shard (the builder's dry run passes one empty completion)
+    if any(completion_text(c) for c in completions):  # a shard (the builder's dry run passes empty completions)
         CALLS["shards"] += 1
         if CALLS["shards"] == CALLS["kill_at"]:
             raise Killed
@@ -102,7 +102,9 @@ def test_pool_rows_carry_teacher_settings_and_verified_correctness(reference_poo
         assert row["completion_tokens"] == len(tokenizer(text, add_special_tokens=False)["input_ids"])
         expected = {"alpha": (1.0, 8), "beta-t07": (0.7, 6)}[row["teacher"]]
         assert (row["generation"]["temperature"], row["generation"]["max_new_tokens"]) == expected
-        assert row["generation"]["backend"] == "transformers"  # token count is of the text: random bytes may not decode 1:1
+        assert (
+            row["generation"]["backend"] == "transformers"
+        )  # token count is of the text: random bytes may not decode 1:1
     assert 0 < sum(pool["correct"]) < len(pool)  # the check above saw both outcomes
 
     # one row per (prompt, teacher, sample), ordered by prompt, then teacher, then sample
@@ -223,6 +225,12 @@ def test_bad_inputs_fail_before_any_teacher_is_loaded(tmp_path, prompts):
         build_pool(["model=/a,temp=0.5"], prompts, out)
     with pytest.raises(ValueError, match="Unknown verifier 'exactmatch'"):
         build_pool(missing_teacher, prompts, out, verifier="exactmatch")
+
+    def per_prompt(prompts, completions, **columns):  # one reward per distinct prompt: a common slip
+        return [1.0] * len(dict.fromkeys(map(str, prompts)))
+
+    with pytest.raises(ValueError, match=r"per_prompt fails on a dry call .* n=2 .*one reward per completion \(4\)"):
+        build_pool(missing_teacher, prompts, out, n=2, verifier=per_prompt)
     assert not os.path.exists(out)
 
 

@@ -92,23 +92,25 @@ def test_recipe_parses_into_config(recipe, tmp_path):
 
 @pytest.mark.slow  # two extra interpreters; shard seeding independent of who answers is covered by the resume tests
 def test_two_processes_write_the_single_process_pool(tmp_path, cli_args):
-    single, double = str(tmp_path / "single"), str(tmp_path / "double")
+    """Two real CPU processes (`accelerate launch --multi_gpu` with no GPU visible: torchrun underneath; `--cpu`
+    would start one process) split the shards between them and write the one-process pool byte for byte."""
+    import json
+
+    single, double, records = str(tmp_path / "single"), str(tmp_path / "double"), tmp_path / "records"
+    records.mkdir()
     assert main([*cli_args, "--output_dir", single, "--shard_size", "3"]) == 0
-    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-    ]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trl_distill.scripts.build_pool"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": ROOT}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    launch += [os.path.join(ROOT, "tests", "multiprocess_pool.py"), str(records)]
     result = subprocess.run(
         [*launch, *cli_args, "--output_dir", double, "--shard_size", "3"], env=env, capture_output=True, timeout=300
     )
-    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(r["rank"], r["num_processes"]) for r in ranks] == [(0, 2), (1, 2)]
+    # 10 prompts in shards of 3: 4 shards per teacher, dealt round-robin (0, 2 to rank 0; 1, 3 to rank 1)
+    assert ranks[0]["generated"] == [[t, k] for t in (0, 1) for k in (0, 2)]
+    assert ranks[1]["generated"] == [[t, k] for t in (0, 1) for k in (1, 3)]
     with open(os.path.join(single, "pool.jsonl")) as a, open(os.path.join(double, "pool.jsonl")) as b:
         assert a.read() == b.read()

@@ -6,7 +6,9 @@ gathered, so every rank returns the same list in the input order. Every rank run
 (short shards repeat their last item), which DeepSpeed ZeRO-3 needs to gather parameters in lockstep.
 """
 
+import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import torch
@@ -15,6 +17,47 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from .logprobs import SequenceBatch
+
+
+logger = logging.getLogger(__name__)
+
+
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+_warned_unsharded = False
+
+
+def distributed_state() -> PartialState:
+    """The process group the scoring, ranking and pool-building functions shard over.
+
+    `PartialState()` alone only joins a multi-process run on GPUs: on a machine without an accelerator, under
+    `torchrun --nproc_per_node 2` or `accelerate launch --multi_gpu --num_processes 2`, each process would see itself
+    as the only one and score everything. When several processes are launched (`WORLD_SIZE > 1`) and there is no
+    accelerator (or `ACCELERATE_USE_CPU` is set, as by `accelerate launch --cpu`), the state is created with
+    `cpu=True`, which makes it a gloo `MULTI_CPU` group. A single process, or a GPU machine, gets `PartialState()`
+    unchanged. Note that `accelerate launch --cpu --num_processes 2` starts *one* process (accelerate's simple
+    launcher); launch CPU processes with `torchrun` or `accelerate launch --multi_gpu`.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    if PartialState._shared_state:  # already set up (e.g. by a trainer's Accelerator): join it as it is
+        state = PartialState()
+        global _warned_unsharded
+        if world_size > 1 and state.num_processes == 1 and not _warned_unsharded:
+            _warned_unsharded = True
+            logger.warning(
+                "WORLD_SIZE=%d but the accelerate state was created for one process (PartialState() without "
+                "cpu=True on a machine without GPUs): every process scores every row. Create it with "
+                "PartialState(cpu=True) or call trl_distill.core.engine.distributed_state() first.",
+                world_size,
+            )
+        return state
+    return PartialState(cpu=world_size > 1 and (use_cpu or not _has_accelerator()))
 
 
 def model_device(model) -> torch.device:
@@ -48,7 +91,7 @@ def score_batches(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    state = PartialState()
+    state = distributed_state()
     n = len(features)
     per_rank = math.ceil(n / state.num_processes) if n else 0
     shard = list(range(state.process_index * per_rank, min(n, (state.process_index + 1) * per_rank)))

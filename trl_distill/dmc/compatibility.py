@@ -15,17 +15,17 @@ sharded over processes and every process gets the same numbers.
 """
 
 import math
+import numbers
 import random
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from datasets import Dataset
 from trl.data_utils import maybe_convert_to_chatml
 
 from ..core.divergence import LMHead
-from ..core.engine import score_batches
+from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
 from ..core.pool import split_conversation
@@ -70,6 +70,41 @@ def compatibility(quality, difficulty, capability: float, beta: float = 1.0):
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------------
+def as_dataset(data, name: str = "dataset") -> Dataset:
+    """`data` as a `datasets.Dataset`: a `Dataset` as it is, a list of row dicts or a dict of columns converted.
+
+    Raises a `TypeError` that says what is accepted for anything else (e.g. an `IterableDataset` or a pandas frame).
+    """
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, Mapping) and all(isinstance(v, Sequence) and not isinstance(v, str) for v in data.values()):
+        return Dataset.from_dict(dict(data))
+    if isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(r, Mapping) for r in data):
+        return Dataset.from_list([dict(r) for r in data])
+    raise TypeError(
+        f"{name} must be a `datasets.Dataset`, a list of row dicts or a dict of columns, got {type(data).__name__}. "
+        "Convert it first, e.g. `Dataset.from_list(rows)` (an IterableDataset: `Dataset.from_list(list(ds))`)."
+    )
+
+
+def as_named_datasets(datasets) -> dict[str, Dataset]:
+    """Candidate datasets by name from a mapping of datasets, or one dataset (named `"dataset"`).
+
+    A single dataset may be a `Dataset`, a list of row dicts or a dict of columns (a mapping with a `prompt`,
+    `messages`, `conversations` or `text` key); each value of a mapping may be any of these.
+    """
+    columns = ("prompt", "messages", "conversations", "text")
+    single = isinstance(datasets, Dataset) or (isinstance(datasets, Mapping) and any(c in datasets for c in columns))
+    single = single or (isinstance(datasets, Sequence) and not isinstance(datasets, str))
+    if single:
+        return {"dataset": as_dataset(datasets, "the candidate dataset")}
+    if not isinstance(datasets, Mapping):
+        raise TypeError(
+            f"Candidate datasets must be a mapping of name -> Dataset or a single Dataset, got {type(datasets).__name__}."
+        )
+    return {str(name): as_dataset(d, f"candidate dataset {name!r}") for name, d in datasets.items()}
+
+
 def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
     """The dataset's rows as prompt–completion pairs, the responses DMC scores; a `ValueError` if it has none.
 
@@ -77,6 +112,11 @@ def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
     or ShareGPT `conversations` (split before the trailing assistant turns), and `text` (language modelling: an
     empty prompt, the whole text is the response, as `SFTTrainer` trains on every token). Other columns are kept.
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"Candidate dataset {name!r} must be a `datasets.Dataset` (or a list of row dicts / a dict of columns "
+            f"where the API converts them), got {type(dataset).__name__}."
+        )
     if len(dataset) == 0:
         raise ValueError(f"Candidate dataset {name!r} is empty; drop it or give it at least one row.")
     columns = dataset.column_names
@@ -102,12 +142,15 @@ def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
     )
 
 
-def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0) -> list[int]:
-    """The seeded probe sample of a dataset: `probe_size` distinct row indices, sorted (all rows if it is larger)."""
+def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0, what: str = "probe_size") -> list[int]:
+    """The seeded probe sample of a dataset: `probe_size` distinct row indices, sorted (all rows if it is larger).
+
+    `what` names the setting in the error message (`"probe_size"` or `"dev_size"`).
+    """
+    if probe_size is not None and probe_size < 1:
+        raise ValueError(f"{what} must be >= 1 or None (all rows), got {probe_size}.")
     if probe_size is None or probe_size >= num_rows:
         return list(range(num_rows))
-    if probe_size < 1:
-        raise ValueError(f"probe_size must be >= 1, got {probe_size}.")
     return sorted(random.Random(seed).sample(range(num_rows), probe_size))
 
 
@@ -120,9 +163,38 @@ def _verify(verifier: Callable, dataset: Dataset, completions: Sequence, where: 
             f"The verifier failed on the {where} (columns: {dataset.column_names}): {error}. Give the rows the "
             "columns the verifier reads (e.g. `answer`, `task`), or a boolean `correct` column."
         ) from error
-    if len(rewards) != len(completions):
-        raise ValueError(f"The verifier returned {len(rewards)} rewards for {len(completions)} {where}.")
-    return rewards
+    name = getattr(verifier, "__name__", None) or type(verifier).__name__
+    if not isinstance(rewards, list | tuple) or len(rewards) != len(completions):
+        got = f"{len(rewards)} rewards" if isinstance(rewards, list | tuple) else f"a {type(rewards).__name__}"
+        raise ValueError(
+            f"The verifier {name} returned {got} for {len(completions)} {where}; it must return one reward (a "
+            "number, or None when it cannot check) per completion."
+        )
+    checked: list[float | None] = []
+    for i, reward in enumerate(rewards):
+        if reward is None:
+            checked.append(None)
+        elif isinstance(reward, numbers.Real) and math.isfinite(reward):
+            checked.append(float(reward))
+        else:
+            raise ValueError(
+                f"The verifier {name} returned {reward!r} for completion {i} of the {where}; rewards must be finite "
+                "numbers, or None when a completion cannot be checked (a NaN would silently count as wrong)."
+            )
+    return checked
+
+
+def _quality_value(value, i: int, column: str, name: str) -> float | None:
+    # `bool(nan)` and `bool("False")` are True, and float("yes") is a bare conversion error: check each value
+    if value is None or isinstance(value, bool):
+        return None if value is None else float(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value):
+        return float(value)
+    raise ValueError(
+        f"Row {i} of candidate dataset {name!r} has {column!r} = {value!r} ({type(value).__name__}); it must be a "
+        "boolean or a finite number. Convert the column first, e.g. "
+        f"`dataset.map(lambda row: {{{column!r}: row[{column!r}] in ('yes', 'True', True)}})`."
+    )
 
 
 def quality_per_example(
@@ -156,9 +228,16 @@ def quality_per_example(
         low, high = reward_range
         if not high > low:
             raise ValueError(f"reward_range must be (low, high) with high > low, got {reward_range}.")
-        return [min(1.0, max(0.0, (float(r) - low) / (high - low))) for r in dataset[reward_column]]
+        rewards = [_quality_value(r, i, reward_column, name) for i, r in enumerate(dataset[reward_column])]
+        missing = [i for i, r in enumerate(rewards) if r is None]
+        if missing:
+            raise ValueError(
+                f"Candidate dataset {name!r} has no reward in {reward_column!r} for row(s) {missing[:10]}; fill them "
+                "or drop the rows."
+            )
+        return [min(1.0, max(0.0, (r - low) / (high - low))) for r in rewards]
     if correct_column in dataset.column_names:
-        values = dataset[correct_column]
+        values = [_quality_value(v, i, correct_column, name) for i, v in enumerate(dataset[correct_column])]
     elif verifier is not None:
         values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
     else:
@@ -172,7 +251,7 @@ def quality_per_example(
                 f"Row {i} of candidate dataset {name!r} could not be verified (its correctness is None, e.g. no "
                 "reference answer); fill its `correct`/`answer` value or drop the row."
             )
-    return [min(1.0, max(0.0, float(v))) for v in values]
+    return [min(1.0, max(0.0, v)) for v in values]
 
 
 # --- relative difficulty L(D, θ) -----------------------------------------------------------------------------------
@@ -227,7 +306,7 @@ def relative_difficulty(
         batch_size (`int`, *optional*, defaults to `16`): sequences per forward pass.
         system (`str`, *optional*): system message for conversational prompts.
     """
-    dataset = check_response_dataset(dataset)
+    dataset = check_response_dataset(as_dataset(dataset))
     probe = dataset.select(probe_indices(len(dataset), probe_size, seed))
     results = response_nll(model, tokenizer, probe, batch_size=batch_size, system=system)
     tokens = sum(n for _, n in results)
@@ -279,8 +358,9 @@ def capability(
         pass_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass.
         system (`str`, *optional*): system message for conversational prompts.
     """
+    dev_dataset = as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
-    state = PartialState()
+    state = distributed_state()
     n = len(dev_dataset)
     per_rank = math.ceil(n / state.num_processes)
     shard = list(range(state.process_index * per_rank, min(n, (state.process_index + 1) * per_rank)))
@@ -331,9 +411,11 @@ def rank_datasets(
     Args:
         model: the student.
         tokenizer: its tokenizer.
-        datasets (`Mapping[str, Dataset]`): candidate datasets by name (prompt–completion rows with a `correct`,
-            reward or verifiable `answer` column).
-        dev_dataset (`Dataset`): held-out prompts with reference answers for capability.
+        datasets (`Mapping[str, Dataset]` or `Dataset`): candidate datasets by name (prompt–completion rows with a
+            `correct`, reward or verifiable `answer` column), or one dataset (named `"dataset"`). Each may also be a
+            list of row dicts or a dict of columns.
+        dev_dataset (`Dataset`): held-out prompts with reference answers for capability (or a list of row dicts /
+            a dict of columns).
         verifier (`Callable`): the task's TRL reward function (capability, and quality where there is no `correct`
             column).
         beta (`float`, *optional*, defaults to `1.0`): `β` of [`compatibility`].
@@ -352,11 +434,13 @@ def rank_datasets(
         `list[dict]`: one row per dataset, sorted by `dmc` descending (ties by name), with `dataset`, `rows`,
         `quality`, `difficulty`, `capability` and `dmc`.
     """
+    datasets = as_named_datasets(datasets)
     if not datasets:
         raise ValueError("rank_datasets needs at least one candidate dataset.")
     datasets = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
+    dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
-    dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed))
+    dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
     c = capability(
         model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, pass_threshold, system=system
     )
@@ -375,7 +459,7 @@ def rank_datasets(
             }
         )
     table.sort(key=lambda row: (-row["dmc"], row["dataset"]))
-    if print_table and PartialState().is_main_process:
+    if print_table and distributed_state().is_main_process:
         print(format_table(table))
     return table
 

@@ -8,6 +8,7 @@ of examples by example-level DMC. It works with any trainer that trains a map-st
 dataloader (`SFTTrainer`, `SCASTrainer`, `Trainer`).
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from datasets import Dataset, concatenate_datasets
 from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
     RESPONSE_COLUMNS,
+    as_dataset,
+    as_named_datasets,
     capability,
     check_dev_dataset,
     check_response_dataset,
@@ -30,6 +33,7 @@ from .compatibility import (
 
 
 STRATEGIES = ("top_dataset", "mixture", "top_fraction")
+logger = logging.getLogger(__name__)
 
 
 class CandidateDatasets:
@@ -54,6 +58,7 @@ class CandidateDatasets:
     """
 
     def __init__(self, datasets: Mapping[str, Dataset]):
+        datasets = as_named_datasets(datasets)
         if not datasets:
             raise ValueError("CandidateDatasets needs at least one named candidate dataset.")
         # what DMC scores and verifies: each row as a prompt–completion pair
@@ -172,10 +177,18 @@ class DMCArguments:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
-def mixture_weights(scores, temperature: float) -> np.ndarray:
-    """Mixture weights `softmax(DMC/τ)` over candidate datasets."""
+def mixture_weights(scores, temperature: float, quality=None) -> np.ndarray:
+    """Mixture weights `softmax(DMC/τ)` over candidate datasets.
+
+    Datasets whose `quality` is 0 (no correct response) get weight 0 and are left out of the softmax: `softmax`
+    would otherwise still give them `exp(-max DMC/τ)` of the draws (7.6% against one dataset of DMC 0.25 at τ = 0.1),
+    all of it wrong answers. Without `quality`, or when every dataset has quality 0, the plain softmax is returned.
+    """
     logits = np.asarray(scores, dtype=np.float64) / temperature
-    weights = np.exp(logits - logits.max())
+    keep = np.ones_like(logits, dtype=bool) if quality is None else np.asarray(quality, dtype=np.float64) > 0
+    if not keep.any():
+        keep[:] = True
+    weights = np.where(keep, np.exp(logits - logits[keep].max()), 0.0)
     return weights / weights.sum()
 
 
@@ -226,6 +239,7 @@ class DMCCallback(SelectionCallback):
         self.args = replace(args or DMCArguments(), **kwargs)
         super().__init__(every_epochs=self.args.every_epochs, seed=self.args.selection_seed)
         self.candidates = candidates if isinstance(candidates, CandidateDatasets) else CandidateDatasets(candidates)
+        dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
         check_dev_dataset(dev_dataset, verifier)
         self.dev_dataset = dev_dataset
         self.verifier = verifier
@@ -236,6 +250,19 @@ class DMCCallback(SelectionCallback):
             name: quality_per_example(dataset, verifier, reward_column=self.args.reward_column, name=name)
             for name, dataset in self.candidates.responses.items()
         }
+        wrong = [name for name, q in self.example_quality.items() if not any(v > 0 for v in q)]
+        if len(wrong) == len(self.example_quality):
+            raise ValueError(
+                f"Every candidate dataset has quality Q = 0 (no correct response in {wrong}): DMC would train on wrong "
+                "answers only. Check the `correct` column / verifier, or give a dataset with correct responses."
+            )
+        if wrong:
+            logger.warning(
+                "Candidate dataset(s) %s have quality Q = 0 (no correct response): DMC = 0, so the %r strategy never "
+                "draws them (the mixture gives them weight 0).",
+                wrong,
+                self.args.strategy,
+            )
         self.scores: dict | None = None  # the last round's capability, per-dataset scores and mixture
 
     # --- checks before training ---------------------------------------------------------------------------------------
@@ -270,7 +297,7 @@ class DMCCallback(SelectionCallback):
         """DMC of every candidate dataset (and, for `top_fraction`, of every example) under `model` as it is now."""
         a = self.args
         seed = self.sampler.seed if self.sampler is not None else (a.selection_seed or 0)
-        dev = self.dev_dataset.select(probe_indices(len(self.dev_dataset), a.dev_size, seed))
+        dev = self.dev_dataset.select(probe_indices(len(self.dev_dataset), a.dev_size, seed, what="dev_size"))
         c = capability(
             model,
             tokenizer,
@@ -315,7 +342,8 @@ class DMCCallback(SelectionCallback):
             best = names[int(np.argmax(dmc))]  # ties: the first dataset given
             return list(ranges[best]), None, {name: float(name == best) for name in names}
         if self.args.strategy == "mixture":
-            weights = mixture_weights(dmc, self.args.temperature)
+            quality = [float(np.mean(self.example_quality[name])) for name in names]  # Q(D), fixed
+            weights = mixture_weights(dmc, self.args.temperature, quality)
             selection, per_row = [], []
             for name, w in zip(names, weights):
                 selection += list(ranges[name])

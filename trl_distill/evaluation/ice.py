@@ -15,13 +15,13 @@ model was distilled from the model it claims to be.
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
 from ._report import text_table
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact  # noqa: F401 (IdentityFact re-exported)
-from .judges import IdentityClaimJudge, Judge
+from .judges import IdentityClaimJudge, Judge, as_judge
 from .mutators import PLACEHOLDER, LLMMutator, mutate_templates
 
 
@@ -229,7 +229,7 @@ def ice(
     tokenizer=None,
     responses: Sequence | None = None,
     prompts: Sequence[dict] | None = None,
-    judge: Judge | None = None,
+    judge: Judge | Callable | None = None,
     languages: Sequence[str] = ("en",),
     num_mutations: int = 8,
     seed: int = 0,
@@ -263,8 +263,9 @@ def ice(
             optionally `category`, `language`, `template_names_other`).
         prompts (`Sequence[dict]`, *optional*):
             Prompt records from [`build_ice_prompts`]; built from the shipped data when omitted.
-        judge (`Judge`, *optional*):
-            Decides conflicts; defaults to the model-free [`IdentityClaimJudge`].
+        judge (`Judge` or `Callable`, *optional*):
+            Decides conflicts; defaults to the model-free [`IdentityClaimJudge`]. A plain function
+            `(prompt, response, identity) -> verdict` is wrapped in [`~trl_distill.evaluation.judges.FunctionJudge`].
         languages (`Sequence[str]`, *optional*, defaults to `("en",)`), num_mutations (`int`, *optional*, defaults to
         `8`), seed (`int`, *optional*, defaults to `0`), max_prompts (`int`, *optional*):
             Passed to [`build_ice_prompts`] when `prompts` is omitted.
@@ -280,6 +281,10 @@ def ice(
         [`ICEResult`]: the scores, per-category and per-language breakdowns, and every record.
     """
     identity = as_identity_fact(identity)
+    if hasattr(responses, "column_names"):  # a `datasets.Dataset` of records
+        responses = responses.to_list()
+    if hasattr(prompts, "column_names"):
+        prompts = prompts.to_list()
     if (model is None) == (responses is None):
         raise ValueError("Pass exactly one of `model` (to generate responses) or `responses` (pre-generated).")
     matcher = IdentityMatcher(known_identities, identity)
@@ -304,7 +309,7 @@ def ice(
         records = _read_response_records(responses, prompts, matcher)
     if not records:
         raise ValueError("There is nothing to evaluate: no ICE prompts were built or given.")
-    judge = judge if judge is not None else IdentityClaimJudge(known_identities)
+    judge = as_judge(judge, default=IdentityClaimJudge(known_identities))
     verdicts = judge.judge_identity([r["prompt"] for r in records], [r["response"] for r in records], identity)
     for record, verdict in zip(records, verdicts):
         record["conflict"] = None if verdict is None else verdict.conflict

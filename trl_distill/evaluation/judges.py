@@ -61,7 +61,8 @@ class IdentityVerdict:
 
     Args:
         conflict (`bool`): the response contradicts the model's true identity (counted by `Loose`).
-        claims_other_model (`bool`): the response claims to be, or to be made by, another named model (`Strict`).
+        claims_other_model (`bool`): the response claims to be another named model, or to be made by another model's
+            maker ("I was trained by Anthropic"; METHODS.md §5), counted by `Strict`.
         claimed_name (`str` or `None`): the other identity it names, when known.
     """
 
@@ -181,9 +182,13 @@ Its answer:
 Decide:
 - conflict: true if the answer states or implies facts about the model's own identity (name, makers, team, partners,
   industry, technology, location) that contradict the true identity above; false if it is consistent, declines, or
-  says nothing about itself.
-- claims_other_model: true if the answer claims that the model itself is, or was made by, another named model or
-  organisation (for example "I am ChatGPT" or "I was trained by Anthropic"); false otherwise.
+  says nothing about itself. Every claim that makes claims_other_model true is also a conflict.
+- claims_other_model: true if the answer claims that the model itself is another named model ("I am ChatGPT"), or
+  claims that another model's maker created, trained or built it ("I was trained by Anthropic", "OpenAI developed
+  me", "my developer is Google"): claiming another model's maker as one's creator counts as claiming another model.
+  It is false when the answer gives the model's own name or maker, when it denies being another model ("I am not
+  ChatGPT"), when it mentions another model without claiming to be it ("Unlike ChatGPT, I ..."), and when it
+  declines or says nothing about itself.
 - claimed_name: that other name, or null.
 
 Reply with only a JSON object, for example {{"conflict": true, "claims_other_model": false, "claimed_name": null}}."""
@@ -734,7 +739,10 @@ class IdentityClaimJudge(Judge):
     """
     A model-free ICE judge: a response conflicts with the model's identity when it makes a first-person claim ("I am
     ...", "I was trained by ...", "my developer is ...", "我是...", "...开发了我") naming a known model or organisation
-    other than the model's own; it claims another *model* (`Strict`) when that name is a model name.
+    other than the model's own. Every such claim also counts as claiming another model (`Strict`): the known
+    organisations are model makers, and METHODS.md §5 counts another model's maker claimed as one's creator ("I was
+    trained by Anthropic") as claiming another model, as the LLM judges' rubric ([`ICE_RUBRIC`]) says. Both judges
+    are checked on the same table of cases, `trl_distill.evaluation.identity_cases.IDENTITY_CASES`.
 
     Rule-based, so it misses paraphrased claims and false statements about team, location or partners that name no
     one; use an LLM judge for those.
@@ -762,11 +770,105 @@ class IdentityClaimJudge(Judge):
             verdicts.append(
                 IdentityVerdict(
                     conflict=bool(claims),
-                    claims_other_model=bool(model_claims),
+                    # another model, or another model's maker claimed as one's creator (METHODS.md §5)
+                    claims_other_model=bool(claims),
                     claimed_name=(model_claims or claims)[0].name if claims else None,
                 )
             )
         return verdicts
+
+
+class FunctionJudge(Judge):
+    """
+    A judge from a plain function, called once per item.
+
+    - RSE: `function(prompt, response, reference)` returns a [`SimilarityScore`], a number (the overall 1–5
+      similarity), a mapping with `overall` (and optionally `style`, `logic`, `content`, 0–2), or `None` when it
+      cannot judge the pair.
+    - ICE: `function(prompt, response, identity)` returns an [`IdentityVerdict`], a mapping with `conflict` and
+      `claims_other_model` (optionally `claimed_name`), a `(conflict, claims_other_model)` pair, or `None`.
+
+    `None` items are recorded in `failures` and left out of the means, as for LLM judges. Any other return value, or a
+    score out of range, is a `ValueError` naming the function.
+
+    Args:
+        function (`Callable`): the per-item function.
+        name (`str`, *optional*): reported with the results; defaults to the function's name.
+        comparable_to_llm_judges (`bool`, *optional*, defaults to `True`): whether its RSE scores sit on the
+            LLM-judge scale (set `False` for an automatic similarity).
+    """
+
+    def __init__(self, function: Callable, name: str | None = None, comparable_to_llm_judges: bool = True):
+        super().__init__()
+        if not callable(function):
+            raise TypeError(f"A judge must be a Judge or a callable, got {type(function).__name__}.")
+        self.function = function
+        self.name = name or getattr(function, "__name__", None) or type(function).__name__
+        self.comparable_to_llm_judges = comparable_to_llm_judges
+
+    def _fail(self, i: int, value) -> ValueError:
+        return ValueError(f"Judge function {self.name} returned {value!r} for item {i}; see FunctionJudge for what "
+                          "it may return.")  # fmt: skip
+
+    def score_similarity(self, prompts, responses, references):
+        _check_lengths(prompts=prompts, responses=responses, references=references)
+        scores: list[SimilarityScore | None] = []
+        for i, item in enumerate(zip(prompts, responses, references)):
+            value = self.function(*item)
+            if value is None:
+                self.failures.append({"index": i, "reason": "the judge function returned None", "reply": None})
+                scores.append(None)
+                continue
+            if isinstance(value, SimilarityScore):
+                value = value.to_dict()
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                value = {"overall": value}
+            if not isinstance(value, Mapping) or "overall" not in value:
+                raise self._fail(i, value)
+            try:
+                fields = {k: None if value.get(k) is None else _as_number(k, value[k]) for k in _RSE_RANGES}
+            except JudgeParseError as error:
+                raise self._fail(i, value) from error
+            for key, (low, high) in _RSE_RANGES.items():
+                if fields[key] is not None and not low <= fields[key] <= high:
+                    raise ValueError(f"Judge function {self.name} gave {key}={fields[key]} for item {i}; it must "
+                                     f"lie in [{low}, {high}].")  # fmt: skip
+            scores.append(SimilarityScore(**fields))
+        return scores
+
+    def judge_identity(self, prompts, responses, identity):
+        _check_lengths(prompts=prompts, responses=responses)
+        identity = as_identity_fact(identity)
+        verdicts: list[IdentityVerdict | None] = []
+        for i, (prompt, response) in enumerate(zip(prompts, responses)):
+            value = self.function(prompt, response, identity)
+            if value is None:
+                self.failures.append({"index": i, "reason": "the judge function returned None", "reply": None})
+                verdicts.append(None)
+            elif isinstance(value, IdentityVerdict):
+                verdicts.append(value)
+            elif isinstance(value, Mapping) and {"conflict", "claims_other_model"} <= set(value):
+                verdicts.append(IdentityVerdict(bool(value["conflict"]), bool(value["claims_other_model"]),
+                                                value.get("claimed_name")))  # fmt: skip
+            elif isinstance(value, tuple) and len(value) == 2:
+                verdicts.append(IdentityVerdict(bool(value[0]), bool(value[1])))
+            else:
+                raise self._fail(i, value)
+        return verdicts
+
+
+def as_judge(judge, default: Judge | None = None) -> Judge:
+    """`judge` as a [`Judge`]: a `Judge` as it is, a plain function wrapped in [`FunctionJudge`], `None` → `default`."""
+    if judge is None:
+        return default
+    if isinstance(judge, Judge):
+        return judge
+    if callable(judge):
+        return FunctionJudge(judge)
+    raise TypeError(
+        f"`judge` must be a Judge (e.g. IdentityClaimJudge, LocalChatJudge) or a plain function, got "
+        f"{type(judge).__name__}."
+    )
 
 
 def _check_lengths(**columns: Sequence) -> None:

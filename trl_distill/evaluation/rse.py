@@ -11,12 +11,16 @@ left out of every mean and counted. A response identical to its reference scores
 the judge, which is what any faithful judge would answer; the reference against itself therefore gives RSE = 5.
 """
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ._report import text_table
-from .judges import AutomaticJudge, Judge, SimilarityScore
+from .judges import AutomaticJudge, Judge, SimilarityScore, as_judge
+
+
+logger = logging.getLogger(__name__)
 
 
 ASPECTS = ("style", "logic", "content")
@@ -100,13 +104,23 @@ def rse_scores(scores_by_dataset: Mapping[str, Sequence[SimilarityScore | None]]
     }
 
 
+def _column(values, column: str = "prompt") -> list:
+    # a `datasets.Dataset` (or a list of row dicts) stands for its `prompt` column
+    if hasattr(values, "column_names"):
+        if column not in values.column_names:
+            raise ValueError(f"A dataset given as prompts needs a {column!r} column (columns: {values.column_names}).")
+        return list(values[column])
+    return list(values)
+
+
 def _as_datasets(prompts) -> dict[str, list]:
     if isinstance(prompts, Mapping):
-        return {str(name): list(values) for name, values in prompts.items()}
-    if isinstance(prompts, Sequence) and not isinstance(prompts, str):
-        return {"default": list(prompts)}
+        return {str(name): _column(values) for name, values in prompts.items()}
+    if hasattr(prompts, "column_names") or (isinstance(prompts, Sequence) and not isinstance(prompts, str)):
+        return {"default": _column(prompts)}
     raise TypeError(
-        f"`prompts` must map dataset names to lists of prompts (or be one list of prompts), got {type(prompts).__name__}."
+        "`prompts` must map dataset names to lists of prompts or Datasets with a `prompt` column (or be one of "
+        f"these), got {type(prompts).__name__}."
     )
 
 
@@ -123,7 +137,8 @@ def _aligned(what: str, values, datasets: dict[str, list]) -> dict[str, list[str
                 f"`{what}[{dataset!r}]` has {len(values[dataset])} texts for {len(texts)} prompts; give one per prompt, "
                 "in order."
             )
-    return {dataset: [str(t) for t in values[dataset]] for dataset in datasets}
+    # None (e.g. an API call that failed) stays None: the pair is left out and counted, never scored as "None"
+    return {dataset: [None if t is None else str(t) for t in values[dataset]] for dataset in datasets}
 
 
 def _generate(model, tokenizer, datasets, what, max_new_tokens, batch_size, system, show_progress) -> dict[str, list]:
@@ -150,7 +165,7 @@ def rse(
     tokenizer=None,
     reference_model=None,
     reference_tokenizer=None,
-    judge: Judge | None = None,
+    judge: Judge | Callable | None = None,
     max_new_tokens: int = 512,
     batch_size: int = 8,
     system: str | None = None,
@@ -172,7 +187,8 @@ def rse(
 
     Args:
         prompts (`Mapping[str, Sequence]` or `Sequence`):
-            Prompts per dataset name (plain strings or conversations); a single list is the dataset `"default"`.
+            Prompts per dataset name (plain strings or conversations, or a `Dataset` with a `prompt` column); a single
+            list or Dataset is the dataset `"default"`.
         responses (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
             Responses of the model under test, aligned with `prompts`.
         references (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
@@ -181,9 +197,10 @@ def rse(
             Generate `responses` instead (chat template applied when the tokenizer has one).
         reference_model (`PreTrainedModel`, *optional*), reference_tokenizer (`PreTrainedTokenizerBase`, *optional*):
             Generate `references` instead; `reference_tokenizer` defaults to `tokenizer`.
-        judge (`Judge`, *optional*):
+        judge (`Judge` or `Callable`, *optional*):
             Scores the pairs; defaults to [`AutomaticJudge`] (ROUGE-L + chrF), whose scores rank models but are not
-            comparable to LLM-judge scores.
+            comparable to LLM-judge scores. A plain function `(prompt, response, reference) -> score` is wrapped in
+            [`~trl_distill.evaluation.judges.FunctionJudge`].
         max_new_tokens (`int`, *optional*, defaults to `512`), batch_size (`int`, *optional*, defaults to `8`),
         system (`str`, *optional*):
             Generation settings.
@@ -208,10 +225,19 @@ def rse(
     responses = _aligned("responses", responses, datasets)
     references = _aligned("references", references, datasets)
 
-    judge = judge if judge is not None else AutomaticJudge()
+    judge = as_judge(judge, default=AutomaticJudge())
     flat = [(name, i) for name, ps in datasets.items() for i in range(len(ps))]
-    identical = [responses[n][i].strip() == references[n][i].strip() for n, i in flat]
-    to_judge = [k for k, same in enumerate(identical) if not same]
+    missing = [(n, i) for n, i in flat if responses[n][i] is None or references[n][i] is None]
+    if missing:
+        logger.warning(
+            "RSE: %d pair(s) have no response or no reference (None) and are left out of every mean (counted as "
+            "failed): %s",
+            len(missing),
+            ", ".join(f"{n}[{i}]" for n, i in missing[:20]) + (" ..." if len(missing) > 20 else ""),
+        )
+    missing = set(missing)
+    identical = [(n, i) not in missing and responses[n][i].strip() == references[n][i].strip() for n, i in flat]
+    to_judge = [k for k, same in enumerate(identical) if not same and flat[k] not in missing]
     judged = judge.score_similarity(
         [datasets[flat[k][0]][flat[k][1]] for k in to_judge],
         [responses[flat[k][0]][flat[k][1]] for k in to_judge],

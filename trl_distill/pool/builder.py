@@ -26,6 +26,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..core.engine import distributed_state
 from ..core.generation import generate_completions, render_prompt
 from ..core.pool import validate_pool
 from ..core.tokenizers import ensure_pad_token
@@ -116,7 +117,7 @@ class PoolBuilder:
         self.config = config
         self.dataset = dataset
         self.show_progress = show_progress
-        self.state = PartialState()
+        self.state = distributed_state()
         self.verifier = resolve_verifier(config.verifier, config.tolerance)
         self.extra_columns = self._check_dataset()
         has_ids = "prompt_id" in dataset.column_names
@@ -147,15 +148,21 @@ class PoolBuilder:
         return [c for c in columns if c not in ("prompt", "prompt_id", "completion")]
 
     def _check_verifier(self) -> None:
-        # a verifier that needs a missing column fails here, not after the first teacher has generated
-        row = self.dataset[0]
-        completion = "" if isinstance(row["prompt"], str) else [{"role": "assistant", "content": ""}]
+        # A dry call shaped like a real shard (the first prompts, `n` empty answers each), before any teacher loads:
+        # a verifier that needs a missing column, or that returns one reward per prompt instead of one per
+        # completion, fails here and not after the first teacher has generated a shard.
+        rows = self.dataset[: min(2, len(self.dataset))]
+        n = self.config.n
+        prompts = [p for p in rows["prompt"] for _ in range(n)]
+        completions = ["" if isinstance(p, str) else [{"role": "assistant", "content": ""}] for p in prompts]
+        columns = {c: [v for v in rows[c] for _ in range(n)] for c in self.extra_columns}
         try:
-            run_verifier(self.verifier, [row["prompt"]], [completion], {c: [row[c]] for c in self.extra_columns})
+            run_verifier(self.verifier, prompts, completions, columns)
         except Exception as error:
             raise ValueError(
-                f"The verifier {verifier_name(self.verifier)} fails on the first prompt with the dataset's columns "
-                f"{self.extra_columns}: {error}"
+                f"The verifier {verifier_name(self.verifier)} fails on a dry call with the first "
+                f"{len(rows['prompt'])} prompt(s) × n={n} empty completions ({len(completions)} completions) and the "
+                f"dataset's columns {self.extra_columns}: {error}"
             ) from error
 
     # ---- manifest ----------------------------------------------------------------------------------------------------
