@@ -15,9 +15,8 @@ import argparse
 import json
 import os
 
-from accelerate import PartialState
-
 from ..core.data import load_data
+from ..core.engine import distributed_state
 from ..core.pool import to_long_pool
 from ..core.tokenizers import ensure_pad_token
 from ..scas.scoring import Q_NLL_SCOPES, SCORE_KEYS, encode_pool, score_features
@@ -68,7 +67,7 @@ def main(argv=None) -> dict:
 
     args = parse_args_with_config(build_parser(), argv)  # also reads `--config scoring.yaml`
     check_model_paths(model=args.model)
-    state = PartialState()
+    state = distributed_state()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(state.device)
