@@ -51,7 +51,7 @@ def test_recipes_parse_into_the_config_classes(recipe):
     # use_cpu lets the bf16 GPU recipe validate on a CPU-only machine
     argv = ["--config", recipe, "--use_cpu", "true"] + (["--lab"] if recipe.endswith("toy.yaml") else [])
     data_args, dmc_args, training_args, model_args = parser.parse_args_and_config(argv)
-    assert dmc_args.strategy in ("top_dataset", "mixture", "top_fraction") and dmc_args.every_epochs >= 1
+    assert dmc_args.strategy in ("top_dataset", "mixture", "top_fraction") and dmc_args.reselect_every >= 1
     assert not training_args.packing
     with open(recipe) as f:
         head = f.readline()

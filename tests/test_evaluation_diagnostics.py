@@ -141,7 +141,7 @@ def test_callback_logs_every_n_steps(tokenizer, models, tmp_path):
         disable_tqdm=True,
     )
     trainer = Trainer(model=student, args=args, train_dataset=_TextDataset(tokenizer, TEXTS * 2))
-    callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:2], every_n_steps=2, trainer=trainer, top_k=4)
+    callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:2], log_every=2, trainer=trainer, top_k=4)
     trainer.add_callback(callback)
     trainer.train()
     logged = [row for row in trainer.state.log_history if "diagnostics/forward_kl" in row]
@@ -155,7 +155,7 @@ def test_callback_without_trainer_writes_log_history(tokenizer, models):
     from transformers import TrainerState
 
     student, teacher = models
-    callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:1], every_n_steps=5, prefix="kd/")
+    callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:1], log_every=5, prefix="kd/")
     state = TrainerState()
     for step in (3, 5, 5):  # step 3 is skipped; step 5 is logged once even if the hook fires twice
         state.global_step = step

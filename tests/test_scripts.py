@@ -273,3 +273,21 @@ def test_renamed_fields_keep_their_old_name_with_a_warning(config_class, old, ne
     assert getattr(config, new) == value and getattr(config, old) is None
     with pytest.raises(ValueError, match=f"Both `{old}`"):
         config_type(output_dir=str(tmp_path), use_cpu=True, **{old: value, new: value + 1})
+
+
+def test_renamed_arguments_of_callbacks_and_functions_keep_their_old_name_with_a_warning():
+    from trl_distill.core.sampler import SelectionCallback
+    from trl_distill.dmc.dmc_callback import DMCArguments
+
+    with pytest.warns(FutureWarning, match="`every_epochs` is deprecated.*use `reselect_every`"):
+        assert SelectionCallback(every_epochs=3).reselect_every == 3
+    with pytest.warns(FutureWarning, match="`pass_threshold` is deprecated.*use `correct_threshold`"):
+        args = DMCArguments(pass_threshold=0.5, every_epochs=2)
+    assert (args.correct_threshold, args.reselect_every, args.pass_threshold, args.every_epochs) == (
+        0.5,
+        2,
+        None,
+        None,
+    )
+    with pytest.raises(ValueError, match="Both `every_epochs`"):
+        SelectionCallback(reselect_every=2, every_epochs=3)

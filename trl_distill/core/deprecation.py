@@ -18,3 +18,14 @@ def take_deprecated(config, old: str, new: str) -> None:
         raise ValueError(f"Both `{old}`={value!r} and `{new}`={current!r} are set; keep only `{new}`.")
     setattr(config, new, value)
     setattr(config, old, None)
+
+
+def deprecated_argument(old_value, new_value, old: str, new: str, default):
+    """The value of a renamed function argument: `new_value`, or `old_value` (with a warning) when the caller still
+    uses the old name. Both given with different values is an error."""
+    if old_value is None:
+        return new_value
+    warnings.warn(f"`{old}` is deprecated and will be removed; use `{new}` instead.", FutureWarning, stacklevel=3)
+    if new_value != default and new_value != old_value:
+        raise ValueError(f"Both `{old}`={old_value!r} and `{new}`={new_value!r} are given; keep only `{new}`.")
+    return old_value

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import BatchSampler, Sampler
 from transformers import TrainerCallback
 
+from .deprecation import deprecated_argument
+
 
 class SelectionSampler(Sampler[int]):
     """Draws `num_samples` dataset indices per epoch from the current selection.
@@ -74,7 +76,12 @@ class SelectionSampler(Sampler[int]):
         return self.num_samples
 
     def state_dict(self) -> dict:
-        return {"selection": self.selection, "weights": self.weights, "seed": self.seed, "num_samples": self.num_samples}
+        return {
+            "selection": self.selection,
+            "weights": self.weights,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["num_samples"] != self.num_samples:
@@ -119,22 +126,23 @@ class SelectionCallback(TrainerCallback):
     """Base for callbacks that choose the training examples of each epoch through a [`SelectionSampler`].
 
     Subclasses implement `reselect(epoch, sampler, **kwargs)`, which calls `sampler.select(...)`. It runs at the
-    start of training and of every `every_epochs`-th epoch, with the callback kwargs (`model`, `processing_class`,
+    start of training and of every `reselect_every`-th epoch, with the callback kwargs (`model`, `processing_class`,
     `train_dataloader`, ...). `extra_state()` / `load_extra_state()` carry what else the subclass must resume.
     The state is kept in `TrainerState.stateful_callbacks` under `trl_distill.<ClassName>`, so it is written into
     every checkpoint's `trainer_state.json`; on resume the last selection is restored from there instead of being
     recomputed, unless a new round is due.
 
     Args:
-        every_epochs (`int`, defaults to 1): reselect every this many epochs; 0 selects once, before training.
+        reselect_every (`int`, defaults to 1): reselect every this many epochs; 0 selects once, before training.
         seed (`int` or `None`, defaults to `None`): seed of the sampler's shuffles; `None` uses the trainer's `seed`,
             so `--seed` changes the data order as it does without the callback. The sampler keeps the seed it used.
     """
 
-    def __init__(self, every_epochs: int = 1, seed: int | None = None):
-        if every_epochs < 0:
-            raise ValueError(f"every_epochs must be >= 0 (0 = select once), got {every_epochs}.")
-        self.every_epochs = every_epochs
+    def __init__(self, reselect_every: int = 1, seed: int | None = None, every_epochs: int | None = None):
+        reselect_every = deprecated_argument(every_epochs, reselect_every, "every_epochs", "reselect_every", 1)
+        if reselect_every < 0:
+            raise ValueError(f"reselect_every must be >= 0 (0 = select once), got {reselect_every}.")
+        self.reselect_every = reselect_every
         self.seed = seed
         self.sampler: SelectionSampler | None = None
         self.last_round: int | None = None  # epoch of the last selection
@@ -168,7 +176,7 @@ class SelectionCallback(TrainerCallback):
         epoch = epoch_of(state)
         # accelerate can wrap the sampler deeper than `set_epoch` reaches (resume under several processes)
         self.sampler.set_epoch(epoch)
-        due = self.last_round is None or (self.every_epochs > 0 and epoch - self.last_round >= self.every_epochs)
+        due = self.last_round is None or (self.reselect_every > 0 and epoch - self.last_round >= self.reselect_every)
         if due:
             self.reselect(epoch, self.sampler, state=state, args=args, **kwargs)
             self.last_round = epoch

@@ -24,6 +24,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from trl.data_utils import maybe_convert_to_chatml
 
+from ..core.deprecation import deprecated_argument
 from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
@@ -339,12 +340,13 @@ def capability(
     verifier: Callable,
     max_new_tokens: int = 64,
     batch_size: int = 32,
-    pass_threshold: float = 1.0,
+    correct_threshold: float = 1.0,
+    pass_threshold: float | None = None,
     system: str | None = None,
 ) -> float:
     """Student capability `C(θ)`: pass@1 of greedy generations on `dev_dataset`, by `verifier`.
 
-    A generation passes when its reward is at least `pass_threshold`; rows the verifier marks `None` (not applicable)
+    A generation passes when its reward is at least `correct_threshold`; rows the verifier marks `None` (not applicable)
     are left out. Under several processes each one generates a contiguous shard (equal batch counts, so ZeRO-3 stays
     in lockstep) and the verdicts are gathered, so every process returns the same number.
 
@@ -355,9 +357,13 @@ def capability(
         verifier (`Callable`): a TRL reward function `(prompts, completions, **columns) -> list[float | None]`.
         max_new_tokens (`int`, *optional*, defaults to `64`): generation budget.
         batch_size (`int`, *optional*, defaults to `32`): prompts per `generate` call.
-        pass_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass.
+        correct_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass
+            (`pass_threshold` is its deprecated name).
         system (`str`, *optional*): system message for conversational prompts.
     """
+    correct_threshold = deprecated_argument(
+        pass_threshold, correct_threshold, "pass_threshold", "correct_threshold", 1.0
+    )
     dev_dataset = as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
     state = distributed_state()
@@ -377,7 +383,7 @@ def capability(
         show_progress=state.is_local_main_process,
     )
     rewards = _verify(verifier, rows, completions, "dev generations")
-    local = [(i, None if r is None else float(r >= pass_threshold)) for i, r in zip(shard, rewards)]
+    local = [(i, None if r is None else float(r >= correct_threshold)) for i, r in zip(shard, rewards)]
     verdicts = dict(gather_object(local) if state.num_processes > 1 else local)
     passed = [v for v in verdicts.values() if v is not None]
     if not passed:
@@ -399,7 +405,8 @@ def rank_datasets(
     scoring_batch_size: int = 16,
     generation_batch_size: int = 32,
     reward_column: str | None = None,
-    pass_threshold: float = 1.0,
+    correct_threshold: float = 1.0,
+    pass_threshold: float | None = None,
     system: str | None = None,
     seed: int = 0,
     print_table: bool = False,
@@ -425,7 +432,8 @@ def rank_datasets(
         scoring_batch_size (`int`, *optional*, defaults to `16`), generation_batch_size (`int`, *optional*, defaults
             to `32`): batch sizes.
         reward_column (`str`, *optional*): use this reward column (in `[0, 1]`) for quality.
-        pass_threshold (`float`, *optional*, defaults to `1.0`): reward that counts as a pass for `C`.
+        correct_threshold (`float`, *optional*, defaults to `1.0`): reward that counts as a pass for `C`
+            (`pass_threshold` is its deprecated name).
         system (`str`, *optional*): system message for conversational prompts.
         seed (`int`, *optional*, defaults to `0`): seed of the probe and dev samples.
         print_table (`bool`, *optional*, defaults to `False`): also print the table (main process only).
@@ -434,6 +442,9 @@ def rank_datasets(
         `list[dict]`: one row per dataset, sorted by `dmc` descending (ties by name), with `dataset`, `rows`,
         `quality`, `difficulty`, `capability` and `dmc`.
     """
+    correct_threshold = deprecated_argument(
+        pass_threshold, correct_threshold, "pass_threshold", "correct_threshold", 1.0
+    )
     datasets = as_named_datasets(datasets)
     if not datasets:
         raise ValueError("rank_datasets needs at least one candidate dataset.")
@@ -442,7 +453,7 @@ def rank_datasets(
     check_dev_dataset(dev_dataset, verifier)
     dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
     c = capability(
-        model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, pass_threshold, system=system
+        model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, correct_threshold, system=system
     )
     table = []
     for name, dataset in datasets.items():

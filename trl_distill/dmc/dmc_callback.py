@@ -1,7 +1,7 @@
 """Dynamic data selection by data–model compatibility, as a `TrainerCallback`.
 
 The user trains on the concatenation of several candidate datasets ([`CandidateDatasets`]); at every
-`every_epochs`-th epoch boundary [`DMCCallback`] recomputes DMC (METHODS.md §2, **our proposed formulation**) with
+`reselect_every`-th epoch boundary [`DMCCallback`] recomputes DMC (METHODS.md §2, **our proposed formulation**) with
 the current model and swaps what the next epoch draws through the foundation's
 [`~trl_distill.core.sampler.SelectionSampler`]: the top-DMC dataset, a `softmax(DMC/τ)` mixture, or the top fraction
 of examples by example-level DMC. It works with any trainer that trains a map-style dataset through the standard
@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
+from ..core.deprecation import take_deprecated
 from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
     RESPONSE_COLUMNS,
@@ -115,7 +116,7 @@ class DMCArguments:
             `τ` of the mixture weights `softmax(DMC/τ)`; smaller is greedier. DMC lies in `[0, 1]`.
         top_fraction (`float`, *optional*, defaults to `0.5`):
             Share of candidate examples kept by the `"top_fraction"` strategy, in `(0, 1]`.
-        every_epochs (`int`, *optional*, defaults to `1`):
+        reselect_every (`int`, *optional*, defaults to `1`):
             Recompute DMC and reselect every this many epochs; `0` selects once, before training.
         probe_size (`int` or `None`, *optional*, defaults to `128`):
             Rows of each candidate dataset scored for the relative difficulty `L` (a seeded sample; `None` = all).
@@ -130,7 +131,7 @@ class DMCArguments:
         reward_column (`str` or `None`, *optional*, defaults to `None`):
             Measure quality as the mean of this reward column (in `[0, 1]`) instead of the `correct` column or the
             verifier.
-        pass_threshold (`float`, *optional*, defaults to `1.0`):
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):
             System message put before conversational prompts when scoring and generating.
@@ -143,14 +144,16 @@ class DMCArguments:
     beta: float = 1.0
     temperature: float = 0.1
     top_fraction: float = 0.5
-    every_epochs: int = 1
+    reselect_every: int = 1
     probe_size: int | None = 128
     dev_size: int | None = 64
     max_new_tokens: int = 64
     scoring_batch_size: int = 16
     generation_batch_size: int = 32
     reward_column: str | None = None
-    pass_threshold: float = 1.0
+    correct_threshold: float = 1.0
+    every_epochs: int | None = None  # deprecated: reselect_every
+    pass_threshold: float | None = None  # deprecated: correct_threshold
     system: str | None = None
     selection_seed: int | None = None
 
@@ -163,8 +166,10 @@ class DMCArguments:
             raise ValueError(f"temperature (τ of softmax(DMC/τ)) must be > 0, got {self.temperature}.")
         if not 0 < self.top_fraction <= 1:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}.")
-        if self.every_epochs < 0:
-            raise ValueError(f"every_epochs must be >= 0 (0 = select once), got {self.every_epochs}.")
+        take_deprecated(self, "every_epochs", "reselect_every")
+        take_deprecated(self, "pass_threshold", "correct_threshold")
+        if self.reselect_every < 0:
+            raise ValueError(f"reselect_every must be >= 0 (0 = select once), got {self.reselect_every}.")
         if self.probe_size is not None and self.probe_size < 1:
             raise ValueError(f"probe_size must be >= 1 or None (all rows), got {self.probe_size}.")
         if self.dev_size is not None and self.dev_size < 1:
@@ -196,7 +201,7 @@ class DMCCallback(SelectionCallback):
     """Reselects the training data by data–model compatibility at epoch boundaries (METHODS.md §2).
 
     DMC's formula is **our proposed formulation** (see [`~trl_distill.dmc.compatibility.compatibility`]). At the
-    start of training and every `every_epochs` epochs the callback measures, with the current model, the capability
+    start of training and every `reselect_every` epochs the callback measures, with the current model, the capability
     `C(θ)` on the dev split (greedy pass@1 by `verifier`) and the relative difficulty `L(D, θ)` of each candidate
     dataset (mean token NLL of its responses on a seeded probe), combines them with the quality `Q(D)` (fixed, measured
     once), and hands the selection to the dataloader's sampler. The epoch length stays the same; every process
@@ -237,7 +242,7 @@ class DMCCallback(SelectionCallback):
         if unknown:
             raise TypeError(f"Unknown DMCCallback argument(s) {sorted(unknown)}; see DMCArguments.")
         self.args = replace(args or DMCArguments(), **kwargs)
-        super().__init__(every_epochs=self.args.every_epochs, seed=self.args.selection_seed)
+        super().__init__(reselect_every=self.args.reselect_every, seed=self.args.selection_seed)
         self.candidates = candidates if isinstance(candidates, CandidateDatasets) else CandidateDatasets(candidates)
         dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
         check_dev_dataset(dev_dataset, verifier)
@@ -305,7 +310,7 @@ class DMCCallback(SelectionCallback):
             self.verifier,
             max_new_tokens=a.max_new_tokens,
             batch_size=a.generation_batch_size,
-            pass_threshold=a.pass_threshold,
+            correct_threshold=a.correct_threshold,
             system=a.system,
         )
         per_dataset, example_dmc = {}, None

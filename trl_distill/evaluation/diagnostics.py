@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
+from ..core.deprecation import deprecated_argument
 from ..core.divergence import generalized_jsd_from_logits
 from ..core.tokenizers import ensure_pad_token
 
@@ -251,14 +252,14 @@ def token_diagnostics(
 class TokenDiagnosticsCallback(TrainerCallback):
     """
     A [`~transformers.TrainerCallback`] that logs [`token_diagnostics`] of the model being trained against a fixed
-    teacher every `every_n_steps` optimizer steps (and once before training starts, as a baseline).
+    teacher every `log_every` optimizer steps (and once before training starts, as a baseline).
 
     Logged keys are `f"{prefix}{key}"` for every key of `DIAGNOSTIC_KEYS`, e.g. `diagnostics/forward_kl`.
 
     Usage:
     ```python
     >>> trainer = SFTTrainer(...)
-    >>> trainer.add_callback(TokenDiagnosticsCallback(teacher, tokenizer, texts, every_n_steps=50, trainer=trainer))
+    >>> trainer.add_callback(TokenDiagnosticsCallback(teacher, tokenizer, texts, log_every=50, trainer=trainer))
     ```
 
     Args:
@@ -268,7 +269,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
             The shared tokenizer.
         texts (`Sequence[str]`):
             Fixed texts (or completions, with `prompts`) to compare on. Keep them few: this runs at every logging step.
-        every_n_steps (`int`, *optional*, defaults to `50`):
+        log_every (`int`, *optional*, defaults to `50`):
             Logging frequency in optimizer steps.
         prompts (`Sequence`, *optional*):
             One prompt per text; only completion tokens are then scored.
@@ -289,7 +290,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
         teacher,
         tokenizer,
         texts: Sequence[str],
-        every_n_steps: int = 50,
+        log_every: int = 50,
         prompts: Sequence | None = None,
         trainer=None,
         batch_size: int = 8,
@@ -297,16 +298,18 @@ class TokenDiagnosticsCallback(TrainerCallback):
         temperature: float = 1.0,
         log_at_start: bool = True,
         prefix: str = "diagnostics/",
+        every_n_steps: int | None = None,
     ):
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be a positive number of steps, got {every_n_steps}.")
+        log_every = deprecated_argument(every_n_steps, log_every, "every_n_steps", "log_every", 50)
+        if log_every < 1:
+            raise ValueError(f"log_every must be a positive number of steps, got {log_every}.")
         if len(texts) == 0:
             raise ValueError("`texts` is empty; pass a few held-out texts to compare the student and teacher on.")
         self.teacher = teacher
         self.tokenizer = tokenizer
         self.texts = list(texts)
         self.prompts = None if prompts is None else list(prompts)
-        self.every_n_steps = every_n_steps
+        self.log_every = log_every
         self.trainer = trainer
         self.batch_size = batch_size
         self.top_k = top_k
@@ -342,5 +345,5 @@ class TokenDiagnosticsCallback(TrainerCallback):
             self._log(state, model)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if model is not None and state.global_step % self.every_n_steps == 0:
+        if model is not None and state.global_step % self.log_every == 0:
             self._log(state, model)

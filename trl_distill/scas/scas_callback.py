@@ -26,7 +26,7 @@ class SCASCallback(SelectionCallback):
     """
 
     def __init__(self, pool: dict, features: list[dict], dataset_index: dict, args, pad_token_id: int, metrics=None):
-        super().__init__(every_epochs=args.rescore_every, seed=args.seed)
+        super().__init__(reselect_every=args.rescore_every, seed=args.seed)
         self.pool = pool
         self.features = features
         self.dataset_index = dataset_index

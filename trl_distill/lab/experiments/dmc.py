@@ -76,7 +76,7 @@ def run(lab: Lab, timings: dict) -> dict:
                     load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
                 )
                 callback = DMCCallback(
-                    candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", every_epochs=every,
+                    candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", reselect_every=every,
                     probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
                 )  # fmt: skip
                 trainer.add_callback(callback)
