@@ -25,6 +25,7 @@ from .utils import (
     lab_tokenizer,
     quantization_config,
     student_init_kwargs,
+    training_argv,
 )
 
 
@@ -130,7 +131,7 @@ def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("camopd", argv))
     train(script_args, training_args, model_args)
     return 0
 

@@ -19,9 +19,11 @@ from .utils import (
     check_model_paths,
     check_quantization,
     finish,
+    lab_dtype,
     lab_tokenizer,
     quantization_config,
     student_init_kwargs,
+    training_argv,
 )
 
 
@@ -33,7 +35,7 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
 
         tokenizer = lab_tokenizer()
         model, _ = toy_student(tokenizer)
-        return model, tokenizer
+        return lab_dtype(model, model_args), tokenizer
     if not model_args.model_name_or_path:
         raise ValueError("Give the student with --model_name_or_path (or use --lab).")
     check_model_paths(student=model_args.model_name_or_path)
@@ -75,7 +77,9 @@ def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(
+        args=training_argv("dmc", argv)
+    )
     train(data_args, dmc_args, training_args, model_args)
     return 0
 

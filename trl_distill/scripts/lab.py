@@ -14,7 +14,9 @@ import warnings
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="trl-distill lab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)"
+    )
     parser.add_argument("--output-dir", default="lab_report", help="report directory (default: lab_report/)")
     parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
     parser.add_argument(

@@ -27,6 +27,7 @@ from .utils import (
     load_train_eval,
     quantization_config,
     student_init_kwargs,
+    training_argv,
     verifier,
 )
 
@@ -53,7 +54,8 @@ class OGLSSDScriptArguments(DistillScriptArguments):
         default="privileged_context", metadata={"help": "Column with the teacher's privileged context."}
     )
     reward: str = field(
-        default="numeric", metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."}
+        default="numeric",
+        metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."},
     )
     lab_pretrain_steps: int = field(default=150, metadata={"help": "Pre-training steps of the tiny-world student."})
 
@@ -114,7 +116,7 @@ def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("ogls_sd", argv))
     train(script_args, training_args, model_args)
     return 0
 

@@ -20,10 +20,12 @@ from .utils import (
     check_model_paths,
     check_quantization,
     finish,
+    lab_dtype,
     lab_tokenizer,
     load_train_eval,
     quantization_config,
     student_init_kwargs,
+    training_argv,
 )
 
 
@@ -60,6 +62,7 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
 
         tokenizer = lab_tokenizer()
         model = tiny_model(tokenizer, script_args.lab_model_size, "qwen2", seed=training_args.seed)
+        model = lab_dtype(model, model_args)
         pool = toy_pool(script_args.lab_prompts)
         return model, tokenizer, pool, pool if training_args.eval_strategy != "no" else None
     if model_args.model_name_or_path is None or script_args.dataset_name is None:
@@ -98,7 +101,7 @@ def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("scas", argv))
     train(script_args, training_args, model_args)
     return 0
 

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trl-distill scas-score", description="Score a candidate pool with SCAS and write the selected dataset."
     )
     parser.add_argument("--model", required=True, help="Student model name or path.")
-    parser.add_argument("--pool", required=True, help="Pool: .jsonl/.json/.parquet/.csv file, a directory or a hub id.")
+    parser.add_argument(
+        "--pool", required=True, help="Pool: .jsonl/.json/.parquet/.csv file, a directory or a hub id."
+    )
     parser.add_argument("--output_dir", required=True, help="Where scores and the selected dataset are written.")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="Output format.")
     parser.add_argument("--lmbda", type=float, default=0.5, help="λ of the learning cost.")

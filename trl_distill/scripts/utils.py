@@ -137,6 +137,17 @@ def check_model_paths(**paths: str | None) -> None:
             check_local_path(path, what.replace("_", " "))
 
 
+def lab_dtype(model, model_args):
+    """The tiny world's in-memory student cast to `--dtype` (`float32`, `bfloat16`, `float16`); `auto`/unset keeps
+    the float32 it is built in. Students given as paths get `dtype` through [`student_init_kwargs`] instead."""
+    import torch
+
+    dtype = getattr(model_args, "dtype", None)
+    if dtype in (None, "auto"):
+        return model
+    return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+
+
 def lab_tokenizer():
     """The tiny world's byte-level tokenizer."""
     from ..lab.world.tokenizer import build_tokenizer
@@ -153,3 +164,36 @@ def finish(trainer, training_args, dataset_name: str | None = None) -> None:
         trainer.push_to_hub(dataset_name=dataset_name)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish the trackers, destroy the process group
         trainer.end()
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (`--flag v`, `--flag=v`; `"true"` for a bare boolean flag), else `None`."""
+    for index, arg in enumerate(argv):
+        if arg == flag:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            return following if following is not None and not following.startswith("--") else "true"
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def training_argv(job: str, argv: list[str] | None) -> list[str]:
+    """
+    A training command's arguments with the packaged recipes applied, before [`~trl.TrlParser`] reads them:
+
+    - `--config NAME` that is not a file names a packaged recipe (`scas/toy`; `trl-distill recipes` lists them);
+    - `--lab` without `--config` runs the job's packaged toy recipe (`<job>/toy`: CPU-safe, `use_cpu: true`, full
+      precision), so `pip install trl-distill && trl-distill scas --lab` works outside a clone.
+    """
+    from .recipes import recipe_path, resolve_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            argv[index + 1] = resolve_config(argv[index + 1])
+        elif arg.startswith("--config="):
+            argv[index] = "--config=" + resolve_config(arg.split("=", 1)[1])
+    lab = _flag_value(argv, "--lab")
+    if lab is not None and lab.lower() in ("true", "1", "yes") and _flag_value(argv, "--config") is None:
+        argv = ["--config", recipe_path(f"{job}/toy"), *argv]
+    return argv
