@@ -13,6 +13,7 @@ script.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..core.data import load_data
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
 from .utils import (
@@ -49,6 +50,21 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
     return model, tokenizer
 
 
+def load_eval_rows(data_args: DMCDataArguments, training_args: SFTConfig, datasets: dict):
+    """The SFT eval rows when `training_args.eval_strategy` is not `"no"` (as TRL's scripts load
+    `dataset_test_split`), else `None`. Raises, naming `--eval_dataset`, when evaluation is asked without one."""
+    if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        return None
+    if data_args.lab:
+        return next(iter(datasets.values()))
+    if not data_args.eval_dataset:
+        raise ValueError(
+            f"--eval_strategy {training_args.eval_strategy} needs rows to evaluate on: give --eval_dataset "
+            "(prompt/completion rows, --eval_split picks the split), or drop --eval_strategy."
+        )
+    return load_data(data_args.eval_dataset, split=data_args.eval_split)
+
+
 def train(
     data_args: DMCDataArguments, dmc_args: DMCArguments, training_args: SFTConfig, model_args: ModelConfig
 ) -> SFTTrainer:
@@ -61,6 +77,7 @@ def train(
         model=model,
         args=training_args,
         train_dataset=candidates.train_dataset,
+        eval_dataset=load_eval_rows(data_args, training_args, datasets),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )

@@ -41,14 +41,31 @@ class DMCDataArguments:
             world's dispatcher) or a `module:function` reward function.
         lab (`bool`, *optional*, defaults to `False`):
             Use the toy world instead (offline, seconds): its candidate datasets, dev split, verifier and student.
+        eval_dataset (`str` or `None`, *optional*, defaults to `None`):
+            SFT evaluation rows (`prompt`, `completion`) for `trl-distill dmc`, loaded when `eval_strategy` is not
+            `"no"`; required then (with `lab`: the toy world's first candidate dataset).
+        eval_split (`str`, *optional*, defaults to `"test"`):
+            Split of `eval_dataset` (a single file is its own split).
     """
 
-    datasets: list[str] = field(default_factory=list)
-    dataset_split: str = "train"
-    dev_dataset: str | None = None
-    dev_split: str = "test"
-    verifier: str = "numeric"
-    lab: bool = False
+    datasets: list[str] = field(
+        default_factory=list, metadata={"help": "Candidate datasets as name=path (a file, a directory or a Hub id)."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of the candidate datasets."})
+    dev_dataset: str | None = field(
+        default=None, metadata={"help": "Held-out prompts with reference answers, to measure capability."}
+    )
+    dev_split: str = field(default="test", metadata={"help": "Split of dev_dataset."})
+    verifier: str = field(
+        default="numeric",
+        metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."},
+    )
+    lab: bool = field(default=False, metadata={"help": "Use the offline toy world (datasets, dev split, student)."})
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "SFT eval rows (prompt, completion), loaded when eval_strategy is set (trl-distill dmc)."},
+    )
+    eval_split: str = field(default="test", metadata={"help": "Split of eval_dataset."})
 
     def __post_init__(self):
         if not self.lab:

@@ -17,7 +17,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)"
     )
-    parser.add_argument("--output-dir", default="lab_report", help="report directory (default: lab_report/)")
+    parser.add_argument(
+        "__output_dir", "--output-dir", default="lab_report", help="report directory (default: lab_report/)"
+    )
     parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..core.pool import pool_form, to_long_pool
 from ..scas.scas_config import SCASConfig
 from ..scas.scas_trainer import SCASTrainer
 from .utils import (
@@ -78,6 +79,9 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
     """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
+    if eval_pool is not None and pool_form(eval_pool) != "sft":
+        # SCASTrainer converts its train pool only: evaluate on every (correct) candidate answer as an SFT row
+        eval_pool = to_long_pool(eval_pool, require_correct=training_args.only_correct)
     trainer = SCASTrainer(
         model=model,
         args=training_args,

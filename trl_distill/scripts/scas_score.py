@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=16, help="Sequences per forward pass.")
     parser.add_argument("--feature_module", default=None, help="Module name of the feature layer (default: auto).")
     parser.add_argument("--system", default=None, help="System message rendered before each prompt.")
-    parser.add_argument("--dtype", default="auto", help="Model dtype: auto, bfloat16, float16, float32.")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"), help="Model dtype."
+    )
     return parser
 
 
