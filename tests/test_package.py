@@ -145,3 +145,47 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_from_an_empty_folder(tmp_pa
     )
     assert train.returncode == 0, train.stderr[-3000:]
     assert os.path.exists(empty / "outputs" / "scas-toy" / "model.safetensors"), sorted(os.listdir(empty))
+
+
+def test_every_option_of_every_command_has_help_and_an_underscore_spelling():
+    import argparse
+    import importlib
+
+    for name, (module, _) in cli.COMMANDS.items():
+        parser = importlib.import_module(module).make_parser()
+        parsers = [parser] + [
+            sub
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for sub in action.choices.values()
+        ]
+        for sub in parsers:
+            for action in sub._actions:
+                if not action.option_strings or action.dest == "help":
+                    continue
+                first = action.option_strings[0]
+                assert action.help, f"{name} {first} has no help"
+                assert "-" not in first.lstrip("-"), f"{name} {first}: TRL spells flags with underscores"
+
+
+def test_the_old_hyphen_spellings_still_parse():
+    from trl_distill.scripts.evaluate import make_parser as evaluate_parser
+    from trl_distill.scripts.lab import make_parser as lab_parser
+
+    new = evaluate_parser().parse_args(["ice", "--identity_name", "Qwen", "--identity_organisation", "Alibaba"])
+    old = evaluate_parser().parse_args(["ice", "--identity-name", "Qwen", "--identity-organisation", "Alibaba"])
+    assert (new.identity_name, new.identity_organisation) == (old.identity_name, old.identity_organisation)
+    assert new.identity_name == "Qwen"
+    assert lab_parser().parse_args(["--output-dir", "r"]).output_dir == "r"
+    assert lab_parser().parse_args(["--output_dir", "r"]).output_dir == "r"
+
+
+def test_dmc_options_take_their_help_from_the_docstrings():
+    from trl_distill.dmc.dmc_callback import DMCArguments
+    from trl_distill.scripts.dmc import make_parser
+    from trl_distill.scripts.utils import _docstring_fields
+
+    documented = _docstring_fields(DMCArguments)
+    assert "beta" in documented and "strategy" in documented
+    actions = {action.dest: action for action in make_parser()._actions}
+    assert actions["beta"].help == documented["beta"].replace("%", "%%")

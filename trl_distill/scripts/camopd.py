@@ -26,6 +26,7 @@ from .utils import (
     quantization_config,
     student_init_kwargs,
     training_argv,
+    with_docstring_help,
 )
 
 
@@ -157,7 +158,8 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
 
 def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
     """The `TrlParser` over ([`CaMOPDScriptArguments`], [`CaMOPDConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((CaMOPDScriptArguments, CaMOPDConfig, ModelConfig), prog=prog)
+    types = (CaMOPDScriptArguments, CaMOPDConfig, ModelConfig)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
 
 
 def main(argv: list[str] | None = None) -> int:

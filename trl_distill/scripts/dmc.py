@@ -25,6 +25,7 @@ from .utils import (
     quantization_config,
     student_init_kwargs,
     training_argv,
+    with_docstring_help,
 )
 
 
@@ -89,7 +90,8 @@ def train(
 
 def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
     """The `TrlParser` over ([`DMCDataArguments`], [`DMCArguments`], [`~trl.SFTConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((DMCDataArguments, DMCArguments, SFTConfig, ModelConfig), prog=prog)
+    types = (DMCDataArguments, DMCArguments, SFTConfig, ModelConfig)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
 
 
 def main(argv: list[str] | None = None) -> int:

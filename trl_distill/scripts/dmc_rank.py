@@ -17,7 +17,7 @@ from trl import TrlParser
 from ..core.data import load_data
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import check_model_paths, lab_tokenizer, verifier
+from .utils import check_model_paths, lab_tokenizer, verifier, with_docstring_help
 
 
 @dataclass
@@ -104,8 +104,8 @@ class DMCRankArguments(DMCDataArguments):
             Also write the table to this JSON file.
     """
 
-    model_name_or_path: str | None = None
-    output_json: str | None = None
+    model_name_or_path: str | None = field(default=None, metadata={"help": "The student (a directory or Hub id)."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the table to this JSON file."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -113,9 +113,15 @@ class DMCRankArguments(DMCDataArguments):
             raise ValueError("Give the student with `--model_name_or_path` (or use `--lab`).")
 
 
+def make_parser(prog: str | None = "trl-distill dmc-rank") -> TrlParser:
+    """The `TrlParser` over ([`DMCRankArguments`], [`DMCArguments`]), every option described."""
+    types = (DMCRankArguments, DMCArguments)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
-    parser = TrlParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc-rank")
+    parser = make_parser()
     rank_args, dmc_args = parser.parse_args_and_config(args=argv)
     datasets, dev, verifier = rank_args.load()
     if rank_args.lab:

@@ -86,12 +86,12 @@ def _add_judge_arguments(parser: argparse.ArgumentParser, choices: list[str], de
         "--judge", choices=choices, default=default, help=f"Which judge scores the responses ({default})."
     )
     group.add_argument(
-        "__judge_model",
+        "--judge_model",
         "--judge-model",
         help="Judge model: a local path/name (local) or the served model name (http).",
     )
     group.add_argument(
-        "__judge_url", "--judge-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1."
+        "--judge_url", "--judge-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1."
     )
     group.add_argument(
         "--api_key_env",
@@ -100,10 +100,10 @@ def _add_judge_arguments(parser: argparse.ArgumentParser, choices: list[str], de
         help="Environment variable holding the judge API key (http).",
     )
     group.add_argument(
-        "__judge_timeout", "--judge-timeout", type=float, default=60.0, help="Seconds per judge request (http)."
+        "--judge_timeout", "--judge-timeout", type=float, default=60.0, help="Seconds per judge request (http)."
     )
     group.add_argument(
-        "__judge_retries", "--judge-retries", type=int, default=2, help="Re-asks after an unparsable judge reply."
+        "--judge_retries", "--judge-retries", type=int, default=2, help="Re-asks after an unparsable judge reply."
     )
 
 
@@ -286,49 +286,52 @@ def build_parser() -> argparse.ArgumentParser:
     rse_parser.add_argument("--references", help="Responses of the reference model, one per prompt row.")
     rse_parser.add_argument("--model", help="Tested model (path or name) to generate the responses.")
     rse_parser.add_argument(
-        "__reference_model", "--reference-model", help="Reference model (path or name) to generate the references."
+        "--reference_model", "--reference-model", help="Reference model (path or name) to generate the references."
     )
     rse_parser.add_argument(
-        "__embedding_model", "--embedding-model", help="sentence-transformers model adding cosine to the auto judge."
+        "--embedding_model", "--embedding-model", help="sentence-transformers model adding cosine to the auto judge."
     )
     rse_parser.add_argument("--output", default="rse_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(rse_parser, ["auto", "local", "http"], default="auto")
 
     ice_parser = sub.add_parser("ice", help="Identity consistency of a model under jailbreak-style identity prompts.")
     ice_parser.add_argument(
-        "__identity_name", "--identity-name", required=True, help="The model's true name, e.g. Qwen."
+        "--identity_name", "--identity-name", required=True, help="The model's true name, e.g. Qwen."
     )
     ice_parser.add_argument(
-        "__identity_organisation", "--identity-organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'."
+        "--identity_organisation", "--identity-organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'."
     )
     ice_parser.add_argument("--alias", action="append", help="Other own names (repeat or comma-separate).")
     ice_parser.add_argument(
-        "__identity_description", "--identity-description", help="Extra identity facts given to LLM judges."
+        "--identity_description", "--identity-description", help="Extra identity facts given to LLM judges."
     )
     ice_parser.add_argument("--model", help="Model (path or name) to generate the answers.")
     ice_parser.add_argument("--responses", help="JSON/JSONL rows with 'prompt' and 'response'.")
-    ice_parser.add_argument("__write_prompts", "--write-prompts", help="Write the ICE prompts as JSONL and exit.")
+    ice_parser.add_argument("--write_prompts", "--write-prompts", help="Write the ICE prompts as JSONL and exit.")
     ice_parser.add_argument("--languages", nargs="+", default=["en"], help="Question languages (shipped: en zh).")
     ice_parser.add_argument(
-        "__num_mutations", "--num-mutations", type=int, default=8, help="Mutated templates per language."
+        "--num_mutations", "--num-mutations", type=int, default=8, help="Mutated templates per language."
     )
     ice_parser.add_argument(
-        "__llm_mutations", "--llm-mutations", action="store_true", help="Let the judge model mutate half of them."
+        "--llm_mutations", "--llm-mutations", action="store_true", help="Let the judge model mutate half of them."
     )
     ice_parser.add_argument(
-        "__max_prompts", "--max-prompts", type=int, help="Evaluate a seeded random subset of the prompts."
+        "--max_prompts", "--max-prompts", type=int, help="Evaluate a seeded random subset of the prompts."
     )
-    ice_parser.add_argument("--seed", type=int, default=0)
+    ice_parser.add_argument("--seed", type=int, default=0, help="Seed of the template mutations and prompt subset.")
     ice_parser.add_argument("--output", default="ice_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(ice_parser, ["rule", "local", "http"], default="rule")
 
     for p in (rse_parser, ice_parser):
         p.add_argument(
-            "__max_new_tokens", "--max-new-tokens", type=int, default=512, help="Generation budget per response."
+            "--max_new_tokens", "--max-new-tokens", type=int, default=512, help="Generation budget per response."
         )
-        p.add_argument("__batch_size", "--batch-size", type=int, default=8, help="Prompts per generation batch.")
-        p.add_argument("__no_progress", "--no-progress", action="store_true", help="Hide progress bars.")
+        p.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Prompts per generation batch.")
+        p.add_argument("--no_progress", "--no-progress", action="store_true", help="Hide progress bars.")
     return parser
+
+
+make_parser = build_parser  # the name every command module exports (as `trl/scripts/`)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from .utils import (
     student_init_kwargs,
     training_argv,
     verifier,
+    with_docstring_help,
 )
 
 
@@ -111,7 +112,8 @@ def train(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model
 
 def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
     """The `TrlParser` over ([`OGLSSDScriptArguments`], [`OGLSSDConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig), prog=prog)
+    types = (OGLSSDScriptArguments, OGLSSDConfig, ModelConfig)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
 
 
 def main(argv: list[str] | None = None) -> int:

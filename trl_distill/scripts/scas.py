@@ -27,6 +27,7 @@ from .utils import (
     quantization_config,
     student_init_kwargs,
     training_argv,
+    with_docstring_help,
 )
 
 
@@ -100,7 +101,8 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
 
 def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
     """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`]), as TRL's scripts."""
-    return TrlParser((SCASScriptArguments, SCASConfig, ModelConfig), prog=prog)
+    types = (SCASScriptArguments, SCASConfig, ModelConfig)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
 
 
 def main(argv: list[str] | None = None) -> int:

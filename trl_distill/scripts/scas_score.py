@@ -63,6 +63,9 @@ def _write(dataset, path: str, fmt: str) -> None:
         dataset.to_json(path, lines=True, force_ascii=False)
 
 
+make_parser = build_parser  # the name every command module exports (as `trl/scripts/`)
+
+
 def main(argv=None) -> dict:
     """Runs the scoring command; returns a summary (also written to `summary.json`)."""
     import torch

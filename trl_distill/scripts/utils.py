@@ -197,3 +197,37 @@ def training_argv(job: str, argv: list[str] | None) -> list[str]:
     if lab is not None and lab.lower() in ("true", "1", "yes") and _flag_value(argv, "--config") is None:
         argv = ["--config", recipe_path(f"{job}/toy"), *argv]
     return argv
+
+
+def _docstring_fields(cls) -> dict[str, str]:
+    """`{field: description}` from the `Args:`/`Parameters:` entries of `cls`'s docstring and its bases'."""
+    import inspect
+    import re
+
+    found: dict[str, str] = {}
+    for klass in reversed(inspect.getmro(cls)):
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+        name, indent, text = None, 0, []
+        for line in [*lines, ""]:
+            entry = re.match(r"^(\s*)(\w+) \((.*)\):\s*$", line)
+            deeper = line.strip() and name and len(line) - len(line.lstrip()) > indent
+            if deeper:
+                text.append(line.strip())
+                continue
+            if name and text:
+                found[name] = " ".join(text)
+            name, text = (entry.group(2), []) if entry else (None, [])
+            indent = len(entry.group(1)) if entry else 0
+    return found
+
+
+def with_docstring_help(parser, dataclass_types):
+    """Fills the help of every option of `parser` whose dataclass field has no `help` metadata with the field's
+    entry in the class docstring (`DMCArguments`, `DMCDataArguments`), so `--help` describes every option."""
+    described: dict[str, str] = {}
+    for cls in dataclass_types:
+        described.update(_docstring_fields(cls))
+    for action in parser._actions:
+        if not action.help and action.dest in described:
+            action.help = described[action.dest].replace("%", "%%")
+    return parser
