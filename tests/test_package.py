@@ -189,3 +189,61 @@ def test_dmc_options_take_their_help_from_the_docstrings():
     assert "beta" in documented and "strategy" in documented
     actions = {action.dest: action for action in make_parser()._actions}
     assert actions["beta"].help == documented["beta"].replace("%", "%%")
+
+
+def test_model_cards_cite_scas_and_tag_a_dmc_trained_model(tmp_path, tokenizer):
+    from trl import SFTConfig, SFTTrainer
+
+    from trl_distill import DMCCallback, SCASConfig, SCASTrainer
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.lab.world.tasks import task_reward
+    from trl_distill.lab.world.toys import toy_candidates, toy_pool
+
+    common = {"report_to": "none", "use_cpu": True, "max_length": 64}
+    scas = SCASTrainer(
+        model=tiny_model(tokenizer, "xs"),
+        args=SCASConfig(str(tmp_path / "scas"), **common),
+        train_dataset=toy_pool(4),
+        processing_class=tokenizer,
+    )
+    scas.create_model_card(model_name="scas")
+    card = (tmp_path / "scas" / "README.md").read_text()
+    assert "2605.26872" in card and "Student-Centric Answer Selection" in card and "- scas" in card
+
+    candidates, dev = toy_candidates(train_size=8, dev_size=4)
+    from trl_distill import CandidateDatasets
+
+    pool = CandidateDatasets(candidates)
+    sft = SFTTrainer(
+        model=tiny_model(tokenizer, "xs"),
+        args=SFTConfig(str(tmp_path / "dmc"), **common),
+        train_dataset=pool.train_dataset,
+        processing_class=tokenizer,
+    )
+    sft.add_callback(DMCCallback(pool, dev, task_reward, trainer=sft, probe_size=4, dev_size=4))
+    sft.create_model_card(model_name="dmc")
+    card = (tmp_path / "dmc" / "README.md").read_text()
+    assert "- dmc" in card and "- trl-distill" in card and "2605.29229" in card
+    assert "dmc" not in SFTTrainer._tag_names  # the class is untouched: only this trainer's card is tagged
+
+
+def test_accelerate_config_and_num_processes_relaunch_the_command_under_accelerate(monkeypatch):
+    import accelerate.commands.launch
+
+    from trl_distill.scripts.utils import relaunch_under_accelerate
+
+    launched = []
+    monkeypatch.setattr(accelerate.commands.launch, "launch_command", launched.append)
+    argv = ["--lab", "--accelerate_config", "multi_cpu", "--num_processes=2", "--max_steps", "1"]
+    assert cli.main(["ogls-sd", *argv]) == 0
+    (args,) = launched
+    assert os.path.samefile(args.config_file, os.path.join(ROOT, "recipes", "accelerate", "multi_cpu.yaml"))
+    assert args.num_processes == 2 and args.module and args.training_script == "trl_distill.cli"
+    toy = recipes.recipe_path("ogls_sd/toy")
+    assert args.training_script_args == ["ogls-sd", "--config", toy, "--lab", "--max_steps", "1"]
+
+    assert not relaunch_under_accelerate("scas", ["--lab"], launch_command=launched.append) and len(launched) == 1
+    with pytest.raises(FileNotFoundError, match="--accelerate_config zero4: no such file.*accelerate/zero3"):
+        relaunch_under_accelerate("scas", ["--accelerate_config", "zero4"], launch_command=launched.append)
+    with pytest.raises(ValueError, match="--num_processes must be a positive integer, got '0'"):
+        relaunch_under_accelerate("scas", ["--num_processes", "0"], launch_command=launched.append)

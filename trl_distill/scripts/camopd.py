@@ -24,9 +24,10 @@ from .utils import (
     finish,
     lab_tokenizer,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
     training_argv,
-    with_docstring_help,
+    training_parser,
 )
 
 
@@ -159,12 +160,15 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
 def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
     """The `TrlParser` over ([`CaMOPDScriptArguments`], [`CaMOPDConfig`], [`~trl.ModelConfig`])."""
     types = (CaMOPDScriptArguments, CaMOPDConfig, ModelConfig)
-    return with_docstring_help(TrlParser(types, prog=prog), types)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("camopd", argv))
+    argv = training_argv("camopd", argv)
+    if relaunch_under_accelerate("camopd", argv):  # --accelerate_config / --num_processes
+        return 0
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0
 

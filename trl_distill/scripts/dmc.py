@@ -23,9 +23,10 @@ from .utils import (
     lab_dtype,
     lab_tokenizer,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
     training_argv,
-    with_docstring_help,
+    training_parser,
 )
 
 
@@ -91,14 +92,15 @@ def train(
 def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
     """The `TrlParser` over ([`DMCDataArguments`], [`DMCArguments`], [`~trl.SFTConfig`], [`~trl.ModelConfig`])."""
     types = (DMCDataArguments, DMCArguments, SFTConfig, ModelConfig)
-    return with_docstring_help(TrlParser(types, prog=prog), types)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(
-        args=training_argv("dmc", argv)
-    )
+    argv = training_argv("dmc", argv)
+    if relaunch_under_accelerate("dmc", argv):  # --accelerate_config / --num_processes
+        return 0
+    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(data_args, dmc_args, training_args, model_args)
     return 0
 

@@ -26,10 +26,11 @@ from .utils import (
     lab_tokenizer,
     load_train_eval,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
     training_argv,
+    training_parser,
     verifier,
-    with_docstring_help,
 )
 
 
@@ -113,12 +114,15 @@ def train(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model
 def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
     """The `TrlParser` over ([`OGLSSDScriptArguments`], [`OGLSSDConfig`], [`~trl.ModelConfig`])."""
     types = (OGLSSDScriptArguments, OGLSSDConfig, ModelConfig)
-    return with_docstring_help(TrlParser(types, prog=prog), types)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("ogls_sd", argv))
+    argv = training_argv("ogls_sd", argv)
+    if relaunch_under_accelerate("ogls-sd", argv):  # --accelerate_config / --num_processes
+        return 0
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0
 

@@ -25,9 +25,10 @@ from .utils import (
     lab_tokenizer,
     load_train_eval,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
     training_argv,
-    with_docstring_help,
+    training_parser,
 )
 
 
@@ -102,12 +103,15 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
 def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
     """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`]), as TRL's scripts."""
     types = (SCASScriptArguments, SCASConfig, ModelConfig)
-    return with_docstring_help(TrlParser(types, prog=prog), types)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=training_argv("scas", argv))
+    argv = training_argv("scas", argv)
+    if relaunch_under_accelerate("scas", argv):  # --accelerate_config / --num_processes
+        return 0
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0
 

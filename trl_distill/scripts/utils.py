@@ -156,9 +156,14 @@ def lab_tokenizer():
 
 
 def finish(trainer, training_args, dataset_name: str | None = None) -> None:
-    """The end of every training job, as in TRL's scripts: save, push to the Hub when asked, end the trackers."""
+    """The end of every training job, as in TRL's scripts: save (with the model card), push to the Hub when asked,
+    end the trackers."""
     trainer.accelerator.print("Training completed.")
     trainer.save_model(training_args.output_dir)
+    # the model card beside the weights (tags, the method's paper), as TRL's trainers write at each checkpoint
+    trainer.create_model_card(
+        model_name=os.path.basename(os.path.normpath(training_args.output_dir)), dataset_name=dataset_name
+    )
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
@@ -231,3 +236,78 @@ def with_docstring_help(parser, dataclass_types):
         if not action.help and action.dest in described:
             action.help = described[action.dest].replace("%", "%%")
     return parser
+
+
+LAUNCH_FLAGS = ("--accelerate_config", "--num_processes")
+
+
+def accelerate_launch_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """
+    Splits `--accelerate_config NAME` / `--num_processes N` (as `trl <command>` takes them) off a training
+    command's arguments.
+
+    Returns:
+        `tuple[list[str], list[str]]`: the `accelerate launch` arguments (`--config_file <file>`, `--num_processes N`;
+        empty when neither flag is given) and the remaining arguments. `NAME` is a path or a packaged accelerate
+        config (`zero3`, `multi_cpu`, ...; `trl-distill recipes` lists them under `accelerate/`).
+    """
+    from .recipes import recipe_path
+
+    launch, rest, index = [], [], 0
+    while index < len(argv):
+        arg = argv[index]
+        flag, _, inline = arg.partition("=")
+        if flag in LAUNCH_FLAGS:
+            value = inline if inline else (argv[index + 1] if index + 1 < len(argv) else None)
+            if value is None or value.startswith("--"):
+                raise ValueError(f"{flag} needs a value.")
+            index += 1 if inline else 2
+            if flag == "--accelerate_config":
+                if not os.path.isfile(value):
+                    try:
+                        value = recipe_path(f"accelerate/{value}")
+                    except FileNotFoundError as error:
+                        raise FileNotFoundError(f"--accelerate_config {value}: no such file, and {error}") from None
+                launch += ["--config_file", value]
+            else:
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError(f"--num_processes must be a positive integer, got {value!r}.")
+                launch += ["--num_processes", value]
+            continue
+        rest.append(arg)
+        index += 1
+    return launch, rest
+
+
+def relaunch_under_accelerate(command: str, argv: list[str], launch_command=None) -> bool:
+    """
+    When `argv` has `--accelerate_config` / `--num_processes`, runs `accelerate launch <those> -m trl_distill.cli
+    <command> <the other arguments>` (as `trl sft --accelerate_config zero3` does) and returns `True`; otherwise
+    returns `False` and the caller trains in this process.
+    """
+    launch, rest = accelerate_launch_args(argv)
+    if not launch:
+        return False
+    from accelerate.commands.launch import launch_command_parser
+
+    if launch_command is None:
+        from accelerate.commands.launch import launch_command
+    args = launch_command_parser().parse_args([*launch, "--module", "trl_distill.cli", command, *rest])
+    launch_command(args)
+    return True
+
+
+LAUNCH_EPILOG = (
+    "launching: --accelerate_config NAME (a file, or a packaged config: single_device, multi_cpu, multi_gpu, zero2, "
+    "zero3, zero3_cpu, fsdp2) and --num_processes N re-run this command under `accelerate launch`, as `trl` does. "
+    "--config NAME takes a packaged recipe (`trl-distill recipes` lists them); --lab without --config runs the "
+    "command's toy recipe."
+)
+
+
+def training_parser(dataclass_types: tuple, prog: str | None):
+    """A training command's [`~trl.TrlParser`]: every option described ([`with_docstring_help`]) and the launch
+    flags of [`relaunch_under_accelerate`] in the epilog (they are not dataclass fields)."""
+    from trl import TrlParser
+
+    return with_docstring_help(TrlParser(dataclass_types, prog=prog, epilog=LAUNCH_EPILOG), dataclass_types)
