@@ -234,16 +234,36 @@ def test_accelerate_config_and_num_processes_relaunch_the_command_under_accelera
 
     launched = []
     monkeypatch.setattr(accelerate.commands.launch, "launch_command", launched.append)
-    argv = ["--lab", "--accelerate_config", "multi_cpu", "--num_processes=2", "--max_steps", "1"]
+    argv = ["--lab", "--accelerate_config", "zero3", "--num_processes=2", "--max_steps", "1"]
     assert cli.main(["ogls-sd", *argv]) == 0
     (args,) = launched
-    assert os.path.samefile(args.config_file, os.path.join(ROOT, "recipes", "accelerate", "multi_cpu.yaml"))
+    assert os.path.samefile(args.config_file, os.path.join(ROOT, "recipes", "accelerate", "zero3.yaml"))
     assert args.num_processes == 2 and args.module and args.training_script == "trl_distill.cli"
     toy = recipes.recipe_path("ogls_sd/toy")
     assert args.training_script_args == ["ogls-sd", "--config", toy, "--lab", "--max_steps", "1"]
+
+    # multi_cpu without an mpirun hostfile: torch.distributed.run starts the CPU processes
+    commands = []
+    argv = ["--lab", "--accelerate_config", "multi_cpu", "--max_steps", "1"]
+    assert relaunch_under_accelerate("scas", argv, run=lambda cmd, check: commands.append(cmd))
+    (command,) = commands
+    assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]  # multi_cpu.yaml's count
+    assert command[5:] == ["-m", "trl_distill.cli", "scas", "--lab", "--max_steps", "1"]
 
     assert not relaunch_under_accelerate("scas", ["--lab"], launch_command=launched.append) and len(launched) == 1
     with pytest.raises(FileNotFoundError, match="--accelerate_config zero4: no such file.*accelerate/zero3"):
         relaunch_under_accelerate("scas", ["--accelerate_config", "zero4"], launch_command=launched.append)
     with pytest.raises(ValueError, match="--num_processes must be a positive integer, got '0'"):
         relaunch_under_accelerate("scas", ["--num_processes", "0"], launch_command=launched.append)
+
+
+@pytest.mark.slow
+def test_multi_cpu_runs_two_processes_for_real(tmp_path):
+    """Two gloo ranks on CPU through `--accelerate_config multi_cpu`: 4 prompts, 2 per device, one step is one epoch."""
+    argv = [sys.executable, "-m", "trl_distill.cli", "scas", "--lab", "--accelerate_config", "multi_cpu"]
+    argv += ["--max_steps", "1", "--lab_prompts", "4", "--lab_model_size", "xs", "--per_device_train_batch_size", "2"]
+    result = run([*argv, "--output_dir", str(tmp_path / "out")], ROOT, TRL_DISTILL_CACHE=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "out" / "README.md") as f:
+        assert "2605.26872" in f.read()
+    assert "'epoch': '1'" in result.stdout or "'epoch': 1.0" in result.stdout, result.stdout[-2000:]

@@ -279,21 +279,48 @@ def accelerate_launch_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return launch, rest
 
 
-def relaunch_under_accelerate(command: str, argv: list[str], launch_command=None) -> bool:
+def relaunch_under_accelerate(command: str, argv: list[str], launch_command=None, run=None) -> bool:
     """
-    When `argv` has `--accelerate_config` / `--num_processes`, runs `accelerate launch <those> -m trl_distill.cli
-    <command> <the other arguments>` (as `trl sft --accelerate_config zero3` does) and returns `True`; otherwise
-    returns `False` and the caller trains in this process.
+    When `argv` has `--accelerate_config` / `--num_processes`, re-runs the command in that many processes and returns
+    `True`; otherwise returns `False` and the caller trains in this process.
+
+    It runs `accelerate launch <those> -m trl_distill.cli <command> <the other arguments>`, as `trl sft
+    --accelerate_config zero3` does, except on CPU: `accelerate launch` starts several CPU processes only through
+    `mpirun` (a `mpirun_hostfile` in the config), so a `MULTI_CPU` config without one, or `--num_processes N` alone
+    on a machine without CUDA, runs `python -m torch.distributed.run --nproc_per_node N` instead (gloo, one process
+    per rank; the command's `use_cpu` must be true, as in every toy recipe).
+
+    Args:
+        launch_command (`Callable`, *optional*): replaces `accelerate.commands.launch.launch_command` (tests).
+        run (`Callable`, *optional*): replaces `subprocess.run` for the CPU launcher (tests).
     """
     launch, rest = accelerate_launch_args(argv)
     if not launch:
         return False
+    options = dict(zip(launch[::2], launch[1::2]))
+    config = {}
+    if "--config_file" in options:
+        import yaml
+
+        with open(options["--config_file"]) as f:
+            config = yaml.safe_load(f) or {}
+    processes = int(options.get("--num_processes", config.get("num_processes", 1)))
+    multi_cpu = config.get("distributed_type") == "MULTI_CPU" and not config.get("mpirun_hostfile")
+    if not config:
+        import torch
+
+        multi_cpu = not torch.cuda.is_available()
+    if multi_cpu:
+        import subprocess
+
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        (run or subprocess.run)([*torchrun, "-m", "trl_distill.cli", command, *rest], check=True)
+        return True
     from accelerate.commands.launch import launch_command_parser
 
     if launch_command is None:
         from accelerate.commands.launch import launch_command
-    args = launch_command_parser().parse_args([*launch, "--module", "trl_distill.cli", command, *rest])
-    launch_command(args)
+    launch_command(launch_command_parser().parse_args([*launch, "--module", "trl_distill.cli", command, *rest]))
     return True
 
 
