@@ -71,7 +71,9 @@ def load_model_and_data(script_args: OGLSSDScriptArguments, training_args: OGLSS
 
         tokenizer = lab_tokenizer()
         model_path, train = ogls_sd_world(tokenizer, script_args.lab_pretrain_steps)
-        reward, evaluation = verifier("lab_task"), None
+        reward = verifier("lab_task")
+        # the tiny world has one split: with eval_strategy set it is evaluated on its training prompts
+        evaluation = train if str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO") else None
     else:
         if not (model_args.model_name_or_path and script_args.dataset_name):
             raise ValueError("Give --model_name_or_path and --dataset_name, or use --lab.")
