@@ -184,3 +184,19 @@ def test_camopd_trains_with_a_4bit_teacher_on_gpu(tmp_path, monkeypatch):
     trainer = train_from_cli("camopd", argv)
     teacher = trainer.accelerator.unwrap_model(trainer.teachers["general"])
     assert getattr(teacher, "is_loaded_in_4bit", False) and trainer.state.global_step == 2
+
+
+@pytest.mark.parametrize("job", ["ogls-sd"])  # scas and camopd evaluate their lab data too; dmc its first candidate
+def test_lab_runs_evaluate_when_eval_strategy_is_set(job, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    argv = [
+        *peft_args(job, str(tmp_path / "out")),
+        "--max_steps",
+        "1",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "1",
+    ]
+    trainer = train_from_cli(job, [*argv, "--per_device_eval_batch_size", "4"])
+    assert any("eval_loss" in record or "eval_runtime" in record for record in trainer.state.log_history)

@@ -291,3 +291,21 @@ def test_renamed_arguments_of_callbacks_and_functions_keep_their_old_name_with_a
     )
     with pytest.raises(ValueError, match="Both `every_epochs`"):
         SelectionCallback(reselect_every=2, every_epochs=3)
+
+
+@pytest.mark.parametrize("job", TRAINING)
+def test_each_training_command_loads_an_eval_split_when_eval_strategy_is_set(job, files, tmp_path):
+    argv = [*job_args(job, files), "--output_dir", str(tmp_path), "--max_steps", "1", "--save_strategy", "no"]
+    argv += ["--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "4"]
+    if job == "dmc":
+        argv += ["--eval_dataset", str(files / "terse.jsonl")]
+    trainer = run_job(job, argv)
+    assert trainer.eval_dataset is not None
+    evaluated = [record for record in trainer.state.log_history if any(key.startswith("eval_") for key in record)]
+    assert evaluated and evaluated[0]["step"] == 1, trainer.state.log_history
+
+
+def test_dmc_asked_to_evaluate_without_eval_rows_names_the_flag(files, tmp_path):
+    argv = [*job_args("dmc", files), "--output_dir", str(tmp_path), "--eval_strategy", "steps"]
+    with pytest.raises(ValueError, match="needs rows to evaluate on: give --eval_dataset"):
+        run_job("dmc", argv)

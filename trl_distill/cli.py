@@ -6,7 +6,8 @@ trl-distill scas --config recipes/scas/toy.yaml --lab --num_train_epochs 1   # f
 accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli camopd --config ...
 ```
 
-Training commands parse with TRL's `TrlParser` (dataclass fields as flags, `--config recipe.yaml`); the other commands
+The dispatcher imports only the chosen command's module, so `trl-distill --help`, `--version`, `env` and `recipes` do
+not load TRL. Training commands parse with TRL's `TrlParser` (dataclass fields as flags, `--config recipe.yaml`); the other commands
 use `argparse` and accept `--config` through [`~trl_distill.scripts.utils.parse_args_with_config`].
 """
 
@@ -24,11 +25,13 @@ COMMANDS = {
     "scas-score": ("trl_distill.scripts.scas_score", "score a candidate pool for a student and write the selection"),
     "dmc-rank": ("trl_distill.scripts.dmc_rank", "rank candidate datasets by data-model compatibility"),
     "lab": ("trl_distill.scripts.lab", "run the embedded default job on the offline tiny world"),
+    "recipes": ("trl_distill.scripts.recipes", "list the packaged recipes, or copy one (`recipes cp NAME DIR`)"),
+    "env": ("trl_distill.scripts.env", "print the versions and devices to paste into a bug report"),
 }
 
 
 def usage() -> str:
-    lines = ["usage: trl-distill <command> [--config recipe.yaml] [options]", "", "commands:"]
+    lines = ["usage: trl-distill [--version] <command> [--config recipe.yaml] [options]", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`trl-distill <command> --help` lists a command's options."]
     return "\n".join(lines)
@@ -39,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from . import __version__
+
+        print(f"trl-distill {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -98,6 +98,29 @@ class CandidateDatasets:
         raise IndexError(f"Row {index} is outside the {len(self)} candidate rows.")
 
 
+DMC_TAGS = ["trl-distill", "dmc"]
+DMC_PAPER = {
+    "title": "Tailoring the Curriculum: Student-Centered Reasoning Distillation via Dynamic Data-Model Compatibility",
+    "id": "2605.29229",
+    "citation": (
+        "@article{dmc2026,\n"
+        "    title   = {{Tailoring the Curriculum: Student-Centered Reasoning Distillation via Dynamic Data-Model "
+        "Compatibility}},\n"
+        "    year    = 2026,\n"
+        "    eprint  = {arXiv:2605.29229},\n"
+        "}"
+    ),
+}
+
+
+def tag_trainer(trainer) -> None:
+    """Tags the trainer's model card `dmc` and makes it cite DMC (the trainer's own paper, if it has one, stays)."""
+    names = list(getattr(trainer, "_tag_names", []))
+    trainer._tag_names = names + [tag for tag in DMC_TAGS if tag not in names]
+    if not getattr(trainer, "_paper", None):
+        trainer._paper = DMC_PAPER
+
+
 @dataclass
 class DMCArguments:
     r"""
@@ -249,6 +272,8 @@ class DMCCallback(SelectionCallback):
         self.dev_dataset = dev_dataset
         self.verifier = verifier
         self.trainer = trainer
+        if trainer is not None:
+            tag_trainer(trainer)
         self.tokenizer = tokenizer
         # Q(D) does not depend on the model: measure it once, before training.
         self.example_quality = {
@@ -283,6 +308,8 @@ class DMCCallback(SelectionCallback):
 
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         self._check_training_args(args)
+        if hasattr(kwargs.get("model"), "add_model_tags"):
+            kwargs["model"].add_model_tags(DMC_TAGS)  # the model's own card, when it is pushed
         if isinstance(find_batch_sampler(train_dataloader).sampler, SelectionSampler):
             raise ValueError(
                 "The train dataloader already draws through a selection sampler, so another selection (e.g. "

@@ -63,6 +63,17 @@ class SCASTrainer(SFTTrainer):
 
     _tag_names = ["trl", "sft", "trl-distill", "scas"]
     _name = "SCAS"
+    _paper = {
+        "title": "The Strongest Teacher Is Not Always the Best Teacher: Student-Centric Answer Selection",
+        "id": "2605.26872",
+        "citation": (
+            "@article{scas2026,\n"
+            "    title   = {{The Strongest Teacher Is Not Always the Best Teacher: Student-Centric Answer Selection}},\n"
+            "    year    = 2026,\n"
+            "    eprint  = {arXiv:2605.26872},\n"
+            "}"
+        ),
+    }
 
     def __init__(self, model, args=None, data_collator=None, train_dataset=None, eval_dataset=None, **kwargs):
         if args is None:

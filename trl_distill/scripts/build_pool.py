@@ -70,7 +70,10 @@ def make_parser(prog: str | None = "trl-distill build-pool"):
     """The `TrlParser` over ([`BuildPoolConfig`], [`LabArguments`])."""
     from trl import TrlParser
 
-    return TrlParser((BuildPoolConfig, LabArguments), prog=prog, description=__doc__.splitlines()[0])
+    from .utils import with_docstring_help
+
+    types = (BuildPoolConfig, LabArguments)
+    return with_docstring_help(TrlParser(types, prog=prog, description=__doc__.splitlines()[0]), types)
 
 
 def main(argv: list[str] | None = None) -> int:

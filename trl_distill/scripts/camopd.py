@@ -24,7 +24,10 @@ from .utils import (
     finish,
     lab_tokenizer,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
+    training_argv,
+    training_parser,
 )
 
 
@@ -50,6 +53,13 @@ class CaMOPDScriptArguments:
             the string tasks, lab prompts for both sources (all built and cached locally).
         lab_pretrain_steps (`int`, *optional*, defaults to `150`):
             Pre-training steps of the tiny-world student and general teacher.
+        general_eval_prompts (`str`, *optional*):
+            Eval prompts of the general source, loaded when `eval_strategy` is not `"no"` (as TRL's scripts load
+            `dataset_test_split`); defaults to `general_prompts` at `eval_split`.
+        domain_eval_prompts (`str`, *optional*):
+            Eval prompts of the domain source; defaults to `domain_prompts` at `eval_split`.
+        eval_split (`str`, *optional*, defaults to `"test"`):
+            Split of the eval prompts (a single file is its own split). With `lab`, the tiny world's prompts.
     """
 
     general_teacher: str | None = field(default=None, metadata={"help": "General teacher model id or path."})
@@ -59,6 +69,15 @@ class CaMOPDScriptArguments:
     dataset_split: str = field(default="train", metadata={"help": "Split of hub datasets."})
     lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
     lab_pretrain_steps: int = field(default=150, metadata={"help": "Pre-training steps of the tiny-world models."})
+    general_eval_prompts: str | None = field(
+        default=None, metadata={"help": "Eval prompts of the general source (default: general_prompts' eval_split)."}
+    )
+    domain_eval_prompts: str | None = field(
+        default=None, metadata={"help": "Eval prompts of the domain source (default: domain_prompts' eval_split)."}
+    )
+    eval_split: str = field(
+        default="test", metadata={"help": "Split of the eval prompts, read when eval_strategy is set."}
+    )
 
 
 def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: ModelConfig):
@@ -101,6 +120,20 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
     )
 
 
+def load_eval_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, sources: dict) -> dict | None:
+    """The eval prompts by CaMOPD source name when `training_args.eval_strategy` is not `"no"`, else `None`."""
+    if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        return None
+    if script_args.lab:
+        general, domain = sources["general"], sources["domain"]
+    else:
+        general = load_data(
+            script_args.general_eval_prompts or script_args.general_prompts, split=script_args.eval_split
+        )
+        domain = load_data(script_args.domain_eval_prompts or script_args.domain_prompts, split=script_args.eval_split)
+    return {training_args.recovery_source: general, training_args.review_source: domain}
+
+
 def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig) -> CaMOPDTrainer:
     """Builds the [`CaMOPDTrainer`], trains and saves the model to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
@@ -114,6 +147,7 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
             training_args.recovery_source: sources["general"],
             training_args.review_source: sources["domain"],
         },
+        eval_dataset=load_eval_prompts(script_args, training_args, sources),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         quantization_config=None if script_args.lab else quantization_config(model_args),
@@ -125,11 +159,15 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
 
 def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
     """The `TrlParser` over ([`CaMOPDScriptArguments`], [`CaMOPDConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((CaMOPDScriptArguments, CaMOPDConfig, ModelConfig), prog=prog)
+    types = (CaMOPDScriptArguments, CaMOPDConfig, ModelConfig)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    argv = training_argv("camopd", argv)
+    if relaunch_under_accelerate("camopd", argv):  # --accelerate_config / --num_processes
+        return 0
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0

@@ -13,6 +13,7 @@ script.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from ..core.data import load_data
 from ..core.tokenizers import ensure_pad_token
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
@@ -20,9 +21,13 @@ from .utils import (
     check_model_paths,
     check_quantization,
     finish,
+    lab_dtype,
     lab_tokenizer,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
+    training_argv,
+    training_parser,
 )
 
 
@@ -34,7 +39,7 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
 
         tokenizer = lab_tokenizer()
         model, _ = toy_student(tokenizer)
-        return model, tokenizer
+        return lab_dtype(model, model_args), tokenizer
     if not model_args.model_name_or_path:
         raise ValueError("Give the student with --model_name_or_path (or use --lab).")
     check_model_paths(student=model_args.model_name_or_path)
@@ -45,6 +50,21 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
         model_args.model_name_or_path, quantization_config=quantization_config(model_args), **kwargs
     )
     return model, tokenizer
+
+
+def load_eval_rows(data_args: DMCDataArguments, training_args: SFTConfig, datasets: dict):
+    """The SFT eval rows when `training_args.eval_strategy` is not `"no"` (as TRL's scripts load
+    `dataset_test_split`), else `None`. Raises, naming `--eval_dataset`, when evaluation is asked without one."""
+    if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        return None
+    if data_args.lab:
+        return next(iter(datasets.values()))
+    if not data_args.eval_dataset:
+        raise ValueError(
+            f"--eval_strategy {training_args.eval_strategy} needs rows to evaluate on: give --eval_dataset "
+            "(prompt/completion rows, --eval_split picks the split), or drop --eval_strategy."
+        )
+    return load_data(data_args.eval_dataset, split=data_args.eval_split)
 
 
 def train(
@@ -59,6 +79,7 @@ def train(
         model=model,
         args=training_args,
         train_dataset=candidates.train_dataset,
+        eval_dataset=load_eval_rows(data_args, training_args, datasets),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )
@@ -70,11 +91,15 @@ def train(
 
 def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
     """The `TrlParser` over ([`DMCDataArguments`], [`DMCArguments`], [`~trl.SFTConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((DMCDataArguments, DMCArguments, SFTConfig, ModelConfig), prog=prog)
+    types = (DMCDataArguments, DMCArguments, SFTConfig, ModelConfig)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    argv = training_argv("dmc", argv)
+    if relaunch_under_accelerate("dmc", argv):  # --accelerate_config / --num_processes
+        return 0
     data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(data_args, dmc_args, training_args, model_args)
     return 0

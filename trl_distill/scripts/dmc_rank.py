@@ -18,7 +18,7 @@ from ..core.data import load_data
 from ..core.tokenizers import ensure_pad_token
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import check_model_paths, lab_tokenizer, verifier
+from .utils import check_model_paths, lab_tokenizer, verifier, with_docstring_help
 
 
 @dataclass
@@ -42,14 +42,31 @@ class DMCDataArguments:
             world's dispatcher) or a `module:function` reward function.
         lab (`bool`, *optional*, defaults to `False`):
             Use the toy world instead (offline, seconds): its candidate datasets, dev split, verifier and student.
+        eval_dataset (`str` or `None`, *optional*, defaults to `None`):
+            SFT evaluation rows (`prompt`, `completion`) for `trl-distill dmc`, loaded when `eval_strategy` is not
+            `"no"`; required then (with `lab`: the toy world's first candidate dataset).
+        eval_split (`str`, *optional*, defaults to `"test"`):
+            Split of `eval_dataset` (a single file is its own split).
     """
 
-    datasets: list[str] = field(default_factory=list)
-    dataset_split: str = "train"
-    dev_dataset: str | None = None
-    dev_split: str = "test"
-    verifier: str = "numeric"
-    lab: bool = False
+    datasets: list[str] = field(
+        default_factory=list, metadata={"help": "Candidate datasets as name=path (a file, a directory or a Hub id)."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of the candidate datasets."})
+    dev_dataset: str | None = field(
+        default=None, metadata={"help": "Held-out prompts with reference answers, to measure capability."}
+    )
+    dev_split: str = field(default="test", metadata={"help": "Split of dev_dataset."})
+    verifier: str = field(
+        default="numeric",
+        metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."},
+    )
+    lab: bool = field(default=False, metadata={"help": "Use the offline toy world (datasets, dev split, student)."})
+    eval_dataset: str | None = field(
+        default=None,
+        metadata={"help": "SFT eval rows (prompt, completion), loaded when eval_strategy is set (trl-distill dmc)."},
+    )
+    eval_split: str = field(default="test", metadata={"help": "Split of eval_dataset."})
 
     def __post_init__(self):
         if not self.lab:
@@ -88,8 +105,8 @@ class DMCRankArguments(DMCDataArguments):
             Also write the table to this JSON file.
     """
 
-    model_name_or_path: str | None = None
-    output_json: str | None = None
+    model_name_or_path: str | None = field(default=None, metadata={"help": "The student (a directory or Hub id)."})
+    output_json: str | None = field(default=None, metadata={"help": "Also write the table to this JSON file."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -97,9 +114,15 @@ class DMCRankArguments(DMCDataArguments):
             raise ValueError("Give the student with `--model_name_or_path` (or use `--lab`).")
 
 
+def make_parser(prog: str | None = "trl-distill dmc-rank") -> TrlParser:
+    """The `TrlParser` over ([`DMCRankArguments`], [`DMCArguments`]), every option described."""
+    types = (DMCRankArguments, DMCArguments)
+    return with_docstring_help(TrlParser(types, prog=prog), types)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
-    parser = TrlParser((DMCRankArguments, DMCArguments), prog="trl-distill dmc-rank")
+    parser = make_parser()
     rank_args, dmc_args = parser.parse_args_and_config(args=argv)
     datasets, dev, verifier = rank_args.load()
     if rank_args.lab:

@@ -4,22 +4,22 @@ Examples:
 
 ```bash
 # RSE of a student against a teacher, both generated here, scored by the automatic judge
-trl-distill evaluate rse --prompts prompts.jsonl --model ./student --reference-model ./teacher --output rse.json
+trl-distill evaluate rse --prompts prompts.jsonl --model ./student --reference_model ./teacher --output rse.json
 
 # RSE from pre-generated files, scored by an OpenAI-compatible judge (key read from $OPENAI_API_KEY)
 trl-distill evaluate rse --prompts prompts.jsonl --responses student.jsonl --references gpt4o.jsonl \
-    --judge http --judge-url https://api.openai.com/v1 --judge-model gpt-4o-mini
+    --judge http --judge_url https://api.openai.com/v1 --judge_model gpt-4o-mini
 
 # ICE: write the prompts, generate elsewhere, then score the responses
-trl-distill evaluate ice --identity-name Qwen --identity-organisation "Alibaba Cloud" --write-prompts ice.jsonl
-trl-distill evaluate ice --identity-name Qwen --identity-organisation "Alibaba Cloud" --responses answers.jsonl
+trl-distill evaluate ice --identity_name Qwen --identity_organisation "Alibaba Cloud" --write_prompts ice.jsonl
+trl-distill evaluate ice --identity_name Qwen --identity_organisation "Alibaba Cloud" --responses answers.jsonl
 ```
 
 File formats (JSON or JSONL):
 - `--prompts`: rows `{"dataset": ..., "prompt": ...}`, optionally with `"response"` and `"reference"`; or an object
   `{dataset: [prompt, ...]}`.
 - `--responses` / `--references` (RSE): rows with `"response"` (or plain strings), one per prompt row, in order.
-- `--responses` (ICE): rows with `"prompt"` and `"response"` (the rows of `--write-prompts` plus a response).
+- `--responses` (ICE): rows with `"prompt"` and `"response"` (the rows of `--write_prompts` plus a response).
 """
 
 import argparse
@@ -85,13 +85,26 @@ def _add_judge_arguments(parser: argparse.ArgumentParser, choices: list[str], de
     group.add_argument(
         "--judge", choices=choices, default=default, help=f"Which judge scores the responses ({default})."
     )
-    group.add_argument("--judge-model", help="Judge model: a local path/name (local) or the served model name (http).")
-    group.add_argument("--judge-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1.")
     group.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="Environment variable holding the judge API key (http)."
+        "--judge_model",
+        "--judge-model",
+        help="Judge model: a local path/name (local) or the served model name (http).",
     )
-    group.add_argument("--judge-timeout", type=float, default=60.0, help="Seconds per judge request (http).")
-    group.add_argument("--judge-retries", type=int, default=2, help="Re-asks after an unparsable judge reply.")
+    group.add_argument(
+        "--judge_url", "--judge-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1."
+    )
+    group.add_argument(
+        "--api_key_env",
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="Environment variable holding the judge API key (http).",
+    )
+    group.add_argument(
+        "--judge_timeout", "--judge-timeout", type=float, default=60.0, help="Seconds per judge request (http)."
+    )
+    group.add_argument(
+        "--judge_retries", "--judge-retries", type=int, default=2, help="Re-asks after an unparsable judge reply."
+    )
 
 
 def _make_judge(args, progress: bool):
@@ -272,32 +285,53 @@ def build_parser() -> argparse.ArgumentParser:
     rse_parser.add_argument("--responses", help="Responses of the tested model, one per prompt row.")
     rse_parser.add_argument("--references", help="Responses of the reference model, one per prompt row.")
     rse_parser.add_argument("--model", help="Tested model (path or name) to generate the responses.")
-    rse_parser.add_argument("--reference-model", help="Reference model (path or name) to generate the references.")
-    rse_parser.add_argument("--embedding-model", help="sentence-transformers model adding cosine to the auto judge.")
+    rse_parser.add_argument(
+        "--reference_model", "--reference-model", help="Reference model (path or name) to generate the references."
+    )
+    rse_parser.add_argument(
+        "--embedding_model", "--embedding-model", help="sentence-transformers model adding cosine to the auto judge."
+    )
     rse_parser.add_argument("--output", default="rse_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(rse_parser, ["auto", "local", "http"], default="auto")
 
     ice_parser = sub.add_parser("ice", help="Identity consistency of a model under jailbreak-style identity prompts.")
-    ice_parser.add_argument("--identity-name", required=True, help="The model's true name, e.g. Qwen.")
-    ice_parser.add_argument("--identity-organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'.")
+    ice_parser.add_argument(
+        "--identity_name", "--identity-name", required=True, help="The model's true name, e.g. Qwen."
+    )
+    ice_parser.add_argument(
+        "--identity_organisation", "--identity-organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'."
+    )
     ice_parser.add_argument("--alias", action="append", help="Other own names (repeat or comma-separate).")
-    ice_parser.add_argument("--identity-description", help="Extra identity facts given to LLM judges.")
+    ice_parser.add_argument(
+        "--identity_description", "--identity-description", help="Extra identity facts given to LLM judges."
+    )
     ice_parser.add_argument("--model", help="Model (path or name) to generate the answers.")
     ice_parser.add_argument("--responses", help="JSON/JSONL rows with 'prompt' and 'response'.")
-    ice_parser.add_argument("--write-prompts", help="Write the ICE prompts as JSONL and exit.")
+    ice_parser.add_argument("--write_prompts", "--write-prompts", help="Write the ICE prompts as JSONL and exit.")
     ice_parser.add_argument("--languages", nargs="+", default=["en"], help="Question languages (shipped: en zh).")
-    ice_parser.add_argument("--num-mutations", type=int, default=8, help="Mutated templates per language.")
-    ice_parser.add_argument("--llm-mutations", action="store_true", help="Let the judge model mutate half of them.")
-    ice_parser.add_argument("--max-prompts", type=int, help="Evaluate a seeded random subset of the prompts.")
-    ice_parser.add_argument("--seed", type=int, default=0)
+    ice_parser.add_argument(
+        "--num_mutations", "--num-mutations", type=int, default=8, help="Mutated templates per language."
+    )
+    ice_parser.add_argument(
+        "--llm_mutations", "--llm-mutations", action="store_true", help="Let the judge model mutate half of them."
+    )
+    ice_parser.add_argument(
+        "--max_prompts", "--max-prompts", type=int, help="Evaluate a seeded random subset of the prompts."
+    )
+    ice_parser.add_argument("--seed", type=int, default=0, help="Seed of the template mutations and prompt subset.")
     ice_parser.add_argument("--output", default="ice_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(ice_parser, ["rule", "local", "http"], default="rule")
 
     for p in (rse_parser, ice_parser):
-        p.add_argument("--max-new-tokens", type=int, default=512, help="Generation budget per response.")
-        p.add_argument("--batch-size", type=int, default=8, help="Prompts per generation batch.")
-        p.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+        p.add_argument(
+            "--max_new_tokens", "--max-new-tokens", type=int, default=512, help="Generation budget per response."
+        )
+        p.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Prompts per generation batch.")
+        p.add_argument("--no_progress", "--no-progress", action="store_true", help="Hide progress bars.")
     return parser
+
+
+make_parser = build_parser  # the name every command module exports (as `trl/scripts/`)
 
 
 def main(argv: list[str] | None = None) -> int:

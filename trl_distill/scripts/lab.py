@@ -12,15 +12,24 @@ import time
 import warnings
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="trl-distill lab", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)")
-    parser.add_argument("--output-dir", default="lab_report", help="report directory (default: lab_report/)")
+def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)"
+    )
+    parser.add_argument(
+        "--output_dir", "--output-dir", default="lab_report", help="report directory (default: lab_report/)"
+    )
     parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

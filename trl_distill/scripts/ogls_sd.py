@@ -26,7 +26,10 @@ from .utils import (
     lab_tokenizer,
     load_train_eval,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
+    training_argv,
+    training_parser,
     verifier,
 )
 
@@ -53,7 +56,8 @@ class OGLSSDScriptArguments(DistillScriptArguments):
         default="privileged_context", metadata={"help": "Column with the teacher's privileged context."}
     )
     reward: str = field(
-        default="numeric", metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."}
+        default="numeric",
+        metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."},
     )
     lab_pretrain_steps: int = field(default=150, metadata={"help": "Pre-training steps of the tiny-world student."})
 
@@ -67,7 +71,9 @@ def load_model_and_data(script_args: OGLSSDScriptArguments, training_args: OGLSS
 
         tokenizer = lab_tokenizer()
         model_path, train = ogls_sd_world(tokenizer, script_args.lab_pretrain_steps)
-        reward, evaluation = verifier("lab_task"), None
+        reward = verifier("lab_task")
+        # the tiny world has one split: with eval_strategy set it is evaluated on its training prompts
+        evaluation = train if str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO") else None
     else:
         if not (model_args.model_name_or_path and script_args.dataset_name):
             raise ValueError("Give --model_name_or_path and --dataset_name, or use --lab.")
@@ -109,11 +115,15 @@ def train(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model
 
 def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
     """The `TrlParser` over ([`OGLSSDScriptArguments`], [`OGLSSDConfig`], [`~trl.ModelConfig`])."""
-    return TrlParser((OGLSSDScriptArguments, OGLSSDConfig, ModelConfig), prog=prog)
+    types = (OGLSSDScriptArguments, OGLSSDConfig, ModelConfig)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    argv = training_argv("ogls_sd", argv)
+    if relaunch_under_accelerate("ogls-sd", argv):  # --accelerate_config / --num_processes
+        return 0
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0

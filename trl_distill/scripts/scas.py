@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..core.pool import pool_form, to_long_pool
 from ..scas.scas_config import SCASConfig
 from ..scas.scas_trainer import SCASTrainer
 from .utils import (
@@ -20,10 +21,14 @@ from .utils import (
     check_model_paths,
     check_quantization,
     finish,
+    lab_dtype,
     lab_tokenizer,
     load_train_eval,
     quantization_config,
+    relaunch_under_accelerate,
     student_init_kwargs,
+    training_argv,
+    training_parser,
 )
 
 
@@ -60,6 +65,7 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
 
         tokenizer = lab_tokenizer()
         model = tiny_model(tokenizer, script_args.lab_model_size, "qwen2", seed=training_args.seed)
+        model = lab_dtype(model, model_args)
         pool = toy_pool(script_args.lab_prompts)
         return model, tokenizer, pool, pool if training_args.eval_strategy != "no" else None
     if model_args.model_name_or_path is None or script_args.dataset_name is None:
@@ -75,6 +81,9 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
     """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
+    if eval_pool is not None and pool_form(eval_pool) != "sft":
+        # SCASTrainer converts its train pool only: evaluate on every (correct) candidate answer as an SFT row
+        eval_pool = to_long_pool(eval_pool, require_correct=training_args.only_correct)
     trainer = SCASTrainer(
         model=model,
         args=training_args,
@@ -93,11 +102,15 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
 
 def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
     """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`]), as TRL's scripts."""
-    return TrlParser((SCASScriptArguments, SCASConfig, ModelConfig), prog=prog)
+    types = (SCASScriptArguments, SCASConfig, ModelConfig)
+    return training_parser(types, prog)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+    argv = training_argv("scas", argv)
+    if relaunch_under_accelerate("scas", argv):  # --accelerate_config / --num_processes
+        return 0
     script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     train(script_args, training_args, model_args)
     return 0

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trl-distill scas-score", description="Score a candidate pool with SCAS and write the selected dataset."
     )
     parser.add_argument("--model", required=True, help="Student model name or path.")
-    parser.add_argument("--pool", required=True, help="Pool: .jsonl/.json/.parquet/.csv file, a directory or a hub id.")
+    parser.add_argument(
+        "--pool", required=True, help="Pool: .jsonl/.json/.parquet/.csv file, a directory or a hub id."
+    )
     parser.add_argument("--output_dir", required=True, help="Where scores and the selected dataset are written.")
     parser.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl", help="Output format.")
     parser.add_argument("--lmbda", type=float, default=0.5, help="λ of the learning cost.")
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=16, help="Sequences per forward pass.")
     parser.add_argument("--feature_module", default=None, help="Module name of the feature layer (default: auto).")
     parser.add_argument("--system", default=None, help="System message rendered before each prompt.")
-    parser.add_argument("--dtype", default="auto", help="Model dtype: auto, bfloat16, float16, float32.")
+    parser.add_argument(
+        "--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"), help="Model dtype."
+    )
     return parser
 
 
@@ -57,6 +61,9 @@ def _write(dataset, path: str, fmt: str) -> None:
         dataset.to_parquet(path)
     else:
         dataset.to_json(path, lines=True, force_ascii=False)
+
+
+make_parser = build_parser  # the name every command module exports (as `trl/scripts/`)
 
 
 def main(argv=None) -> dict:

@@ -137,6 +137,17 @@ def check_model_paths(**paths: str | None) -> None:
             check_local_path(path, what.replace("_", " "))
 
 
+def lab_dtype(model, model_args):
+    """The tiny world's in-memory student cast to `--dtype` (`float32`, `bfloat16`, `float16`); `auto`/unset keeps
+    the float32 it is built in. Students given as paths get `dtype` through [`student_init_kwargs`] instead."""
+    import torch
+
+    dtype = getattr(model_args, "dtype", None)
+    if dtype in (None, "auto"):
+        return model
+    return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+
+
 def lab_tokenizer():
     """The tiny world's byte-level tokenizer."""
     from ..lab.world.tokenizer import build_tokenizer
@@ -152,6 +163,10 @@ def finish(trainer, training_args, dataset_name: str | None = None) -> None:
     """
     trainer.accelerator.print("Training completed.")
     trainer.save_model(training_args.output_dir)
+    # the model card beside the weights (tags, the method's paper), as TRL's trainers write at each checkpoint
+    trainer.create_model_card(
+        model_name=os.path.basename(os.path.normpath(training_args.output_dir)), dataset_name=dataset_name
+    )
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
@@ -166,3 +181,172 @@ def end_processes() -> None:
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (`--flag v`, `--flag=v`; `"true"` for a bare boolean flag), else `None`."""
+    for index, arg in enumerate(argv):
+        if arg == flag:
+            following = argv[index + 1] if index + 1 < len(argv) else None
+            return following if following is not None and not following.startswith("--") else "true"
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def training_argv(job: str, argv: list[str] | None) -> list[str]:
+    """
+    A training command's arguments with the packaged recipes applied, before [`~trl.TrlParser`] reads them:
+
+    - `--config NAME` that is not a file names a packaged recipe (`scas/toy`; `trl-distill recipes` lists them);
+    - `--lab` without `--config` runs the job's packaged toy recipe (`<job>/toy`: CPU-safe, `use_cpu: true`, full
+      precision), so `pip install trl-distill && trl-distill scas --lab` works outside a clone.
+    """
+    from .recipes import recipe_path, resolve_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            argv[index + 1] = resolve_config(argv[index + 1])
+        elif arg.startswith("--config="):
+            argv[index] = "--config=" + resolve_config(arg.split("=", 1)[1])
+    lab = _flag_value(argv, "--lab")
+    if lab is not None and lab.lower() in ("true", "1", "yes") and _flag_value(argv, "--config") is None:
+        argv = ["--config", recipe_path(f"{job}/toy"), *argv]
+    return argv
+
+
+def _docstring_fields(cls) -> dict[str, str]:
+    """`{field: description}` from the `Args:`/`Parameters:` entries of `cls`'s docstring and its bases'."""
+    import inspect
+    import re
+
+    found: dict[str, str] = {}
+    for klass in reversed(inspect.getmro(cls)):
+        lines = inspect.cleandoc(klass.__doc__ or "").splitlines()
+        name, indent, text = None, 0, []
+        for line in [*lines, ""]:
+            entry = re.match(r"^(\s*)(\w+) \((.*)\):\s*$", line)
+            deeper = line.strip() and name and len(line) - len(line.lstrip()) > indent
+            if deeper:
+                text.append(line.strip())
+                continue
+            if name and text:
+                found[name] = " ".join(text)
+            name, text = (entry.group(2), []) if entry else (None, [])
+            indent = len(entry.group(1)) if entry else 0
+    return found
+
+
+def with_docstring_help(parser, dataclass_types):
+    """Fills the help of every option of `parser` whose dataclass field has no `help` metadata with the field's
+    entry in the class docstring (`DMCArguments`, `DMCDataArguments`), so `--help` describes every option."""
+    described: dict[str, str] = {}
+    for cls in dataclass_types:
+        described.update(_docstring_fields(cls))
+    for action in parser._actions:
+        if not action.help and action.dest in described:
+            action.help = described[action.dest].replace("%", "%%")
+    return parser
+
+
+LAUNCH_FLAGS = ("--accelerate_config", "--num_processes")
+
+
+def accelerate_launch_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """
+    Splits `--accelerate_config NAME` / `--num_processes N` (as `trl <command>` takes them) off a training
+    command's arguments.
+
+    Returns:
+        `tuple[list[str], list[str]]`: the `accelerate launch` arguments (`--config_file <file>`, `--num_processes N`;
+        empty when neither flag is given) and the remaining arguments. `NAME` is a path or a packaged accelerate
+        config (`zero3`, `multi_cpu`, ...; `trl-distill recipes` lists them under `accelerate/`).
+    """
+    from .recipes import recipe_path
+
+    launch, rest, index = [], [], 0
+    while index < len(argv):
+        arg = argv[index]
+        flag, _, inline = arg.partition("=")
+        if flag in LAUNCH_FLAGS:
+            value = inline if inline else (argv[index + 1] if index + 1 < len(argv) else None)
+            if value is None or value.startswith("--"):
+                raise ValueError(f"{flag} needs a value.")
+            index += 1 if inline else 2
+            if flag == "--accelerate_config":
+                if not os.path.isfile(value):
+                    try:
+                        value = recipe_path(f"accelerate/{value}")
+                    except FileNotFoundError as error:
+                        raise FileNotFoundError(f"--accelerate_config {value}: no such file, and {error}") from None
+                launch += ["--config_file", value]
+            else:
+                if not value.isdigit() or int(value) < 1:
+                    raise ValueError(f"--num_processes must be a positive integer, got {value!r}.")
+                launch += ["--num_processes", value]
+            continue
+        rest.append(arg)
+        index += 1
+    return launch, rest
+
+
+def relaunch_under_accelerate(command: str, argv: list[str], launch_command=None, run=None) -> bool:
+    """
+    When `argv` has `--accelerate_config` / `--num_processes`, re-runs the command in that many processes and returns
+    `True`; otherwise returns `False` and the caller trains in this process.
+
+    It runs `accelerate launch <those> -m trl_distill.cli <command> <the other arguments>`, as `trl sft
+    --accelerate_config zero3` does, except on CPU: `accelerate launch` starts several CPU processes only through
+    `mpirun` (a `mpirun_hostfile` in the config), so a `MULTI_CPU` config without one, or `--num_processes N` alone
+    on a machine without CUDA, runs `python -m torch.distributed.run --nproc_per_node N` instead (gloo, one process
+    per rank; the command's `use_cpu` must be true, as in every toy recipe).
+
+    Args:
+        launch_command (`Callable`, *optional*): replaces `accelerate.commands.launch.launch_command` (tests).
+        run (`Callable`, *optional*): replaces `subprocess.run` for the CPU launcher (tests).
+    """
+    launch, rest = accelerate_launch_args(argv)
+    if not launch:
+        return False
+    options = dict(zip(launch[::2], launch[1::2]))
+    config = {}
+    if "--config_file" in options:
+        import yaml
+
+        with open(options["--config_file"]) as f:
+            config = yaml.safe_load(f) or {}
+    processes = int(options.get("--num_processes", config.get("num_processes", 1)))
+    multi_cpu = config.get("distributed_type") == "MULTI_CPU" and not config.get("mpirun_hostfile")
+    if not config:
+        import torch
+
+        multi_cpu = not torch.cuda.is_available()
+    if multi_cpu:
+        import subprocess
+
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        (run or subprocess.run)([*torchrun, "-m", "trl_distill.cli", command, *rest], check=True)
+        return True
+    from accelerate.commands.launch import launch_command_parser
+
+    if launch_command is None:
+        from accelerate.commands.launch import launch_command
+    launch_command(launch_command_parser().parse_args([*launch, "--module", "trl_distill.cli", command, *rest]))
+    return True
+
+
+LAUNCH_EPILOG = (
+    "launching: --accelerate_config NAME (a file, or a packaged config: single_device, multi_cpu, multi_gpu, zero2, "
+    "zero3, zero3_cpu, fsdp2) and --num_processes N re-run this command under `accelerate launch`, as `trl` does. "
+    "--config NAME takes a packaged recipe (`trl-distill recipes` lists them); --lab without --config runs the "
+    "command's toy recipe."
+)
+
+
+def training_parser(dataclass_types: tuple, prog: str | None):
+    """A training command's [`~trl.TrlParser`]: every option described ([`with_docstring_help`]) and the launch
+    flags of [`relaunch_under_accelerate`] in the epilog (they are not dataclass fields)."""
+    from trl import TrlParser
+
+    return with_docstring_help(TrlParser(dataclass_types, prog=prog, epilog=LAUNCH_EPILOG), dataclass_types)
