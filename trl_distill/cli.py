@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The `trl-distill` console entry point: [`main`], then the end of the process group, then exit."""
     status = main()
-    from .scripts.utils import end_processes
-
-    end_processes()
+    # the last step of a command (`trainer.end()` in TRL), without importing torch for commands that never did
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
     sys.exit(status)
 
 

@@ -158,7 +158,7 @@ def lab_tokenizer():
 def finish(trainer, training_args, dataset_name: str | None = None) -> None:
     """The end of every training job, as in TRL's scripts: save, push to the Hub when asked, finish the trackers.
 
-    The process group is left for [`end_processes`] (called by the `trl-distill` entry point on exit), so that
+    The process group is left for [`end_processes`] (the `trl-distill` entry point does the same on exit), so that
     several jobs can run in one process.
     """
     trainer.accelerator.print("Training completed.")
