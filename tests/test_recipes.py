@@ -56,7 +56,8 @@ def test_accelerate_configs_match_their_names():
         os.path.basename(p)[:-5]: load_config_from_file(p)
         for p in glob.glob(os.path.join(RECIPES, "accelerate", "*.yaml"))
     }
-    assert set(configs) == {"single_device", "multi_gpu", "zero2", "zero3", "zero3_cpu", "fsdp2"}
+    assert set(configs) == {"single_device", "multi_gpu", "multi_cpu", "zero2", "zero3", "zero3_cpu", "fsdp2"}
+    assert configs["multi_cpu"].distributed_type.value == "MULTI_CPU" and configs["multi_cpu"].use_cpu
     assert configs["single_device"].distributed_type.value == "NO" and configs["single_device"].num_processes == 1
     assert configs["multi_gpu"].distributed_type.value == "MULTI_GPU"
     assert configs["zero2"].deepspeed_config["zero_stage"] == 2

@@ -158,6 +158,10 @@ class DMCArguments:
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):
             System message put before conversational prompts when scoring and generating.
+        every_epochs (`int`, *optional*):
+            Deprecated name of `reselect_every`.
+        pass_threshold (`float`, *optional*):
+            Deprecated name of `correct_threshold`.
         selection_seed (`int` or `None`, *optional*, defaults to `None`):
             Seed of the probe and dev samples and of the selection sampler's shuffles; `None` uses the trainer's
             `seed` (0 outside a trainer).
