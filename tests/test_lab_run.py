@@ -181,6 +181,7 @@ def smoke_report(tmp_path_factory):
         return out, json.load(f)
 
 
+@pytest.mark.timeout(900)  # the whole smoke run happens in the first test's setup; a loaded 2-core CPU needs the time
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_smoke_run_of_every_experiment_records_its_preconditions(smoke_report, name):
     out, results = smoke_report
@@ -217,6 +218,7 @@ def quick_report(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_lab_writes_a_report_with_every_experiment(quick_report):
     out, results = quick_report
     assert list(results["experiments"]) == list(EXPERIMENTS)
