@@ -38,7 +38,8 @@ def _pyplot():
 
 BAR_CAPTION = (
     "Bars: mean over seeds; error bars: ± one sample standard deviation across seeds; dots: the individual seeds; "
-    "dashed line: the base student before any training."
+    "dashed line: the base student before any training; grey square (DMC): the random-dataset choice's spread across "
+    "the candidate datasets (± one sample std of the per-dataset means)."
 )
 SUMMARY_CAPTION = (
     "Each panel: one experiment's method (orange) and baselines (blue), mean over seeds with ± one standard error of "
@@ -57,8 +58,13 @@ def _base_line(ax, base, label="base student") -> None:
         ax.axhline(base, ls="--", lw=1.2, color="#555555", label=f"{label} ({base:.3f})", zorder=1)
 
 
-def bar_plot(path: str, title: str, metric: str, methods: dict, base=None, base_label="base student") -> None:
-    """Mean per method with ± std error bars, the individual seeds as dots, and the base student as a dashed line."""
+def bar_plot(
+    path: str, title: str, metric: str, methods: dict, base=None, base_label="base student", spread=None
+) -> None:
+    """Mean per method with ± std error bars, the individual seeds as dots, and the base student as a dashed line.
+
+    `spread` (method -> summary) adds a second, grey error bar beside a bar: e.g. the spread of a random dataset
+    choice across the candidate datasets, which the seeds' spread does not show."""
     plt = _pyplot()
     names = list(methods)
     fig, ax = plt.subplots(figsize=(2.2 + 1.5 * len(names), 3.9))
@@ -67,12 +73,22 @@ def bar_plot(path: str, title: str, metric: str, methods: dict, base=None, base_
     ax.bar(range(len(names)), means, yerr=stds, capsize=5, color="#8fb3d9", edgecolor="#2d5b8a", zorder=2)
     for i, n in enumerate(names):
         ax.scatter([i] * len(methods[n]["values"]), methods[n]["values"], color="#2d5b8a", s=12, zorder=3)
+    for k, (n, stat) in enumerate((spread or {}).items()):
+        i = names.index(n)
+        ax.errorbar(
+            [i + 0.28], [stat["mean"]], yerr=[stat["std"]], fmt="s", color="#777777", capsize=4, ms=4, zorder=3,
+            label=f"{n}: ± std across the {stat['n']} datasets" if k == 0 else None,
+        )  # fmt: skip
     _base_line(ax, base, base_label)
     ax.set_xticks(range(len(names)), [textwrap.fill(n, 16) for n in names], fontsize=8)
     ax.set_ylabel(metric)
-    if base is not None:
+    if base is not None or spread:
         ax.legend(fontsize=7, loc="lower right")
-    _title(ax, title, width=int(12 + 11 * len(names)))
+    top = max(
+        [m + sd for m, sd in zip(means, stds)] + [v for n in names for v in methods[n]["values"]] + [base or 0.0]
+    )
+    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # every metric here is ≥ 0; bars start at zero
+    _title(ax, title, width=int(10 * (2.2 + 1.5 * len(names))))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -104,11 +120,13 @@ def scatter_plot(path: str, points: list[dict], rho) -> None:
     """DMC at step 0 against accuracy after SFT on each candidate dataset."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for p in points:
-        ax.errorbar(p["dmc"], p["accuracy"]["mean"], yerr=p["accuracy"]["std"], fmt="o", capsize=4)
-        ax.annotate(
-            p["dataset"], (p["dmc"], p["accuracy"]["mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
-        )
+    xs, ys = [p["dmc"] for p in points], [p["accuracy"]["mean"] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    for i, p in enumerate(points):
+        ax.errorbar(xs[i], ys[i], yerr=p["accuracy"]["std"], fmt="o", capsize=4)
+        # labels of points that (nearly) coincide are stacked, not drawn over each other
+        near = sum(abs(xs[i] - xs[j]) < 0.08 * dx and abs(ys[i] - ys[j]) < 0.08 * dy for j in range(i))
+        ax.annotate(p["dataset"], (xs[i], ys[i]), fontsize=8, xytext=(6, 4 - 11 * near), textcoords="offset points")
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("DMC at step 0 (higher = more compatible)")
     ax.set_ylabel("test accuracy after SFT (± std over seeds)")
@@ -260,7 +278,8 @@ def make_plots(output_dir: str, results: dict) -> dict[str, list[str]]:
         if name == "camopd":
             add(f"{name}_accuracy.png", grouped_bar_plot, r["title"], r["by_ability"], r["start"])
         else:
-            add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r))
+            spread = {"random dataset": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
+            add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r), spread=spread)
         if name == "dmc":
             add("dmc_scatter.png", scatter_plot, r["scatter"], r["spearman"])
         if "curves" in r:

@@ -149,6 +149,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "verdict": verdict,
         "preconditions": preconditions,
         "base_student_accuracy": world["student_accuracy"],
+        "random_dataset_spread": summary([accuracy_by_dataset[n]["mean"] for n in names]),
         "spearman": rho,
         "ranking": table,
         "scatter": [{"dataset": n, "dmc": dmc[n], "accuracy": accuracy_by_dataset[n]} for n in names],
