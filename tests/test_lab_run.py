@@ -1,5 +1,10 @@
-"""`trl-distill lab --quick` end to end (every trainer of the package on the tiny world), and the lab's statistics."""
+"""`trl-distill lab` end to end (every trainer of the package on the tiny world), its preconditions, progress output
+and report, and the lab's statistics.
 
+The default suite runs the `smoke` preset (every experiment, few steps); the full `--quick` run is `-m slow`.
+"""
+
+import io
 import json
 import math
 import os
@@ -7,7 +12,19 @@ import os
 import pytest
 
 from trl_distill.lab.experiments import EXPERIMENTS
-from trl_distill.lab.experiments.common import compare, spearman, summary
+from trl_distill.lab.experiments.common import (
+    NO_MECHANISM,
+    Phase,
+    above,
+    compare,
+    gated,
+    precondition,
+    spearman,
+    summary,
+)
+
+
+VERDICTS = ("reproduced", "partly reproduced", "inconclusive", "not reproduced", NO_MECHANISM)
 
 
 def test_summary_is_mean_and_sample_std():
@@ -38,6 +55,158 @@ def test_spearman_by_hand():
     assert math.isnan(spearman([1, 2, 3], [1, 1, 1]))
 
 
+def test_a_failed_precondition_gates_the_verdict():
+    met = precondition("gain", 0.2, "> 0.1", True, "by hand")
+    failed = precondition("gain", -0.1, "> 0.1", False, "by hand")
+    printed = precondition("spread", 0.5, "printed, no threshold", None, "by hand")
+    assert gated("reproduced", [met, printed]) == "reproduced"  # a printed measurement gates nothing
+    assert gated("reproduced", [met, failed]) == NO_MECHANISM
+    assert gated("not reproduced", [failed]) == NO_MECHANISM  # not "not reproduced": the claim could not show
+    assert met == {"name": "gain", "value": 0.2, "threshold": "> 0.1", "met": True, "how": "by hand", "detail": ""}
+    with pytest.raises(ValueError, match="non-finite"):
+        precondition("gain", float("nan"), "> 0", True, "by hand")
+
+
+def test_above_a_fixed_reference_uses_the_standard_error_of_the_mean():
+    stat = summary([0.5, 0.6, 0.7])  # std 0.1, standard error 0.1/√3 ≈ 0.0577
+    assert above(stat, 0.5) == pytest.approx(
+        {"difference": 0.1, "standard_error": 0.1 / math.sqrt(3), "verdict": "reproduced"}
+    )
+    assert above(stat, 0.55)["verdict"] == "inconclusive"  # 0.05 < 0.0577
+    assert above(stat, 0.6)["verdict"] == "not reproduced"
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_phase_prints_one_line_when_not_a_terminal(monkeypatch, tty):
+    out, err = _Stream(tty), _Stream(tty)
+    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    timings = {}
+    with Phase("a phase", 200, timings) as bar:
+        for _ in range(200):
+            bar.update(1)
+    assert timings["a phase"] >= 0
+    if tty:  # a live bar on the terminal, and no extra line
+        assert "a phase" in err.getvalue() and out.getvalue() == ""
+    else:  # no bar redraws at all, one line
+        assert err.getvalue() == ""
+        assert out.getvalue().splitlines() == [f"a phase: done in {timings['a phase']:.1f} s"]
+
+
+def test_silenced_bars_are_restored():
+    from tqdm.auto import tqdm
+
+    from trl_distill.lab.progress import silence_other_bars
+
+    stream = io.StringIO()
+    restore = silence_other_bars()
+    try:
+        assert tqdm(total=3, file=stream).disable
+        assert not tqdm(total=3, file=stream, disable=False).disable  # an explicit choice still wins
+    finally:
+        restore()
+    assert not tqdm(total=3, file=stream).disable
+
+
+def _fake_results() -> dict:
+    def stat(values):
+        return summary(values)
+
+    experiment = {
+        "title": "A toy experiment",
+        "claim": "The method beats the baseline.",
+        "metric": "test accuracy",
+        "methods": {"method": stat([0.5, 0.6, 0.7]), "baseline": stat([0.4, 0.45, 0.5])},
+        "comparisons": [
+            {"method": "method", "baseline": "baseline", **compare(stat([0.5, 0.6, 0.7]), stat([0.4, 0.45, 0.5]))}
+        ],
+        "base_student_accuracy": 0.3,
+        "preconditions": [
+            precondition("mechanism strength", -0.25, "> 0.05", False, "built by hand for the test"),
+            precondition("spread", 0.125, "printed, no threshold", None, "also by hand", detail="10th–90th 0.1–0.2"),
+        ],
+        "notes": ["a note"],
+    }
+    experiment["verdict"] = gated(experiment["comparisons"][0]["verdict"], experiment["preconditions"])
+    return {
+        "preset": {"name": "smoke", "seeds": [0, 1, 2], "size": "xs", "pool_prompts": 8, "eval_prompts": 4},
+        "experiments": {"toy": experiment},
+        "timings": {"phase": 1.0},
+        "wall_seconds": 1.0,
+    }
+
+
+def test_report_prints_every_precondition_before_the_comparison(tmp_path):
+    from trl_distill.lab.report import summary_table, write_report
+
+    results = _fake_results()
+    plots = write_report(str(tmp_path), results)
+    report = (tmp_path / "report.md").read_text()
+    assert report.index("![summary of the five experiments](summary.png)") < report.index("## A toy experiment")
+    section = report[report.index("## A toy experiment") :]
+    assert (
+        section.index("**Preconditions**")
+        < section.index("**Here: no mechanism here.**")
+        < section.index("| method |")
+    )
+    assert "| mechanism strength | -0.250 | > 0.05 | **NOT MET** |" in section
+    assert "| spread | +0.125 | printed, no threshold | **printed** |" in section
+    assert "*mechanism strength*: built by hand for the test" in section and "(10th–90th 0.1–0.2)" in section
+    assert "0 of 1 met" in report  # the printed measurement is not counted as a precondition
+    assert "error bars: ± one sample standard deviation" in section  # the bar chart's caption defines its error bars
+    assert plots == {"summary": ["summary.png"], "toy": ["toy_bars.png"]}
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("summary.png", "toy_bars.png"))
+    table = summary_table(results)
+    assert "precondition: mechanism strength = -0.250, needs > 0.05: NOT MET" in table
+    assert "NO MECHANISM HERE" in table
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    from trl_distill.scripts.lab import main
+
+    out = tmp_path_factory.mktemp("lab-smoke")
+    assert main(["--preset", "smoke", "--threads", "1", "--output-dir", str(out)]) == 0
+    with open(out / "results.json") as f:
+        return out, json.load(f)
+
+
+@pytest.mark.timeout(900)  # the whole smoke run happens in the first test's setup; a loaded 2-core CPU needs the time
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_smoke_run_of_every_experiment_records_its_preconditions(smoke_report, name):
+    out, results = smoke_report
+    report = (out / "report.md").read_text()
+    experiment = results["experiments"][name]
+    preconditions = experiment["preconditions"]
+    assert preconditions and any(p["met"] is not None for p in preconditions)
+    for p in preconditions:
+        assert math.isfinite(p["value"]) and p["threshold"] and len(p["how"]) > 40
+        assert p["met"] in (True, False, None)
+        assert f"| {p['name']} | {p['value']:+.3f} | {p['threshold']} |" in report
+    failed = any(p["met"] is False for p in preconditions)
+    assert (experiment["verdict"] == NO_MECHANISM) == failed
+    assert experiment["verdict"] in VERDICTS
+    section = report[report.index(f"## {experiment['title']}") :]
+    assert section.index("**Preconditions**") < section.index(f"**Here: {experiment['verdict']}.**")
+    for stat in experiment["methods"].values():
+        assert all(math.isfinite(v) for v in stat["values"]) and len(stat["values"]) == stat["n"] >= 2
+        assert f"{stat['mean']:.3f} ± {stat['std']:.3f}" in section
+    for plot in results["plots"][name]:
+        assert (out / plot).stat().st_size > 1000 and f"![{plot}]({plot})" in section
+    assert "summary.png" in results["plots"]["summary"] and (out / "summary.png").stat().st_size > 1000
+    assert not (out / "_runs").exists()  # scratch trainer directories are cleaned up
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     from trl_distill.scripts.lab import main
@@ -48,13 +217,15 @@ def quick_report(tmp_path_factory):
         return out, json.load(f)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_quick_lab_writes_a_report_with_every_experiment(quick_report):
     out, results = quick_report
     assert list(results["experiments"]) == list(EXPERIMENTS)
     report = (out / "report.md").read_text()
     pngs = [name for name in os.listdir(out) if name.endswith(".png")]
     for name, experiment in results["experiments"].items():
-        assert experiment["verdict"] in ("reproduced", "partly reproduced", "inconclusive", "not reproduced")
+        assert experiment["verdict"] in VERDICTS
         assert experiment["title"] in report and f"**Here: {experiment['verdict']}.**" in report
         assert len(experiment["methods"]) >= 2
         for stat in experiment["methods"].values():
@@ -67,6 +238,7 @@ def test_quick_lab_writes_a_report_with_every_experiment(quick_report):
     assert not (out / "_runs").exists()  # scratch trainer directories are cleaned up
 
 
+@pytest.mark.slow
 def test_quick_lab_numbers_are_consistent(quick_report):
     _, results = quick_report
     scas = results["experiments"]["scas"]

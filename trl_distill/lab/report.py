@@ -3,6 +3,9 @@
 import json
 import math
 import os
+import textwrap
+
+from .experiments.common import NO_MECHANISM
 
 
 def fmt(stat: dict) -> str:
@@ -33,19 +36,59 @@ def _pyplot():
     return plt
 
 
-def bar_plot(path: str, title: str, metric: str, methods: dict) -> None:
-    """Mean per method with ± std error bars and the individual seeds as dots."""
+BAR_CAPTION = (
+    "Bars: mean over seeds; error bars: ± one sample standard deviation across seeds; dots: the individual seeds; "
+    "dashed line: the base student before any training; grey square (DMC): the random-dataset choice's spread across "
+    "the candidate datasets (± one sample std of the per-dataset means)."
+)
+SUMMARY_CAPTION = (
+    "Each panel: one experiment's method (orange) and baselines (blue), mean over seeds with ± one standard error of "
+    "the mean (the unit of the verdict rule); dashed line: the base student. ✓/✗: whether each precondition, measured "
+    "before the comparison, is met."
+)
+
+
+def _title(ax, text: str, width: int = 48, fontsize: int = 10) -> None:
+    """A title wrapped to the axes' width, so it is never cut off."""
+    ax.set_title(textwrap.fill(text, width), fontsize=fontsize)
+
+
+def _base_line(ax, base, label="base student") -> None:
+    if base is not None:
+        ax.axhline(base, ls="--", lw=1.2, color="#555555", label=f"{label} ({base:.3f})", zorder=1)
+
+
+def bar_plot(
+    path: str, title: str, metric: str, methods: dict, base=None, base_label="base student", spread=None
+) -> None:
+    """Mean per method with ± std error bars, the individual seeds as dots, and the base student as a dashed line.
+
+    `spread` (method -> summary) adds a second, grey error bar beside a bar: e.g. the spread of a random dataset
+    choice across the candidate datasets, which the seeds' spread does not show."""
     plt = _pyplot()
     names = list(methods)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(names), 3.6))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.5 * len(names), 3.9))
     means = [methods[n]["mean"] for n in names]
     stds = [methods[n]["std"] for n in names]
-    ax.bar(range(len(names)), means, yerr=stds, capsize=5, color="#8fb3d9", edgecolor="#2d5b8a")
+    ax.bar(range(len(names)), means, yerr=stds, capsize=5, color="#8fb3d9", edgecolor="#2d5b8a", zorder=2)
     for i, n in enumerate(names):
         ax.scatter([i] * len(methods[n]["values"]), methods[n]["values"], color="#2d5b8a", s=12, zorder=3)
-    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
+    for k, (n, stat) in enumerate((spread or {}).items()):
+        i = names.index(n)
+        ax.errorbar(
+            [i + 0.28], [stat["mean"]], yerr=[stat["std"]], fmt="s", color="#777777", capsize=4, ms=4, zorder=3,
+            label=f"{n}: ± std across the {stat['n']} datasets" if k == 0 else None,
+        )  # fmt: skip
+    _base_line(ax, base, base_label)
+    ax.set_xticks(range(len(names)), [textwrap.fill(n, 16) for n in names], fontsize=8)
     ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=10)
+    if base is not None or spread:
+        ax.legend(fontsize=7, loc="lower right")
+    top = max(
+        [m + sd for m, sd in zip(means, stds)] + [v for n in names for v in methods[n]["values"]] + [base or 0.0]
+    )
+    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # every metric here is ≥ 0; bars start at zero
+    _title(ax, title, width=int(10 * (2.2 + 1.5 * len(names))))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -55,7 +98,7 @@ def grouped_bar_plot(path: str, title: str, by_ability: dict, start: dict) -> No
     """General and domain accuracy per method (CaMOPD), with the specialised starting point as dashed lines."""
     plt = _pyplot()
     names = list(by_ability)
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.38
     for j, (ability, color) in enumerate((("general", "#8fb3d9"), ("domain", "#e6b87d"))):
         xs = [i + (j - 0.5) * width for i in range(len(names))]
@@ -63,11 +106,11 @@ def grouped_bar_plot(path: str, title: str, by_ability: dict, start: dict) -> No
             xs, [by_ability[n][ability]["mean"] for n in names], width, yerr=[by_ability[n][ability]["std"] for n in names],
             capsize=4, color=color, label=f"{ability} accuracy",
         )  # fmt: skip
-        ax.axhline(start[ability], ls="--", lw=1, color=color, label=f"{ability}, before recovery")
+        ax.axhline(start[ability], ls="--", lw=1.2, color=color, label=f"{ability}, base (specialised) student")
     ax.set_xticks(range(len(names)), names, fontsize=8)
     ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    _title(ax, title, width=70)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,27 +119,27 @@ def grouped_bar_plot(path: str, title: str, by_ability: dict, start: dict) -> No
 def scatter_plot(path: str, points: list[dict], rho) -> None:
     """DMC at step 0 against accuracy after SFT on each candidate dataset."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    for p in points:
-        ax.errorbar(p["dmc"], p["accuracy"]["mean"], yerr=p["accuracy"]["std"], fmt="o", capsize=4)
-        ax.annotate(
-            p["dataset"], (p["dmc"], p["accuracy"]["mean"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
-        )
-    ax.set_xlabel("DMC at step 0")
-    ax.set_ylabel("test accuracy after SFT")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    xs, ys = [p["dmc"] for p in points], [p["accuracy"]["mean"] for p in points]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    for i, p in enumerate(points):
+        ax.errorbar(xs[i], ys[i], yerr=p["accuracy"]["std"], fmt="o", capsize=4)
+        # labels of points that (nearly) coincide are stacked, not drawn over each other
+        near = sum(abs(xs[i] - xs[j]) < 0.08 * dx and abs(ys[i] - ys[j]) < 0.08 * dy for j in range(i))
+        ax.annotate(p["dataset"], (xs[i], ys[i]), fontsize=8, xytext=(6, 4 - 11 * near), textcoords="offset points")
+    ax.margins(x=0.25, y=0.15)
+    ax.set_xlabel("DMC at step 0 (higher = more compatible)")
+    ax.set_ylabel("test accuracy after SFT (± std over seeds)")
     rho_text = "undefined" if rho is None or (isinstance(rho, float) and math.isnan(rho)) else f"{rho:+.2f}"
-    ax.set_title(f"DMC vs accuracy (Spearman ρ = {rho_text})", fontsize=10)
+    _title(ax, f"DMC vs accuracy, one point per candidate dataset (Spearman ρ = {rho_text})", width=55)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def curve_plot(path: str, title: str, curves: dict, ylabel: str) -> None:
-    """Mean curve per method over seeds (thin lines: each seed)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for k, (name, runs) in enumerate(curves.items()):
-        color = f"C{k}"
+def _curves(ax, curves: dict, colors: dict) -> None:
+    for name, runs in curves.items():
+        color = colors[name]
         for run in runs:
             if run:
                 ax.plot([s for s, _ in run], [v for _, v in run], color=color, alpha=0.25, lw=1)
@@ -106,82 +149,202 @@ def curve_plot(path: str, title: str, curves: dict, ylabel: str) -> None:
             for s in steps
         ]
         ax.plot(steps, mean, color=color, lw=2, label=name)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+
+
+def curve_plot(path: str, title: str, curves: dict, ylabel: str, review_steps=None) -> None:
+    """Mean curve per method over seeds (thin lines: each seed); `review_steps` shaded (CaMOPD's domain reviews)."""
+    loss_plot(path, title, {ylabel: curves}, review_steps)
+
+
+def loss_plot(path: str, title: str, groups: dict, review_steps=None) -> None:
+    """One axis per group `{y label: {method: [run, ...]}}`, so losses of different kinds never share an axis."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.4 * len(groups), 3.9), squeeze=False)
+    names = [name for curves in groups.values() for name in curves]
+    colors = {name: f"C{k}" for k, name in enumerate(names)}
+    for ax, (ylabel, curves) in zip(axes[0], groups.items()):
+        _curves(ax, curves, colors)
+        for k, step in enumerate(review_steps or []):
+            ax.axvline(step, color="#d9822b", ls=":", lw=1.2, label="CaMOPD review step" if k == 0 else None)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, 75 + 75 * (len(groups) - 1)), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def heatmap_plot(path: str, table: dict, key: str, title: str) -> None:
-    """Students (rows) against teachers (columns)."""
+def heatmap_plot(path: str, table: dict, key: str, label: str, higher_is_similar: bool, seed, marked=None) -> None:
+    """Students (rows) against teachers (columns). Brighter always means *more similar* (reversed map for a
+    divergence); `marked` (student -> teacher) outlines each student's training teacher."""
     plt = _pyplot()
+    from matplotlib.patches import Rectangle
+
     students = list(table)
     teachers = list(next(iter(table.values())))
     values = [[table[s][t][key] for t in teachers] for s in students]
-    fig, ax = plt.subplots(figsize=(1.8 + 1.4 * len(teachers), 1.2 + 0.6 * len(students)))
-    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    fig, ax = plt.subplots(figsize=(3.4 + 1.5 * len(teachers), 1.9 + 0.55 * len(students)))
+    cmap = "viridis" if higher_is_similar else "viridis_r"
+    image = ax.imshow(values, cmap=cmap, aspect="auto")
+    low, high = min(min(r) for r in values), max(max(r) for r in values)
     for i, row in enumerate(values):
         for j, v in enumerate(row):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white", fontsize=8)
-    ax.set_xticks(range(len(teachers)), teachers, fontsize=7, rotation=20)
+            bright = (v - low) / (high - low + 1e-12)
+            bright = bright if higher_is_similar else 1 - bright
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="black" if bright > 0.6 else "white", fontsize=8)
+    for i, student in enumerate(students):
+        if marked and student in marked and marked[student] in teachers:
+            j = teachers.index(marked[student])
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+    ax.set_xticks(range(len(teachers)), teachers, fontsize=7, rotation=20, ha="right")
     ax.set_yticks(range(len(students)), students, fontsize=7)
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(image, ax=ax)
+    ax.set_xlabel("teacher")
+    ax.set_ylabel("student")
+    direction = "higher" if higher_is_similar else "lower"
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label(f"{label}\n({direction} = more similar)", fontsize=8)
+    _title(ax, f"{label}, students × teachers (students from seed {seed}; red box: training teacher)", width=60)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _base(r: dict):
+    """The base student's value of an experiment's metric (accuracy, or ICE Strict), when it has one."""
+    return r.get("base_student_accuracy", r.get("base_student"))
+
+
+SHORT = {"scas": "SCAS", "dmc": "DMC", "ogls_sd": "OGLS-SD", "camopd": "CaMOPD", "quantification": "RSE / ICE"}
+
+
+def summary_plot(path: str, results: dict) -> None:
+    """The report's opening figure: every experiment's method vs baselines (mean ± one standard error) and its
+    preconditions ticked."""
+    plt = _pyplot()
+    experiments = results["experiments"]
+    n = len(experiments)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.9 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    if n < rows * cols:  # the spare panel: what the marks mean and every precondition
+        lines = ["orange: the method; blue: its baselines", "error bars: ± one standard error of the mean", ""]
+        for name, r in experiments.items():
+            for p in r.get("preconditions", []):
+                mark = "·" if p["met"] is None else ("✓" if p["met"] else "✗")
+                lines.append(
+                    f"{mark} {SHORT.get(name, name)}: " + textwrap.shorten(p["name"], 48) + f" = {p['value']:+.3f}"
+                )
+        axes.flat[-1].text(
+            0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, transform=axes.flat[-1].transAxes
+        )
+    for ax, (name, r) in zip(axes.flat, experiments.items()):
+        methods = r["methods"]
+        compared = {c["method"] for c in r["comparisons"]}
+        labels = list(methods)
+        for i, m in enumerate(labels):
+            stat = methods[m]
+            se = stat["std"] / math.sqrt(stat["n"]) if stat["n"] else 0.0
+            color = "#d9822b" if m in compared else "#2d5b8a"
+            ax.errorbar([i], [stat["mean"]], yerr=[se], fmt="o", color=color, capsize=5, ms=6)
+        _base_line(ax, _base(r))
+        ax.set_xticks(range(len(labels)), [textwrap.fill(m, 12) for m in labels], fontsize=6.5)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_ylabel(textwrap.fill(r["metric"], 30), fontsize=8)
+        ticks = "  ".join(("✓" if p["met"] else "✗") for p in r.get("preconditions", []) if p["met"] is not None)
+        ax.set_title(f"{SHORT.get(name, name)}: {r['verdict']}\npreconditions {ticks or '—'}", fontsize=9)
+        if _base(r) is not None:
+            ax.legend(fontsize=6, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def make_plots(output_dir: str, results: dict) -> dict[str, list[str]]:
-    """Every plot of the report; returns the file names per experiment."""
+    """Every plot of the report; returns the file names per experiment (`"summary"`: the opening figure)."""
     plots: dict[str, list[str]] = {}
+    if results["experiments"]:
+        summary_plot(os.path.join(output_dir, "summary.png"), results)
+        plots["summary"] = ["summary.png"]
     for name, r in results["experiments"].items():
         files: list[str] = []
 
-        def add(filename, fn, *args, files=files):
-            fn(os.path.join(output_dir, filename), *args)
+        def add(filename, fn, *args, files=files, **kwargs):
+            fn(os.path.join(output_dir, filename), *args, **kwargs)
             files.append(filename)
 
         if name == "camopd":
             add(f"{name}_accuracy.png", grouped_bar_plot, r["title"], r["by_ability"], r["start"])
         else:
-            add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"])
+            spread = {"random dataset": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
+            add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r), spread=spread)
         if name == "dmc":
             add("dmc_scatter.png", scatter_plot, r["scatter"], r["spearman"])
         if "curves" in r:
+            reviews = next(iter(r.get("review_steps", {}).get("CaMOPD", [])), None)
             add(
                 f"{name}_curves.png",
                 curve_plot,
-                f"{r['title']}: dev accuracy during training",
+                f"{r['title']}: dev accuracy during training (thick: mean over seeds; thin: each seed)",
                 r["curves"],
                 "dev accuracy",
+                review_steps=reviews,
             )
-            add(f"{name}_loss.png", curve_plot, f"{r['title']}: training loss", r["loss_curves"], "loss")
+            groups = {}
+            for method, runs in r["loss_curves"].items():
+                kind = (
+                    "SFT cross-entropy (nats/token)" if method.startswith("SFT") else "distillation loss (divergence)"
+                )
+                groups.setdefault(kind, {})[method] = runs
+            add(
+                f"{name}_loss.png",
+                loss_plot,
+                f"{r['title']}: training loss (thick: mean over seeds; thin: each seed)"
+                + ("; dotted: CaMOPD's review steps (seed 0)" if reviews else ""),
+                groups,
+                review_steps=reviews,
+            )
         if name == "quantification" and r["similarity"]:
+            marked = {s: t["teacher"] for s, t in r.get("traced", {}).items()}
+            seed = r.get("similarity_seed")
             add(
                 "quantification_rse.png",
                 heatmap_plot,
                 r["similarity"],
                 "rse",
-                "automatic RSE (1–5), student vs teacher",
+                "automatic RSE (1–5)",
+                True,
+                seed,
+                marked,
             )
-            add("quantification_kl.png", heatmap_plot, r["similarity"], "forward_kl", "token KL(teacher ‖ student)")
+            add(
+                "quantification_kl.png", heatmap_plot, r["similarity"], "forward_kl", "token KL(teacher ‖ student)",
+                False, seed, marked,
+            )  # fmt: skip
         plots[name] = files
     return plots
 
 
+def _met(p: dict) -> str:
+    return "printed" if p["met"] is None else ("met" if p["met"] else "NOT MET")
+
+
 def summary_table(results: dict) -> str:
-    """One line per method of every experiment, and each experiment's verdict."""
+    """Per experiment: its preconditions, one line per method, and its verdict."""
     lines = []
     width = max([len(m) for r in results["experiments"].values() for m in r["methods"]] + [20])
     for r in results["experiments"].values():
         lines.append(f"{r['title']}  [{r['metric']}]")
+        for p in r.get("preconditions", []):
+            lines.append(f"  precondition: {p['name']} = {p['value']:+.3f}, needs {p['threshold']}: {_met(p)}")
         for method, stat in r["methods"].items():
             lines.append(f"  {method:<{width}}  {fmt(stat)}  (n={stat['n']})")
-        lines.append(f"  -> paper's claim {r['verdict'].upper()} here")
+        if r["verdict"] == NO_MECHANISM:
+            lines.append("  -> NO MECHANISM HERE (a precondition is not met): the claim cannot show in this world")
+        else:
+            lines.append(f"  -> paper's claim {r['verdict'].upper()} here")
     return "\n".join(lines)
 
 
@@ -190,31 +353,49 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
     out = [
         "# trl-distill lab report",
         "",
+        *(
+            ["![summary of the five experiments](summary.png)", "", f"*{SUMMARY_CAPTION}*", ""]
+            if "summary" in plots
+            else []
+        ),
         f"Preset `{preset['name']}`: {len(preset['seeds'])} seeds {list(preset['seeds'])}, tiny `{preset['size']}` models, "
         f"{preset['pool_prompts']} training prompts, {preset['eval_prompts']} test prompts. Wall time "
         f"{results['wall_seconds']:.0f} s. Every number below is computed by `trl-distill lab` in this run "
-        "(mean ± sample std over seeds); the verdicts are computed from them, not written by hand.",
+        "(mean ± sample std over seeds); the verdicts are computed from them, not written by hand. Numbers vary by "
+        "machine (thread counts and kernels change floating-point sums); the verdicts are what to compare.",
         "",
-        "A verdict is *reproduced* when the method beats its baseline by more than one standard error of the difference "
-        "of means, *inconclusive* when it is better by less, *not reproduced* when it is not better. Tiny models trained "
-        "for seconds are not the papers' setting: a claim that does not reproduce here is not refuted.",
+        "Each experiment first measures its **preconditions**, the presence of the mechanism its paper relies on, "
+        "before any method is compared. When a precondition is not met, the verdict is *no mechanism here*: the claim "
+        "cannot show in this world, whatever the comparison says. Otherwise a verdict is *reproduced* when the method "
+        "beats its baseline by more than one standard error of the difference of means, *inconclusive* when it is "
+        "better by less, *not reproduced* when it is not better. Tiny models trained for seconds are not the papers' "
+        "setting: a claim that does not reproduce here is not refuted.",
         "",
         *(
             [
-                "**This is the `quick` preset, a smoke test of every trainer: its models are pre-trained too briefly "
+                f"**This is the `{preset['name']}` preset, a smoke test of every trainer: its models are pre-trained too briefly "
                 "for its verdicts to be evidence either way. Run `trl-distill lab` (the default preset) for those.**",
                 "",
             ]
-            if preset["name"] == "quick"
+            if preset["name"] in ("smoke", "quick")
             else []
         ),
-        "| experiment | claim | verdict |",
-        "|---|---|---|",
+        "| experiment | claim | preconditions | verdict |",
+        "|---|---|---|---|",
     ]
     for r in results["experiments"].values():
-        out.append(f"| {r['title']} | {r['claim']} | **{r['verdict']}** |")
+        met = [p["met"] for p in r.get("preconditions", []) if p["met"] is not None]
+        out.append(f"| {r['title']} | {r['claim']} | {sum(met)} of {len(met)} met | **{r['verdict']}** |")
     for name, r in results["experiments"].items():
-        out += ["", f"## {r['title']}", "", f"**Claim.** {r['claim']}", "", f"**Here: {r['verdict']}.**", ""]
+        out += ["", f"## {r['title']}", "", f"**Claim.** {r['claim']}", ""]
+        out += ["**Preconditions** (measured before the methods are compared):", ""]
+        out += ["| precondition | measured | needs | |", "|---|---|---|---|"]
+        for p in r.get("preconditions", []):
+            out.append(f"| {p['name']} | {p['value']:+.3f} | {p['threshold']} | **{_met(p)}** |")
+        out.append("")
+        for p in r.get("preconditions", []):
+            out.append(f"- *{p['name']}*: {p['how']}" + (f" ({p['detail']})" if p.get("detail") else ""))
+        out += ["", f"**Here: {r['verdict']}.**", ""]
         out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
         for method, stat in r["methods"].items():
             out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
@@ -226,11 +407,27 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         out.append("")
         out += [f"- {note}" for note in r.get("notes", [])]
         out.append("")
-        out += [f"![{f}]({f})" for f in plots.get(name, [])]
+        for f in plots.get(name, []):
+            out += [f"![{f}]({f})", "", f"*{CAPTIONS.get(f.removeprefix(name + '_'), '')}*", ""]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in results["timings"].items()]
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
+
+
+CAPTIONS = {
+    "bars.png": BAR_CAPTION,
+    "accuracy.png": "Bars: mean over seeds; error bars: ± one sample standard deviation across seeds; dashed lines: "
+    "the specialised student before recovery.",
+    "scatter.png": "One point per candidate dataset; error bars: ± one sample standard deviation across seeds.",
+    "curves.png": "Thick line: mean over seeds; thin lines: each seed.",
+    "loss.png": "Thick line: mean over seeds; thin lines: each seed. SFT's cross-entropy and the on-policy methods' "
+    "divergence are on separate axes (they are different quantities).",
+    "rse.png": "Automatic RSE of each student (rows) against each teacher (columns); brighter = more similar; red box: "
+    "the teacher the student was distilled from.",
+    "kl.png": "Token KL(teacher ‖ student) on the teachers' answers; brighter = more similar (lower KL), the same "
+    "meaning as the RSE map; red box: the teacher the student was distilled from.",
+}
 
 
 def write_report(output_dir: str, results: dict) -> dict:

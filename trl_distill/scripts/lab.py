@@ -14,8 +14,12 @@ import warnings
 
 def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the small preset (same as `--preset quick`)")
     parser.add_argument(
-        "--quick", action="store_true", help="the small smoke-test preset the tests run (under 2 minutes)"
+        "--preset",
+        choices=("smoke", "quick", "default"),
+        default=None,
+        help="run size: `smoke` (the default test suite's run, not evidence), `quick`, `default` (the default)",
     )
     parser.add_argument(
         "--output_dir", "--output-dir", default="lab_report", help="report directory (default: lab_report/)"
@@ -33,6 +37,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ..lab.progress import interactive, silence_other_bars
+
+    # CI logs, `make demo > log`: one line per phase, not thousands of bar redraws
+    restore_bars = silence_other_bars() if not interactive() else (lambda: None)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")
     import datasets
@@ -48,7 +56,9 @@ def main(argv=None) -> int:
     transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
     datasets.disable_progress_bars()  # per-run tokenization
     warnings.filterwarnings("ignore")
-    preset = PRESETS["quick" if args.quick else "default"]
+    if args.quick and args.preset not in (None, "quick"):
+        parser.error(f"--quick and --preset {args.preset} disagree; give one of them")
+    preset = PRESETS[args.preset or ("quick" if args.quick else "default")]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
     names = args.experiments or list(EXPERIMENTS)
@@ -66,11 +76,14 @@ def main(argv=None) -> int:
             results["experiments"][name] = get(name)(lab, timings)
     finally:
         clean_scratch(lab)
+        restore_bars()
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))
-    if preset.name == "quick":
-        print("\n(quick preset: a smoke test; its verdicts are not evidence. `trl-distill lab` runs the real one.)")
+    if preset.name in ("smoke", "quick"):
+        print(
+            f"\n({preset.name} preset: a smoke test; its verdicts are not evidence. `trl-distill lab` runs the real one.)"
+        )
     print(f"\nreport: {os.path.join(args.output_dir, 'report.md')}  ({results['wall_seconds']:.0f} s)")
     return 0
 

@@ -1,20 +1,28 @@
 """Experiment 4, CaMOPD: recovering the general ability of a domain-specialised student without losing the domain."""
 
+import torch
 from datasets import concatenate_datasets
 
 from ...camopd.camopd_config import CaMOPDConfig
 from ...camopd.camopd_trainer import CaMOPDTrainer
+from ...camopd.gap import gap
+from ...core.divergence import LMHead
+from ...core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
 from ..world.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
 from .common import (
     TASK_KWARGS,
     AccuracyCurve,
     Lab,
     Phase,
+    above,
     accuracy,
+    answers,
     compare,
     fit,
+    gated,
     load,
     losses,
+    precondition,
     summary,
     trainer_settings,
 )
@@ -41,6 +49,36 @@ def models(lab: Lab, bar) -> dict:
     return {"general": general_path, "specialised": specialised}
 
 
+@torch.no_grad()
+def sample_gaps(student, teacher, tokenizer, dataset, max_new_tokens: int, batch_size: int = 32) -> list[float]:
+    """CaMOPD's per-sample gap (`camopd.gap.gap`) of `teacher` against `student` on the student's greedy answers."""
+    completions = answers(student, tokenizer, dataset, max_new_tokens)
+    features = [
+        encode_prompt_completion(tokenizer, prompt, [{"role": "assistant", "content": text}])
+        for prompt, text in zip(dataset["prompt"], completions)
+    ]
+    gaps = []
+    for start in range(0, len(features), batch_size):
+        batch = SequenceBatch.collate(features[start : start + batch_size], tokenizer.pad_token_id)
+        mask = batch.completion_mask.clone()
+        mask[:, 0] = 0
+        logprobs = [
+            token_logprobs_from_hidden(last_hidden_states(m, batch), LMHead.of(m), batch.input_ids, mask)
+            for m in (student, teacher)
+        ]
+        gaps += gap(logprobs[0], logprobs[1], mask).tolist()
+    return gaps
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The `q`-quantile of `values` (linear interpolation between order statistics)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def run(lab: Lab, timings: dict) -> dict:
     p, tok = lab.preset, lab.tokenizer
     with Phase("CaMOPD: general model and its specialisation", 2, timings) as bar:
@@ -62,32 +100,78 @@ def run(lab: Lab, timings: dict) -> dict:
     results = {name: {"general": [], "domain": [], "mean": []} for name in methods_config}
     curves = {name: [] for name in methods_config}
     loss_curves = {name: [] for name in methods_config}
-    with Phase("CaMOPD: recovery training", len(methods_config) * len(p.seeds), timings) as bar:
+    review_steps = {name: [] for name in methods_config}
+
+    def train(name: str, seed: int) -> None:
+        config, sources = methods_config[name]
+        curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
+        args = CaMOPDConfig(
+            **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=5e-4),
+            max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
+        )  # fmt: skip
+        teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}
+        trainer = CaMOPDTrainer(
+            load(paths["specialised"]),
+            teacher_model={s: teachers[s] for s in sources},
+            args=args,
+            train_dataset={"general": general["train"], "domain": domain["train"]}
+            if len(sources) > 1
+            else {"general": general["train"]},
+            processing_class=lab.left_tokenizer(),
+            callbacks=[curve],
+        )
+        fit(trainer)
+        g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
+        d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
+        for key, value in (("general", g), ("domain", d), ("mean", (g + d) / 2)):
+            results[name][key].append(value)
+        curves[name].append(curve.points)
+        loss_curves[name].append(losses(trainer))
+        # the steps that drew domain prompts only (the trainer logs a source's gap on the steps it drew that source)
+        logs = trainer.state.log_history
+        review_steps[name].append([log["step"] for log in logs if "gap/domain" in log and "gap/general" not in log])
+
+    # the preconditions first: recovering general ability alone costs the domain, and samples need unequal correction
+    with Phase("CaMOPD: precondition (general-only OPD, gaps)", len(p.seeds) + 1, timings) as bar:
         for seed in p.seeds:
-            for name, (config, sources) in methods_config.items():
-                curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
-                args = CaMOPDConfig(
-                    **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=5e-4),
-                    max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
-                )  # fmt: skip
-                teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}
-                trainer = CaMOPDTrainer(
-                    load(paths["specialised"]),
-                    teacher_model={s: teachers[s] for s in sources},
-                    args=args,
-                    train_dataset={"general": general["train"], "domain": domain["train"]}
-                    if len(sources) > 1
-                    else {"general": general["train"]},
-                    processing_class=lab.left_tokenizer(),
-                    callbacks=[curve],
-                )
-                fit(trainer)
-                g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
-                d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
-                for key, value in (("general", g), ("domain", d), ("mean", (g + d) / 2)):
-                    results[name][key].append(value)
-                curves[name].append(curve.points)
-                loss_curves[name].append(losses(trainer))
+            train("general-only OPD", seed)
+            bar.update(1)
+        specialised, general_teacher = load(paths["specialised"]), load(paths["general"])
+        gaps = {
+            source: sample_gaps(specialised, general_teacher, tok, split["train"], p.max_new_tokens)
+            for source, split in (("general", general), ("domain", domain))
+        }
+        bar.update(1)
+    hurt = above(summary(results["general-only OPD"]["domain"]), start["domain"])
+    every_gap = gaps["general"] + gaps["domain"]
+    gap_stat = summary(every_gap)
+    preconditions = [
+        precondition(
+            "general-only OPD: domain accuracy after − before",
+            hurt["difference"],
+            f"< −{hurt['standard_error']:.3f} (one standard error of the mean after)",
+            -hurt["difference"] > hurt["standard_error"],
+            f"On-policy distillation of the specialised student from the general teacher on general prompts only, "
+            f"{len(p.seeds)} seeds, same budget; domain test accuracy against the specialised student's "
+            f"({start['domain']:.3f}): if the domain never falls, there is no counteraction to balance.",
+        ),
+        precondition(
+            "spread (std over samples) of the per-sample teacher–student gap",
+            gap_stat["std"],
+            "printed, no threshold",
+            None,
+            "CaMOPD's gap (mean |log T − log S| over tokens, `camopd.gap.gap`) of the general teacher against the "
+            f"specialised student on its greedy answers to the {len(every_gap)} general and domain training prompts: "
+            "gap-based selection needs samples that differ in how much correction they need.",
+            detail=f"mean {gap_stat['mean']:.3f}, 10th–90th percentile {quantile(every_gap, 0.1):.3f}–"
+            f"{quantile(every_gap, 0.9):.3f}; mean on general prompts {summary(gaps['general'])['mean']:.3f}, "
+            f"on domain prompts {summary(gaps['domain'])['mean']:.3f}",
+        ),
+    ]
+    with Phase("CaMOPD: recovery training", 2 * len(p.seeds), timings) as bar:
+        for name in ("CaMOPD", "vanilla MOPD"):
+            for seed in p.seeds:
+                train(name, seed)
                 bar.update(1)
     methods = {name: summary(r["mean"]) for name, r in results.items()}
     by_ability = {name: {k: summary(v) for k, v in r.items()} for name, r in results.items()}
@@ -99,7 +183,7 @@ def run(lab: Lab, timings: dict) -> dict:
             **compare(methods["CaMOPD"], methods["general-only OPD"]),
         },
     ]
-    verdict = comparisons[0]["verdict"]
+    verdict = gated(comparisons[0]["verdict"], preconditions)
     notes = [
         f"Specialised student before recovery: general {start['general']:.1%}, domain {start['domain']:.1%} (the "
         f"general teacher: general {teacher['general']:.1%}, domain {teacher['domain']:.1%}).",
@@ -119,9 +203,12 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "by_ability": by_ability,
         "start": start,
+        "base_student": (start["general"] + start["domain"]) / 2,
         "general_teacher": teacher,
         "comparisons": comparisons,
         "verdict": verdict,
+        "preconditions": preconditions,
+        "review_steps": review_steps,
         "curves": curves,
         "loss_curves": loss_curves,
         "notes": notes,

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PrinterCallback, TrainerCallback
 
 from ...core.generation import generate_completions
+from ..progress import bar, interactive
 from ..world.tasks import task_reward
 from ..world.tokenizer import load_or_build_tokenizer
 
@@ -61,6 +61,18 @@ class Preset:
 
 
 PRESETS = {
+    # the default test suite's smoke run of every experiment: same cached models as `quick`, far fewer steps
+    "smoke": Preset(
+        "smoke",
+        seeds=(0, 1),
+        eval_prompts=16,
+        dev_prompts=4,
+        epochs=1,
+        onpolicy_steps=2,
+        identity_steps=4,
+        max_new_tokens=32,
+        curve_every=1,
+    ),  # fmt: skip
     # a smoke test of every trainer: its models are too briefly pre-trained for its verdicts to be evidence
     "quick": Preset("quick"),
     "default": Preset(
@@ -244,20 +256,65 @@ def spearman(x, y) -> float:
 
 
 class Phase:
-    """A progress bar over the steps of one phase, with its wall time recorded into `timings`."""
+    """One phase of an experiment, its wall time recorded into `timings`.
+
+    On a terminal it shows a live progress bar over the phase's steps; otherwise (CI logs, `make demo > log`) the bar
+    is silent and the phase prints one line when it ends.
+    """
 
     def __init__(self, name: str, total: int, timings: dict):
         self.name, self.total, self.timings = name, total, timings
 
     def __enter__(self):
         self.start = time.perf_counter()
-        self.bar = tqdm(total=self.total, desc=self.name, leave=True, dynamic_ncols=True)
+        self.bar = bar(total=self.total, desc=self.name, leave=True, dynamic_ncols=True)
         return self.bar
 
     def __exit__(self, *exc):
         self.bar.close()
-        self.timings[self.name] = round(time.perf_counter() - self.start, 2)
+        seconds = round(time.perf_counter() - self.start, 2)
+        self.timings[self.name] = seconds
+        if not interactive():
+            print(f"{self.name}: {'failed after' if exc[0] else 'done in'} {seconds:.1f} s", flush=True)
         return False
+
+
+# --- preconditions ----------------------------------------------------------------------------------------------------
+NO_MECHANISM = "no mechanism here"
+
+
+def precondition(name: str, value: float, threshold: str, met: bool | None, how: str, detail: str = "") -> dict:
+    """One measured precondition of an experiment, recorded before its methods are compared.
+
+    Args:
+        name (`str`): what is measured, e.g. `"best-teacher SFT − base student (test accuracy)"`.
+        value (`float`): the measured value (finite).
+        threshold (`str`): the condition `value` must meet, in words (e.g. `"> 0.041 (one standard error)"`).
+        met (`bool` or `None`): whether it is met; `None` for a measurement that is printed without a threshold.
+        how (`str`): how the precondition was built and measured.
+        detail (`str`, *optional*): further measured numbers behind `value`.
+    """
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Precondition {name!r} measured a non-finite value ({value}); it cannot be checked.")
+    return {
+        "name": name,
+        "value": value,
+        "threshold": threshold,
+        "met": None if met is None else bool(met),
+        "how": how,
+        "detail": detail,
+    }
+
+
+def gated(verdict: str, preconditions: list[dict]) -> str:
+    """`"no mechanism here"` when a precondition is not met (the claim cannot show), else the comparisons' verdict."""
+    return NO_MECHANISM if any(p["met"] is False for p in preconditions) else verdict
+
+
+def above(stat: dict, reference: float) -> dict:
+    """`stat` (over seeds) against a fixed `reference` number: difference and the standard error of `stat`'s mean."""
+    return compare(stat, summary([reference]))
 
 
 def clean_scratch(lab: Lab) -> None:

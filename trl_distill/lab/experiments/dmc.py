@@ -9,7 +9,7 @@ from trl import SFTConfig, SFTTrainer
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..world.tasks import task_reward
-from .common import Lab, Phase, accuracy, compare, fit, load, spearman, summary, trainer_settings
+from .common import Lab, Phase, accuracy, compare, fit, gated, load, precondition, spearman, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -39,20 +39,26 @@ def run(lab: Lab, timings: dict) -> dict:
     splits = world["splits"]
     datasets = candidate_datasets(world)
     names = list(datasets)
-    with Phase("DMC: step-0 compatibility", 1, timings) as bar:
+
+    def ranking(model) -> tuple[list, dict[str, float]]:
         table = rank_datasets(
-            load(world["student"]), tok, datasets, splits["dev"], task_reward, probe_size=None, dev_size=None,
+            model, tok, datasets, splits["dev"], task_reward, probe_size=None, dev_size=None,
             max_new_tokens=p.max_new_tokens,
         )  # fmt: skip
+        return table, {row["dataset"]: row["dmc"] for row in table}
+
+    with Phase("DMC: step-0 compatibility", 1, timings) as bar:
+        table, dmc = ranking(load(world["student"]))
         bar.update(1)
-    dmc = {row["dataset"]: row["dmc"] for row in table}
+    top = max(names, key=lambda n: dmc[n])
 
     steps = p.epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
     per_dataset = {name: [] for name in names}
     dynamic = {"DMCCallback static": 0, "DMCCallback dynamic": 1}
     callback_acc = {name: [] for name in dynamic}
     callback_weights = {name: [] for name in dynamic}
-    with Phase("DMC: SFT per dataset and DMCCallback", (len(names) + len(dynamic)) * len(p.seeds), timings) as bar:
+    final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
+    with Phase("DMC: SFT per dataset (and the precondition)", len(names) * len(p.seeds), timings) as bar:
         for seed in p.seeds:
             for name in names:
                 args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
@@ -61,7 +67,27 @@ def run(lab: Lab, timings: dict) -> dict:
                 )
                 fit(trainer)
                 per_dataset[name].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
+                if name == top:
+                    final_rankings.append(ranking(trainer.model)[1])
                 bar.update(1)
+    moved = [spearman([dmc[n] for n in names], [final[n] for n in names]) for final in final_rankings]
+    moved = [0.0 if math.isnan(rho) else rho for rho in moved]  # a constant side keeps no ranking: it moved
+    final_tops = [max(names, key=lambda n: final[n]) for final in final_rankings]
+    rank_rho = sum(moved) / len(moved)
+    preconditions = [
+        precondition(
+            "Spearman ρ of the DMC ranking at the last epoch against step 0",
+            rank_rho,
+            "< 1 (the ranking changes during training)",
+            rank_rho < 1.0 - 1e-9,
+            f"`rank_datasets` on the base student (step 0), and again on the student after the full budget ({steps} "
+            f"steps) of SFT on the step-0 choice ({top}), per seed (mean ρ over {len(p.seeds)} seeds): if the "
+            "ranking never moves, reselecting during training has nothing to find.",
+            detail=f"top dataset at step 0: {top}; at the last epoch, per seed: " + ", ".join(final_tops),
+        )
+    ]
+    with Phase("DMC: DMCCallback static and dynamic", len(dynamic) * len(p.seeds), timings) as bar:
+        for seed in p.seeds:
             # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
             share = max(1, p.pool_prompts // len(names))
             candidates = CandidateDatasets(
@@ -88,7 +114,6 @@ def run(lab: Lab, timings: dict) -> dict:
 
     accuracy_by_dataset = {name: summary(v) for name, v in per_dataset.items()}
     rho = spearman([dmc[n] for n in names], [accuracy_by_dataset[n]["mean"] for n in names])
-    top = max(names, key=lambda n: dmc[n])
     selected = summary(per_dataset[top])
     random_choice = summary([sum(per_dataset[n][i] for n in names) / len(names) for i in range(len(p.seeds))])
     methods = {"random dataset": random_choice, f"DMC-selected ({top})": selected}
@@ -108,6 +133,7 @@ def run(lab: Lab, timings: dict) -> dict:
         else "partly reproduced" if "reproduced" in verdicts
         else "not reproduced"
     )  # fmt: skip
+    verdict = gated(verdict, preconditions)
     notes = [
         f"Spearman correlation between step-0 DMC and post-SFT accuracy over {len(names)} datasets: "
         + ("undefined (a constant side)" if math.isnan(rho) else f"{rho:+.2f}")
@@ -121,6 +147,9 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "comparisons": comparisons,
         "verdict": verdict,
+        "preconditions": preconditions,
+        "base_student_accuracy": world["student_accuracy"],
+        "random_dataset_spread": summary([accuracy_by_dataset[n]["mean"] for n in names]),
         "spearman": rho,
         "ranking": table,
         "scatter": [{"dataset": n, "dmc": dmc[n], "accuracy": accuracy_by_dataset[n]} for n in names],

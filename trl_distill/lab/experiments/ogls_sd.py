@@ -2,12 +2,27 @@
 OPSD (the privileged teacher, `OGLSSDConfig.opsd`) and SFT on the reference solutions, and is it more stable across
 seeds and over training?"""
 
+import math
+
 from trl import SFTConfig, SFTTrainer
 
 from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ...ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 from ..world.tasks import task_reward
-from .common import AccuracyCurve, Lab, Phase, accuracy, compare, fit, load, losses, summary, trainer_settings
+from .common import (
+    AccuracyCurve,
+    Lab,
+    Phase,
+    accuracy,
+    compare,
+    fit,
+    gated,
+    load,
+    losses,
+    precondition,
+    summary,
+    trainer_settings,
+)
 from .teachers import CAST_STEPS, cast, privileged
 
 
@@ -15,8 +30,26 @@ CLAIM = (
     "Outcome-guided logit steering of the privileged self-teacher (OGLS-SD) beats plain on-policy self-distillation "
     "(OPSD) and SFT on the reference solutions, and trains more stably."
 )
-# the on-policy methods, each built in one place: the v2 default and the named OPSD configuration
-CONFIGS = {"OGLS-SD (v2)": OGLSSDConfig, "OPSD": OGLSSDConfig.opsd}
+OGLS_SD = "OGLS-SD (v2)"
+OPSD = "OPSD"
+SFT = "SFT on references"
+NUM_GENERATIONS = 4
+
+
+def ogls_sd_args(settings: dict, max_completion_length: int) -> OGLSSDConfig:
+    """The method: `OGLSSDTrainer` with its default, the paper's v2 form (contextual steering on the unprivileged
+    anchor, applied to incorrect rollouts; positive-tail SFT on short correct ones)."""
+    return OGLSSDConfig(**settings, num_generations=NUM_GENERATIONS, max_completion_length=max_completion_length)
+
+
+def opsd_args(settings: dict, max_completion_length: int) -> OGLSSDConfig:
+    """The OPSD baseline, built in this one place: the package's named OPSD configuration (`OGLSSDConfig.opsd`)."""
+    return OGLSSDConfig.opsd(
+        **settings, num_generations=NUM_GENERATIONS, max_completion_length=max_completion_length
+    )
+
+
+BUILDERS = {OGLS_SD: ogls_sd_args, OPSD: opsd_args}
 
 
 def worst_drop(points) -> float:
@@ -37,35 +70,67 @@ def run(lab: Lab, timings: dict) -> dict:
     base = world["student_accuracy"]
     shown = accuracy(load(world["student"]), lab.tokenizer, privileged(splits["test"]), p.max_new_tokens)
     rows = splits["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
-    names = [*CONFIGS, "SFT on references"]
+    names = [OGLS_SD, OPSD, SFT]
     finals = {name: [] for name in names}
     curves = {name: [] for name in names}
     loss_curves = {name: [] for name in names}
     batch = 8  # two prompts × four rollouts per step for the on-policy runs, eight references for SFT
-    with Phase("OGLS-SD: training", len(names) * len(p.seeds), timings) as bar:
-        for seed in p.seeds:
-            for name in names:
-                curve = AccuracyCurve(lab.tokenizer, splits["dev"], p.curve_every, p.max_new_tokens)
-                settings = trainer_settings(
-                    lab, seed, max_steps=p.onpolicy_steps, per_device_train_batch_size=batch, learning_rate=1e-4
-                )
-                if name in CONFIGS:
-                    args = CONFIGS[name](**settings, num_generations=4, max_completion_length=p.max_new_tokens)
-                    trainer = OGLSSDTrainer(
-                        load(world["student"]), reward_funcs=task_reward, args=args, train_dataset=rows,
-                        processing_class=lab.left_tokenizer(), callbacks=[curve],
-                    )  # fmt: skip
-                else:
-                    args = SFTConfig(**settings, max_length=128)
-                    trainer = SFTTrainer(
-                        load(world["student"]), args=args, train_dataset=splits["train"], processing_class=lab.tokenizer,
-                        callbacks=[curve],
-                    )  # fmt: skip
-                fit(trainer)
-                finals[name].append(accuracy(trainer.model, lab.tokenizer, splits["test"], p.max_new_tokens))
-                curves[name].append(curve.points)
-                loss_curves[name].append(losses(trainer))
+
+    def train(name: str, seed: int) -> None:
+        curve = AccuracyCurve(lab.tokenizer, splits["dev"], p.curve_every, p.max_new_tokens)
+        settings = trainer_settings(
+            lab, seed, max_steps=p.onpolicy_steps, per_device_train_batch_size=batch, learning_rate=1e-4
+        )
+        if name in BUILDERS:
+            trainer = OGLSSDTrainer(
+                load(world["student"]), reward_funcs=task_reward, args=BUILDERS[name](settings, p.max_new_tokens),
+                train_dataset=rows, processing_class=lab.left_tokenizer(), callbacks=[curve],
+            )  # fmt: skip
+        else:
+            trainer = SFTTrainer(
+                load(world["student"]), args=SFTConfig(**settings, max_length=128), train_dataset=splits["train"],
+                processing_class=lab.tokenizer, callbacks=[curve],
+            )  # fmt: skip
+        fit(trainer)
+        finals[name].append(accuracy(trainer.model, lab.tokenizer, splits["test"], p.max_new_tokens))
+        curves[name].append(curve.points)
+        loss_curves[name].append(losses(trainer))
+
+    # the preconditions first: the privileged teacher knows more than the student, and plain OPSD fails here
+    with Phase("OGLS-SD: precondition (OPSD and SFT)", 2 * len(p.seeds), timings) as bar:
+        for name in (OPSD, SFT):
+            for seed in p.seeds:
+                train(name, seed)
                 bar.update(1)
+    n = len(splits["test"])
+    binomial = math.sqrt((shown * (1 - shown) + base * (1 - base)) / n)
+    opsd_vs_sft = summary(finals[OPSD])["mean"] - summary(finals[SFT])["mean"]
+    opsd_drop = summary([worst_drop(c) for c in curves[OPSD]])["mean"]
+    sft_drop = summary([worst_drop(c) for c in curves[SFT]])["mean"]
+    unstable = opsd_drop > sft_drop
+    preconditions = [
+        precondition(
+            "privileged teacher − student (test accuracy)",
+            shown - base,
+            f"> {binomial:.3f} (binomial standard error of the difference on {n} prompts)",
+            shown - base > binomial,
+            "The base student answers the test prompts greedily twice: as itself, and with the reference solution "
+            "shown in the prompt by OGLS-SD's teacher template (the privileged self-teacher's view).",
+        ),
+        precondition(
+            "OPSD − SFT on references (test accuracy)",
+            opsd_vs_sft,
+            "≤ 0, or OPSD unstable (its mean worst dev-accuracy drop above SFT's)",
+            opsd_vs_sft <= 0 or unstable,
+            f"Plain OPSD (`opsd_args` in `lab/experiments/ogls_sd.py`) and SFT on the reference solutions, "
+            f"{len(p.seeds)} seeds, same budget, before OGLS-SD runs: the failure OGLS-SD is meant to fix must exist.",
+            detail=f"worst dev-accuracy drop: OPSD {opsd_drop:.3f}, SFT {sft_drop:.3f}",
+        ),
+    ]
+    with Phase("OGLS-SD: training", len(p.seeds), timings) as bar:
+        for seed in p.seeds:
+            train(OGLS_SD, seed)
+            bar.update(1)
     methods = {name: summary(v) for name, v in finals.items()}
     drops = {name: summary([worst_drop(c) for c in curves[name]]) for name in names}
     ogls, opsd, sft = (methods[n] for n in names)
@@ -81,6 +146,7 @@ def run(lab: Lab, timings: dict) -> dict:
         else "inconclusive" if "inconclusive" in verdicts
         else "not reproduced"
     )  # fmt: skip
+    verdict = gated(verdict, preconditions)
     notes = [
         f"Before training the student scores {base:.1%}; shown the reference solution (the privileged teacher's view) "
         f"it scores {shown:.1%}.",
@@ -98,6 +164,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "comparisons": comparisons,
         "verdict": verdict,
+        "preconditions": preconditions,
         "base_student_accuracy": base,
         "privileged_teacher_accuracy": shown,
         "worst_drop": drops,

@@ -9,14 +9,16 @@ from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
 from ..world.models import pretrained_model
-from .common import Lab, Phase, answers, compare, fit, load, summary, trainer_settings
+from .common import Lab, Phase, answers, compare, fit, gated, load, precondition, summary, trainer_settings
 from .teachers import CAST_STEPS, OWN_IDENTITY, STUDENT_IDENTITY, cast, ice_prompts, identity_rows
 
 
 CLAIM = (
-    "Distillation leaves measurable traces: a student is most similar (RSE, token KL) to the teacher it was distilled "
-    "from, and students inherit their teachers' identity claims (ICE Strict above a non-distilled control)."
+    "Distillation leaves measurable traces: students inherit their teachers' identity claims (ICE Strict above a "
+    "control distilled from a teacher with the student's own identity); the precondition is that RSE and token KL "
+    "trace each student to the teacher it was distilled from."
 )
+DOMINANT_SHARE = 0.5  # a student has one training teacher when that teacher gave at least this share of its answers
 # name -> the identity sentence its answers carry
 IDENTITY_TEACHERS = {
     "Qwen-like teacher": "I am Qwen, made by Alibaba Cloud.",
@@ -91,7 +93,12 @@ def identity_toy(lab: Lab, bar) -> dict:
             strict[name].append(result.strict)
             loose[name].append(result.loose)
             bar.update(1)
+    base = ice(
+        STUDENT_IDENTITY, model=load(lab.shared["cast"]["student"]), tokenizer=tok, prompts=test_prompts,
+        judge=IdentityClaimJudge(), max_new_tokens=48, batch_size=64, show_progress=False,
+    )  # fmt: skip
     return {
+        "base_student": base.strict,
         "strict": {n: summary(v) for n, v in strict.items()},
         "loose": {n: summary(v) for n, v in loose.items()},
         "num_prompts": len(test_prompts),
@@ -110,22 +117,55 @@ def run(lab: Lab, timings: dict) -> dict:
 
     best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     source = "SFT on best teacher"
-    identified = None
-    if source in table:
-        closest = max(table[source], key=lambda t: table[source][t]["rse"])
-        identified = closest == best
+    # each SCAS-experiment student's training teacher: the one that gave most of its answers (when one dominates)
+    training_teacher = {
+        student: max(shares, key=shares.get)
+        for student, shares in lab.shared.get("student_teacher_shares", {}).items()
+        if student in table and shares and max(shares.values()) >= DOMINANT_SHARE
+    }
+    traced = {
+        student: {
+            "teacher": teacher,
+            "closest_by_rse": max(table[student], key=lambda t: table[student][t]["rse"]),
+            "closest_by_kl": min(table[student], key=lambda t: table[student][t]["forward_kl"]),
+        }
+        for student, teacher in training_teacher.items()
+    }
+    base_row = table.get("base student")
+    base_closest = max(base_row, key=lambda t: base_row[t]["rse"]) if base_row else None
+    hits = [t["closest_by_rse"] == t["teacher"] == t["closest_by_kl"] for t in traced.values()]
+    identified = traced[source]["closest_by_rse"] == traced[source]["teacher"] if source in traced else None
+    preconditions = [
+        precondition(
+            "share of students closest (RSE and token KL) to their training teacher",
+            sum(hits) / len(hits) if hits else 0.0,
+            f"= 1 (all {len(hits)} students)" if hits else "= 1 (no student to trace: run the scas experiment first)",
+            bool(hits) and all(hits),
+            "The SCAS experiment's seed-0 students whose training answers came mostly (≥ "
+            f"{DOMINANT_SHARE:.0%}) from one teacher, against every teacher on {len(world['splits']['test'])} test "
+            "prompts: the highest automatic RSE and the lowest token KL(teacher ‖ student) must both name the teacher "
+            "it was distilled from, or similarity cannot trace distillation here.",
+            detail="; ".join(
+                f"{s}: trained on {t['teacher']}, closest by RSE {t['closest_by_rse']}, by KL {t['closest_by_kl']}"
+                for s, t in traced.items()
+            )
+            + (f"; the untrained base student is closest by RSE to {base_closest} already" if base_closest else ""),
+        )
+    ]
     control = identity["strict"]["control (own identity)"]
     comparisons = [
         {"method": name, "baseline": "control (own identity)", **compare(identity["strict"][name], control)}
         for name in IDENTITY_TEACHERS
         if not name.startswith("control")
     ]
-    inherited = all(c["verdict"] == "reproduced" for c in comparisons)
+    verdicts = [c["verdict"] for c in comparisons]
     verdict = (
-        "reproduced" if inherited and identified
-        else "partly reproduced" if inherited or identified
+        "reproduced" if all(v == "reproduced" for v in verdicts)
+        else "partly reproduced" if "reproduced" in verdicts
+        else "inconclusive" if "inconclusive" in verdicts
         else "not reproduced"
     )  # fmt: skip
+    verdict = gated(verdict, preconditions)
     notes = [
         f"RSE (automatic judge: ROUGE-L + chrF mapped to 1–5, ranks models but is not comparable to LLM-judge scores) "
         f"of the student trained on the best teacher ({best}): "
@@ -147,7 +187,11 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": identity["strict"],
         "comparisons": comparisons,
         "verdict": verdict,
+        "preconditions": preconditions,
+        "base_student": identity["base_student"],
         "similarity": table,
+        "similarity_seed": lab.preset.seeds[0],
+        "traced": traced,
         "source_identified": identified,
         "ice": identity,
         "notes": notes,

@@ -4,7 +4,20 @@ from collections import Counter
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from .common import Lab, Phase, accuracy, compare, fit, load, losses, summary, trainer_settings
+from .common import (
+    Lab,
+    Phase,
+    above,
+    accuracy,
+    compare,
+    fit,
+    gated,
+    load,
+    losses,
+    precondition,
+    summary,
+    trainer_settings,
+)
 from .teachers import CAST_STEPS, cast
 
 
@@ -32,30 +45,54 @@ def run(lab: Lab, timings: dict) -> dict:
     accuracies = {name: [] for name in METHODS}
     choices = {name: Counter() for name in METHODS}
     first_loss = {name: [] for name in METHODS}  # how costly the chosen answers are for the base student
-    with Phase("SCAS: training", len(METHODS) * len(p.seeds), timings) as bar:
+
+    def train(name: str, seed: int) -> None:
+        config = SCASConfig(
+            **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
+            selection_seed=seed,
+            scoring_batch_size=32,
+            **METHODS[name],
+        )
+        trainer = SCASTrainer(
+            load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
+        )
+        fit(trainer)
+        accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
+        first_loss[name].append(losses(trainer)[0][1])
+        for record in trainer.scas_callback.history:  # every selection round: share of each teacher
+            for key, value in record["metrics"].items():
+                if key.startswith("scas/teacher_share/"):
+                    choices[name][key.split("/")[-1]] += value
+        if seed == p.seeds[0]:
+            lab.shared.setdefault("students", {})[f"SFT on {name}"] = trainer.model
+
+    # the precondition first: SFT on the best teacher's verified answers must improve the student over its base
+    with Phase("SCAS: precondition (best-teacher SFT)", len(p.seeds), timings) as bar:
         for seed in p.seeds:
-            for name, selection in METHODS.items():
-                config = SCASConfig(
-                    **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
-                    selection_seed=seed,
-                    scoring_batch_size=32,
-                    **selection,
-                )
-                trainer = SCASTrainer(
-                    load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
-                )
-                fit(trainer)
-                accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
-                first_loss[name].append(losses(trainer)[0][1])
-                for record in trainer.scas_callback.history:  # every selection round: share of each teacher
-                    for key, value in record["metrics"].items():
-                        if key.startswith("scas/teacher_share/"):
-                            choices[name][key.split("/")[-1]] += value
-                if seed == p.seeds[0]:
-                    lab.shared.setdefault("students", {})[f"SFT on {name}"] = trainer.model
+            train("best teacher", seed)
+            bar.update(1)
+    gain = above(summary(accuracies["best teacher"]), base)
+    preconditions = [
+        precondition(
+            "best-teacher SFT − base student (test accuracy)",
+            gain["difference"],
+            f"> {gain['standard_error']:.3f} (one standard error of the SFT mean)",
+            gain["verdict"] == "reproduced",
+            f"SFTs the base student ({p.epochs} epochs) on the best teacher's verified answers, {len(p.seeds)} seeds, "
+            f"against the base student's greedy accuracy on the same {p.eval_prompts} test prompts: SFT on good "
+            "answers must help this student, or the choice of answer cannot matter.",
+        )
+    ]
+    with Phase("SCAS: training", (len(METHODS) - 1) * len(p.seeds), timings) as bar:
+        for name in METHODS:
+            if name == "best teacher":
+                continue
+            for seed in p.seeds:
+                train(name, seed)
                 bar.update(1)
     methods = {name: summary(values) for name, values in accuracies.items()}
     shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
+    lab.shared["student_teacher_shares"] = {f"SFT on {name}": share for name, share in shares.items()}
     comparisons = [
         {"method": m, "baseline": b, **compare(methods[m], methods[b])}
         for m in ("SCAS (once)", "SCAS (each epoch)")
@@ -66,6 +103,7 @@ def run(lab: Lab, timings: dict) -> dict:
     verdict = "reproduced" if "reproduced" in (main["verdict"], once["verdict"]) else main["verdict"]
     if "reproduced" not in (main["verdict"], once["verdict"]) and "inconclusive" in (main["verdict"], once["verdict"]):
         verdict = "inconclusive"
+    verdict = gated(verdict, preconditions)
     best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     scas_top = max(shares["SCAS (once)"], key=shares["SCAS (once)"].get) if shares["SCAS (once)"] else None
     first_loss = {name: summary(v)["mean"] for name, v in first_loss.items()}
@@ -90,6 +128,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "methods": methods,
         "comparisons": comparisons,
         "verdict": verdict,
+        "preconditions": preconditions,
         "base_student_accuracy": base,
         "teacher_accuracy": world["teacher_accuracy"],
         "teacher_shares": shares,

@@ -10,10 +10,10 @@ import tempfile
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ...core.logprobs import SequenceBatch, encode_prompt_completion
+from ..progress import bar
 
 
 SIZES = {
@@ -81,7 +81,7 @@ def pretrain(
     )
     model.train()
     losses = []
-    for _ in tqdm(range(steps), desc=desc, leave=False):
+    for _ in bar(range(steps), desc=desc, leave=False):
         batch = SequenceBatch.collate(rng.sample(features, min(batch_size, len(features))), tokenizer.pad_token_id)
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
         targets = batch.input_ids[:, 1:].masked_fill(batch.completion_mask[:, 1:] == 0, -100)
