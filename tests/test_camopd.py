@@ -196,6 +196,8 @@ def test_one_source_loss_equals_distillation_trainer(tmp_path, left_tokenizer, t
     loss_ours = ours.compute_loss(ours.model, {**batch, "sources": ["default"] * 4})
     assert loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-5)
     assert loss_ours.item() == pytest.approx(explicit_loss(batch, tiny_student, [tiny_teacher] * 4), rel=1e-4)
+    # one teacher: the loss is the divergence, so no `divergence/<teacher>` repeats it
+    assert not [key for key in ours._metrics["train"] if key.startswith("divergence")]
     # same sampler, same order: a drop-in replacement reads the data like DistillationTrainer
     assert list(ours._get_train_sampler()) == list(theirs._get_train_sampler())
 
@@ -293,6 +295,11 @@ def test_alternating_training_on_toy_world(tmp_path, left_tokenizer, tiny_studen
     assert [log["schedule/domain"] for log in logs if "loss" in log] == [0.0, 0.0, 1.0]
     assert all(log["selection/kept_fraction"] == 0.5 for log in logs if "loss" in log)
     assert "divergence/general" in logs[0] and "divergence/domain" in logs[2]
+    # evaluation follows no schedule: only training logs `schedule/*`
+    rows = sources["general"].select(range(2))
+    trainer.evaluate(rows.add_column("prompt_source", ["general"] * 2))
+    assert "eval_loss" in trainer.state.log_history[-1]
+    assert not [key for key in trainer.state.log_history[-1] if "schedule" in key]
     assert -1.0 <= logs[2]["grad_coherence"] <= 1.0
     moved = sum((p.detach() - b).abs().sum().item() for p, b in zip(tiny_student.parameters(), before))
     assert moved > 0

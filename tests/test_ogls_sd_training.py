@@ -140,4 +140,5 @@ def test_v2_training_logs_the_tail_and_the_clip_and_opsd_trains(tokenizer, toy, 
     logged = opsd.state.log_history[0]
     assert logged["steering/frac_distilled_rollouts"] == 1 and logged["positive_tail/frac_rollouts"] == 0
     assert "steering/direction_norm" not in logged  # alpha = 0: no direction is formed
+    assert "divergence" not in logged  # no tail term: the loss is the divergence, logged once as `loss`
     assert any(not torch.equal(v, before[k]) for k, v in opsd.model.state_dict().items())

@@ -370,10 +370,13 @@ class CaMOPDTrainer(DistillationTrainer):
         output = super()._generate_and_score_completions(inputs)
         output["sources"] = sources
         mode = "train" if self.model.training else "eval"
-        counts = torch.tensor([sources.count(s) for s in self.source_names], device=self.accelerator.device)
-        counts = self.accelerator.gather(counts).view(-1, len(self.source_names)).sum(0).float()
-        for name, share in zip(self.source_names, (counts / counts.sum()).tolist()):
-            self._metrics[mode][f"schedule/{name}"].append(share)
+        if mode == "train":  # one value per optimizer step (one generation per step); eval batches follow no schedule
+            counts = torch.tensor([sources.count(s) for s in self.source_names], device=self.accelerator.device)
+            counts = self.accelerator.gather(counts).view(-1, len(self.source_names)).sum(0).float()
+            # averaged over the logging window: the share of its generated samples from each source (under the
+            # alternating schedule, the fraction of its optimizer steps that drew from the source)
+            for name, share in zip(self.source_names, (counts / counts.sum()).tolist()):
+                self._metrics[mode][f"schedule/{name}"].append(share)
         if mode == "train" and len(sources) > self._batch_local:
             output = self._select_by_gap(output, self._batch_local)
         return output
@@ -530,6 +533,8 @@ class CaMOPDTrainer(DistillationTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self._pending_divergence = {}
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if len(self.teacher_names) == 1:  # the loss is the token-mean divergence to the one teacher: logged as `loss`
+            return result
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
         zero = torch.zeros((), device=device)

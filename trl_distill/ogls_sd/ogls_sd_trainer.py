@@ -672,7 +672,8 @@ class OGLSSDTrainer(DistillationTrainer):
             self._loss_stats.unsqueeze(0)
         ).sum(0)
         if n_distill > 0:
-            self._metrics[mode]["divergence"].append((div_sum / n_distill).item())
+            if self.args.positive_tail_weight > 0:  # without a tail term the loss is this divergence: logged as `loss`
+                self._metrics[mode]["divergence"].append((div_sum / n_distill).item())
             if not torch.isnan(n_clipped):  # the per-token clip only
                 self._metrics[mode]["divergence/clipped_frac"].append((n_clipped / n_distill).item())
         if n_tail > 0:
