@@ -170,6 +170,11 @@ def test_each_training_command_trains_on_local_files_with_lora_and_resumes(job, 
     assert os.path.exists(os.path.join(out, "checkpoint-2")) and os.path.exists(
         os.path.join(out, "adapter_model.safetensors")
     )
+    if job in ("scas", "dmc"):  # the selection rounds are in the model card, before the citations
+        with open(os.path.join(out, "README.md")) as f:
+            card = f.read()
+        share = "`scas/teacher_share/" if job == "scas" else "`dmc/capability`"
+        assert card.index("## Data selection") < card.index(share) < card.index("## Citations")
 
     # resumed from the first checkpoint: steps 2 and 3 run again, step 1 is not redone (its checkpoint stays as it
     # was; a fresh start would write it anew)
@@ -309,3 +314,27 @@ def test_dmc_asked_to_evaluate_without_eval_rows_names_the_flag(files, tmp_path)
     argv = [*job_args("dmc", files), "--output_dir", str(tmp_path), "--eval_strategy", "steps"]
     with pytest.raises(ValueError, match="needs rows to evaluate on: give --eval_dataset"):
         run_job("dmc", argv)
+
+
+def test_the_selection_rounds_go_into_the_model_card_once_before_the_citations(tmp_path):
+    from types import SimpleNamespace
+
+    from trl_distill.core.sampler import SelectionCallback, add_selection_to_model_card
+
+    class Rounds(SelectionCallback):
+        def rounds(self):
+            return [(0, {"share/a": 0.25, "cost": 12.34567}), (2, {"share/a": 0.5, "changed": 0.125})]
+
+    trainer = SimpleNamespace(
+        callback_handler=SimpleNamespace(callbacks=[object(), Rounds()]), is_world_process_zero=lambda: True
+    )
+    path = tmp_path / "README.md"
+    path.write_text("# Model\n\n## Training procedure\n\ntext\n\n## Citations\n\nbib\n")
+    expected = (
+        "## Data selection\n\nSelection rounds of `Rounds`:\n\n"
+        "| epoch | `share/a` | `cost` | `changed` |\n|---|---|---|---|\n"
+        "| 0 | 0.25 | 12.35 |  |\n| 2 | 0.5 |  | 0.125 |\n\n"
+    )
+    add_selection_to_model_card(trainer, str(path))
+    add_selection_to_model_card(trainer, str(path))  # a second card write (a later checkpoint) replaces it
+    assert path.read_text() == "# Model\n\n## Training procedure\n\ntext\n\n" + expected + "\n## Citations\n\nbib\n"

@@ -154,6 +154,10 @@ class SelectionCallback(TrainerCallback):
     def extra_state(self) -> dict:
         return {}
 
+    def rounds(self) -> list[tuple[int, dict[str, float]]]:
+        """`(epoch, metrics)` of each selection round so far, for the end-of-run summary and the model card."""
+        return []
+
     def load_extra_state(self, state: dict) -> None:
         pass
 
@@ -193,3 +197,48 @@ class SelectionCallback(TrainerCallback):
     def _publish(self, state) -> None:
         # The trainer writes `stateful_callbacks` into each checkpoint's trainer_state.json.
         state.stateful_callbacks[self.state_key] = self.state_dict()
+
+
+def selection_rounds(trainer) -> list[tuple[str, int, dict[str, float]]]:
+    """`(callback name, epoch, metrics)` of every selection round of `trainer`'s [`SelectionCallback`]s."""
+    return [
+        (type(callback).__name__, epoch, metrics)
+        for callback in trainer.callback_handler.callbacks
+        if isinstance(callback, SelectionCallback)
+        for epoch, metrics in callback.rounds()
+    ]
+
+
+def selection_card_section(rounds: list[tuple[str, int, dict[str, float]]]) -> str:
+    """The model card's "Data selection" section: one Markdown table row per round, one column per metric."""
+    if not rounds:
+        return ""
+    lines = ["## Data selection", ""]
+    for name in dict.fromkeys(name for name, _, _ in rounds):
+        mine = [(epoch, metrics) for n, epoch, metrics in rounds if n == name]
+        keys = list(dict.fromkeys(key for _, metrics in mine for key in metrics))
+        lines += [f"Selection rounds of `{name}`:", "", "| epoch | " + " | ".join(f"`{k}`" for k in keys) + " |"]
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for epoch, metrics in mine:
+            cells = [f"{metrics[k]:.4g}" if k in metrics else "" for k in keys]
+            lines.append(f"| {epoch} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def add_selection_to_model_card(trainer, path: str) -> None:
+    """Writes the selection rounds into the model card at `path` (before its citations; TRL's card template has no
+    place for a trainer's own metrics), replacing the section a previous call wrote. Nothing without a round."""
+    section = selection_card_section(selection_rounds(trainer))
+    if not section or not trainer.is_world_process_zero():
+        return
+    with open(path) as f:
+        card = f.read()
+    start = card.find("## Data selection\n")
+    if start >= 0:  # written before (a checkpoint's card): replace it
+        end = card.find("\n## ", start + 1)
+        card = card[:start] + (card[end + 1 :] if end >= 0 else "")
+    at = card.find("## Citations")
+    card = card + "\n" + section if at < 0 else card[:at] + section + "\n" + card[at:]
+    with open(path, "w") as f:
+        f.write(card)

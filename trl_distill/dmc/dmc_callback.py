@@ -298,6 +298,7 @@ class DMCCallback(SelectionCallback):
                 self.args.strategy,
             )
         self.scores: dict | None = None  # the last round's capability, per-dataset scores and mixture
+        self.history: list[dict] = []  # each round's epoch and logged metrics
 
     # --- checks before training ---------------------------------------------------------------------------------------
     def _check_training_args(self, args) -> None:
@@ -412,13 +413,18 @@ class DMCCallback(SelectionCallback):
             metrics.update({f"dmc/{name}/{key}": value for key, value in values.items()})
             metrics[f"dmc/{name}/weight"] = share[name]
         metrics["dmc/reselection_seconds"] = time.perf_counter() - start
+        self.history.append({"epoch": epoch, "metrics": metrics})
         if self.trainer is not None:
             self.trainer.log(metrics)
         elif state is not None:
             state.log_history.append({**metrics, "epoch": state.epoch, "step": state.global_step})
 
+    def rounds(self) -> list[tuple[int, dict[str, float]]]:
+        return [(record["epoch"], record["metrics"]) for record in self.history]
+
     def extra_state(self) -> dict:
-        return {"scores": self.scores}
+        return {"scores": self.scores, "history": self.history}
 
     def load_extra_state(self, state: dict) -> None:
         self.scores = state.get("scores")
+        self.history = list(state.get("history", []))

@@ -90,6 +90,9 @@ class SCASCallback(SelectionCallback):
             for key, value in metrics.items():
                 self.metrics[key] = [value]
 
+    def rounds(self) -> list[tuple[int, dict[str, float]]]:
+        return [(record["epoch"], record["metrics"]) for record in self.history]
+
     def extra_state(self) -> dict:
         rows = None if self.selected_rows is None else [[p, r] for p, r in self.selected_rows.items()]
         return {"selected_rows": rows, "history": self.history}

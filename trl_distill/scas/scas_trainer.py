@@ -9,7 +9,7 @@ from transformers import TrainingArguments
 from trl import SFTTrainer
 
 from ..core.pool import as_dataset, is_candidate_pool, to_long_pool
-from ..core.sampler import SelectionSampler
+from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
 from .scoring import encode_pool, has_answer_tokens
@@ -32,6 +32,7 @@ def _warn_unverified_sft_rows(dataset: Dataset) -> None:
             "verified answers, or drop the wrong rows.",
             wrong,
         )
+
 
 POOL_ROW = "_scas_pool_row"
 
@@ -151,6 +152,13 @@ class SCASTrainer(SFTTrainer):
             metrics=self._metrics["train"],
         )
         self.add_callback(self.scas_callback)
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, with the selection rounds (each teacher's share, the learning cost) as a table."""
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        card = os.path.join(self.args.output_dir, "README.md")
+        if os.path.isfile(card):
+            add_selection_to_model_card(self, card)
 
     def _get_train_sampler(self, train_dataset=None):
         if self.scas_callback is None:

@@ -78,7 +78,7 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
 
 
 def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> SCASTrainer:
-    """Builds the [`SCASTrainer`], trains, prints each selection round and saves to `training_args.output_dir`."""
+    """Builds the [`SCASTrainer`], trains, prints each selection round (`finish`) and saves to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
     if eval_pool is not None and pool_form(eval_pool) != "sft":
@@ -94,8 +94,6 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
         quantization_config=None if script_args.lab else quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    for record in trainer.scas_callback.history if trainer.scas_callback else []:
-        trainer.accelerator.print(f"selection round at epoch {record['epoch']}: {record['metrics']}")
     finish(trainer, training_args, script_args.dataset_name)
     return trainer
 

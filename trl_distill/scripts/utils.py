@@ -161,12 +161,20 @@ def finish(trainer, training_args, dataset_name: str | None = None) -> None:
     The process group is left for [`end_processes`] (the `trl-distill` entry point does the same on exit), so that
     several jobs can run in one process.
     """
+    from ..core.sampler import add_selection_to_model_card, selection_rounds
+
     trainer.accelerator.print("Training completed.")
+    # each selection round (SCAS, DMC) as `Trainer.log_metrics` prints a run's metrics
+    for name, epoch, metrics in selection_rounds(trainer):
+        trainer.log_metrics(f"{name} selection at epoch {epoch}", metrics)
     trainer.save_model(training_args.output_dir)
-    # the model card beside the weights (tags, the method's paper), as TRL's trainers write at each checkpoint
+    # the model card beside the weights (tags, the method's paper), as TRL's trainers write at each checkpoint, with
+    # the selection rounds
     trainer.create_model_card(
         model_name=os.path.basename(os.path.normpath(training_args.output_dir)), dataset_name=dataset_name
     )
+    if os.path.isfile(card := os.path.join(training_args.output_dir, "README.md")):
+        add_selection_to_model_card(trainer, card)
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}.")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=dataset_name)
