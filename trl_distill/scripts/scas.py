@@ -10,12 +10,12 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..core.pool import pool_form, to_long_pool
 from ..scas.scas_config import SCASConfig
-from ..scas.scas_trainer import SCASTrainer
 from .utils import (
     DistillScriptArguments,
     check_model_paths,
@@ -30,6 +30,10 @@ from .utils import (
     training_argv,
     training_parser,
 )
+
+
+if TYPE_CHECKING:
+    from ..scas.scas_trainer import SCASTrainer
 
 
 @dataclass
@@ -77,8 +81,10 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
     return model_args.model_name_or_path, None, pool, eval_pool
 
 
-def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> SCASTrainer:
+def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_args: ModelConfig) -> "SCASTrainer":
     """Builds the [`SCASTrainer`], trains, prints each selection round (`finish`) and saves to `training_args.output_dir`."""
+    from ..scas.scas_trainer import SCASTrainer  # imported here, so that `--help` does not import the Trainer
+
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
     if eval_pool is not None and pool_form(eval_pool) != "sft":
