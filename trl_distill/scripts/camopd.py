@@ -24,9 +24,8 @@ from .utils import (
     finish,
     lab_tokenizer,
     quantization_config,
-    relaunch_under_accelerate,
+    run_training_command,
     student_init_kwargs,
-    training_argv,
     training_parser,
 )
 
@@ -165,12 +164,7 @@ def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    argv = training_argv("camopd", argv)
-    if relaunch_under_accelerate("camopd", argv):  # --accelerate_config / --num_processes
-        return 0
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    train(script_args, training_args, model_args)
-    return 0
+    return run_training_command("camopd", make_parser, train, argv)
 
 
 if __name__ == "__main__":

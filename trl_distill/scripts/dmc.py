@@ -24,9 +24,8 @@ from .utils import (
     lab_dtype,
     lab_tokenizer,
     quantization_config,
-    relaunch_under_accelerate,
+    run_training_command,
     student_init_kwargs,
-    training_argv,
     training_parser,
 )
 
@@ -97,12 +96,7 @@ def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    argv = training_argv("dmc", argv)
-    if relaunch_under_accelerate("dmc", argv):  # --accelerate_config / --num_processes
-        return 0
-    data_args, dmc_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    train(data_args, dmc_args, training_args, model_args)
-    return 0
+    return run_training_command("dmc", make_parser, train, argv)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ from .utils import (
     lab_tokenizer,
     load_train_eval,
     quantization_config,
-    relaunch_under_accelerate,
+    run_training_command,
     student_init_kwargs,
-    training_argv,
     training_parser,
     verifier,
 )
@@ -121,12 +120,7 @@ def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    argv = training_argv("ogls_sd", argv)
-    if relaunch_under_accelerate("ogls-sd", argv):  # --accelerate_config / --num_processes
-        return 0
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    train(script_args, training_args, model_args)
-    return 0
+    return run_training_command("ogls-sd", make_parser, train, argv)
 
 
 if __name__ == "__main__":

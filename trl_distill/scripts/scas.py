@@ -25,9 +25,8 @@ from .utils import (
     lab_tokenizer,
     load_train_eval,
     quantization_config,
-    relaunch_under_accelerate,
+    run_training_command,
     student_init_kwargs,
-    training_argv,
     training_parser,
 )
 
@@ -112,12 +111,7 @@ def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    argv = training_argv("scas", argv)
-    if relaunch_under_accelerate("scas", argv):  # --accelerate_config / --num_processes
-        return 0
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
-    train(script_args, training_args, model_args)
-    return 0
+    return run_training_command("scas", make_parser, train, argv)
 
 
 if __name__ == "__main__":

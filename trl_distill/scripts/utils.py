@@ -358,3 +358,14 @@ def training_parser(dataclass_types: tuple, prog: str | None):
     from trl import TrlParser
 
     return with_docstring_help(TrlParser(dataclass_types, prog=prog, epilog=LAUNCH_EPILOG), dataclass_types)
+
+
+def run_training_command(command: str, make_parser, train, argv: list[str] | None) -> int:
+    """The `main` of every training command: the recipe resolved ([`training_argv`]), a relaunch under `accelerate
+    launch` when `--accelerate_config`/`--num_processes` ask for one, else parse (`--config` plus overriding flags),
+    train and save; returns the exit status."""
+    argv = training_argv(command.replace("-", "_"), argv)
+    if relaunch_under_accelerate(command, argv):
+        return 0
+    train(*make_parser().parse_args_and_config(args=argv))
+    return 0
