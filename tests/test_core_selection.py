@@ -36,9 +36,15 @@ def test_sft_dataset_is_a_pool_with_one_candidate_per_prompt():
     "rows, message",
     [
         ([{"prompt": "p", "candidates": []}], "Row 0: `candidates` is empty"),
-        ([{"prompt": "p", "candidates": [{"completion": "a", "teacher": "t"}]}], r"Row 0, candidate 0: missing \['correct'\]"),
+        (
+            [{"prompt": "p", "candidates": [{"completion": "a", "teacher": "t"}]}],
+            r"Row 0, candidate 0: missing \['correct'\]",
+        ),
         ([{"prompt_id": 0, "prompt": "p", "completion": "a", "teacher": "t"}], r"missing column\(s\) \['correct'\]"),
-        ([{"prompt_id": 0, "prompt": "p", "completion": " ", "teacher": "t", "correct": True}], "Row 0: `completion` is empty"),
+        (
+            [{"prompt_id": 0, "prompt": "p", "completion": " ", "teacher": "t", "correct": True}],
+            "Row 0: `completion` is empty",
+        ),
         ([{"prompt_id": 0, "prompt": "p", "completion": "a", "teacher": "t", "correct": "yes"}], "must be a boolean"),
         ([{"question": "p"}], "Not a candidate pool"),
     ],
