@@ -10,7 +10,8 @@ a `--prompt_length` prompt and a `--length` answer each, generated directly, no 
 - bare forward: `model(...)` on the engine's batches (full logits), nothing else.
 
 The three run interleaved over `--rounds` rounds; each keeps its median round. Targets: batched ≤ 1.3× the time of a
-bare forward, and ≥ 4× (CPU) / ≥ 8× (CUDA) faster than the batch-1 form.
+bare forward, and ≥ 4× (CPU) / ≥ 8× (CUDA) faster than the batch-1 form. `--profile` prints where the batched
+scorer's time goes (`torch.profiler`).
 """
 
 import argparse
@@ -78,6 +79,7 @@ def main(argv=None):
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one batched call")
     options = parser.parse_args(argv)
     common.setup_torch(options.threads)
     vocab = common.vocab_of(options)
@@ -99,6 +101,12 @@ def main(argv=None):
 
     score_features(model, features[: options.batch], PAD, batch_size=options.batch)  # warm-up
     released_batch1(model, features[:1])
+    if options.profile:
+        from torch.profiler import profile
+
+        with profile() as profiler:
+            score_features(model, features, PAD, batch_size=options.batch)
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     times = common.interleaved({"bare": bare, "batched": batched, "single": single}, options.rounds)
     error = max(abs(a["learning_cost"] - b) / max(1.0, abs(b)) for a, b in zip(results["batched"], results["single"]))
     over_bare, spread_bare = common.ratio_of(times["batched"], times["bare"])

@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ FULL = {
         "--growth_vocabs", "32768", "151669", "262144", "--growth_lengths", "512", "2048",
     ],
     "camopd": ["--length", "64", "--batch", "4", "--steps", "3", "--rounds", "2"],
-    "dmc": ["--length", "64", "--train_size", "1024", "--sft_steps", "4", "--rounds", "2"],
+    "dmc": ["--length", "64", "--train_size", "1024", "--batch", "8", "--sft_steps", "3", "--rounds", "2"],
     "pool_builder": ["--length", "32", "--prompts", "32", "--n", "2", "--rounds", "2"],
 }  # fmt: skip
 QUICK = {
@@ -66,6 +67,11 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu})"
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -81,15 +87,15 @@ def main(argv=None):
     os.makedirs(options.out, exist_ok=True)
 
     started, load_before = time.time(), load()
-    rows, durations = [], {}
+    rows, durations, cpu = [], {}, {}
     for name in (n for n in ORDER if n in options.only):
         with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
             path = handle.name
         argv_ = [os.path.join(HERE, f"bench_{name}.py"), *settings[name], "--threads", str(options.threads)]
         print(f"\n=== {name}: {' '.join(argv_[1:])}", flush=True)
-        begin = time.time()
+        begin, cpu_begin = time.time(), children_cpu()
         result = subprocess.run([sys.executable, *argv_, "--json", path], check=False)
-        durations[name] = time.time() - begin
+        durations[name], cpu[name] = time.time() - begin, children_cpu() - cpu_begin
         if result.returncode != 0:
             rows.append(
                 common.measure(name, "benchmark failed", float("nan"), None, None, f"exit {result.returncode}")
@@ -108,10 +114,12 @@ def main(argv=None):
         "load_average_after": load(),
         "quick": options.quick,
         "seconds": {**{k: round(v, 1) for k, v in durations.items()}, "total": round(time.time() - started, 1)},
+        "cpu_seconds": {**{k: round(v, 1) for k, v in cpu.items()}, "total": round(sum(cpu.values()), 1)},
     }
     summary = (
         f"{header['date']}, {header['machine']}, {options.threads} torch thread(s), {header['timing']}; load average "
-        f"(1/5/15 min) {load_before} before, {header['load_average_after']} after; {header['seconds']['total']:.0f} s"
+        f"(1/5/15 min) {load_before} before, {header['load_average_after']} after; {header['seconds']['total']:.0f} s wall-clock, "
+        f"{header['cpu_seconds']['total']:.0f} s CPU (on quiet cores, one thread, the wall-clock)"
         + (" (--quick: toy sizes, not a measurement)" if options.quick else "")
     )
     print(f"\n=== summary: {summary}\n")
