@@ -33,11 +33,11 @@ FULL = {
     "scas": ["--length", "128", "--candidates", "16", "--batch", "8", "--rounds", "3"],
     "ogls_sd": [
         "--length", "64", "--batch", "4", "--num_generations", "4", "--steps", "3", "--rounds", "2",
-        "--growth_vocabs", "32768", "151669", "262144", "--growth_lengths", "512", "2048",
+        "--growth_vocabs", "32768", "151669", "262144", "--growth_lengths", "2048",
     ],
     "camopd": ["--length", "64", "--batch", "4", "--steps", "3", "--rounds", "2"],
     "dmc": ["--length", "64", "--train_size", "1024", "--batch", "8", "--sft_steps", "3", "--rounds", "2"],
-    "pool_builder": ["--length", "32", "--prompts", "32", "--n", "2", "--rounds", "2"],
+    "pool_builder": ["--length", "32", "--prompts", "16", "--n", "2", "--rounds", "2"],
 }  # fmt: skip
 QUICK = {
     "scas": ["--vocab", "4096", "--length", "16", "--candidates", "4", "--batch", "2", "--rounds", "2"],
