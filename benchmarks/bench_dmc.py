@@ -1,128 +1,155 @@
-"""Cost of one DMC reselection against one epoch of SFT on the toy world.
+"""Cost of one DMC reselection against one epoch of SFT, at a real vocabulary.
 
-    python benchmarks/bench_dmc.py [--train_sizes 256 1024] [--batch_size 16]
+    python benchmarks/bench_dmc.py [--shape qwen3-0.6b] [--vocab V] [--length 64] [--train_size 1024] [--rounds 2]
 
-Same student (the toy world's briefly pre-trained `xs` Qwen2), four candidate datasets of each `--train_sizes` rows,
-same process:
+Same random-init student (`--shape`, see `bench_common`), four toy candidate datasets of `--train_size` rows each
+(the arithmetic candidates of `trl_distill.dmc.toy`, encoded by the real-vocabulary tokenizer), same process:
 
-- epoch: one epoch of `SFTTrainer` on the concatenated candidates, no callback (the baseline);
-- reselection: one `DMCCallback` round at the default settings (`DMCArguments()`: probe 128 rows per dataset,
-  64 dev prompts, 64 new tokens), split into capability `C` (greedy generation) and difficulty `L` (scoring), for
-  the probe-based strategies (`mixture`, `top_dataset`) and for `top_fraction`, which scores every row.
+- epoch: `SFTTrainer` on the concatenated candidates, no callback. An epoch at a real vocabulary is minutes on CPU,
+  so each round trains `--sft_steps` steps and the epoch is the median step time × the steps of one epoch
+  (`ceil(rows / batch)`); the first step of a round is warm-up and not counted;
+- reselection: one `DMCCallback` round at `DMCArguments()` defaults (probe 128 rows per dataset, 64 dev prompts) with
+  `max_new_tokens = --length`, split into capability `C` (greedy generation) and difficulty `L` (scoring), for each of
+  `--strategies` (`top_fraction` scores every row rather than a probe and has no target).
 
-Target: a probe-based reselection costs at most 10% of an epoch. Its cost is fixed (probe and dev sizes) while an
-epoch grows with the data, so the ratio is printed for several dataset sizes. The machine may be shared: the ratios are
-taken within one run, best of `--repeats` for the reselections.
+The two are interleaved over `--rounds` rounds; each keeps its median. Target: a probe-based (`mixture`) reselection
+costs at most 10% of an epoch.
 """
 
 import argparse
+import math
 import os
+import statistics
+import sys
 import tempfile
-import time
 
 
-os.environ.setdefault("TQDM_DISABLE", "1")
-
-import torch  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
-
-from trl_distill.core.sampler import SelectionSampler  # noqa: E402
-from trl_distill.dmc import compatibility as dmc  # noqa: E402
-from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback  # noqa: E402
-from trl_distill.dmc.toy import toy_candidates, toy_student  # noqa: E402
-from trl_distill.lab.tasks import task_reward  # noqa: E402
-from trl_distill.lab.tokenizer import build_tokenizer  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as common  # noqa: E402
 
 
-def timed_round(callback: DMCCallback, model, tokenizer, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds of one reselection, and of its capability part."""
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_arguments(parser, length=64)
+    parser.add_argument("--train_size", type=int, default=1024, help="rows per candidate dataset")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--sft_steps", type=int, default=4, help="SFT steps timed per round (the first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--strategies", nargs="+", default=["mixture"], choices=["mixture", "top_fraction"])
+    options = parser.parse_args(argv)
+    common.setup_torch(options.threads)
+
+    import torch
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    import trl_distill.dmc.dmc_callback as dmc_module
+    from trl_distill.core.sampler import SelectionSampler
+    from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCCallback
+    from trl_distill.dmc.toy import toy_candidates
+    from trl_distill.lab.tasks import task_reward
+
+    vocab = common.vocab_of(options)
+    tokenizer = common.make_tokenizer(vocab)
+    model = common.make_model(options.shape, vocab, tokenizer)
+    datasets, dev = toy_candidates(train_size=options.train_size)
+    candidates = CandidateDatasets(datasets)
+    clock = common.Clock()
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.marks.append(clock())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(clock())
+
+    step_times = []
+
+    def sft_steps():
+        step_clock = StepClock()
+        with tempfile.TemporaryDirectory() as output_dir:
+            config = SFTConfig(
+                output_dir=output_dir,
+                max_steps=options.sft_steps,
+                per_device_train_batch_size=options.batch,
+                learning_rate=1e-4,
+                save_strategy="no",
+                report_to=[],
+                logging_steps=10_000,
+                use_cpu=not torch.cuda.is_available(),
+                bf16=torch.cuda.is_available(),
+                gradient_checkpointing=False,
+                max_length=256,
+                disable_tqdm=True,
+            )
+            trainer = SFTTrainer(
+                model=model,
+                args=config,
+                train_dataset=candidates.train_dataset,
+                processing_class=tokenizer,
+                callbacks=[step_clock],
+            )
+            trainer.train()
+        marks = step_clock.marks
+        step_times.append(statistics.median([e - b for b, e in zip(marks[0::2], marks[1::2])][1:]))
+
     spent = {"capability": 0.0}
-    measure_capability = dmc.capability
+    measure_capability = dmc_module.capability
 
     def timed_capability(*args, **kwargs):
-        start = time.perf_counter()
+        start = clock()
         result = measure_capability(*args, **kwargs)
-        spent["capability"] += time.perf_counter() - start
+        spent["capability"] += clock() - start
         return result
 
-    best, best_c = float("inf"), float("inf")
-    import trl_distill.dmc.dmc_callback as module
+    dmc_module.capability = timed_capability
+    callbacks = {
+        s: DMCCallback(candidates, dev, task_reward, strategy=s, tokenizer=tokenizer, max_new_tokens=options.length)
+        for s in options.strategies
+    }
+    capability = {s: [] for s in options.strategies}
 
-    module.capability = timed_capability
-    try:
-        for _ in range(repeats):
+    def reselect(strategy):
+        def fn():
             spent["capability"] = 0.0
-            sampler = SelectionSampler(len(callback.candidates))
-            start = time.perf_counter()
-            callback.reselect(0, sampler, model=model, processing_class=tokenizer)
-            elapsed = time.perf_counter() - start
-            if elapsed < best:
-                best, best_c = elapsed, spent["capability"]
-    finally:
-        module.capability = measure_capability
-    return best, best_c
+            callbacks[strategy].reselect(0, SelectionSampler(len(candidates)), model=model, processing_class=tokenizer)
+            capability[strategy].append(spent["capability"])
 
+        return fn
 
-def bench_size(train_size: int, batch_size: int, repeats: int, tokenizer) -> dict:
-    """Times one SFT epoch and one reselection per strategy on candidates of `train_size` rows each."""
-    model, _ = toy_student(tokenizer)
-    datasets, dev = toy_candidates(train_size=train_size)
-    candidates = CandidateDatasets(datasets)
-    with tempfile.TemporaryDirectory() as output_dir:
-        config = SFTConfig(
-            output_dir=output_dir,
-            num_train_epochs=1,
-            per_device_train_batch_size=batch_size,
-            learning_rate=1e-3,
-            save_strategy="no",
-            report_to=[],
-            logging_steps=10_000,
-            use_cpu=not torch.cuda.is_available(),
-            gradient_checkpointing=False,
-            max_length=256,
-            disable_tqdm=True,
-        )
-        trainer = SFTTrainer(
-            model=model, args=config, train_dataset=candidates.train_dataset, processing_class=tokenizer
-        )
-        start = time.perf_counter()
-        trainer.train()
-        epoch = time.perf_counter() - start
-    rounds = {}
-    for strategy in ("mixture", "top_fraction"):
-        callback = DMCCallback(candidates, dev, task_reward, strategy=strategy, tokenizer=tokenizer)
-        rounds[strategy] = timed_round(callback, model, tokenizer, repeats)
-    return {"rows": len(candidates), "datasets": len(datasets), "epoch": epoch, "rounds": rounds}
+    setups = {"sft": sft_steps, **{s: reselect(s) for s in options.strategies}}
+    times = common.interleaved(setups, options.rounds, clock)
+    dmc_module.capability = measure_capability
 
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--train_sizes", type=int, nargs="+", default=[256, 1024], help="rows per candidate dataset")
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(min(4, os.cpu_count() or 1))
-    tokenizer = build_tokenizer()
-    defaults = DMCArguments()
+    steps_per_epoch = math.ceil(len(candidates) / options.batch)
+    epochs = [t * steps_per_epoch for t in step_times]
     print(
-        f"defaults: probe_size={defaults.probe_size} per dataset, dev_size={defaults.dev_size}, "
-        f"max_new_tokens={defaults.max_new_tokens}"
+        f"DMC reselection vs an SFT epoch: {common.shape_label(options)}, {len(datasets)} candidate datasets x "
+        f"{options.train_size} rows = {len(candidates)} rows/epoch, batch {options.batch}, median of {options.rounds} "
+        f"interleaved rounds, {'CUDA wall-clock' if common.cuda() else f'CPU process time, {options.threads} thread(s)'}"
     )
-    for train_size in args.train_sizes:
-        result = bench_size(train_size, args.batch_size, args.repeats, tokenizer)
-        steps = -(-result["rows"] // args.batch_size)
+    print(
+        f"  SFT step {statistics.median(step_times):.3f} s x {steps_per_epoch} steps = epoch "
+        f"{statistics.median(epochs):.1f} s   rounds (step s): " + " ".join(f"{t:.3f}" for t in step_times)
+    )
+    rows = []
+    for strategy in options.strategies:
+        seconds, c = statistics.median(times[strategy]), statistics.median(capability[strategy])
+        ratio, ratio_spread = common.ratio_of(times[strategy], epochs)
         print(
-            f"\ntoy world: {result['datasets']} candidate datasets x {train_size} rows = {result['rows']} rows/epoch; "
-            f"epoch of SFT (baseline): {result['epoch']:.2f} s ({steps} steps of {args.batch_size})"
+            f"  reselection [{strategy}]: {seconds:.2f} s (C {c:.2f} s, L {seconds - c:.2f} s)  ratio to epoch "
+            f"{ratio:.3f}   rounds (s): " + " ".join(f"{t:.2f}" for t in times[strategy])
         )
-        for strategy, (seconds, capability_seconds) in result["rounds"].items():
-            print(
-                f"  reselection [{strategy}]: {seconds:.2f} s (C {capability_seconds:.2f} s, "
-                f"L {seconds - capability_seconds:.2f} s)  ratio to epoch {seconds / result['epoch']:.3f}"
-            )
-        ratio = result["rounds"]["mixture"][0] / result["epoch"]
-        verdict = "meets" if ratio <= 0.10 else "misses"
-        print(f"  probe-based reselection / epoch = {ratio:.3f} ({verdict} the target <= 0.10)")
+        target = "<= 0.1" if strategy == "mixture" else None
+        note = f"{len(candidates)} rows/epoch; epoch = median step x {steps_per_epoch}"
+        rows.append(common.measure("dmc", f"{strategy} reselection / epoch", ratio, target, ratio_spread, note))
+    print()
+    common.print_measures(rows)
+    common.write_measures(options.json, rows)
+    return rows
 
 
 if __name__ == "__main__":
