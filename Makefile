@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install install-dev lint torch
+.PHONY: demo test bench install install-dev lint torch
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,7 @@ demo: install
 test: install-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# Speed and memory against TRL's trainers and naive references at real vocabularies (docs/benchmarks.md); 15 min on 2 CPUs.
+bench: install-dev
+	$(PY) benchmarks/run_all.py

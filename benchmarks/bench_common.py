@@ -3,7 +3,7 @@
 - Shapes. `--shape` names a real model's configuration (`qwen3-0.6b`, `llama-3.2-1b`, `gemma-3-1b`) with random
   weights and its real vocabulary size; on CPU the depth and width are scaled down (hidden 64, 2 layers; a teacher
   hidden 128, 4 layers), on CUDA the full configuration is built. `--vocab` overrides the vocabulary size.
-- Tokenizer. The tiny world's byte-level tokenizer (`trl_distill.lab.tokenizer`) with filler tokens `<v123>` appended
+- Tokenizer. The tiny world's byte-level tokenizer (`trl_distill.lab.world.tokenizer`) with filler tokens `<v123>` appended
   until it has exactly the vocabulary's size, so ASCII text encodes as before while the model samples ids from the
   whole vocabulary and every id decodes. Built offline in under a second.
 - Timing. On CPU the process CPU time with a fixed number of torch threads (`--threads`, default 1): a machine shared
@@ -101,7 +101,7 @@ def make_tokenizer(vocab_size: int):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from trl_distill.lab.tokenizer import BOS_TURN, CHAT_TEMPLATE, EOS, PAD, build_tokenizer
+    from trl_distill.lab.world.tokenizer import BOS_TURN, CHAT_TEMPLATE, EOS, PAD, build_tokenizer
 
     base = build_tokenizer()
     spec = json.loads(base.backend_tokenizer.to_str())

@@ -3,7 +3,7 @@
     python benchmarks/bench_dmc.py [--shape qwen3-0.6b] [--vocab V] [--length 64] [--train_size 1024] [--rounds 2]
 
 Same random-init student (`--shape`, see `bench_common`), four toy candidate datasets of `--train_size` rows each
-(the arithmetic candidates of `trl_distill.dmc.toy`, encoded by the real-vocabulary tokenizer), same process:
+(the arithmetic candidates of `trl_distill.lab.world.toys`, encoded by the real-vocabulary tokenizer), same process:
 
 - epoch: `SFTTrainer` on the concatenated candidates, no callback. An epoch at a real vocabulary is minutes on CPU,
   so each round trains `--sft_steps` steps and the epoch is the median step time × the steps of one epoch
@@ -46,8 +46,8 @@ def main(argv=None):
     import trl_distill.dmc.dmc_callback as dmc_module
     from trl_distill.core.sampler import SelectionSampler
     from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCCallback
-    from trl_distill.dmc.toy import toy_candidates
-    from trl_distill.lab.tasks import task_reward
+    from trl_distill.lab.world.tasks import task_reward
+    from trl_distill.lab.world.toys import toy_candidates
 
     vocab = common.vocab_of(options)
     tokenizer = common.make_tokenizer(vocab)

@@ -42,7 +42,7 @@ def main(argv=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from trl_distill.core.generation import generate_completions
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
     from trl_distill.pool.builder import build_pool
 
     vocab = common.vocab_of(options)

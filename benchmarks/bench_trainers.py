@@ -67,7 +67,7 @@ def run(options) -> dict:
 
     from trl_distill.camopd.camopd_config import CaMOPDConfig
     from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
-    from trl_distill.lab.tasks import make_task_splits
+    from trl_distill.lab.world.tasks import make_task_splits
     from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
     from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 

@@ -17,7 +17,7 @@ import bench_common as common  # noqa: E402
 
 
 def test_padded_tokenizer_has_the_vocabulary_size_and_keeps_the_byte_ids():
-    from trl_distill.lab.tokenizer import build_tokenizer
+    from trl_distill.lab.world.tokenizer import build_tokenizer
 
     tokenizer = common.make_tokenizer(300)
     assert len(tokenizer) == 300

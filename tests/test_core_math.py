@@ -104,3 +104,26 @@ def test_token_mean_loss_divides_by_the_step_tokens_or_the_micro_batch_tokens():
     assert token_mean_loss(total, tokens, 12).item() == 0.5  # the optimizer step's 12 tokens
     assert token_mean_loss(total, tokens, torch.tensor(3)).item() == 2.0
     assert token_mean_loss(total, torch.tensor(0)).item() == 6.0  # no token: no division by zero
+
+
+@pytest.mark.parametrize("softcap", [None, 5.0])
+def test_forward_only_cpu_logprobs_equal_the_chunked_kernel(softcap):
+    """The row-chunked CPU path (no grad) gives TRL's kernel's numbers (taken with grad on), and both equal an explicit
+    log-softmax, over more rows than one chunk."""
+    from trl_distill.core.divergence import LMHead
+    from trl_distill.core.logprobs import CPU_ROW_CHUNK, token_logprobs_from_hidden
+
+    torch.manual_seed(0)
+    rows, length, width, vocab = 3, CPU_ROW_CHUNK, 8, 50
+    hidden = torch.randn(rows, length, width)
+    head = LMHead(torch.randn(vocab, width), torch.randn(vocab), logit_scale=0.7, softcap=softcap)
+    ids = torch.randint(0, vocab, (rows, length))
+    mask = (torch.rand(rows, length) > 0.2).long()
+    with torch.no_grad():
+        fast = token_logprobs_from_hidden(hidden, head, ids, mask, temperature=0.8)
+    kernel = token_logprobs_from_hidden(hidden.requires_grad_(), head, ids, mask, temperature=0.8).detach()
+    explicit = torch.log_softmax(head.logits(hidden.detach()[:, :-1]) / 0.8, -1).gather(-1, ids[:, 1:, None])[..., 0]
+    expected = torch.cat([torch.zeros(rows, 1), explicit * mask[:, 1:]], dim=1)
+    expected[:, 0] = 0
+    torch.testing.assert_close(fast, kernel, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)

@@ -133,13 +133,32 @@ def last_hidden_states(model, batch: SequenceBatch) -> torch.Tensor:
     ).last_hidden_state
 
 
+CPU_ROW_CHUNK = 64  # rows of explicit logits at a time: 64 × 151,669 fp32 is 39 MB
+
+
+def _row_chunked_logprobs(h: torch.Tensor, head: LMHead, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`log_softmax(head(h) / T)[targets]`, forward only, over chunks of `CPU_ROW_CHUNK` rows.
+
+    On CPU (no Triton) TRL's chunked kernel makes several elementwise passes over every vocabulary tile, which cost
+    more than the matrix multiply at real vocabularies (profiled in docs/benchmarks.md); one `log_softmax` per row
+    chunk gives the same numbers (to fp32 rounding) in fewer passes, still without `(B, L, V)` logits.
+    """
+    out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
+    for start in range(0, h.shape[0], CPU_ROW_CHUNK):
+        rows = slice(start, start + CPU_ROW_CHUNK)
+        log_p = torch.log_softmax(head.logits(h[rows]) / temperature, dim=-1)
+        out[rows] = log_p.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+    return out
+
+
 def token_logprobs_from_hidden(
     hidden: torch.Tensor, head: LMHead, input_ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """`log p(input_ids[t] | <t)` from the hidden states at `t-1`, computed only where `mask` is set.
 
-    Uses TRL's `ChunkedLogProbFunction`, so the `(B, L, V)` logits never exist; differentiable. The head is gathered
-    when DeepSpeed ZeRO-3 partitions it.
+    Uses TRL's `ChunkedLogProbFunction`, so the `(B, L, V)` logits never exist; differentiable. Forward-only on CPU
+    (scoring), it takes `log_softmax` over chunks of `CPU_ROW_CHUNK` rows instead ([`_row_chunked_logprobs`]). The
+    head is gathered when DeepSpeed ZeRO-3 partitions it.
     """
     mask = mask.clone()
     mask[:, 0] = 0  # nothing predicts the first token
@@ -149,10 +168,14 @@ def token_logprobs_from_hidden(
     out = hidden.new_zeros(input_ids.shape, dtype=torch.float32)
     if h.shape[0] == 0:
         return out
+    needs_grad = torch.is_grad_enabled() and (h.requires_grad or head.weight.requires_grad)
     with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3 partitions the head outside a forward
-        logprobs = ChunkedLogProbFunction.apply(
-            h, head.weight, head.bias, targets, temperature, VOCAB_CHUNK, head.softcap, head.logit_scale, ()
-        )[0]
+        if h.device.type == "cpu" and not needs_grad:
+            logprobs = _row_chunked_logprobs(h, head, targets, temperature)
+        else:
+            logprobs = ChunkedLogProbFunction.apply(
+                h, head.weight, head.bias, targets, temperature, VOCAB_CHUNK, head.softcap, head.logit_scale, ()
+            )[0]
     shifted = out[:, 1:].reshape(-1).masked_scatter(valid, logprobs.float())
     return torch.cat([out[:, :1], shifted.view(out.shape[0], -1)], dim=1)
 
