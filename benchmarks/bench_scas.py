@@ -56,11 +56,12 @@ def released_batch1(model, features, lmbda=0.5):
             ids = torch.tensor([f["input_ids"]], device=device)
             logits = model(input_ids=ids).logits[0].float()
             nll = -torch.log_softmax(logits[:-1], -1).gather(-1, ids[0, 1:, None])[:, 0]
-            A = [t for t in range(1, len(ids[0])) if f["completion_mask"][t] and not f["special_mask"][t]]
-            Q = [t for t in range(1, len(ids[0])) if not f["completion_mask"][t] and not f["special_mask"][t]]
+            # position 0 leaves the NLL means only (nothing predicts it); the features drop only special tokens
+            A = [t for t in range(len(ids[0])) if f["completion_mask"][t] and not f["special_mask"][t]]
+            Q = [t for t in range(len(ids[0])) if not f["completion_mask"][t] and not f["special_mask"][t]]
             u = torch.nn.functional.normalize(captured[0][0].float(), dim=-1)
             sim = u @ u.T
-            d_A, d_Q = nll[[t - 1 for t in A]].mean(), nll[[t - 1 for t in Q]].mean()
+            d_A, d_Q = nll[[t - 1 for t in A if t]].mean(), nll[[t - 1 for t in Q if t]].mean()
             AA, AQ = sim[A][:, A].mean(), sim[A][:, Q].mean()
             costs.append(((1 - lmbda) * d_A**2 * AA + lmbda * d_A * d_Q * AQ).item())
     handle.remove()

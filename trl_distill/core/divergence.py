@@ -52,7 +52,8 @@ class LMHead:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Explicit logits `softcap(scale·(W h + b))` in fp32 (for small inputs, tests and the softcap fallback)."""
         z = F.linear(hidden.float(), self.weight.float(), None if self.bias is None else self.bias.float())
-        z = z * self.logit_scale
+        if self.logit_scale != 1.0:  # a full pass over (rows, V): skip it when it changes nothing
+            z = z * self.logit_scale
         if self.softcap is not None:
             z = self.softcap * torch.tanh(z / self.softcap)
         return z

@@ -140,14 +140,19 @@ def _row_chunked_logprobs(h: torch.Tensor, head: LMHead, targets: torch.Tensor, 
     """`log_softmax(head(h) / T)[targets]`, forward only, over chunks of `CPU_ROW_CHUNK` rows.
 
     On CPU (no Triton) TRL's chunked kernel makes several elementwise passes over every vocabulary tile, which cost
-    more than the matrix multiply at real vocabularies (profiled in docs/benchmarks.md); one `log_softmax` per row
+    more than the matrix multiply at real vocabularies (profiled in docs/benchmarks.md); one `logsumexp` per row
     chunk gives the same numbers (to fp32 rounding) in fewer passes, still without `(B, L, V)` logits.
     """
     out = torch.empty(h.shape[0], dtype=torch.float32, device=h.device)
     for start in range(0, h.shape[0], CPU_ROW_CHUNK):
         rows = slice(start, start + CPU_ROW_CHUNK)
-        log_p = torch.log_softmax(head.logits(h[rows]) / temperature, dim=-1)
-        out[rows] = log_p.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+        z = head.logits(h[rows])  # a fresh fp32 (rows, V) tensor, so the passes below may work in place
+        if temperature != 1.0:
+            z.div_(temperature)
+        picked = z.gather(-1, targets[rows].unsqueeze(-1)).squeeze(-1)
+        top = z.amax(dim=-1, keepdim=True)
+        # log p[target] = z[target] − logsumexp(z), the exponentials taken in place: no second (rows, V) tensor
+        out[rows] = picked - (z.sub_(top).exp_().sum(dim=-1).log_() + top.squeeze(-1))
     return out
 
 
