@@ -9,6 +9,7 @@ from datasets import Dataset
 
 from trl_distill.camopd.routing import named_sources
 from trl_distill.core.pool import is_candidate_pool, to_long_pool
+from trl_distill.ogls_sd.ogls_sd_config import OGLSSDConfig
 from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 
 
@@ -46,7 +47,11 @@ def test_each_example_row_is_accepted(section, row, tokenizer):
     elif section.startswith("`DMCCallback`"):
         assert not is_candidate_pool(data) and to_long_pool(data.remove_columns("correct")).num_rows == 1
     elif section == "`OGLSSDTrainer`":
-        OGLSSDTrainer._check_dataset(data, "train_dataset")
+        for args in (
+            OGLSSDConfig(output_dir="unused", use_cpu=True),
+            OGLSSDConfig.opsd(output_dir="unused", use_cpu=True),
+        ):
+            OGLSSDTrainer._check_dataset(data, "train_dataset", args)
     elif section == "`CaMOPDTrainer`":
         assert list(named_sources({"general": data, "domain": data})) == ["general", "domain"]
     else:
