@@ -33,6 +33,9 @@ from .utils import (
 )
 
 
+LAB_EVAL_PROMPTS = 16
+
+
 @dataclass
 class OGLSSDScriptArguments(DistillScriptArguments):
     r"""
@@ -72,7 +75,9 @@ def load_model_and_data(script_args: OGLSSDScriptArguments, training_args: OGLSS
         model_path, train = ogls_sd_world(tokenizer, script_args.lab_pretrain_steps)
         reward = verifier("lab_task")
         # the tiny world has one split: with eval_strategy set it is evaluated on its training prompts
-        evaluation = train if str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO") else None
+        # the tiny world evaluates on a slice of its prompts: a whole pass of rollouts over all of them takes minutes
+        evaluating = str(training_args.eval_strategy) not in ("no", "IntervalStrategy.NO")
+        evaluation = train.select(range(min(LAB_EVAL_PROMPTS, len(train)))) if evaluating else None
     else:
         if not (model_args.model_name_or_path and script_args.dataset_name):
             raise ValueError("Give --model_name_or_path and --dataset_name, or use --lab.")
