@@ -1,4 +1,4 @@
-"""DMC (METHODS.md §2): the formula, its three components and the dataset ranking, against independent numbers."""
+"""DMC (docs/methods.md §2): the formula, its three components and the dataset ranking, against independent numbers."""
 
 import math
 

@@ -54,7 +54,7 @@ def test_ice_with_rule_judge_on_hand_made_responses():
         {"prompt": "Which model are you?", "response": "I am Qwen, from Alibaba Cloud.", "category": "technology"},
     ]
     result = ice(QWEN, responses=records, show_progress=False)
-    # "trained by Anthropic" claims another model's maker: Strict counts it (METHODS.md §5)
+    # "trained by Anthropic" claims another model's maker: Strict counts it (docs/methods.md §5)
     assert (result.loose, result.strict, result.hard) == (
         pytest.approx(3 / 4),
         pytest.approx(3 / 4),
@@ -158,7 +158,7 @@ def test_cli_ice_from_responses(tmp_path, capsys):
     output = tmp_path / "ice.json"
     assert main([*args, "--responses", responses, "--output", str(output)]) == 0
     result = json.loads(output.read_text())
-    # "built by OpenAI" claims another model's maker, which Strict counts (METHODS.md §5)
+    # "built by OpenAI" claims another model's maker, which Strict counts (docs/methods.md §5)
     assert result["loose"] == pytest.approx(2 / 6) and result["strict"] == pytest.approx(2 / 6)
     assert len(result["records"]) == 6
     assert "loose" in capsys.readouterr().out

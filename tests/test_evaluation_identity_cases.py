@@ -1,4 +1,4 @@
-"""One table of identity-claim cases (METHODS.md §5) that the rule-based ICE judge and the LLM judges' rubric both
+"""One table of identity-claim cases (docs/methods.md §5) that the rule-based ICE judge and the LLM judges' rubric both
 decide the same way: "I was trained by Anthropic" claims another model, as "I am ChatGPT" does."""
 
 import json

@@ -15,7 +15,7 @@ SCHEDULES = ("alternating", "mixed")
 class CaMOPDConfig(DistillationConfig):
     r"""
     Configuration class for the [`CaMOPDTrainer`]: Counteraction-Aware Multi-Teacher On-Policy Distillation
-    (arXiv 2605.27115, METHODS.md §4).
+    (arXiv 2605.27115, docs/methods.md §4).
 
     Extends [`~trl.DistillationConfig`] (every field of it keeps its meaning) with several named teachers, named prompt
     sources routed to them, the decoupled alternating schedule and gap-based sample selection. The schedule and the
@@ -47,7 +47,7 @@ class CaMOPDConfig(DistillationConfig):
             to its source's teacher. With a single source both are the same as [`~trl.DistillationTrainer`].
         review_every (`int`, *optional*, defaults to `3`):
             K, the number of general-recovery optimizer steps before each domain-review step (`alternating` only).
-            The 3:1 schedule the later notes on the paper report (medium confidence; METHODS.md §4).
+            The 3:1 schedule the later notes on the paper report (medium confidence; docs/methods.md §4).
         recovery_source (`str`, *optional*, defaults to `"general"`):
             Name of the source of the recovery steps (proxy general prompts).
         review_source (`str`, *optional*, defaults to `"domain"`):

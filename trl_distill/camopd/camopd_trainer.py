@@ -1,4 +1,4 @@
-"""CaMOPD: Counteraction-Aware Multi-Teacher On-Policy Distillation (arXiv 2605.27115, METHODS.md §4)."""
+"""CaMOPD: Counteraction-Aware Multi-Teacher On-Policy Distillation (arXiv 2605.27115, docs/methods.md §4)."""
 
 import textwrap
 import time
@@ -425,7 +425,7 @@ class CaMOPDTrainer(DistillationTrainer):
                     teacher_hidden = hidden.new_zeros(size, logits_to_keep, width)
                 teacher_hidden[run, :, : hidden.size(-1)] = hidden.to(teacher_hidden.dtype)
 
-        # gap = (1/n) Σ_t |log T(y_t) − log S(y_t)|  (METHODS.md §4)
+        # gap = (1/n) Σ_t |log T(y_t) − log S(y_t)|  (docs/methods.md §4)
         gaps = gap(student_logprobs, teacher_logprobs, loss_mask)
         kept = select_by_gap(gaps, num_keep)
         self._log_gaps(gaps, kept, sources, loss_mask)
@@ -479,7 +479,7 @@ class CaMOPDTrainer(DistillationTrainer):
                 grads.append(per_sample_gradients(losses, params))
         grads = torch.cat(grads)
         kept = kept.to(grads.device)
-        # Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖; GCG = (Coh(selected) − Coh(full)) / Coh(full)   (METHODS.md §4)
+        # Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖; GCG = (Coh(selected) − Coh(full)) / Coh(full)   (docs/methods.md §4)
         local = torch.stack([coherence(grads), coherence(grads[kept]), coherence_gain(grads, kept)])
         full, selected, gain = (
             self.accelerator.gather(local.reshape(1, 3).to(self.accelerator.device)).mean(0).tolist()

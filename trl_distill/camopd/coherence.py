@@ -1,4 +1,4 @@
-"""CaMOPD's gradient diagnostics (METHODS.md §4).
+"""CaMOPD's gradient diagnostics (docs/methods.md §4).
 
 - `gradient_coherence`: `cos(∇L_recovery, ∇L_review)`, negative = the two phases counteract (*proposed* diagnostic).
 - `coherence` and `coherence_gain`: the paper's **gradient coherence gain** as later notes on it report it (medium
@@ -20,7 +20,7 @@ import torch
 
 
 def gradient_coherence(grad_a: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
-    """`cos(∇L_a, ∇L_b)` of two flattened gradients; negative means the updates counteract (METHODS.md §4)."""
+    """`cos(∇L_a, ∇L_b)` of two flattened gradients; negative means the updates counteract (docs/methods.md §4)."""
     return torch.nn.functional.cosine_similarity(grad_a.float(), grad_b.float(), dim=0, eps=1e-12)
 
 
@@ -31,7 +31,7 @@ def coherence(grads: torch.Tensor) -> torch.Tensor:
 
 
 def coherence_gain(grads: torch.Tensor, selected: Sequence[int] | torch.Tensor) -> torch.Tensor:
-    """`GCG = (Coh(selected) − Coh(full)) / Coh(full)` (METHODS.md §4, the paper's diagnostic as reported).
+    """`GCG = (Coh(selected) − Coh(full)) / Coh(full)` (docs/methods.md §4, the paper's diagnostic as reported).
 
     Args:
         grads (`torch.Tensor`): `(N, P)` per-sample gradients of all generated samples (the full set).

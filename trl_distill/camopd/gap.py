@@ -1,4 +1,4 @@
-"""CaMOPD's gap-based sample selection (METHODS.md §4, *proposed* specifics).
+"""CaMOPD's gap-based sample selection (docs/methods.md §4, *proposed* specifics).
 
 Per generated sample, the teacher–student **gap** is the mean absolute difference of the log-probabilities the two
 models give the tokens the student sampled:

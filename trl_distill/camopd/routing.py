@@ -1,4 +1,4 @@
-"""CaMOPD's routing: named prompt sources, each corrected by a named teacher (METHODS.md §4).
+"""CaMOPD's routing: named prompt sources, each corrected by a named teacher (docs/methods.md §4).
 
 The trainer receives `train_dataset` as one dataset or a dict of named sources, and teachers by name. Sources are
 combined into one dataset that carries each prompt's source in a `prompt_source` column, and every generated sample

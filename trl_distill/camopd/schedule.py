@@ -1,4 +1,4 @@
-"""CaMOPD's decoupled alternating schedule (METHODS.md §4, *proposed* specifics).
+"""CaMOPD's decoupled alternating schedule (docs/methods.md §4, *proposed* specifics).
 
 Every optimizer step is *pure*: all its prompts, across accumulation micro-batches and processes, come from one
 source. `review_every = K` general-recovery steps (general prompts, general teacher) are followed by one domain-review

@@ -317,7 +317,7 @@ def prompt_groups(prompt_ids) -> dict:
     return groups
 
 
-# The released SCAS pool (METHODS.md §1): a directory per source corpus with one JSONL file per teacher. File names
+# The released SCAS pool (docs/methods.md §1): a directory per source corpus with one JSONL file per teacher. File names
 # the released scorer recognises, longest suffix first; the teacher is the name before the suffix.
 RELEASED_SUFFIXES = (
     "_teacher_responses_evaluated.jsonl",

@@ -1,6 +1,6 @@
 """Data–model compatibility (DMC): how well a distillation dataset suits a given student, now.
 
-METHODS.md §2. The idea (a dataset-level score that combines data quality, relative difficulty and student
+docs/methods.md §2. The idea (a dataset-level score that combines data quality, relative difficulty and student
 capability, recomputed during training to reselect data) is the paper's; the formula below is **our proposed
 formulation** (a generalisation of CAR, Xu et al. 2024), implemented as written with its knobs exposed:
 
@@ -37,7 +37,7 @@ RESPONSE_COLUMNS = ("prompt", "completion")
 
 
 def compatibility(quality, difficulty, capability: float, beta: float = 1.0):
-    """Data–model compatibility `DMC = Q / (1 + β·(1 − C)·L)` (METHODS.md §2; **our proposed formulation**).
+    """Data–model compatibility `DMC = Q / (1 + β·(1 − C)·L)` (docs/methods.md §2; **our proposed formulation**).
 
     The same formula gives the dataset-level score (`quality = Q(D)`, `difficulty = L(D, θ)`) and the example-level
     form used to select inside one pool (`quality = q_i`, `difficulty = ℓ̄_i`, the example's mean token NLL).

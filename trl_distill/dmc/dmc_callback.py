@@ -1,7 +1,7 @@
 """Dynamic data selection by data–model compatibility, as a `TrainerCallback`.
 
 The user trains on the concatenation of several candidate datasets ([`CandidateDatasets`]); at every
-`reselect_every`-th epoch boundary [`DMCCallback`] recomputes DMC (METHODS.md §2, **our proposed formulation**) with
+`reselect_every`-th epoch boundary [`DMCCallback`] recomputes DMC (docs/methods.md §2, **our proposed formulation**) with
 the current model and swaps what the next epoch draws through the foundation's
 [`~trl_distill.core.sampler.SelectionSampler`]: the top-DMC dataset, a `softmax(DMC/τ)` mixture, or the top fraction
 of examples by example-level DMC. It works with any trainer that trains a map-style dataset through the standard
@@ -126,7 +126,7 @@ class DMCArguments:
     r"""
     Settings of [`DMCCallback`] (and of the `trl-distill dmc-rank` ranking command).
 
-    DMC is METHODS.md §2's **proposed formulation** `DMC(D, θ) = Q(D) / (1 + β·(1 − C(θ))·L(D, θ))`.
+    DMC is docs/methods.md §2's **proposed formulation** `DMC(D, θ) = Q(D) / (1 + β·(1 − C(θ))·L(D, θ))`.
 
     Parameters:
         strategy (`str`, *optional*, defaults to `"mixture"`):
@@ -225,7 +225,7 @@ def mixture_weights(scores, temperature: float, quality=None) -> np.ndarray:
 
 
 class DMCCallback(SelectionCallback):
-    """Reselects the training data by data–model compatibility at epoch boundaries (METHODS.md §2).
+    """Reselects the training data by data–model compatibility at epoch boundaries (docs/methods.md §2).
 
     DMC's formula is **our proposed formulation** (see [`~trl_distill.dmc.compatibility.compatibility`]). At the
     start of training and every `reselect_every` epochs the callback measures, with the current model, the capability

@@ -1,4 +1,4 @@
-"""White-box teacher–student diagnostics for models that share a tokenizer (METHODS.md §5, last item).
+"""White-box teacher–student diagnostics for models that share a tokenizer (docs/methods.md §5, last item).
 
 On the same token sequence, at every position `t` that predicts a scored token, with `p_S = softmax(z_S / τ)` and
 `p_T = softmax(z_T / τ)` over the shared vocabulary:

@@ -1,4 +1,4 @@
-"""The table of identity-claim cases that every ICE judge must decide the same way (METHODS.md §5).
+"""The table of identity-claim cases that every ICE judge must decide the same way (docs/methods.md §5).
 
 Each case is a response by a model whose true identity is [`CASE_IDENTITY`] (Qwen, by Alibaba Cloud), the verdict
 it must get (`conflict`, `claims_other_model`) and its category. [`RUBRIC_RULES`] gives, per category, the phrase of

@@ -450,7 +450,7 @@ class IdentityClaimJudge(Judge):
     A model-free ICE judge: a response conflicts with the model's identity when it makes a first-person claim ("I am
     ...", "I was trained by ...", "my developer is ...", "我是...", "...开发了我") naming a known model or organisation
     other than the model's own. Every such claim also counts as claiming another model (`Strict`): the known
-    organisations are model makers, and METHODS.md §5 counts another model's maker claimed as one's creator ("I was
+    organisations are model makers, and docs/methods.md §5 counts another model's maker claimed as one's creator ("I was
     trained by Anthropic") as claiming another model, as the LLM judges' rubric ([`ICE_RUBRIC`]) says. Both judges
     are checked on the same table of cases, `trl_distill.evaluation.identity_cases.IDENTITY_CASES`.
 
@@ -480,7 +480,7 @@ class IdentityClaimJudge(Judge):
             verdicts.append(
                 IdentityVerdict(
                     conflict=bool(claims),
-                    # another model, or another model's maker claimed as one's creator (METHODS.md §5)
+                    # another model, or another model's maker claimed as one's creator (docs/methods.md §5)
                     claims_other_model=bool(claims),
                     claimed_name=(model_claims or claims)[0].name if claims else None,
                 )

@@ -45,7 +45,7 @@ class IdentityVerdict:
     Args:
         conflict (`bool`): the response contradicts the model's true identity (counted by `Loose`).
         claims_other_model (`bool`): the response claims to be another named model, or to be made by another model's
-            maker ("I was trained by Anthropic"; METHODS.md §5), counted by `Strict`.
+            maker ("I was trained by Anthropic"; docs/methods.md §5), counted by `Strict`.
         claimed_name (`str` or `None`): the other identity it names, when known.
     """
 

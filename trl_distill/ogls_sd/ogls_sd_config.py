@@ -31,7 +31,7 @@ OPSD_GUARD_TEACHER_PROMPT_TEMPLATE = (
     "backtrack or reconsider if something doesn't work out:"
 )
 
-# The fields that make an OGLSSDConfig plain OPSD (arXiv 2601.18734, as METHODS.md §3 states its loss): the
+# The fields that make an OGLSSDConfig plain OPSD (arXiv 2601.18734, as docs/methods.md §3 states its loss): the
 # privileged teacher, no steering, every rollout distribution-matched over its whole length with the unclipped
 # symmetric JSD, no SFT term. `OGLSSDConfig.opsd(...)` applies them.
 OPSD_SETTINGS = {
@@ -52,7 +52,7 @@ class OGLSSDConfig(DistillationConfig):
     Configuration class for the [`OGLSSDTrainer`].
 
     Extends [`~trl.DistillationConfig`] (generation, vLLM, generalized JSD, logging) with the parameters of OPSD's
-    self-teacher and of OGLS-SD's outcome-guided steering (METHODS.md §3). The defaults are the form the v2 paper
+    self-teacher and of OGLS-SD's outcome-guided steering (docs/methods.md §3). The defaults are the form the v2 paper
     describes (arXiv 2605.12400v2, read from third-party notes on its source: medium confidence): a contextual
     direction added to the **unprivileged** teacher (the frozen model shown the prompt alone), applied to the rollouts
     the verifier did not accept, a clipped forward KL on their first 1,024 tokens, and a positive-tail SFT term on

@@ -1,4 +1,4 @@
-"""Which rollout tokens OGLS-SD trains, and how (v2, arXiv 2605.12400v2; METHODS.md §3, medium confidence).
+"""Which rollout tokens OGLS-SD trains, and how (v2, arXiv 2605.12400v2; docs/methods.md §3, medium confidence).
 
 Rollouts come in prompt groups of `num_generations` consecutive rows, with outcomes `1` (correct: reward at or above
 the success threshold), `0` (incorrect) or `-1` (no reward function scored it). Two disjoint token sets:

@@ -7,7 +7,7 @@ difference of logits is `s·W` times the mean difference of hidden states, the b
 trainer steer on hidden states and keep the chunked divergence.
 
 The contextual direction is the one the v2 paper describes (arXiv 2605.12400v2, read from third-party notes on its
-source: medium confidence) and the default; the pooled direction is our proposal (METHODS.md §3), kept as an option.
+source: medium confidence) and the default; the pooled direction is our proposal (docs/methods.md §3), kept as an option.
 Either is added to the *anchor*: the teacher shown the prompt alone (v2) or shown the privileged context (our v1
 reading).
 """

@@ -91,7 +91,7 @@ Q_NLL_SCOPES = ("prompt_with_gen", "prompt_no_gen")
 
 
 def learning_cost(d_A: torch.Tensor, d_Q: torch.Tensor, AA: torch.Tensor, AQ: torch.Tensor, lmbda: float = 0.5):
-    """SCAS learning cost `S = (1-λ)·d_A²·AA + λ·d_A·d_Q·AQ` (METHODS.md §1), elementwise."""
+    """SCAS learning cost `S = (1-λ)·d_A²·AA + λ·d_A·d_Q·AQ` (docs/methods.md §1), elementwise."""
     return (1 - lmbda) * d_A**2 * AA + lmbda * d_A * d_Q * AQ
 
 
