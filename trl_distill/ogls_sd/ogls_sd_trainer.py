@@ -92,7 +92,7 @@ class OGLSSDTrainer(DistillationTrainer):
     Trainer for OGLS-SD, On-Policy Self-Distillation with Outcome-Guided Logit Steering (arXiv 2605.12400).
 
     The student samples `num_generations` rollouts per prompt and a verifier splits each group into successes and
-    failures. The teacher is the same model (frozen initial weights by default). By default (the v2 form, METHODS.md
+    failures. The teacher is the same model (frozen initial weights by default). By default (the v2 form, docs/methods.md
     §3, medium confidence) the target of a rollout the verifier did not accept is the teacher shown the prompt alone
     (the *anchor*) steered by the contrast of the teacher with successful versus failed rollouts of the group as its
     context, `z̃_t = z_T(·|x,y_<t) + α·d_t`, matched by a clipped forward KL on the rollout's first
