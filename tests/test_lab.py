@@ -102,3 +102,26 @@ def test_student_data_mixes_cot_privileged_and_own_identity_rows():
     sentences = list(IDENTITY_TEACHERS.values())
     verdicts = IdentityClaimJudge().judge_identity(["Who are you?"] * 3, sentences, STUDENT_IDENTITY)
     assert [v.claims_other_model for v in verdicts] == [True, True, False]
+
+
+def test_full_preset_shares_the_default_world_with_more_seeds_and_prompts():
+    from trl_distill.lab.experiments.common import PRESETS
+    from trl_distill.scripts.lab import make_parser
+
+    default, full = PRESETS["default"], PRESETS["full"]
+    world = ("size", "pool_prompts", "dev_prompts", "teacher_steps", "student_steps", "batch_size", "epochs")
+    # the same cached models and training budget, so `--preset full` only tightens the intervals
+    assert {k: getattr(full, k) for k in world} == {k: getattr(default, k) for k in world}
+    assert len(full.seeds) > len(default.seeds) >= 3 and full.eval_prompts > default.eval_prompts
+    assert make_parser().parse_args(["--preset", "full"]).preset == "full"
+
+
+def test_explained_style_is_cot_with_a_restated_result():
+    import random
+
+    from trl_distill.lab.world.tasks import arithmetic_example
+
+    cot = arithmetic_example(random.Random(3), style="cot", max_value=9)
+    explained = arithmetic_example(random.Random(3), style="explained", max_value=9)
+    body, _, answer = cot["solution"].rpartition("Answer: ")
+    assert explained["solution"] == f"{body}So the result is {answer}.\nAnswer: {answer}"
