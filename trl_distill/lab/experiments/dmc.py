@@ -8,21 +8,8 @@ from trl import SFTConfig, SFTTrainer
 
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
-from ..world.tasks import make_task_splits, task_reward
-from .common import (
-    TASK_KWARGS,
-    Lab,
-    Phase,
-    accuracy,
-    compare,
-    fit,
-    gated,
-    load,
-    precondition,
-    spearman,
-    summary,
-    trainer_settings,
-)
+from ..world.tasks import task_reward
+from .common import Lab, Phase, accuracy, compare, fit, gated, load, precondition, spearman, summary, trainer_settings
 from .teachers import CAST_STEPS, cast
 
 
@@ -33,26 +20,15 @@ CLAIM = (
 COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
 
 
-def candidate_datasets(lab: Lab, world: dict) -> dict[str, Dataset]:
+def candidate_datasets(world: dict) -> dict[str, Dataset]:
     """One candidate dataset per teacher (its answers, right or wrong, to every training prompt) and the references."""
     pool = world["pool"]
     datasets = {}
     for teacher in world["teachers"]:
         datasets[teacher] = pool.filter(lambda row, t=teacher: row["teacher"] == t).select_columns(COLUMNS)
-    # the references in the `verbose` style (`Step k:` lines): the best data, but costly for the cot student until
-    # it is more capable, so DMC's ranking can move while it trains (the same prompts and answers as the cot splits)
-    reference = verbose_references(lab)
+    reference = world["splits"]["train"]
     datasets["reference"] = reference.add_column("correct", [True] * len(reference)).select_columns(COLUMNS)
     return datasets
-
-
-def verbose_references(lab: Lab) -> Dataset:
-    """The training prompts of `domain_splits` with their reference solutions written in the `verbose` style."""
-    p = lab.preset
-    splits = make_task_splits(
-        ("arithmetic",), p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, style="verbose", **TASK_KWARGS
-    )
-    return splits["train"]
 
 
 def run(lab: Lab, timings: dict) -> dict:
@@ -61,7 +37,7 @@ def run(lab: Lab, timings: dict) -> dict:
         world = cast(lab, bar)
         bar.update(CAST_STEPS - bar.n)
     splits = world["splits"]
-    datasets = candidate_datasets(lab, world)
+    datasets = candidate_datasets(world)
     names = list(datasets)
 
     def ranking(model) -> tuple[list, dict[str, float]]:

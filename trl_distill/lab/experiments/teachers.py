@@ -20,7 +20,7 @@ from .common import TASK_KWARGS, Lab, accuracy, answers, load
 TEACHERS = {
     "explained-strong": ("explained", 1.0),
     "cot-medium": ("cot", 0.6),
-    "terse-medium": ("terse", 0.4),
+    "terse-medium": ("terse", 1.0),
     "equation-weak": ("equation", 0.35),
 }
 
