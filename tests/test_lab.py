@@ -12,7 +12,10 @@ def test_tokenizer_round_trips_through_auto_tokenizer(tokenizer, tokenizer_dir):
         [{"role": "user", "content": "Compute 3+4-1. Résumé?"}, {"role": "assistant", "content": "3+4=7\nAnswer: 6"}],
         tokenize=False,
     )
-    assert text == "<|im_start|>user\nCompute 3+4-1. Résumé?<|im_end|>\n<|im_start|>assistant\n3+4=7\nAnswer: 6<|im_end|>\n"
+    assert (
+        text
+        == "<|im_start|>user\nCompute 3+4-1. Résumé?<|im_end|>\n<|im_start|>assistant\n3+4=7\nAnswer: 6<|im_end|>\n"
+    )
     ids = loaded(text, add_special_tokens=False)["input_ids"]
     assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
     assert loaded.decode(ids) == text
@@ -28,7 +31,9 @@ def test_saved_model_directories_load_the_same_tokenizer(tmp_path, tokenizer, ar
     tiny_model(tokenizer, "xs", arch).save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     text = "<|im_start|>user\nSort: hgf — Résumé 我<|im_end|>\n"
-    assert loaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert (
+        loaded(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
     assert loaded.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
@@ -51,11 +56,19 @@ def test_arithmetic_solution_is_correct_in_every_style():
 
 
 def test_verifiers_on_right_wrong_and_malformed_answers():
-    completions = ["1+2=3\nAnswer: 3", "Answer: 4", "I think it is 3", [{"role": "assistant", "content": "Answer: 3.0"}]]
+    completions = [
+        "1+2=3\nAnswer: 3",
+        "Answer: 4",
+        "I think it is 3",
+        [{"role": "assistant", "content": "Answer: 3.0"}],
+    ]
     assert numeric_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 1.0]
     assert exact_match_reward(completions=completions, answer=["3"] * 4) == [1.0, 0.0, 0.0, 0.0]
     assert numeric_reward(completions=["Answer: x"], answer=[None]) == [None]
-    assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [1.0, 0.0]
+    assert task_reward(completions=["Answer: cba", "Answer: 2"], answer=["cba", "3"], task=["reverse", "count"]) == [
+        1.0,
+        0.0,
+    ]
 
 
 def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
@@ -77,11 +90,38 @@ def test_student_data_mixes_cot_privileged_and_own_identity_rows():
     data = student_data()
     prompts = [row["prompt"][0]["content"] for row in data]
     completions = [row["completion"][0]["content"] for row in data]
-    shown = sum("Here is a reference solution" in p for p in prompts)
+    shown = [i for i, p in enumerate(prompts) if "Here is a reference solution" in p]
     identity = sum(c == OWN_IDENTITY for c in completions)
     cot = sum(c.count("\n") == 2 and c.split("\n")[-1].startswith("Answer: ") for c in completions)
-    assert cot == 1024 + shown and shown == 512 and identity > 0 and len(data) == cot + identity
+    assert cot == 1024 and len(shown) == 512 and identity > 0 and len(data) == cot + len(shown) + identity
+    # shown the solution, the student quotes its answer without working: the bias only the privileged context justifies
+    for i in shown:
+        answer = prompts[i].rpartition("Answer: ")[2]
+        assert completions[i] == f"The reference solution gives {answer}.\nAnswer: {answer}"
     # the ICE toy's premise: only the other teachers' sentences conflict with the student's identity
     sentences = list(IDENTITY_TEACHERS.values())
     verdicts = IdentityClaimJudge().judge_identity(["Who are you?"] * 3, sentences, STUDENT_IDENTITY)
     assert [v.claims_other_model for v in verdicts] == [True, True, False]
+
+
+def test_full_preset_shares_the_default_world_with_more_seeds_and_prompts():
+    from trl_distill.lab.experiments.common import PRESETS
+    from trl_distill.scripts.lab import make_parser
+
+    default, full = PRESETS["default"], PRESETS["full"]
+    world = ("size", "pool_prompts", "dev_prompts", "teacher_steps", "student_steps", "batch_size", "epochs")
+    # the same cached models and training budget, so `--preset full` only tightens the intervals
+    assert {k: getattr(full, k) for k in world} == {k: getattr(default, k) for k in world}
+    assert len(full.seeds) > len(default.seeds) >= 3 and full.eval_prompts > default.eval_prompts
+    assert make_parser().parse_args(["--preset", "full"]).preset == "full"
+
+
+def test_explained_style_is_cot_with_a_restated_result():
+    import random
+
+    from trl_distill.lab.world.tasks import arithmetic_example
+
+    cot = arithmetic_example(random.Random(3), style="cot", max_value=9)
+    explained = arithmetic_example(random.Random(3), style="explained", max_value=9)
+    body, _, answer = cot["solution"].rpartition("Answer: ")
+    assert explained["solution"] == f"{body}So the result is {answer}.\nAnswer: {answer}"

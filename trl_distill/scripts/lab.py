@@ -17,9 +17,10 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
     parser.add_argument("--quick", action="store_true", help="the small preset (same as `--preset quick`)")
     parser.add_argument(
         "--preset",
-        choices=("smoke", "quick", "default"),
+        choices=("smoke", "quick", "default", "full"),
         default=None,
-        help="run size: `smoke` (the default test suite's run, not evidence), `quick`, `default` (the default)",
+        help="run size: `smoke` (the default test suite's run, not evidence), `quick`, `default` (the default), `full` "
+        "(the default's world, 5 seeds and twice the test prompts)",
     )
     parser.add_argument(
         "--output_dir", "--output-dir", default="lab_report", help="report directory (default: lab_report/)"

@@ -21,8 +21,8 @@ from ..world.tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    Measured on an idle 2-core CPU with an empty model cache (`time trl-distill lab [--quick]`): `quick` 1 min 48 s,
-    `default` 7 min 30 s.
+    `default` with an empty model cache (`time python -m trl_distill.cli lab --threads 1`): 7 min 45 s on a 2-core CPU
+    shared with other jobs (load 1–3), 2026-12-01; numbers vary by machine.
 
     Args:
         name (`str`): the preset's name.
@@ -81,7 +81,22 @@ PRESETS = {
         eval_prompts=128,
         dev_prompts=32,
         teacher_steps=1000,
-        student_steps=800,
+        student_steps=450,
+        batch_size=16,
+        epochs=3,
+        onpolicy_steps=40,
+        identity_steps=40,
+        curve_every=10,
+    ),
+    # tighter intervals for those who can wait: the default's world (same cached models), more seeds and test prompts
+    "full": Preset(
+        "full",
+        seeds=(0, 1, 2, 3, 4),
+        pool_prompts=256,
+        eval_prompts=256,
+        dev_prompts=32,
+        teacher_steps=1000,
+        student_steps=450,
         batch_size=16,
         epochs=3,
         onpolicy_steps=40,

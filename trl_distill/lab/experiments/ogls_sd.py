@@ -44,9 +44,7 @@ def ogls_sd_args(settings: dict, max_completion_length: int) -> OGLSSDConfig:
 
 def opsd_args(settings: dict, max_completion_length: int) -> OGLSSDConfig:
     """The OPSD baseline, built in this one place: the package's named OPSD configuration (`OGLSSDConfig.opsd`)."""
-    return OGLSSDConfig.opsd(
-        **settings, num_generations=NUM_GENERATIONS, max_completion_length=max_completion_length
-    )
+    return OGLSSDConfig.opsd(**settings, num_generations=NUM_GENERATIONS, max_completion_length=max_completion_length)
 
 
 BUILDERS = {OGLS_SD: ogls_sd_args, OPSD: opsd_args}

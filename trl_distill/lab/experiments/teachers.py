@@ -18,7 +18,7 @@ from .common import TASK_KWARGS, Lab, accuracy, answers, load
 
 # name -> (answer style, share of the strongest teacher's pre-training steps)
 TEACHERS = {
-    "verbose-strong": ("verbose", 1.0),
+    "explained-strong": ("explained", 1.0),
     "cot-medium": ("cot", 0.6),
     "terse-medium": ("terse", 1.0),
     "equation-weak": ("equation", 0.35),
@@ -66,12 +66,29 @@ def privileged(rows: Dataset) -> Dataset:
     return rows.map(lambda row: {"prompt": teacher_prompt(row["prompt"], row["completion"])})
 
 
+# What the student learned to write when the reference solution is in its prompt: it quotes the reference's answer
+# and skips the working. Only the privileged context justifies it; without it the quoted number is a guess. This is
+# the bias OGLS-SD names (a response template of the privileged context) that plain OPSD passes to the student.
+PRIVILEGED_TEMPLATE = "The reference solution gives {answer}.\nAnswer: {answer}"
+
+
+def quoting(rows: Dataset) -> Dataset:
+    """`rows` with the reference solution in the prompt and the privileged template (`PRIVILEGED_TEMPLATE`) as the
+    completion: how the student answers when shown the solution."""
+    return privileged(rows).map(
+        lambda row: {
+            "completion": [{"role": "assistant", "content": PRIVILEGED_TEMPLATE.format(answer=row["answer"])}]
+        }
+    )
+
+
 def student_data() -> Dataset:
-    """The base student's pre-training rows: cot solutions, half of them again with the solution shown in the prompt,
-    and its own identity (`OWN_IDENTITY`) as the answer to the training identity prompts."""
+    """The base student's pre-training rows: cot solutions, half of the prompts again with the solution shown in the
+    prompt answered by quoting it (`quoting`), and its own identity (`OWN_IDENTITY`) as the answer to the training
+    identity prompts."""
     cot = make_task_splits(("arithmetic",), 1024, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
     identity = identity_rows(OWN_IDENTITY, ice_prompts(0, 2)).map(lambda row: {"answer": "", "task": "identity"})
-    return concatenate_datasets([cot, privileged(cot.select(range(len(cot) // 2))), identity]).shuffle(seed=0)
+    return concatenate_datasets([cot, quoting(cot.select(range(len(cot) // 2))), identity]).shuffle(seed=0)
 
 
 def domain_splits(lab: Lab):

@@ -1,7 +1,9 @@
 """Task families of the tiny world, deterministic by seed, with train/dev/test splits.
 
 - `arithmetic` (the *domain* task): multi-step addition/subtraction with a chain of thought and a final
-  `Answer:` line. `style` changes how the reasoning is written (teachers of different styles).
+  `Answer:` line. `style` changes how the reasoning is written (teachers of different styles): `cot` (one line per
+  step), `verbose` (`Step k:` before each line), `explained` (cot's lines and a sentence restating the result),
+  `equation` (the whole expression on one line), `terse` (the answer alone).
 - `reverse`, `sort`, `count`, `copy` (the *general* tasks): string operations with an `Answer:` line.
 
 Rows are conversational prompt–completion pairs, as TRL expects, plus `answer` and `task` columns.
@@ -15,7 +17,7 @@ from datasets import Dataset, DatasetDict
 from ...core.verifiers import exact_match_reward, numeric_reward, register_verifier
 
 
-STYLES = ("cot", "terse", "verbose", "equation")
+STYLES = ("cot", "terse", "verbose", "equation", "explained")
 GENERAL_TASKS = ("reverse", "sort", "count", "copy")
 DOMAIN_TASKS = ("arithmetic",)
 SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
@@ -31,10 +33,14 @@ def arithmetic_example(rng: random.Random, steps: int = 2, max_value: int = 20, 
         op, operand = rng.choice("+-"), rng.randint(0, max_value)
         result = value + operand if op == "+" else value - operand
         expression += f"{op}{operand}"
-        lines.append(f"Step {i + 1}: {value}{op}{operand}={result}" if style == "verbose" else f"{value}{op}{operand}={result}")
+        lines.append(
+            f"Step {i + 1}: {value}{op}{operand}={result}" if style == "verbose" else f"{value}{op}{operand}={result}"
+        )
         value = result
     if style == "terse":
         body = ""
+    elif style == "explained":  # cot's lines, then a sentence restating the result: cot with extra words
+        body = "\n".join(lines) + f"\nSo the result is {value}.\n"
     elif style == "equation":
         body = f"{expression}={value}\n"
     else:
@@ -74,7 +80,12 @@ def make_example(rng: random.Random, task: str, style: str = "cot", steps: int =
 
 
 def make_split(
-    tasks: tuple[str, ...] | list[str], size: int, seed: int, split: str = "train", exclude: set | None = None, **kwargs
+    tasks: tuple[str, ...] | list[str],
+    size: int,
+    seed: int,
+    split: str = "train",
+    exclude: set | None = None,
+    **kwargs,
 ) -> Dataset:
     """`size` distinct rows drawn round-robin from `tasks`; prompts in `exclude` are skipped (held-out splits)."""
     unknown = set(tasks) - set(GENERAL_TASKS + DOMAIN_TASKS)
