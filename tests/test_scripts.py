@@ -299,11 +299,25 @@ def test_renamed_arguments_of_callbacks_and_functions_keep_their_old_name_with_a
 
 
 @pytest.mark.parametrize("job", TRAINING)
+def as_parquet(arg: str) -> str:
+    """`arg` (a path, or `name=path`) with its `.jsonl` file replaced by a `.parquet` copy."""
+    prefix, _, path = arg.rpartition("=")
+    if not path.endswith(".jsonl"):
+        return arg
+    target = path.removesuffix(".jsonl") + ".parquet"
+    if not os.path.exists(target):
+        Dataset.from_json(path).to_parquet(target)
+    return f"{prefix}={target}" if prefix else target
+
+
 def test_each_training_command_loads_an_eval_split_when_eval_strategy_is_set(job, files, tmp_path):
-    argv = [*job_args(job, files), "--output_dir", str(tmp_path), "--max_steps", "1", "--save_strategy", "no"]
+    # the same commands on parquet files this time (the other tests read jsonl)
+    argv = [as_parquet(arg) for arg in job_args(job, files)]
+    argv += ["--output_dir", str(tmp_path), "--max_steps", "1", "--save_strategy", "no"]
     argv += ["--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "4"]
     if job == "dmc":
-        argv += ["--eval_dataset", str(files / "terse.jsonl")]
+        argv += ["--eval_dataset", as_parquet(str(files / "terse.jsonl"))]
+    assert any(arg.endswith(".parquet") for arg in argv)
     trainer = run_job(job, argv)
     assert trainer.eval_dataset is not None
     evaluated = [record for record in trainer.state.log_history if any(key.startswith("eval_") for key in record)]
