@@ -298,7 +298,6 @@ def test_renamed_arguments_of_callbacks_and_functions_keep_their_old_name_with_a
         SelectionCallback(reselect_every=2, every_epochs=3)
 
 
-@pytest.mark.parametrize("job", TRAINING)
 def as_parquet(arg: str) -> str:
     """`arg` (a path, or `name=path`) with its `.jsonl` file replaced by a `.parquet` copy."""
     prefix, _, path = arg.rpartition("=")
@@ -310,6 +309,7 @@ def as_parquet(arg: str) -> str:
     return f"{prefix}={target}" if prefix else target
 
 
+@pytest.mark.parametrize("job", TRAINING)
 def test_each_training_command_loads_an_eval_split_when_eval_strategy_is_set(job, files, tmp_path):
     # the same commands on parquet files this time (the other tests read jsonl)
     argv = [as_parquet(arg) for arg in job_args(job, files)]
