@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from test_camopd import make_batch
 
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
@@ -32,27 +33,6 @@ def test_coherence_and_gain_by_hand():
     assert coherence_gain(grads, [0, 1]).item() == pytest.approx(0.6)
     assert coherence(grads[[0]]).item() == pytest.approx(1.0)  # one sample always agrees with itself
     assert coherence_gain(grads, [1, 2]).item() == pytest.approx((math.hypot(-3, 2) / 7 - 0.5) / 0.5, rel=1e-5)
-
-
-def _batch(tokenizer, prompts, lengths, seed):
-    generator = torch.Generator().manual_seed(seed)
-    ids = [
-        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
-        for p in prompts
-    ]
-    width_p, width_c = max(map(len, ids)), max(lengths)
-    batch = {
-        "prompt_ids": torch.full((len(ids), width_p), tokenizer.pad_token_id),
-        "prompt_mask": torch.zeros(len(ids), width_p, dtype=torch.long),
-        "completion_ids": torch.full((len(ids), width_c), tokenizer.pad_token_id),
-        "completion_mask": torch.zeros(len(ids), width_c, dtype=torch.long),
-    }
-    for i, (row, n) in enumerate(zip(ids, lengths)):
-        batch["prompt_ids"][i, width_p - len(row) :] = torch.tensor(row)
-        batch["prompt_mask"][i, width_p - len(row) :] = 1
-        batch["completion_ids"][i, :n] = torch.randint(10, len(tokenizer), (n,), generator=generator)
-        batch["completion_mask"][i, :n] = 1
-    return batch
 
 
 def _one_sample(batch, row, student, teacher):
@@ -92,7 +72,7 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path):
 
     names = ["general", "domain", "general", "domain"]
     prompts = [general["prompt"][0], domain["prompt"][0], general["prompt"][1], domain["prompt"][1]]
-    batch = {**_batch(tokenizer, prompts, [3, 6, 5, 2], seed=3), "sources": names}
+    batch = {**make_batch(tokenizer, prompts, [3, 6, 5, 2], seed=3), "sources": names}
     trainer.model.train()
     trainer._select_by_gap(dict(batch), 2)  # B = 2 kept of the 4 generated; per-sample gradients in micro-batches of 2
     metrics = trainer._metrics["train"]
@@ -128,7 +108,7 @@ def test_gcg_only_every_n_steps_and_only_with_selection(tmp_path):
     args = CaMOPDConfig(output_dir=str(tmp_path), **COMMON, rho=0.5, per_device_train_batch_size=2,
                         gradient_coherence_every=2)  # fmt: skip
     trainer = CaMOPDTrainer(student, teacher, args, data, processing_class=tokenizer)
-    batch = {**_batch(tokenizer, data["prompt"][:4], [3, 4, 5, 2], seed=0), "sources": ["default"] * 4}
+    batch = {**make_batch(tokenizer, data["prompt"][:4], [3, 4, 5, 2], seed=0), "sources": ["default"] * 4}
     trainer.model.train()
     trainer.state.global_step = 1
     trainer._select_by_gap(dict(batch), 2)
