@@ -15,6 +15,8 @@ BOS behaviour and a Jinja chat template with the model's traits:
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from trl_distill.lab.world.tokenizer import _bytes_to_unicode
+
 
 QWEN3_TEMPLATE = (
     "{%- if tools %}"
@@ -106,14 +108,8 @@ SPECS = {
 
 
 def _byte_alphabet() -> list[str]:
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
+    """The 256 byte-level characters, in byte order (GPT-2's map, as the tiny world's tokenizer uses)."""
+    chars = _bytes_to_unicode()
     return [chars[b] for b in range(256)]
 
 

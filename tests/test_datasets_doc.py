@@ -54,5 +54,9 @@ def test_each_example_row_is_accepted(section, row, tokenizer):
             OGLSSDTrainer._check_dataset(data, "train_dataset", args)
     elif section == "`CaMOPDTrainer`":
         assert list(named_sources({"general": data, "domain": data})) == ["general", "domain"]
-    else:
-        assert "prompt" in row and "answer" in row
+    else:  # the builder's own checks before any teacher loads: the prompt column and a dry call of the verifier
+        from trl_distill.pool.build_pool_config import BuildPoolConfig
+        from trl_distill.pool.builder import PoolBuilder
+
+        config = BuildPoolConfig(teachers=["some/teacher"], output_dir="unused", verifier="numeric", n=2)
+        assert PoolBuilder(config, data, show_progress=False).extra_columns == ["answer"]

@@ -143,17 +143,18 @@ def split_conversation(messages: list[dict], where: str = "") -> tuple[list[dict
     return messages[:k], messages[k:]
 
 
-def conversational_to_prompt_completion(dataset: Dataset) -> Dataset:
+def conversational_to_prompt_completion(dataset: Dataset, where: str = "Row") -> Dataset:
     """A pool (or SFT dataset) whose answers are whole conversations, as `prompt`/`completion` messages.
 
     Each `messages` value (a row's, or a grouped candidate's) is split before its trailing assistant turns (see
     [`split_conversation`]); the answers to one prompt must share the prompt turns. Other datasets are returned as is.
+    Errors name the row as `f"{where} {i}"`.
     """
     columns = dataset.column_names
     if "messages" in columns and "prompt" not in columns:
 
         def split(row, i):
-            prompt, completion = split_conversation(row["messages"], f"Row {i}: ")
+            prompt, completion = split_conversation(row["messages"], f"{where} {i}: ")
             return {"prompt": prompt, "completion": completion}
 
         return dataset.map(split, with_indices=True, remove_columns=["messages"])

@@ -29,7 +29,7 @@ from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
-from ..core.pool import split_conversation
+from ..core.pool import conversational_to_prompt_completion
 from ..core.tokenizers import ensure_pad_token
 
 
@@ -127,12 +127,7 @@ def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
         dataset = dataset.map(maybe_convert_to_chatml, remove_columns=["conversations"])
         columns = dataset.column_names
     if "messages" in columns and "prompt" not in columns:
-
-        def split(row, i):
-            prompt, completion = split_conversation(row["messages"], f"Candidate dataset {name!r}, row {i}: ")
-            return {"prompt": prompt, "completion": completion}
-
-        return dataset.map(split, with_indices=True, remove_columns=["messages"])
+        return conversational_to_prompt_completion(dataset, f"Candidate dataset {name!r}, row")
     if "text" in columns and "prompt" not in columns and "completion" not in columns:
         return dataset.map(lambda row: {"prompt": "", "completion": row["text"]}, remove_columns=["text"])
     missing = [c for c in RESPONSE_COLUMNS if c not in columns]

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import as_dataset, is_candidate_pool, to_long_pool
+from ..core.pool import as_dataset, is_candidate_pool, parse_correct, to_long_pool
 from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
@@ -24,7 +24,8 @@ def _warn_unverified_sft_rows(dataset: Dataset) -> None:
     among answers) would train its wrong answers too, so say how many, once, before training."""
     if "correct" not in dataset.column_names:
         return
-    wrong = sum(1 for flag in dataset["correct"] if flag is not None and str(flag).strip().lower() in ("false", "0"))
+    flags = dataset["correct"]
+    wrong = sum(1 for i, flag in enumerate(flags) if flag is not None and not parse_correct(flag, f"Row {i}"))
     if wrong:
         logger.warning(
             "The dataset has a `correct` column but no `prompt_id`/`teacher` columns, so SCASTrainer trains it as plain "
@@ -91,9 +92,10 @@ class SCASTrainer(SFTTrainer):
         # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
         if isinstance(train_dataset, Dataset) and len(train_dataset) == 0:
             raise ValueError("The dataset is empty: `train_dataset` needs at least one prompt with one answer.")
-        if isinstance(train_dataset, Dataset) and not is_candidate_pool(train_dataset):
+        is_pool = isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset)
+        if isinstance(train_dataset, Dataset) and not is_pool:
             _warn_unverified_sft_rows(train_dataset)
-        if isinstance(train_dataset, Dataset) and is_candidate_pool(train_dataset):
+        if is_pool:
             if args.packing:
                 raise ValueError(
                     "SCASTrainer selects one answer (one dataset row) per prompt, which packing would merge with other "
