@@ -9,6 +9,7 @@ from trl_distill.core.pool import is_candidate_pool, to_grouped_pool, to_long_po
 from trl_distill.lab.world.models import tiny_model
 from trl_distill.scas.scas_config import SCASConfig
 from trl_distill.scas.scas_trainer import POOL_ROW, SCASTrainer
+from trl_distill.scas.scoring import scas_scores
 
 
 def user(text):
@@ -101,7 +102,7 @@ def test_scas_trains_a_conversational_pool(tmp_path, chat_tokenizer, form):
         ]
     trainer = SCASTrainer(
         tiny_model(chat_tokenizer, "xs", "llama"),
-        config(tmp_path, num_train_epochs=1, max_steps=-1),
+        config(tmp_path, num_train_epochs=1, max_steps=-1, q_nll_scope="prompt_no_gen"),
         train_dataset=Dataset.from_list(rows),
         processing_class=chat_tokenizer,
     )
@@ -113,6 +114,14 @@ def test_scas_trains_a_conversational_pool(tmp_path, chat_tokenizer, form):
     features = trainer.scas_callback.features
     for row in trainer.train_dataset:
         assert row["input_ids"] == features[row[POOL_ROW]]["input_ids"]
+    # scored from SFTTrainer's tokenization, they score as the standalone scorer's own tokenization does
+    via_trainer = trainer.scas_callback.score(trainer.model)
+    standalone = scas_scores(trainer.model, chat_tokenizer, Dataset.from_list(rows), q_nll_scope="prompt_no_gen")
+    assert [s is not None for s in via_trainer] == [True, True, False, True]
+    for mine, theirs in zip(via_trainer, standalone):
+        if mine is not None:
+            assert mine == pytest.approx(theirs, abs=1e-6)
+    assert via_trainer[0]["num_answer_tokens"] > via_trainer[1]["num_answer_tokens"]  # the scores are not all alike
 
 
 def test_trl_errors_win_for_bad_sft_data(tmp_path, tokenizer):

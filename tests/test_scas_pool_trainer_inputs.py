@@ -79,22 +79,35 @@ def test_max_length_that_cuts_every_answer_says_so(tmp_path, tokenizer):
         )
 
 
-def test_partial_truncation_is_scored_as_trained_and_counted(tmp_path, tokenizer, caplog):
+@pytest.mark.parametrize(
+    ("truncation_mode", "completion_only_loss"), [("keep_start", None), ("keep_end", None), ("keep_end", False)]
+)
+def test_partial_truncation_is_scored_as_trained_and_counted(
+    tmp_path, tokenizer, caplog, truncation_mode, completion_only_loss
+):
     pool = truncation_pool()
-    full = encode_pool(tokenizer, pool)
+    full = encode_pool(tokenizer, pool)  # the standalone scorer's sequences, uncut
     max_length = len(full[0]["input_ids"]) + 3  # the short answer fits, the long one is cut
     with caplog.at_level(logging.WARNING, logger="trl_distill.scas"):
         trainer = SCASTrainer(
             tiny_model(tokenizer, "xs"),
-            config(tmp_path, max_length=max_length),
+            config(
+                tmp_path,
+                max_length=max_length,
+                truncation_mode=truncation_mode,
+                completion_only_loss=completion_only_loss,
+            ),
             train_dataset=pool,
             processing_class=tokenizer,
         )
     assert "1 of 2 candidate answers are cut by max_length" in caplog.text
     scored = trainer.scas_callback.features
-    assert [len(f["input_ids"]) for f in scored] == [len(full[0]["input_ids"]), max_length]
     trained = dict(zip(trainer.train_dataset["_scas_pool_row"], trainer.train_dataset["input_ids"]))
-    assert [len(trained[i]) for i in range(2)] == [len(f["input_ids"]) for f in scored]
+    assert [scored[i]["input_ids"] for i in range(2)] == [trained[i] for i in range(2)]
+    cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(-max_length, None)
+    for key in ("input_ids", "completion_mask", "special_mask"):  # the uncut sequence, cut as SFTTrainer cuts it
+        assert [f[key] for f in scored] == [full[0][key], full[1][key][cut]], key
+    assert [len(f["input_ids"]) for f in scored] == [len(full[0]["input_ids"]), max_length]
 
 
 def test_empty_datasets_raise_and_unverified_sft_rows_are_counted_before_training(tmp_path, tokenizer, caplog):

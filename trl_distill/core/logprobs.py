@@ -64,12 +64,17 @@ def encode_prompt_completion(
         input_ids = _tokenize(tokenizer, prompt + completion)["input_ids"]
     input_ids = list(input_ids)
     prompt_len = common_prefix_length(list(prompt_ids), input_ids)
-    special = set(tokenizer.all_special_ids)
     return {
         "input_ids": input_ids,
         "completion_mask": [0] * prompt_len + [1] * (len(input_ids) - prompt_len),
-        "special_mask": [int(i in special) for i in input_ids],
+        "special_mask": special_token_mask(tokenizer, input_ids),
     }
+
+
+def special_token_mask(tokenizer, input_ids: list[int]) -> list[int]:
+    """1 where `input_ids` holds one of the tokenizer's special tokens, 0 elsewhere."""
+    special = set(tokenizer.all_special_ids)
+    return [int(i in special) for i in input_ids]
 
 
 @dataclass

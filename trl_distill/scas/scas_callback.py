@@ -17,7 +17,8 @@ class SCASCallback(SelectionCallback):
     Args:
         pool (`dict`): long-form pool columns `prompt_id`, `teacher`, `correct` (`correct` = may compete: verified
             correct, when required, and still present in the prepared training dataset).
-        features (`list[dict]`): encoded candidates, aligned with `pool` (see [`encode_pool`]).
+        features (`list[dict]`): the scoring features of the prepared training sequences, aligned with `pool`
+            (see [`scoring_feature`]); `None` for a row the preparation dropped (never eligible).
         dataset_index (`dict[int, int]`): pool row -> row of the prepared training dataset.
         args ([`SCASConfig`]): the selection and scoring settings.
         pad_token_id (`int`): padding id of the student's tokenizer.

@@ -1,5 +1,6 @@
 """SCASTrainer: SFT on the answer that is cheapest to learn for the current student, chosen per prompt from a pool."""
 
+import copy
 import logging
 import os
 from dataclasses import fields
@@ -12,7 +13,7 @@ from ..core.pool import as_dataset, is_candidate_pool, parse_correct, to_long_po
 from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
-from .scoring import encode_pool, has_answer_tokens
+from .scoring import check_answer_tokens, generation_prompt_length, has_answer_tokens, scoring_feature
 from .selection import scas_select
 
 
@@ -36,6 +37,17 @@ def _warn_unverified_sft_rows(dataset: Dataset) -> None:
 
 
 POOL_ROW = "_scas_pool_row"
+NUM_TOKENS = "_scas_num_tokens"  # a candidate's token count before the cut to max_length
+
+
+def trained_answer_mask(row: dict, truncation_mode: str) -> list[int]:
+    """The answer positions of a prepared training row: the tokens SFTTrainer trains (its labels: the completion, and
+    the assistant mask with `assistant_only_loss`). With `completion_only_loss=False` every token is trained and
+    SFTTrainer leaves the completion mask uncut beside the labels, so it is cut here as the ids were."""
+    if "completion_mask" not in row:
+        return [int(label != -100) for label in row["labels"]]
+    mask, n = row["completion_mask"], len(row["input_ids"])
+    return mask[:n] if truncation_mode == "keep_start" else mask[len(mask) - n :]
 
 
 class SCASTrainer(SFTTrainer):
@@ -43,7 +55,7 @@ class SCASTrainer(SFTTrainer):
 
     The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
-    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, as `SFTTrainer` would. Before training, and
+    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, by `SFTTrainer`'s preparation, and scored on that prepared sequence (cut to `max_length`, on the tokens it trains). Before training, and
     every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
@@ -116,19 +128,54 @@ class SCASTrainer(SFTTrainer):
         if self._scas_pool is not None:
             self._setup_selection()
 
+    def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
+        if not (isinstance(dataset, Dataset) and POOL_ROW in dataset.column_names):
+            return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func, dataset_name)
+        # Tokenized once, uncut, to count each candidate's tokens; the second call sees `input_ids`, so it only
+        # truncates (dropping rows left without a trained token), filters and shuffles, with SFTTrainer's own code.
+        uncut = copy.copy(args)
+        uncut.max_length, uncut.shuffle_dataset = None, False
+        dataset = super()._prepare_dataset(dataset, processing_class, uncut, packing, formatting_func, dataset_name)
+        dataset = dataset.map(lambda row: {NUM_TOKENS: len(row["input_ids"])}, desc="Counting tokens")
+        return super()._prepare_dataset(dataset, processing_class, args, packing, None, dataset_name)
+
+    def _scoring_features(self) -> list[dict | None]:
+        """Scoring features of every pool row from the sequence SFTTrainer prepared to train it (cut to max_length),
+        so the scored sequence is the trained one; `None` for a row the preparation dropped."""
+        long, args = self._scas_pool, self.args
+        headers = {}
+        if args.q_nll_scope == "prompt_no_gen":  # the only reader of the assistant header's length
+            for pid, prompt, completion in zip(long["prompt_id"], long["prompt"], long["completion"]):
+                if pid not in headers:
+                    headers[pid] = generation_prompt_length(self._tokenizer, prompt, completion)
+        names = (POOL_ROW, NUM_TOKENS, "input_ids", "labels", "completion_mask")
+        prepared = self.train_dataset.select_columns([c for c in names if c in self.train_dataset.column_names])
+        features: list[dict | None] = [None] * len(long)
+        for row in prepared:
+            i = row[POOL_ROW]
+            mask = trained_answer_mask(row, args.truncation_mode)
+            features[i] = scoring_feature(
+                self._tokenizer, row["input_ids"], mask, headers.get(long["prompt_id"][i], 0)
+            )
+            features[i]["truncated"] = row[NUM_TOKENS] > len(row["input_ids"])
+        return features
+
     def _setup_selection(self) -> None:
         long, args = self._scas_pool, self.args
         # Preparation may shuffle rows or drop over-long ones: map pool rows to the prepared dataset's rows.
         dataset_index = {row: i for i, row in enumerate(self.train_dataset[POOL_ROW])}
-        # The scored sequence is cut as SFTTrainer cut the trained one, so the learning cost is that of what is trained.
-        features = encode_pool(self._tokenizer, long, max_length=args.max_length, truncation_mode=args.truncation_mode)
-        trainable = [i in dataset_index and has_answer_tokens(f) for i, f in enumerate(features)]
+        features = self._scoring_features()
+        for i, feature in enumerate(features):
+            if feature is not None and not feature["truncated"]:
+                check_answer_tokens(feature, i, long["completion"][i])
+        trainable = [f is not None and has_answer_tokens(f) for f in features]
         if args.max_length is not None and not any(trainable):
             raise ValueError(
                 f"max_length={args.max_length} leaves no answer token of any of the {len(long)} candidates (the prompts "
                 "fill it): nothing to train on. Raise `max_length` or shorten the prompts."
             )
-        cut, lost = sum(bool(f.get("truncated")) for f in features), trainable.count(False)
+        # a row the preparation dropped was cut: only the cut leaves a row without a trained token
+        cut, lost = sum(f is None or f["truncated"] for f in features), trainable.count(False)
         if cut:
             logger.warning(
                 f"{cut} of {len(long)} candidate answers are cut by max_length={args.max_length}; they are scored on "

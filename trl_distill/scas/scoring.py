@@ -36,6 +36,7 @@ from ..core.logprobs import (
     backbone,
     encode_prompt_completion,
     last_hidden_states,
+    special_token_mask,
     token_logprobs_from_hidden,
 )
 from ..core.pool import to_long_pool
@@ -240,7 +241,7 @@ def learning_cost_batch(
     ]
 
 
-def _generation_prompt_length(tokenizer, prompt, completion, system: str | None) -> int:
+def generation_prompt_length(tokenizer, prompt, completion, system: str | None = None) -> int:
     """Tokens the chat template's generation prompt (the assistant header) adds at the end of a conversational prompt;
     0 for plain strings. Counted as the released scorer counts it: the prompt tokenized with and without the
     generation prompt, up to their common prefix."""
@@ -258,47 +259,51 @@ def _generation_prompt_length(tokenizer, prompt, completion, system: str | None)
     return len(with_gen) - common
 
 
+def scoring_feature(tokenizer, input_ids: list[int], completion_mask: list[int], header_length: int = 0) -> dict:
+    """What the scorer reads of one tokenized candidate: its `input_ids`, `completion_mask` (1 on the answer),
+    `special_mask` and the `generation_prompt_mask` that `q_nll_scope="prompt_no_gen"` needs (the last
+    `header_length` prompt tokens, see [`generation_prompt_length`])."""
+    num_prompt = completion_mask.index(1) if 1 in completion_mask else len(input_ids)
+    header = min(num_prompt, header_length)
+    return {
+        "input_ids": list(input_ids),
+        "completion_mask": list(completion_mask),
+        "special_mask": special_token_mask(tokenizer, input_ids),
+        "generation_prompt_mask": [int(num_prompt - header <= t < num_prompt) for t in range(len(input_ids))],
+    }
+
+
 def has_answer_tokens(feature: dict) -> bool:
     """Whether an encoded candidate has an answer token the learning cost can score (not special)."""
     return any(c and not s for c, s in zip(feature["completion_mask"], feature["special_mask"]))
 
 
-def encode_pool(
-    tokenizer, pool, system: str | None = None, max_length: int | None = None, truncation_mode: str = "keep_start"
-) -> list[dict]:
-    """Token ids and masks of every candidate of a long-form pool (see [`encode_prompt_completion`]), with the
-    `generation_prompt_mask` that `q_nll_scope="prompt_no_gen"` needs.
+def check_answer_tokens(feature: dict, row: int, completion) -> None:
+    """Raises, naming the pool row, if the (uncut) candidate has no answer token to score."""
+    if not has_answer_tokens(feature):
+        raise ValueError(
+            f"Row {row}: the answer has no non-special tokens to score (completion {completion!r}). Drop the row or "
+            "regenerate the answer."
+        )
 
-    With `max_length`, every sequence is cut as `SFTTrainer` cuts it (`truncation_mode` `"keep_start"` or
-    `"keep_end"`), so the learning cost is that of the sequence trained; each feature then says whether it was cut
-    (`truncated`). A candidate whose answer has no scorable token even uncut raises a `ValueError` naming the row; one
-    left without any by the cut is returned as is (see [`has_answer_tokens`]) for the caller to exclude.
+
+def encode_pool(tokenizer, pool, system: str | None = None) -> list[dict]:
+    """Scoring features (see [`scoring_feature`]) of every candidate of a long-form pool, tokenized as `SFTTrainer`
+    tokenizes a prompt–completion row (see [`encode_prompt_completion`]), for scoring a pool without a trainer.
+
+    `SCASTrainer` does not call it: it scores the sequences `SFTTrainer` prepared for training. A candidate whose
+    answer has no scorable token raises a `ValueError` naming the row.
     """
-    if truncation_mode not in ("keep_start", "keep_end"):
-        raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}.")
     features = []
     # a row's `tools`/`chat_template_kwargs` reach the chat template, as SFTTrainer passes them
     tools = pool["tools"] if "tools" in pool.column_names else [None] * len(pool)
     kwargs = pool["chat_template_kwargs"] if "chat_template_kwargs" in pool.column_names else [None] * len(pool)
     for i, (prompt, completion) in enumerate(zip(pool["prompt"], pool["completion"])):
         encoded = encode_prompt_completion(tokenizer, prompt, completion, system, tools[i], kwargs[i])
-        if not has_answer_tokens(encoded):
-            raise ValueError(
-                f"Row {i}: the answer has no non-special tokens to score (completion {completion!r}). Drop the row or "
-                "regenerate the answer."
-            )
-        num_prompt = (
-            encoded["completion_mask"].index(1) if 1 in encoded["completion_mask"] else len(encoded["input_ids"])
-        )
-        header = min(num_prompt, _generation_prompt_length(tokenizer, prompt, completion, system))
-        encoded["generation_prompt_mask"] = [
-            int(num_prompt - header <= t < num_prompt) for t in range(len(encoded["input_ids"]))
-        ]
-        if max_length is not None:
-            cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(-max_length, None)
-            encoded["truncated"] = len(encoded["input_ids"]) > max_length
-            encoded = {k: v[cut] if isinstance(v, list) else v for k, v in encoded.items()}
-        features.append(encoded)
+        header = generation_prompt_length(tokenizer, prompt, completion, system)
+        feature = scoring_feature(tokenizer, encoded["input_ids"], encoded["completion_mask"], header)
+        check_answer_tokens(feature, i, completion)
+        features.append(feature)
     return features
 
 
