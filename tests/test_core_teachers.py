@@ -6,9 +6,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from trl import DistillationConfig
 
+from trl_distill.core.data import check_local_path
 from trl_distill.core.teachers import (
     INIT_KWARGS_WITH_INSTANCE,
-    check_model_path,
     check_tokenizer_fits,
     check_tokenizers_match,
     check_vocab_size,
@@ -43,9 +43,9 @@ def args(tmp_path):
 def test_missing_path_says_it_does_not_exist(tmp_path):
     for path in (str(tmp_path / "no-such-model"), "./checkpoints/run-1/final", "a/b/c"):
         with pytest.raises(FileNotFoundError, match=r"teacher 'general' path .* does not exist"):
-            check_model_path(path, "teacher 'general'")
-    check_model_path(str(tmp_path))  # an existing directory passes
-    check_model_path("Qwen/Qwen2.5-0.5B")  # a valid hub id is left to the hub
+            check_local_path(path, "teacher 'general'")
+    check_local_path(str(tmp_path))  # an existing directory passes
+    check_local_path("Qwen/Qwen2.5-0.5B")  # a valid hub id is left to the hub
 
 
 def test_tokenizer_comparison_names_the_first_mismatching_tokens():

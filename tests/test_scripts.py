@@ -198,8 +198,18 @@ def test_each_training_command_refuses_4bit_on_cpu_before_loading(job, files, tm
 @pytest.mark.parametrize("job", TRAINING)
 def test_each_training_command_names_a_missing_model_path(job, files, tmp_path):
     argv = [*job_args(job, files), "--output_dir", str(tmp_path), "--model_name_or_path", str(tmp_path / "nope")]
-    with pytest.raises(FileNotFoundError, match="student path .*nope.* does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"student \(--model_name_or_path\) path .*nope.* does not exist"):
         run_job(job, argv)
+
+
+def test_a_missing_model_path_names_its_flag(files, tmp_path):
+    gone = str(tmp_path / "gone")
+    argv = [*job_args("camopd", files), "--output_dir", str(tmp_path), "--general_teacher", gone]
+    with pytest.raises(FileNotFoundError, match=r"general teacher \(--general_teacher\) path .*gone.* does not exist"):
+        run_job("camopd", argv)
+    scas_score = importlib.import_module(cli.COMMANDS["scas-score"][0])
+    with pytest.raises(FileNotFoundError, match=r"student \(--model\) path .*gone.* does not exist"):
+        scas_score.main(["--model", gone, "--pool", str(files / "pool.jsonl"), "--output_dir", str(tmp_path)])
 
 
 def test_the_one_loader_reads_files_directories_and_names_a_missing_path(tmp_path):

@@ -12,8 +12,9 @@ from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenize
 from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx
 
+from ..core.data import check_local_path
 from ..core.divergence import LMHead, generalized_jsd, token_mean_loss
-from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_model_path, check_tokenizer_fits, load_teacher
+from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
 from .coherence import coherence, coherence_gain, coherence_parameters, gradient_coherence, per_sample_gradients
 from .gap import gap, pool_size, sampled_token_logprobs, select_by_gap
@@ -150,7 +151,7 @@ class CaMOPDTrainer(DistillationTrainer):
             )
 
         if isinstance(model, str):
-            check_model_path(model, "model")  # before the hub client turns a missing path into a repo-id error
+            check_local_path(model, "model")  # before the hub client turns a missing path into a repo-id error
         teacher_specs = self._teacher_specs(teacher_model, args)
         sources = named_sources(train_dataset)
         self.source_names = list(sources)
@@ -259,7 +260,7 @@ class CaMOPDTrainer(DistillationTrainer):
             # as trl.DistillationTrainer: the kwargs would apply to no teacher
             raise ValueError(INIT_KWARGS_WITH_INSTANCE)
         for name, path in paths.items():
-            check_model_path(path, "teacher" if name == DEFAULT_NAME else f"teacher {name!r}")
+            check_local_path(path, "teacher" if name == DEFAULT_NAME else f"teacher {name!r}")
         if args.teacher_load_in_4bit and paths and not torch.cuda.is_available():
             raise ValueError(
                 f"`teacher_load_in_4bit=True` needs a CUDA device (bitsandbytes 4-bit), but none is visible while "

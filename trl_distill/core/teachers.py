@@ -7,7 +7,7 @@ accelerator, prepared as TRL prepares its teacher: `trl.models.prepare_deepspeed
 otherwise `accelerator.prepare_model(..., evaluation_mode=True)`. It also makes frozen copies of the student
 (`copy=True`), reloading from the student's path under ZeRO-3, where a deep copy would clone empty shards.
 
-The checks are separate functions too ([`check_model_path`], [`check_vocab_size`], [`check_tokenizers_match`],
+The checks are separate functions too ([`~trl_distill.core.data.check_local_path`], [`check_vocab_size`], [`check_tokenizers_match`],
 [`check_tokenizer_fits`]) so that a trainer can run them before anything is loaded.
 """
 
@@ -31,12 +31,6 @@ INIT_KWARGS_WITH_INSTANCE = (
     "You passed teacher_model_init_kwargs to the config, but your teacher_model is already instantiated."
 )
 MAX_LISTED = 5
-
-
-def check_model_path(name_or_path: str, what: str = "model") -> None:
-    """Raises a clear `FileNotFoundError` when `name_or_path` is neither an existing local path nor a valid Hub repo id
-    (see [`~trl_distill.core.data.check_local_path`]); `what` names it, e.g. `"teacher 'general'"`."""
-    check_local_path(name_or_path, what)
 
 
 def vocab_size(model) -> int:
@@ -230,7 +224,7 @@ def load_teacher(
             teacher = copy_module.deepcopy(teacher).requires_grad_(False)
     teacher_tokenizer = None
     if isinstance(teacher, str):
-        check_model_path(teacher, f"teacher {name!r}")
+        check_local_path(teacher, f"teacher {name!r}")
         path = teacher
         kwargs = teacher_init_kwargs(args, init_kwargs, revision, load_in_4bit, name)
         try:

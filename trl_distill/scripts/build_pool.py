@@ -24,10 +24,10 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 
-from ..core.data import load_data
+from ..core.data import check_local_path, load_data
 from ..pool.build_pool_config import BuildPoolConfig
 from ..pool.builder import build_pool
-from .utils import check_model_paths, lab_tokenizer
+from .utils import lab_tokenizer
 
 
 @dataclass
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not config.dataset_name:
                 raise ValueError("Give the prompt dataset with --dataset_name (a Hub id, a directory or a data file).")
-            check_model_paths(**{f"teacher {t.name}": t.model for t in config.teacher_specs})
+            for teacher in config.teacher_specs:
+                check_local_path(teacher.model, f"teacher {teacher.name!r} (--teachers)")
             dataset = load_data(config.dataset_name, config.dataset_config, config.dataset_split)
         if config.max_prompts is not None:
             dataset = dataset.select(range(min(config.max_prompts, len(dataset))))

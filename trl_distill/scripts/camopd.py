@@ -17,9 +17,8 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..camopd.camopd_config import CaMOPDConfig
 from ..camopd.camopd_trainer import CaMOPDTrainer
-from ..core.data import load_data
+from ..core.data import check_local_path, load_data
 from .utils import (
-    check_model_paths,
     check_quantization,
     finish,
     lab_tokenizer,
@@ -106,7 +105,9 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
         student = model_args.model_name_or_path
         general_teacher = script_args.general_teacher
         domain_teacher = script_args.domain_teacher or student
-        check_model_paths(student=student, general_teacher=general_teacher, domain_teacher=domain_teacher)
+        check_local_path(student, "student (--model_name_or_path)")
+        check_local_path(general_teacher, "general teacher (--general_teacher)")
+        check_local_path(domain_teacher, "domain teacher (--domain_teacher)")
         tokenizer = AutoTokenizer.from_pretrained(student, revision=model_args.model_revision)
         general = load_data(script_args.general_prompts, split=script_args.dataset_split)
         domain = load_data(script_args.domain_prompts, split=script_args.dataset_split)

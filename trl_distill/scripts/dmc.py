@@ -13,12 +13,11 @@ script.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from ..core.data import load_data
+from ..core.data import check_local_path, load_data
 from ..core.tokenizers import ensure_pad_token
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
 from .utils import (
-    check_model_paths,
     check_quantization,
     finish,
     lab_dtype,
@@ -41,7 +40,7 @@ def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_ar
         return lab_dtype(model, model_args), tokenizer
     if not model_args.model_name_or_path:
         raise ValueError("Give the student with --model_name_or_path (or use --lab).")
-    check_model_paths(student=model_args.model_name_or_path)
+    check_local_path(model_args.model_name_or_path, "student (--model_name_or_path)")
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     ensure_pad_token(tokenizer)
     kwargs = student_init_kwargs(model_args, training_args)

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
-from ..core.data import load_data
+from ..core.data import check_local_path, load_data
 from ..core.tokenizers import ensure_pad_token
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import check_model_paths, lab_tokenizer, verifier, with_docstring_help
+from .utils import lab_tokenizer, verifier, with_docstring_help
 
 
 @dataclass
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tokenizer = lab_tokenizer()
         model, _ = toy_student(tokenizer)
     else:
-        check_model_paths(student=rank_args.model_name_or_path)
+        check_local_path(rank_args.model_name_or_path, "student (--model_name_or_path)")
         tokenizer = AutoTokenizer.from_pretrained(rank_args.model_name_or_path)
         ensure_pad_token(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")

@@ -28,9 +28,10 @@ import math
 import os
 import sys
 
+from ..core.data import check_local_path
 from ..core.tokenizers import ensure_pad_token
 from ..evaluation.identity import IdentityFact, split_names
-from .utils import check_model_paths, parse_args_with_config
+from .utils import parse_args_with_config
 
 
 def _read_rows(path: str) -> list | dict:
@@ -67,11 +68,11 @@ def _finite(value):
     return value
 
 
-def _load_model(path: str):
+def _load_model(path: str, flag: str = "--model"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_model_paths(model=path)
+    check_local_path(path, f"model ({flag})")
     tokenizer = AutoTokenizer.from_pretrained(path)
     ensure_pad_token(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
@@ -186,7 +187,7 @@ def _run_rse(args) -> int:
     if responses is None:
         model, tokenizer = _load_model(args.model)
     if references is None:
-        reference_model, reference_tokenizer = _load_model(args.reference_model)
+        reference_model, reference_tokenizer = _load_model(args.reference_model, "--reference_model")
     judge = _make_judge(args, progress)
     result = rse(
         prompts,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from transformers import AutoTokenizer
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..core.data import check_local_path
 from ..ogls_sd.ogls_sd_config import OGLSSDConfig
 from ..ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 from .utils import (
     DistillScriptArguments,
-    check_model_paths,
     check_quantization,
     finish,
     lab_tokenizer,
@@ -82,7 +82,7 @@ def load_model_and_data(script_args: OGLSSDScriptArguments, training_args: OGLSS
         if not (model_args.model_name_or_path and script_args.dataset_name):
             raise ValueError("Give --model_name_or_path and --dataset_name, or use --lab.")
         model_path = model_args.model_name_or_path
-        check_model_paths(student=model_path)
+        check_local_path(model_path, "student (--model_name_or_path)")
         reward = verifier(script_args.reward)
         tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
         train, evaluation = load_train_eval(script_args, training_args)

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from trl import ModelConfig, TrlParser, get_peft_config
 
+from ..core.data import check_local_path
 from ..core.pool import pool_form, to_long_pool
 from ..scas.scas_config import SCASConfig
 from .utils import (
     DistillScriptArguments,
-    check_model_paths,
     check_quantization,
     finish,
     lab_dtype,
@@ -73,7 +73,7 @@ def load_model_and_pool(script_args: SCASScriptArguments, training_args: SCASCon
         return model, tokenizer, pool, pool if training_args.eval_strategy != "no" else None
     if model_args.model_name_or_path is None or script_args.dataset_name is None:
         raise ValueError("Give --model_name_or_path and --dataset_name (a candidate pool), or use --lab.")
-    check_model_paths(student=model_args.model_name_or_path)
+    check_local_path(model_args.model_name_or_path, "student (--model_name_or_path)")
     # As TRL's `trl sft`: the trainer loads the path, so DeepSpeed ZeRO-3 (`zero3_init_flag`) shards it at load time.
     training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
     pool, eval_pool = load_train_eval(script_args, training_args)

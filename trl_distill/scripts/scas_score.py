@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 
-from ..core.data import load_data
+from ..core.data import check_local_path, load_data
 from ..core.engine import distributed_state
 from ..core.pool import to_long_pool
 from ..core.tokenizers import ensure_pad_token
 from ..scas.scoring import Q_NLL_SCOPES, SCORE_KEYS, encode_pool, score_features
 from ..scas.selection import STRATEGIES, scas_select
-from .utils import check_model_paths, parse_args_with_config
+from .utils import parse_args_with_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     args = parse_args_with_config(build_parser(), argv)  # also reads `--config scoring.yaml`
-    check_model_paths(model=args.model)
+    check_local_path(args.model, "student (--model)")
     state = distributed_state()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)

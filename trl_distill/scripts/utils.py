@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from trl import ScriptArguments
 
-from ..core.data import check_local_path, load_data
+from ..core.data import load_data
 from ..core.verifiers import resolve_verifier
 
 
@@ -128,13 +128,6 @@ def verifier(name: str):
 
         name = "lab_task"
     return resolve_verifier(name)
-
-
-def check_model_paths(**paths: str | None) -> None:
-    """Raises before anything is loaded when a model given as a local path does not exist (`student=...`)."""
-    for what, path in paths.items():
-        if isinstance(path, str):
-            check_local_path(path, what.replace("_", " "))
 
 
 def lab_dtype(model, model_args):
