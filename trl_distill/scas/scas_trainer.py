@@ -55,8 +55,9 @@ class SCASTrainer(SFTTrainer):
 
     The training dataset is a candidate pool: several teachers' answers per prompt, each with a `correct` flag (long
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
-    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every candidate is tokenized once, by `SFTTrainer`'s preparation, and scored on that prepared sequence (cut to `max_length`, on the tokens it trains). Before training, and
-    every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
+    prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every
+    candidate is tokenized once, by `SFTTrainer`'s preparation, and scored on that prepared sequence (cut to
+    `max_length`, on the tokens it trains). Before training, and every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
     answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
@@ -143,9 +144,9 @@ class SCASTrainer(SFTTrainer):
         """Scoring features of every pool row from the sequence SFTTrainer prepared to train it (cut to max_length),
         so the scored sequence is the trained one; `None` for a row the preparation dropped."""
         long, args = self._scas_pool, self.args
-        headers = {}
+        prompt_ids, headers = long["prompt_id"], {}
         if args.q_nll_scope == "prompt_no_gen":  # the only reader of the assistant header's length
-            for pid, prompt, completion in zip(long["prompt_id"], long["prompt"], long["completion"]):
+            for pid, prompt, completion in zip(prompt_ids, long["prompt"], long["completion"]):
                 if pid not in headers:
                     headers[pid] = generation_prompt_length(self._tokenizer, prompt, completion)
         names = (POOL_ROW, NUM_TOKENS, "input_ids", "labels", "completion_mask")
@@ -154,9 +155,7 @@ class SCASTrainer(SFTTrainer):
         for row in prepared:
             i = row[POOL_ROW]
             mask = trained_answer_mask(row, args.truncation_mode)
-            features[i] = scoring_feature(
-                self._tokenizer, row["input_ids"], mask, headers.get(long["prompt_id"][i], 0)
-            )
+            features[i] = scoring_feature(self._tokenizer, row["input_ids"], mask, headers.get(prompt_ids[i], 0))
             features[i]["truncated"] = row[NUM_TOKENS] > len(row["input_ids"])
         return features
 
@@ -165,9 +164,9 @@ class SCASTrainer(SFTTrainer):
         # Preparation may shuffle rows or drop over-long ones: map pool rows to the prepared dataset's rows.
         dataset_index = {row: i for i, row in enumerate(self.train_dataset[POOL_ROW])}
         features = self._scoring_features()
-        for i, feature in enumerate(features):
+        for i, (feature, completion) in enumerate(zip(features, long["completion"])):
             if feature is not None and not feature["truncated"]:
-                check_answer_tokens(feature, i, long["completion"][i])
+                check_answer_tokens(feature, i, completion)
         trainable = [f is not None and has_answer_tokens(f) for f in features]
         if args.max_length is not None and not any(trainable):
             raise ValueError(
