@@ -37,32 +37,22 @@ for _key, _value in {
 
 SPREAD_LIMIT = 0.20
 
+# The released configurations: name -> (model_type, vocab_size, then the sizes named in FULL_SIZES, in that order).
+FULL_SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+              "head_dim")  # fmt: skip
+_RELEASED = {
+    "qwen3-0.6b": ("qwen3", 151_669, 1024, 3072, 28, 16, 8, 128),
+    "llama-3.2-1b": ("llama", 128_256, 2048, 8192, 16, 32, 8, 64),
+    "gemma-3-1b": ("gemma3_text", 262_144, 1152, 6912, 26, 4, 1, 256),
+}
 SHAPES = {
-    "qwen3-0.6b": {
-        "model_type": "qwen3",
-        "vocab_size": 151_669,
-        "full": dict(
-            hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-            num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
-        ),
-    },
-    "llama-3.2-1b": {
-        "model_type": "llama",
-        "vocab_size": 128_256,
-        "full": dict(
-            hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-            num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
-        ),
-    },
-    "gemma-3-1b": {
-        "model_type": "gemma3_text",
-        "vocab_size": 262_144,
-        "full": dict(
-            hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=256, tie_word_embeddings=True,
-        ),
-    },
-}  # fmt: skip
+    name: {
+        "model_type": model_type,
+        "vocab_size": vocab,
+        "full": dict(zip(FULL_SIZES, sizes), tie_word_embeddings=True),
+    }
+    for name, (model_type, vocab, *sizes) in _RELEASED.items()
+}
 CPU_SCALE = {
     "student": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, head_dim=16),
     "teacher": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, head_dim=32),
@@ -77,7 +67,7 @@ def cuda() -> bool:
 
 
 def add_common_arguments(parser, length: int, threads: int = 1) -> None:
-    """`--shape`, `--vocab`, `--length`, `--threads`, `--rounds`, `--json`."""
+    """`--shape`, `--vocab`, `--length`, `--threads`, `--json` (each benchmark adds its own `--rounds`)."""
     parser.add_argument("--shape", default=DEFAULT_SHAPE, choices=sorted(SHAPES), help="model configuration shape")
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: the shape's real one)")
     parser.add_argument("--length", type=int, default=length, help="completion length in tokens")

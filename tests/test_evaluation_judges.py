@@ -293,3 +293,17 @@ def test_http_judge_warns_without_key(stub_server, monkeypatch):
     assert stub_server.requests[0]["auth"] is None
     with pytest.raises(ValueError, match="must start with http"):
         OpenAICompatibleJudge("localhost:8000", model="m", api_key_env=None)
+
+
+def test_http_judge_passes_client_settings_through(stub_server, monkeypatch):
+    monkeypatch.setenv("STUB_JUDGE_KEY", "k")
+    judge = _judge(stub_server, temperature=0.7, max_tokens=33, max_http_retries=5)
+    judge.score_similarity(["q"], ["a"], ["x"])
+    body = stub_server.requests[0]["body"]
+    assert body["temperature"] == 0.7 and body["max_tokens"] == 33
+    assert judge.client.max_http_retries == 5 and judge.max_retries == 2
+
+
+def test_http_judge_unknown_keyword_names_the_valid_ones():
+    with pytest.raises(TypeError, match=r"unknown keyword\(s\) max_http_retry\. .*max_http_retries"):
+        OpenAICompatibleJudge("http://localhost:1/v1", model="m", api_key_env=None, max_http_retry=1)

@@ -20,7 +20,8 @@ class ChatCompletionsClient:
         api_key_env (`str` or `None`, *optional*, defaults to `"OPENAI_API_KEY"`): the environment variable holding
             the API key (sent as a bearer token); the key itself is never an argument. `None` sends no key.
         timeout (`float`, *optional*, defaults to `60.0`): seconds to wait for one response.
-        max_retries (`int`, *optional*, defaults to `3`): retries after a server error or timeout.
+        max_http_retries (`int`, *optional*, defaults to `3`): retries after a server error or timeout (named apart
+            from the judges' `max_retries`, which re-asks after an unreadable reply).
         backoff (`float`, *optional*, defaults to `1.0`): first wait between retries in seconds, doubled each time.
         temperature (`float`, *optional*, defaults to `0.0`), max_tokens (`int`, *optional*, defaults to `512`):
             sampling settings sent with each request.
@@ -35,7 +36,7 @@ class ChatCompletionsClient:
         model: str,
         api_key_env: str | None = "OPENAI_API_KEY",
         timeout: float = 60.0,
-        max_retries: int = 3,
+        max_http_retries: int = 3,
         backoff: float = 1.0,
         temperature: float = 0.0,
         max_tokens: int = 512,
@@ -46,7 +47,7 @@ class ChatCompletionsClient:
         self.model = model
         self.api_key_env = api_key_env
         self.timeout = timeout
-        self.max_retries = max_retries
+        self.max_http_retries = max_http_retries
         self.backoff = backoff
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -69,7 +70,7 @@ class ChatCompletionsClient:
         body = json.dumps(
             {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": self.max_tokens}
         ).encode()
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.max_http_retries + 1):
             request = urllib.request.Request(self.url, data=body, headers=self.headers(), method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -86,7 +87,7 @@ class ChatCompletionsClient:
             except (KeyError, IndexError, TypeError, ValueError) as error:
                 message, retry = f"malformed response from {self.url}: {error!r}", False
             self.errors.append(message)
-            if not retry or attempt == self.max_retries:
+            if not retry or attempt == self.max_http_retries:
                 return None
             time.sleep(self.backoff * 2**attempt)
         return None

@@ -14,6 +14,7 @@ The rubrics and reply parsing live in [`~trl_distill.evaluation.rubrics`], the H
 [`~trl_distill.evaluation.http_client`]; this module holds the judges.
 """
 
+import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -271,45 +272,30 @@ class OpenAICompatibleJudge(ChatJudge):
     ```
 
     Args:
-        base_url (`str`):
-            The API root, e.g. `"https://api.openai.com/v1"`; `"/chat/completions"` is appended.
-        model (`str`):
-            The model name sent in each request.
-        api_key_env (`str` or `None`, *optional*, defaults to `"OPENAI_API_KEY"`):
-            Name of the environment variable holding the API key (sent as a bearer token). The key itself is never
-            taken as an argument, so it stays out of scripts and logs. `None` sends no key (local servers).
-        timeout (`float`, *optional*, defaults to `60.0`):
-            Seconds to wait for one response.
-        max_http_retries (`int`, *optional*, defaults to `3`):
-            Retries of a request after a server error or timeout.
-        backoff (`float`, *optional*, defaults to `1.0`):
-            First wait between retries, in seconds; doubled each time.
-        temperature (`float`, *optional*, defaults to `0.0`), max_tokens (`int`, *optional*, defaults to `512`):
-            Sampling settings sent with each request.
+        base_url (`str`), model (`str`):
+            The API root (e.g. `"https://api.openai.com/v1"`) and the model name sent in each request.
         num_workers (`int`, *optional*, defaults to `4`):
             Concurrent requests.
         max_retries (`int`, *optional*, defaults to `2`), show_progress (`bool`, *optional*, defaults to `True`):
             See [`ChatJudge`].
+        **client_kwargs:
+            The transport and sampling settings (e.g. `api_key_env`, `timeout`, `max_http_retries`), passed unchanged
+            to [`~trl_distill.evaluation.http_client.ChatCompletionsClient`]: see it for each and its default.
     """
 
     def __init__(
         self,
         base_url: str,
         model: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 60.0,
-        max_http_retries: int = 3,
-        backoff: float = 1.0,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
+        *,
         num_workers: int = 4,
         max_retries: int = 2,
         show_progress: bool = True,
+        **client_kwargs,
     ):
         super().__init__(max_retries=max_retries, show_progress=show_progress)
-        self.client = ChatCompletionsClient(
-            base_url, model, api_key_env, timeout, max_http_retries, backoff, temperature, max_tokens
-        )
+        _check_client_kwargs(client_kwargs)
+        self.client = ChatCompletionsClient(base_url, model, **client_kwargs)
         self.model = model
         self.name = f"http:{model}"
         self.num_workers = max(1, num_workers)
@@ -330,6 +316,20 @@ class OpenAICompatibleJudge(ChatJudge):
                 tqdm(iterator, total=len(conversations), desc=f"{self.name} requests", leave=False,
                      disable=not self.show_progress)
             )  # fmt: skip
+
+
+def _check_client_kwargs(client_kwargs: dict) -> None:
+    # checked here, not left to the client's TypeError, so that the message names the judge's own keywords too
+    settings = [
+        name for name in inspect.signature(ChatCompletionsClient).parameters if name not in ("base_url", "model")
+    ]
+    unknown = sorted(set(client_kwargs) - set(settings))
+    if unknown:
+        raise TypeError(
+            f"OpenAICompatibleJudge got unknown keyword(s) {', '.join(unknown)}. It takes num_workers, max_retries "
+            f"(re-asks after an unreadable reply), show_progress, and the ChatCompletionsClient settings "
+            f"{', '.join(settings)}."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

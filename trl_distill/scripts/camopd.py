@@ -22,9 +22,9 @@ from .utils import (
     check_quantization,
     finish,
     lab_tokenizer,
-    quantization_config,
     run_training_command,
     student_init_kwargs,
+    student_quantization_config,
     training_parser,
 )
 
@@ -150,7 +150,7 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
         eval_dataset=load_eval_prompts(script_args, training_args, sources),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else quantization_config(model_args),
+        quantization_config=student_quantization_config(script_args, model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     finish(trainer, training_args)

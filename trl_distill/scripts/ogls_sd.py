@@ -25,9 +25,9 @@ from .utils import (
     finish,
     lab_tokenizer,
     load_train_eval,
-    quantization_config,
     run_training_command,
     student_init_kwargs,
+    student_quantization_config,
     training_parser,
     verifier,
 )
@@ -91,7 +91,7 @@ def load_model_and_data(script_args: OGLSSDScriptArguments, training_args: OGLSS
             train = train.rename_column(column, "privileged_context")
             evaluation = evaluation.rename_column(column, "privileged_context") if evaluation else None
     init_kwargs = student_init_kwargs(model_args, training_args)
-    quantization = None if script_args.lab else quantization_config(model_args)
+    quantization = student_quantization_config(script_args, model_args)
     if quantization is not None:
         init_kwargs["quantization_config"] = quantization
     training_args.model_init_kwargs = init_kwargs

@@ -24,9 +24,9 @@ from .utils import (
     lab_dtype,
     lab_tokenizer,
     load_train_eval,
-    quantization_config,
     run_training_command,
     student_init_kwargs,
+    student_quantization_config,
     training_parser,
 )
 
@@ -96,7 +96,7 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
         eval_dataset=eval_pool,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=None if script_args.lab else quantization_config(model_args),
+        quantization_config=student_quantization_config(script_args, model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     finish(trainer, training_args, script_args.dataset_name)

@@ -81,6 +81,12 @@ def quantization_config(model_args):
     return get_quantization_config(model_args)
 
 
+def student_quantization_config(script_args, model_args):
+    """[`quantization_config`] of the user's student; `None` with `--lab`: the tiny world's student is a small model
+    the lab builds, trained in full precision."""
+    return None if script_args.lab else quantization_config(model_args)
+
+
 def student_init_kwargs(model_args, training_args) -> dict:
     """
     `from_pretrained` kwargs of a student given as a path, from [`~trl.ModelConfig`], merged under
