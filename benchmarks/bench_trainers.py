@@ -12,7 +12,9 @@ Kinds, all on the same student (`--shape` scaled as `bench_common` says), batch,
   `--num_generations G` its dataset repeats every prompt `G` times, so it trains on as many rollouts as OGLS-SD;
 - `ogls_sd`: `OGLSSDTrainer` with `OGLSSDConfig()`'s defaults (only the shared training fields set); its verifier
   is a coin (parity of the completion's character codes), so most groups hold both outcomes and the steering runs;
-- `camopd_rho1`, `camopd_rho05`: `CaMOPDTrainer`, one source, one teacher, `rho=1.0` / `rho=0.5`.
+- `camopd_rho1`, `camopd_rho05`: `CaMOPDTrainer`, one source, one teacher, `rho=1.0` / `rho=0.5`;
+- `camopd_rho05_gcg`: `camopd_rho05` with the gradient coherence gain logged on every step
+  (`gradient_coherence_every=1`), so each timed step is one where the diagnostic runs.
 
 `min_new_tokens = max_completion_length = --length` fixes the generation length. Step time: CPU process time (fixed
 thread count) or CUDA wall-clock, median of the steps after `--warmup`.
@@ -29,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as common  # noqa: E402
 
 
-KINDS = ("distillation", "ogls_sd", "camopd_rho1", "camopd_rho05")
+KINDS = ("distillation", "ogls_sd", "camopd_rho1", "camopd_rho05", "camopd_rho05_gcg")
 
 
 def add_trainer_arguments(parser, length: int, batch: int, num_generations: int, steps: int) -> None:
@@ -136,11 +138,12 @@ def run(options) -> dict:
         )
     else:
         rho = 1.0 if options.kind == "camopd_rho1" else 0.5
+        coherence_every = 1 if options.kind == "camopd_rho05_gcg" else 0
         rows = data.select([i for i in range(len(data)) for _ in range(options.num_generations)])
         trainer = CaMOPDTrainer(
             student,
             teacher,
-            CaMOPDConfig(**shared, beta=0.5, rho=rho, shuffle_dataset=False),
+            CaMOPDConfig(**shared, beta=0.5, rho=rho, gradient_coherence_every=coherence_every, shuffle_dataset=False),
             rows,
             processing_class=tokenizer,
             callbacks=[step_clock],
@@ -151,6 +154,7 @@ def run(options) -> dict:
     marks = step_clock.marks
     steps = [end - begin for begin, end in zip(marks[0::2], marks[1::2])][options.warmup :]
     mixed = [log[k] for log in trainer.state.log_history for k in log if k.endswith("frac_mixed_groups")]
+    coherence_s = [log["coherence/seconds"] for log in trainer.state.log_history if "coherence/seconds" in log]
     return {
         "kind": options.kind,
         "vocab": vocab,
@@ -161,6 +165,8 @@ def run(options) -> dict:
         "peak_mib": peak,
         "logits_mib": options.batch * options.length * vocab * 4 / 2**20,
         "mixed_groups": statistics.mean(mixed) if mixed else None,
+        # wall-clock seconds of the GCG diagnostic as the trainer logs them, median over the timed steps
+        "coherence_s": statistics.median(coherence_s[options.warmup :] or coherence_s) if coherence_s else None,
     }
 
 

@@ -35,7 +35,7 @@ FULL = {
         "--length", "64", "--batch", "4", "--num_generations", "4", "--steps", "3", "--rounds", "2",
         "--growth_vocabs", "32768", "151669", "262144", "--growth_lengths", "2048",
     ],
-    "camopd": ["--length", "64", "--batch", "4", "--steps", "3", "--rounds", "2"],
+    "camopd": ["--length", "64", "--batch", "4", "--steps", "3", "--rounds", "2", "--coherence"],
     "dmc": ["--length", "64", "--train_size", "1024", "--batch", "8", "--sft_steps", "3", "--rounds", "2"],
     "pool_builder": ["--length", "32", "--prompts", "16", "--n", "2", "--rounds", "2"],
 }  # fmt: skip
@@ -46,7 +46,7 @@ QUICK = {
         "--growth_vocabs", "4096", "8192", "--growth_lengths", "16", "--growth_vocab_fixed", "4096",
         "--growth_length_fixed", "8",
     ],
-    "camopd": ["--vocab", "4096", "--length", "8", "--batch", "2", "--steps", "2", "--rounds", "1"],
+    "camopd": ["--vocab", "4096", "--length", "8", "--batch", "2", "--steps", "2", "--rounds", "1", "--coherence"],
     "dmc": ["--vocab", "4096", "--length", "8", "--train_size", "16", "--sft_steps", "2", "--rounds", "1"],
     "pool_builder": ["--vocab", "4096", "--length", "8", "--prompts", "8", "--n", "1", "--shard", "4", "--rounds", "1"],
 }  # fmt: skip

@@ -73,7 +73,7 @@ def test_random_features_lengths_and_masks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["distillation", "ogls_sd", "camopd_rho05"])
+@pytest.mark.parametrize("kind", ["distillation", "ogls_sd", "camopd_rho05", "camopd_rho05_gcg"])
 def test_trainer_run_smallest(kind):
     import argparse
 
@@ -87,6 +87,7 @@ def test_trainer_run_smallest(kind):
     assert result["step_s"] > 0 and len(result["steps_s"]) == 1
     assert result["logits_mib"] == pytest.approx(4 * 4 * 512 * 4 / 2**20)
     assert math.isfinite(result["peak_mib"])
+    assert (result["coherence_s"] is not None) == kind.endswith("_gcg")  # the diagnostic ran on the timed steps
 
 
 @pytest.mark.slow

@@ -329,6 +329,45 @@ def test_the_clip_bounds_each_token_and_stops_its_gradient(tokenizer, toy, tmp_p
     assert loss_and_grads(trainer, output)[0] > 1e3 * clip
 
 
+def test_context_slots_share_batched_teacher_forwards_equal_to_one_forward_per_pair(tokenizer, toy, tmp_path):
+    """The contextual direction's teacher reads every (context slot, rollout) pair in left-padded batches of
+    `per_device_train_batch_size`; its steered target equals one unpadded forward per pair, slot after slot (fp32)."""
+    trainer = perturbed(make_trainer(tokenizer, toy, tmp_path, steering_alpha=0.7, per_device_train_batch_size=8))
+    rows = [toy[i] for i in ROWS]
+    base = scored(trainer, rows)
+    teacher, tok, G = trainer.teacher_model, trainer.processing_class, trainer.args.num_generations
+    batch_sizes = []
+    hook = teacher.base_model.register_forward_hook(lambda module, args, kwargs, out: batch_sizes.append(
+        kwargs["input_ids"].size(0)), with_kwargs=True)  # fmt: skip
+    try:
+        target = trainer._teacher_head().logits(steer(trainer, rows, base)["teacher_hidden"])
+    finally:
+        hook.remove()
+    completions = [ids[mask.bool()].tolist() for ids, mask in zip(base["completion_ids"], base["completion_mask"])]
+    texts = tok.batch_decode(completions, skip_special_tokens=True)
+    success = [r == 1.0 for r in parity_reward([[{"content": t}] for t in texts])]
+    steered, context_lengths = [], set()
+    for i, (row, y) in enumerate(zip(rows, completions)):
+        members = range(i // G * G, i // G * G + G)
+        if success[i] or all(success[j] for j in members):  # a correct rollout, or a group without both outcomes
+            continue
+        steered.append(i)
+        induced = {}
+        for j in members:  # the sequential computation: slot j's teacher on rollout i, alone, unpadded
+            context = TEMPLATE.format(prompt=row["prompt"][0]["content"], privileged_context=texts[j])
+            prompt = [{"role": "user", "content": context}]
+            context_lengths.add(len(tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=False)))
+            induced[j] = forward_logits(teacher, prompt, y, tok)
+        good = [induced[j] for j in members if success[j]]
+        bad = [induced[j] for j in members if not success[j]]
+        expected = forward_logits(teacher, row["prompt"], y, tok) + 0.7 * (sum(good) / len(good) - sum(bad) / len(bad))
+        torch.testing.assert_close(target[i, : len(y)].double(), expected, atol=1e-5, rtol=1e-5)
+    assert len(steered) >= 2 and len(context_lengths) > 1  # several slots of different lengths share a padded batch
+    # the anchor's forward, then the G·R pairs in ⌈G·R / 8⌉ forwards (slot by slot it would be G·⌈R / 8⌉)
+    pairs = G * len(steered)
+    assert batch_sizes == [8] + [min(8, pairs - start) for start in range(0, pairs, 8)]
+
+
 @pytest.mark.parametrize("steering", ["contextual", "pooled"])
 def test_hidden_state_and_explicit_logit_paths_agree(tokenizer, toy, tmp_path, steering):
     trainer = perturbed(

@@ -96,8 +96,8 @@ class OGLSSDConfig(DistillationConfig):
             (our v1 reading, and OPSD): the teacher shown the prompt and `privileged_context`.
         steering (`str`, *optional*, defaults to `"contextual"`):
             `"contextual"` (v2): a direction per token, the teacher's features with a successful rollout of the group
-            as its context minus those with a failed one (`num_generations` extra teacher forwards per steered rollout
-            of a mixed group). `"pooled"` (our proposal): one direction per prompt, the anchor's features averaged
+            as its context minus those with a failed one (`num_generations` extra teacher sequences per steered
+            rollout of a mixed group, batched across the slots). `"pooled"` (our proposal): one direction per prompt, the anchor's features averaged
             over the successful rollouts' tokens minus those over the failed ones'.
         steering_alpha (`float`, *optional*, defaults to `1.0`):
             Strength `α` of the steered teacher `z̃ = z_anchor + α·d` (the paper does not say how it sets `α`).

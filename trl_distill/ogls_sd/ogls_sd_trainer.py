@@ -537,14 +537,23 @@ class OGLSSDTrainer(DistillationTrainer):
     def _contextual_features(self, prompts, completions, completion_ids, completion_mask, rows, head):
         """Yields, for each context slot `j`, the teacher features of every rollout with rollout `j` of its group as
         the teacher's context (in the template's `{privileged_context}`). Only the rollouts in the boolean `rows` are
-        computed; the others stay zero."""
+        computed; the others stay zero.
+
+        Every (slot, rollout) pair goes through one teacher pass, in chunks of `per_device_train_batch_size` sequences
+        as the anchor's forward, rather than one pass per slot: `⌈G·R / b⌉` forwards instead of `G·⌈R / b⌉`. Left
+        padding of the contexts of different lengths is masked, so the result equals the slot-by-slot forwards."""
         G = self.num_generations
-        rows = torch.nonzero(rows).flatten().tolist()
-        for j in range(G):
-            contexts = [completions[(i // G) * G + j] for i in rows]
-            teacher_prompts = [self._compose_teacher_prompt(prompts[i], c) for i, c in zip(rows, contexts)]
-            hidden = self._teacher_hidden_states(teacher_prompts, completion_ids[rows], completion_mask[rows])
-            part = head.logits(hidden) if self.explicit_logits else hidden.float()
+        rows = torch.nonzero(rows).flatten()
+        # slot-major: pairs j·R … (j+1)·R − 1 hold every rollout with context slot j
+        teacher_prompts = [
+            self._compose_teacher_prompt(prompts[i], completions[(i // G) * G + j])
+            for j in range(G)
+            for i in rows.tolist()
+        ]
+        pairs = rows.repeat(G)
+        hidden = self._teacher_hidden_states(teacher_prompts, completion_ids[pairs], completion_mask[pairs])
+        for part in hidden.split(rows.numel()):
+            part = head.logits(part) if self.explicit_logits else part.float()
             full = part.new_zeros((completion_ids.size(0), *part.shape[1:]))
             full[rows] = part
             yield full
