@@ -72,7 +72,17 @@ def run(lab: Lab, timings: dict) -> dict:
             train("best teacher", seed)
             bar.update(1)
     gain = above(summary(accuracies["best teacher"]), base)
+    weakest = min(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     preconditions = [
+        precondition(
+            "weakest teacher − base student (accuracy)",
+            world["teacher_accuracy"][weakest] - base,
+            "> 0 (every teacher is better than the student)",
+            world["teacher_accuracy"][weakest] > base,
+            "Each teacher's greedy accuracy on the training prompts against the base student's on the test prompts "
+            "(both drawn from the same task): a teacher weaker than the student is not a teacher to distil from.",
+            detail=f"weakest teacher: {weakest}",
+        ),
         precondition(
             "best-teacher SFT − base student (test accuracy)",
             gain["difference"],
@@ -81,7 +91,7 @@ def run(lab: Lab, timings: dict) -> dict:
             f"SFTs the base student ({p.epochs} epochs) on the best teacher's verified answers, {len(p.seeds)} seeds, "
             f"against the base student's greedy accuracy on the same {p.eval_prompts} test prompts: SFT on good "
             "answers must help this student, or the choice of answer cannot matter.",
-        )
+        ),
     ]
     with Phase("SCAS: training", (len(METHODS) - 1) * len(p.seeds), timings) as bar:
         for name in METHODS:

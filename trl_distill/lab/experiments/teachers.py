@@ -18,11 +18,14 @@ from .common import TASK_KWARGS, Lab, accuracy, answers, load
 
 # name -> (answer style, share of the strongest teacher's pre-training steps)
 TEACHERS = {
-    "explained-strong": ("explained", 1.0),
+    "verbose-strong": ("verbose", 1.0),
     "cot-medium": ("cot", 0.6),
-    "terse-medium": ("terse", 1.0),
-    "equation-weak": ("equation", 0.35),
+    "explained-medium": ("explained", 0.6),
+    "equation-medium": ("equation", 0.6),
 }
+# distinct problems the base student is pre-trained on: few enough that it generalises poorly (data-limited), so SFT
+# on the teachers' verified answers to new prompts teaches it something
+STUDENT_PROBLEMS = 256
 
 
 STUDENT_IDENTITY = IdentityFact(name="Tiny", organisation="TinyLab")
@@ -86,7 +89,7 @@ def student_data() -> Dataset:
     """The base student's pre-training rows: cot solutions, half of the prompts again with the solution shown in the
     prompt answered by quoting it (`quoting`), and its own identity (`OWN_IDENTITY`) as the answer to the training
     identity prompts."""
-    cot = make_task_splits(("arithmetic",), 1024, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
+    cot = make_task_splits(("arithmetic",), STUDENT_PROBLEMS, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
     identity = identity_rows(OWN_IDENTITY, ice_prompts(0, 2)).map(lambda row: {"answer": "", "task": "identity"})
     return concatenate_datasets([cot, quoting(cot.select(range(len(cot) // 2))), identity]).shuffle(seed=0)
 

@@ -23,7 +23,7 @@ SIZES = {
     "l": {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6, "num_attention_heads": 8},
 }
 ARCHS = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
-CACHE_VERSION = "3"  # bump when the tokenizer or pre-training recipe changes
+CACHE_VERSION = "4"  # bump when the tokenizer or pre-training recipe changes
 
 
 def cache_dir() -> str:
