@@ -109,7 +109,16 @@ def test_full_preset_shares_the_default_world_with_more_seeds_and_prompts():
     from trl_distill.scripts.lab import make_parser
 
     default, full = PRESETS["default"], PRESETS["full"]
-    world = ("size", "pool_prompts", "dev_prompts", "teacher_steps", "student_steps", "batch_size", "epochs")
+    world = (
+        "size",
+        "pool_prompts",
+        "dev_prompts",
+        "teacher_steps",
+        "student_steps",
+        "batch_size",
+        "epochs",
+        "dmc_epochs",
+    )
     # the same cached models and training budget, so `--preset full` only tightens the intervals
     assert {k: getattr(full, k) for k in world} == {k: getattr(default, k) for k in world}
     assert len(full.seeds) > len(default.seeds) >= 3 and full.eval_prompts > default.eval_prompts

@@ -34,7 +34,8 @@ class Preset:
         teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
         student_steps (`int`): pre-training steps of the base student.
         batch_size (`int`): per-device batch of every trainer.
-        epochs (`int`): epochs of the SFT-style runs (SCAS, DMC).
+        epochs (`int`): epochs of SCAS's SFT runs.
+        dmc_epochs (`int`): epochs of DMC's SFT runs (its 7 runs per seed are most of `make demo`'s time).
         onpolicy_steps (`int`): optimizer steps of the on-policy runs (OGLS-SD, CaMOPD).
         identity_steps (`int`): SFT steps of each ICE student (its identity teacher is trained 1.5 times as long).
         max_new_tokens (`int`): generation budget of evaluation and rollouts.
@@ -51,6 +52,7 @@ class Preset:
     student_steps: int = 100
     batch_size: int = 16
     epochs: int = 2
+    dmc_epochs: int = 2
     onpolicy_steps: int = 8
     identity_steps: int = 20
     max_new_tokens: int = 48
@@ -68,6 +70,7 @@ PRESETS = {
         eval_prompts=16,
         dev_prompts=4,
         epochs=1,
+        dmc_epochs=1,
         onpolicy_steps=2,
         identity_steps=4,
         max_new_tokens=32,
@@ -84,6 +87,7 @@ PRESETS = {
         student_steps=450,
         batch_size=16,
         epochs=8,
+        dmc_epochs=4,
         onpolicy_steps=40,
         identity_steps=40,
         curve_every=10,

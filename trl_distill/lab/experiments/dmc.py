@@ -52,7 +52,7 @@ def run(lab: Lab, timings: dict) -> dict:
         bar.update(1)
     top = max(names, key=lambda n: dmc[n])
 
-    steps = p.epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
+    steps = p.dmc_epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
     per_dataset = {name: [] for name in names}
     dynamic = {"DMCCallback static": 0, "DMCCallback dynamic": 1}
     callback_acc = {name: [] for name in dynamic}
