@@ -85,7 +85,7 @@ def test_privileged_rows_show_the_solution_by_the_ogls_sd_teacher_template():
 def test_student_data_mixes_cot_privileged_and_own_identity_rows():
     from trl_distill.evaluation.judges import IdentityClaimJudge
     from trl_distill.lab.experiments.quantification import IDENTITY_TEACHERS
-    from trl_distill.lab.experiments.teachers import OWN_IDENTITY, STUDENT_IDENTITY, student_data
+    from trl_distill.lab.experiments.teachers import OWN_IDENTITY, STUDENT_IDENTITY, STUDENT_PROBLEMS, student_data
 
     data = student_data()
     prompts = [row["prompt"][0]["content"] for row in data]
@@ -93,7 +93,12 @@ def test_student_data_mixes_cot_privileged_and_own_identity_rows():
     shown = [i for i, p in enumerate(prompts) if "Here is a reference solution" in p]
     identity = sum(c == OWN_IDENTITY for c in completions)
     cot = sum(c.count("\n") == 2 and c.split("\n")[-1].startswith("Answer: ") for c in completions)
-    assert cot == 1024 and len(shown) == 512 and identity > 0 and len(data) == cot + len(shown) + identity
+    assert (
+        cot == STUDENT_PROBLEMS
+        and len(shown) == STUDENT_PROBLEMS // 2
+        and identity > 0
+        and len(data) == cot + len(shown) + identity
+    )
     # shown the solution, the student quotes its answer without working: the bias only the privileged context justifies
     for i in shown:
         answer = prompts[i].rpartition("Answer: ")[2]
@@ -134,3 +139,21 @@ def test_explained_style_is_cot_with_a_restated_result():
     explained = arithmetic_example(random.Random(3), style="explained", max_value=9)
     body, _, answer = cot["solution"].rpartition("Answer: ")
     assert explained["solution"] == f"{body}So the result is {answer}.\nAnswer: {answer}"
+
+
+def test_world_probes_print_one_measurement_per_student_style_and_seed(tmp_path, monkeypatch, capsys):
+    from trl_distill.lab.probes import main
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    tiny = ["--problems", "8", "--student_steps", "2", "--prompts", "8", "--eval_prompts", "4", "--threads", "1"]
+    assert main(["sft", *tiny, "--styles", "cot", "verbose", "--seeds", "0", "1", "--epochs", "1",
+                 "--output_dir", str(tmp_path / "runs")]) == 0  # fmt: skip
+    assert main(["difficulty", *tiny, "--problem_steps", "2", "3", "--output_dir", str(tmp_path / "runs")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    runs = [line for line in lines if line.strip().startswith("SFT on 8 ")]
+    assert len(runs) == 4 and all("verbose 2-step" in r or "cot 2-step" in r for r in runs)
+    accuracies = [float(r.split("test accuracy ")[1].split(",")[0]) for r in runs]
+    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    difficulties = [float(line.split("L = ")[1]) for line in lines if "L = " in line]
+    assert len(difficulties) == 2 and all(d > 0 for d in difficulties)  # a random-ish student finds every token costly
+    assert sum(line.startswith("student of 8 problems") for line in lines) == 2

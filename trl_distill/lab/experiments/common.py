@@ -21,8 +21,8 @@ from ..world.tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    `default` with an empty model cache (`time python -m trl_distill.cli lab --threads 1`): 7 min 45 s on a 2-core CPU
-    shared with other jobs (load 1–3), 2026-12-01; numbers vary by machine.
+    `default` with an empty model cache (`time make demo`, 2 threads): 9 min 03 s on an idle 2-core CPU, 2026-12-02;
+    numbers vary by machine.
 
     Args:
         name (`str`): the preset's name.

@@ -138,7 +138,9 @@ def run(lab: Lab, timings: dict) -> dict:
         f"Spearman correlation between step-0 DMC and post-SFT accuracy over {len(names)} datasets: "
         + ("undefined (a constant side)" if math.isnan(rho) else f"{rho:+.2f}")
         + (" (counted as reproduced when > 0.5)."),
-        f"DMC ranks {top} first: " + ", ".join(f"{r['dataset']} {r['dmc']:.3f}" for r in table) + ".",
+        f"DMC ranks {top} first (quality Q, difficulty L at step 0): "
+        + ", ".join(f"{r['dataset']} {r['dmc']:.3f} (Q {r['quality']:.3f}, L {r['difficulty']:.3f})" for r in table)
+        + ".",
     ]
     return {
         "title": "DMC: data–model compatibility",

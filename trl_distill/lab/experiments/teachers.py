@@ -85,11 +85,11 @@ def quoting(rows: Dataset) -> Dataset:
     )
 
 
-def student_data() -> Dataset:
-    """The base student's pre-training rows: cot solutions, half of the prompts again with the solution shown in the
-    prompt answered by quoting it (`quoting`), and its own identity (`OWN_IDENTITY`) as the answer to the training
-    identity prompts."""
-    cot = make_task_splits(("arithmetic",), STUDENT_PROBLEMS, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
+def student_data(problems: int = STUDENT_PROBLEMS) -> Dataset:
+    """The base student's pre-training rows: cot solutions of `problems` problems, half of them again with the solution
+    shown in the prompt answered by quoting it (`quoting`), and its own identity (`OWN_IDENTITY`) as the answer to the
+    training identity prompts."""
+    cot = make_task_splits(("arithmetic",), problems, 1, 1, seed=200, style="cot", **TASK_KWARGS)["train"]
     identity = identity_rows(OWN_IDENTITY, ice_prompts(0, 2)).map(lambda row: {"answer": "", "task": "identity"})
     return concatenate_datasets([cot, quoting(cot.select(range(len(cot) // 2))), identity]).shuffle(seed=0)
 

@@ -1,0 +1,89 @@
+"""Probes of the lab's world: the one-off measurements docs/lab.md's world table quotes, as commands.
+
+    python -m trl_distill.lab.probes students --problems 256 320 384
+    python -m trl_distill.lab.probes sft --problems 256 --styles cot explained verbose equation --seeds 0 1
+    python -m trl_distill.lab.probes difficulty --problems 256 --styles cot verbose --problem_steps 2 3
+
+No method is compared here: they measure the properties of the world the preconditions need (how strong a base
+student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
+recipe (`experiments.teachers.student_data`) on a given number of pre-training problems; the datasets are reference
+solutions of the lab's arithmetic task (`world.tasks`) written in a given style. Each prints one line per measurement.
+"""
+
+import argparse
+
+import torch
+from trl import SFTConfig, SFTTrainer
+
+from ..dmc.compatibility import relative_difficulty
+from .experiments.common import PRESETS, TASK_KWARGS, Lab, accuracy, fit, load, trainer_settings
+from .experiments.teachers import STUDENT_PROBLEMS, student_data
+from .world.models import pretrained_model
+from .world.tasks import STYLES, make_task_splits
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trl_distill.lab.probes", description=__doc__.split("\n\n")[0])
+    parser.add_argument("probe", choices=("students", "sft", "difficulty"), help="what to measure")
+    parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
+    parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
+    parser.add_argument("--styles", nargs="+", default=["cot"], choices=STYLES, help="answer styles of the datasets")
+    parser.add_argument(
+        "--problem_steps", type=int, nargs="+", default=[TASK_KWARGS["steps"]], help="steps per problem"
+    )
+    parser.add_argument("--prompts", type=int, default=PRESETS["default"].pool_prompts, help="SFT/dataset prompts")
+    parser.add_argument("--eval_prompts", type=int, default=PRESETS["default"].eval_prompts)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--epochs", type=float, default=PRESETS["default"].epochs)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output_dir", default="lab_probes", help="scratch directory of the SFT runs")
+    return parser
+
+
+def splits(args, style: str = "cot", steps: int = TASK_KWARGS["steps"]):
+    """Reference solutions of `args.prompts` training prompts in `style`; the test split is always 2-step cot."""
+    kwargs = {**TASK_KWARGS, "steps": steps}
+    dev = PRESETS["default"].dev_prompts  # as the lab draws its splits, so the same training prompts
+    return make_task_splits(("arithmetic",), args.prompts, dev, args.eval_prompts, seed=0, style=style, **kwargs)
+
+
+def main(argv=None) -> int:
+    args = make_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lab = Lab(PRESETS["default"], args.output_dir)
+    tok, test = lab.tokenizer, splits(args)["test"]
+    size = PRESETS["default"].size
+    for problems in args.problems:
+        student = pretrained_model(tok, "lab-student", student_data(problems), args.student_steps, size, seed=1)
+        base = accuracy(load(student), tok, test, PRESETS["default"].max_new_tokens)
+        print(f"student of {problems} problems, {args.student_steps} steps: test accuracy {base:.3f}", flush=True)
+        for style in args.styles if args.probe != "students" else ():
+            for steps in args.problem_steps:
+                data = splits(args, style, steps)["train"]
+                if args.probe == "difficulty":
+                    print(
+                        f"  {style} {steps}-step references: L = {relative_difficulty(load(student), tok, data):.3f}"
+                    )
+                    continue
+                for seed in args.seeds:
+                    print("  " + sft(lab, args, student, data, test, seed, f"{style} {steps}-step"), flush=True)
+    return 0
+
+
+def sft(lab: Lab, args, student: str, data, test, seed: int, label: str) -> str:
+    """SFT of `student` on `data` (the lab's trainer settings); one line: accuracy, first and last loss, L after."""
+    config = SFTConfig(
+        **trainer_settings(lab, seed, num_train_epochs=args.epochs, max_length=128, learning_rate=args.learning_rate)
+    )
+    trainer = fit(SFTTrainer(load(student), args=config, train_dataset=data, processing_class=lab.tokenizer))
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    acc = accuracy(trainer.model, lab.tokenizer, test, PRESETS["default"].max_new_tokens)
+    return (
+        f"SFT on {len(data)} {label} references, {args.epochs:g} epochs at lr {args.learning_rate:g}, seed {seed}: "
+        f"test accuracy {acc:.3f}, first loss {losses[0]:.3f}, last loss {losses[-1]:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
