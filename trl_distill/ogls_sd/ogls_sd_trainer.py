@@ -553,7 +553,11 @@ class OGLSSDTrainer(DistillationTrainer):
         pairs = rows.repeat(G)
         hidden = self._teacher_hidden_states(teacher_prompts, completion_ids[pairs], completion_mask[pairs])
         for part in hidden.split(rows.numel()):
-            part = head.logits(part) if self.explicit_logits else part.float()
+            if self.explicit_logits:
+                with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3: the head is a shard outside a forward
+                    part = head.logits(part)
+            else:
+                part = part.float()
             full = part.new_zeros((completion_ids.size(0), *part.shape[1:]))
             full[rows] = part
             yield full
