@@ -6,6 +6,7 @@ import ast
 import importlib
 import json
 import os
+import warnings
 
 import pytest
 import torch
@@ -362,3 +363,21 @@ def test_the_selection_rounds_go_into_the_model_card_once_before_the_citations(t
     add_selection_to_model_card(trainer, str(path))
     add_selection_to_model_card(trainer, str(path))  # a second card write (a later checkpoint) replaces it
     assert path.read_text() == "# Model\n\n## Training procedure\n\ntext\n\n" + expected + "\n## Citations\n\nbib\n"
+
+
+def test_lab_student_ignores_quantization_flags_with_a_warning():
+    from types import SimpleNamespace
+
+    from trl_distill.scripts.utils import student_quantization_config
+
+    quantized = SimpleNamespace(load_in_4bit=True, load_in_8bit=False)
+    with pytest.warns(UserWarning, match="--lab trains the tiny world's student in full precision"):
+        assert student_quantization_config(SimpleNamespace(lab=True), quantized) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no flag, no warning
+        assert (
+            student_quantization_config(
+                SimpleNamespace(lab=True), SimpleNamespace(load_in_4bit=False, load_in_8bit=False)
+            )
+            is None
+        )

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 
 from trl import ScriptArguments
@@ -84,7 +85,16 @@ def quantization_config(model_args):
 def student_quantization_config(script_args, model_args):
     """[`quantization_config`] of the user's student; `None` with `--lab`: the tiny world's student is a small model
     the lab builds, trained in full precision."""
-    return None if script_args.lab else quantization_config(model_args)
+    if not script_args.lab:
+        return quantization_config(model_args)
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        warnings.warn(
+            "--lab trains the tiny world's student in full precision: --load_in_4bit/--load_in_8bit are ignored for it "
+            "(they apply to a student given by --model_name_or_path).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return None
 
 
 def student_init_kwargs(model_args, training_args) -> dict:
