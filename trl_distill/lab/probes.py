@@ -11,6 +11,7 @@ solutions of the lab's arithmetic task (`world.tasks`) written in a given style.
 """
 
 import argparse
+import itertools
 
 import torch
 from trl import SFTConfig, SFTTrainer
@@ -31,6 +32,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--problem_steps", type=int, nargs="+", default=[TASK_KWARGS["steps"]], help="steps per problem"
     )
+    parser.add_argument(
+        "--max_values", type=int, nargs="+", default=[TASK_KWARGS["max_value"]], help="largest operand of the problems"
+    )
     parser.add_argument("--prompts", type=int, default=PRESETS["default"].pool_prompts, help="SFT/dataset prompts")
     parser.add_argument("--eval_prompts", type=int, default=PRESETS["default"].eval_prompts)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -41,9 +45,10 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def splits(args, style: str = "cot", steps: int = TASK_KWARGS["steps"]):
-    """Reference solutions of `args.prompts` training prompts in `style`; the test split is always 2-step cot."""
-    kwargs = {**TASK_KWARGS, "steps": steps}
+def splits(args, style: str = "cot", steps: int = TASK_KWARGS["steps"], max_value: int = TASK_KWARGS["max_value"]):
+    """Reference solutions of `args.prompts` training prompts in `style`; the test split is the lab's (only its
+    default `steps` and `max_value` are used for it)."""
+    kwargs = {**TASK_KWARGS, "steps": steps, "max_value": max_value}
     dev = PRESETS["default"].dev_prompts  # as the lab draws its splits, so the same training prompts
     return make_task_splits(("arithmetic",), args.prompts, dev, args.eval_prompts, seed=0, style=style, **kwargs)
 
@@ -59,15 +64,14 @@ def main(argv=None) -> int:
         base = accuracy(load(student), tok, test, PRESETS["default"].max_new_tokens)
         print(f"student of {problems} problems, {args.student_steps} steps: test accuracy {base:.3f}", flush=True)
         for style in args.styles if args.probe != "students" else ():
-            for steps in args.problem_steps:
-                data = splits(args, style, steps)["train"]
+            for steps, max_value in itertools.product(args.problem_steps, args.max_values):
+                data = splits(args, style, steps, max_value)["train"]
+                label = f"{style} {steps}-step" + (f" (operands ≤ {max_value})" if max_value != 9 else "")
                 if args.probe == "difficulty":
-                    print(
-                        f"  {style} {steps}-step references: L = {relative_difficulty(load(student), tok, data):.3f}"
-                    )
+                    print(f"  {label} references: L = {relative_difficulty(load(student), tok, data):.3f}")
                     continue
                 for seed in args.seeds:
-                    print("  " + sft(lab, args, student, data, test, seed, f"{style} {steps}-step"), flush=True)
+                    print("  " + sft(lab, args, student, data, test, seed, label), flush=True)
     return 0
 
 
