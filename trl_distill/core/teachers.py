@@ -7,8 +7,8 @@ accelerator, prepared as TRL prepares its teacher: `trl.models.prepare_deepspeed
 otherwise `accelerator.prepare_model(..., evaluation_mode=True)`. It also makes frozen copies of the student
 (`copy=True`), reloading from the student's path under ZeRO-3, where a deep copy would clone empty shards.
 
-The checks are separate functions too ([`~trl_distill.core.data.check_local_path`], [`check_vocab_size`], [`check_tokenizers_match`],
-[`check_tokenizer_fits`]) so that a trainer can run them before anything is loaded.
+The checks are separate functions too ([`~trl_distill.core.data.check_local_path`], [`check_vocab_size`],
+[`check_tokenizers_match`], [`check_tokenizer_fits`]) so that a trainer can run them before anything is loaded.
 """
 
 import copy as copy_module

@@ -46,8 +46,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def splits(args, style: str = "cot", steps: int = TASK_KWARGS["steps"], max_value: int = TASK_KWARGS["max_value"]):
-    """Reference solutions of `args.prompts` training prompts in `style`; the test split is the lab's (only its
-    default `steps` and `max_value` are used for it)."""
+    """The lab's arithmetic splits with reference solutions in `style` (`steps` and `max_value` per problem); the
+    probes read only the training split of such a call, and take the test split from the lab's own (the defaults)."""
     kwargs = {**TASK_KWARGS, "steps": steps, "max_value": max_value}
     dev = PRESETS["default"].dev_prompts  # as the lab draws its splits, so the same training prompts
     return make_task_splits(("arithmetic",), args.prompts, dev, args.eval_prompts, seed=0, style=style, **kwargs)

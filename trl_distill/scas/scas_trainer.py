@@ -57,8 +57,9 @@ class SCASTrainer(SFTTrainer):
     form: one row per answer with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`; grouped form: one row per
     prompt with a `candidates` list; answers as strings, as messages, or as whole `messages` conversations). Every
     candidate is tokenized once, by `SFTTrainer`'s preparation, and scored on that prepared sequence (cut to
-    `max_length`, on the tokens it trains). Before training, and every `rescore_every` epochs, the pool is scored with the current student ([`scas_scores`]'s learning cost) and one
-    answer per prompt is selected ([`scas_select`]); an epoch trains on exactly one answer per prompt. The selection
+    `max_length`, on the tokens it trains). Before training, and every `rescore_every` epochs, the pool is scored with
+    the current student ([`scas_scores`]'s learning cost) and one answer per prompt is selected ([`scas_select`]); an
+    epoch trains on exactly one answer per prompt. The selection
     switches through the train dataloader's [`SelectionSampler`], so the epoch length and the schedule never change.
 
     Any other dataset (no `candidates`, `prompt_id` or `teacher` column) is a plain SFT dataset and is
