@@ -176,7 +176,8 @@ def smoke_report(tmp_path_factory):
     from trl_distill.scripts.lab import main
 
     out = tmp_path_factory.mktemp("lab-smoke")
-    assert main(["--preset", "smoke", "--threads", "1", "--output-dir", str(out)]) == 0
+    # two threads: every experiment's runs go through the forked workers of `lab.parallel`, as in `make demo`
+    assert main(["--preset", "smoke", "--threads", "2", "--output-dir", str(out)]) == 0
     with open(out / "results.json") as f:
         return out, json.load(f)
 

@@ -6,6 +6,9 @@ from functools import partialmethod
 from tqdm.auto import tqdm
 
 
+QUIET = False  # set in the lab's worker processes (`lab.parallel`): their parent draws the bars
+
+
 def interactive() -> bool:
     """Whether both stdout and stderr are terminals: only then are live progress bars shown."""
     return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
@@ -13,7 +16,7 @@ def interactive() -> bool:
 
 def bar(iterable=None, **kwargs):
     """A tqdm bar, disabled (silent) when the output is not a terminal."""
-    return tqdm(iterable, disable=not interactive(), **kwargs)
+    return tqdm(iterable, disable=QUIET or not interactive(), **kwargs)
 
 
 def silence_other_bars():

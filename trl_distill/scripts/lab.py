@@ -29,7 +29,9 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="CPU threads (default 2): of torch, and of the pre-training processes"
+    )
     return parser
 
 
@@ -48,8 +50,8 @@ def main(argv=None) -> int:
     import torch
     import transformers
 
-    from ..lab.experiments import EXPERIMENTS, get
-    from ..lab.experiments.common import PRESETS, Lab, clean_scratch
+    from ..lab.experiments import EXPERIMENTS, get, pretraining
+    from ..lab.experiments.common import PRESETS, Lab, clean_scratch, pretrain_all
     from ..lab.report import summary_table, write_report
 
     torch.set_num_threads(args.threads)
@@ -69,10 +71,11 @@ def main(argv=None) -> int:
     names = [n for n in EXPERIMENTS if n in names]
 
     start = time.perf_counter()
-    lab = Lab(preset, args.output_dir)
+    lab = Lab(preset, args.output_dir, workers=args.threads)
     timings: dict = {}
     results = {"preset": preset.to_dict(), "experiments": {}, "timings": timings}
     try:
+        pretrain_all(lab, [run for name in names for run in pretraining(name, lab)], timings)
         for name in names:
             results["experiments"][name] = get(name)(lab, timings)
     finally:

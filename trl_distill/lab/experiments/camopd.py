@@ -8,6 +8,8 @@ from ...camopd.camopd_trainer import CaMOPDTrainer
 from ...camopd.gap import gap
 from ...core.divergence import LMHead
 from ...core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
+from ..parallel import parallel_map
+from ..world.models import Pretraining
 from ..world.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
 from .common import (
     TASK_KWARGS,
@@ -40,27 +42,35 @@ CLAIM = (
 GENERAL_REPLAY = 0.25
 
 
-def models(lab: Lab, bar) -> dict:
-    """The general model (trained on the general tasks only) and its arithmetic specialisation.
+def model_runs(lab: Lab) -> dict:
+    """The pre-training runs of the general model (trained on the general tasks only) and of its arithmetic
+    specialisation.
 
     The general model never saw arithmetic, so the specialised student's domain ability is recent and held only by
     the weights the specialisation moved: recovering general ability alone pulls those weights back (the
     counteraction CaMOPD balances). Measured in the precondition, not assumed.
     """
-    from ..world.models import pretrained_model
-
-    p, tok = lab.preset, lab.tokenizer
+    p = lab.preset
     general = make_task_splits(GENERAL_TASKS, 1024, 1, 1, seed=300)["train"]
     domain = make_task_splits(DOMAIN_TASKS, 1024, 1, 1, seed=301, **TASK_KWARGS)["train"]
-    general_path = pretrained_model(tok, "lab-general", general, p.teacher_steps, p.size, seed=2)
-    bar.update(1)
+    general_run = Pretraining("lab-general", general, p.teacher_steps, p.size, seed=2)
     replay = general.select(range(int(GENERAL_REPLAY * len(domain))))
-    specialised = pretrained_model(
-        tok, "lab-specialised", concatenate_datasets([domain, replay]).shuffle(seed=0), p.teacher_steps // 2, p.size,
-        start=general_path,
-    )  # fmt: skip
-    bar.update(1)
-    return {"general": general_path, "specialised": specialised}
+    specialised = concatenate_datasets([domain, replay]).shuffle(seed=0)
+    return {
+        "general": general_run,
+        "specialised": Pretraining(
+            "lab-specialised", specialised, p.teacher_steps // 2, p.size, start=general_run.path
+        ),
+    }
+
+
+def models(lab: Lab, bar) -> dict:
+    """The general model and its specialisation (paths), built unless cached ([`model_runs`])."""
+    paths = {}
+    for name, run in model_runs(lab).items():
+        paths[name] = run.build(lab.tokenizer)
+        bar.update(1)
+    return paths
 
 
 @torch.no_grad()
@@ -116,7 +126,9 @@ def run(lab: Lab, timings: dict) -> dict:
     loss_curves = {name: [] for name in methods_config}
     review_steps = {name: [] for name in methods_config}
 
-    def train(name: str, seed: int) -> None:
+    def train(run: tuple[str, int]) -> dict:
+        """One recovery run (in a worker process): what it measured."""
+        name, seed = run
         config, sources = methods_config[name]
         curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
         args = CaMOPDConfig(
@@ -137,19 +149,27 @@ def run(lab: Lab, timings: dict) -> dict:
         fit(trainer)
         g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
         d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
-        for key, value in (("general", g), ("domain", d), ("mean", (g + d) / 2)):
-            results[name][key].append(value)
-        curves[name].append(curve.points)
-        loss_curves[name].append(losses(trainer))
-        # the steps that drew domain prompts only (the trainer logs a source's gap on the steps it drew that source)
         logs = trainer.state.log_history
-        review_steps[name].append([log["step"] for log in logs if "gap/domain" in log and "gap/general" not in log])
+        return {
+            "accuracy": {"general": g, "domain": d, "mean": (g + d) / 2},
+            "curve": curve.points,
+            "losses": losses(trainer),
+            # the steps that drew domain prompts only (the trainer logs a source's gap on the steps it drew that source)
+            "review_steps": [log["step"] for log in logs if "gap/domain" in log and "gap/general" not in log],
+        }
+
+    def train_all(names: tuple, bar) -> None:
+        runs = [(name, seed) for name in names for seed in p.seeds]
+        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))):
+            for key, value in result["accuracy"].items():
+                results[name][key].append(value)
+            curves[name].append(result["curve"])
+            loss_curves[name].append(result["losses"])
+            review_steps[name].append(result["review_steps"])
 
     # the preconditions first: recovering general ability alone costs the domain, and samples need unequal correction
     with Phase("CaMOPD: precondition (general-only OPD, gaps)", len(p.seeds) + 1, timings) as bar:
-        for seed in p.seeds:
-            train("general-only OPD", seed)
-            bar.update(1)
+        train_all(("general-only OPD",), bar)
         specialised, general_teacher = load(paths["specialised"]), load(paths["general"])
         gaps = {
             source: sample_gaps(specialised, general_teacher, tok, split["train"], p.max_new_tokens)
@@ -193,10 +213,7 @@ def run(lab: Lab, timings: dict) -> dict:
         ),
     ]
     with Phase("CaMOPD: recovery training", 2 * len(p.seeds), timings) as bar:
-        for name in ("CaMOPD", "vanilla MOPD"):
-            for seed in p.seeds:
-                train(name, seed)
-                bar.update(1)
+        train_all(("CaMOPD", "vanilla MOPD"), bar)
     methods = {name: summary(r["mean"]) for name, r in results.items()}
     by_ability = {name: {k: summary(v) for k, v in r.items()} for name, r in results.items()}
     comparisons = [
@@ -237,3 +254,8 @@ def run(lab: Lab, timings: dict) -> dict:
         "loss_curves": loss_curves,
         "notes": notes,
     }
+
+
+def pretraining(lab: Lab) -> list:
+    """The models this experiment needs pre-trained: the general model and its specialisation."""
+    return list(model_runs(lab).values())

@@ -107,11 +107,13 @@ class Lab:
     Args:
         preset ([`Preset`]): the run's size.
         output_dir (`str`): the report directory (scratch training output goes under `output_dir/_runs`).
+        workers (`int`): processes that pre-train models side by side (one CPU thread each, `lab.parallel`).
         shared (`dict`): artefacts one experiment leaves for another (teachers, students), by name.
     """
 
     preset: Preset
     output_dir: str
+    workers: int = 1
     tokenizer: object = None
     shared: dict = field(default_factory=dict)
 
@@ -321,6 +323,17 @@ def gated(verdict: str, preconditions: list[dict]) -> str:
 def above(stat: dict, reference: float) -> dict:
     """`stat` (over seeds) against a fixed `reference` number: difference and the standard error of `stat`'s mean."""
     return compare(stat, summary([reference]))
+
+
+def pretrain_all(lab: Lab, runs, timings: dict) -> None:
+    """Pre-trains, as one phase, every model of `runs` ([`~trl_distill.lab.world.models.Pretraining`]) that is not
+    cached yet, `lab.workers` at a time; the experiments then find them in the cache."""
+    from ..world.models import prebuild
+
+    todo = [run for run in {run.path: run for run in runs}.values() if not run.cached()]
+    if todo:
+        with Phase("Lab: pre-training every model", len(todo), timings) as bar:
+            prebuild(lab.tokenizer, todo, lab.workers, on_done=lambda: bar.update(1))
 
 
 def clean_scratch(lab: Lab) -> None:

@@ -8,9 +8,10 @@ from trl import SFTConfig, SFTTrainer
 
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
+from ..parallel import parallel_map
 from ..world.tasks import task_reward
 from .common import Lab, Phase, accuracy, compare, fit, gated, load, precondition, spearman, summary, trainer_settings
-from .teachers import CAST_STEPS, cast
+from .teachers import CAST_STEPS, cast, cast_runs
 
 
 CLAIM = (
@@ -58,18 +59,23 @@ def run(lab: Lab, timings: dict) -> dict:
     callback_acc = {name: [] for name in dynamic}
     callback_weights = {name: [] for name in dynamic}
     final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
+
+    def sft(run: tuple[int, str]) -> tuple[float, dict | None]:
+        """Test accuracy after SFT on one dataset, and (for the step-0 choice) DMC re-measured on the trained student."""
+        seed, name = run
+        args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+        trainer = fit(
+            SFTTrainer(load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok)
+        )
+        final = ranking(trainer.model)[1] if name == top else None
+        return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), final
+
     with Phase("DMC: SFT per dataset (and the precondition)", len(names) * len(p.seeds), timings) as bar:
-        for seed in p.seeds:
-            for name in names:
-                args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-                trainer = SFTTrainer(
-                    load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok
-                )
-                fit(trainer)
-                per_dataset[name].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
-                if name == top:
-                    final_rankings.append(ranking(trainer.model)[1])
-                bar.update(1)
+        runs = [(seed, name) for seed in p.seeds for name in names]
+        for (_, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda: bar.update(1))):
+            per_dataset[name].append(acc)
+            if final is not None:
+                final_rankings.append(final)
     moved = [spearman([dmc[n] for n in names], [final[n] for n in names]) for final in final_rankings]
     moved = [0.0 if math.isnan(rho) else rho for rho in moved]  # a constant side keeps no ranking: it moved
     final_tops = [max(names, key=lambda n: final[n]) for final in final_rankings]
@@ -86,31 +92,39 @@ def run(lab: Lab, timings: dict) -> dict:
             detail=f"top dataset at step 0: {top}; at the last epoch, per seed: " + ", ".join(final_tops),
         )
     ]
+    # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
+    share = max(1, p.pool_prompts // len(names))
+    candidates = CandidateDatasets(
+        {
+            name: d.select(range(k * share, min(len(d), (k + 1) * share)))
+            for k, (name, d) in enumerate(datasets.items())
+        }
+    )
+
+    def reselecting(run: tuple[int, str]) -> tuple[float, list]:
+        """Test accuracy after SFT under a DMCCallback, and the mixture weights of each of its rounds."""
+        seed, label = run
+        args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+        trainer = SFTTrainer(
+            load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
+        )
+        callback = DMCCallback(
+            candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", reselect_every=dynamic[label],
+            probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
+        )  # fmt: skip
+        trainer.add_callback(callback)
+        fit(trainer)
+        rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
+        weights = [{n: r[f"dmc/{n}/weight"] for n in names} for r in rounds]
+        return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), weights
+
     with Phase("DMC: DMCCallback static and dynamic", len(dynamic) * len(p.seeds), timings) as bar:
-        for seed in p.seeds:
-            # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
-            share = max(1, p.pool_prompts // len(names))
-            candidates = CandidateDatasets(
-                {
-                    name: d.select(range(k * share, min(len(d), (k + 1) * share)))
-                    for k, (name, d) in enumerate(datasets.items())
-                }
-            )
-            for label, every in dynamic.items():
-                args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-                trainer = SFTTrainer(
-                    load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
-                )
-                callback = DMCCallback(
-                    candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", reselect_every=every,
-                    probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
-                )  # fmt: skip
-                trainer.add_callback(callback)
-                fit(trainer)
-                callback_acc[label].append(accuracy(trainer.model, tok, splits["test"], p.max_new_tokens))
-                rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
-                callback_weights[label].append([{n: r[f"dmc/{n}/weight"] for n in names} for r in rounds])
-                bar.update(1)
+        runs = [(seed, label) for seed in p.seeds for label in dynamic]
+        for (_, label), (acc, weights) in zip(
+            runs, parallel_map(reselecting, runs, lab.workers, lambda: bar.update(1))
+        ):
+            callback_acc[label].append(acc)
+            callback_weights[label].append(weights)
 
     accuracy_by_dataset = {name: summary(v) for name, v in per_dataset.items()}
     rho = spearman([dmc[n] for n in names], [accuracy_by_dataset[n]["mean"] for n in names])
@@ -158,3 +172,8 @@ def run(lab: Lab, timings: dict) -> dict:
         "callback_weights": callback_weights,
         "notes": notes,
     }
+
+
+def pretraining(lab: Lab) -> list:
+    """The models this experiment needs pre-trained: the cast's."""
+    return list(cast_runs(lab).values())

@@ -8,6 +8,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ...ogls_sd.ogls_sd_trainer import OGLSSDTrainer
+from ..parallel import parallel_map
 from ..world.tasks import task_reward
 from .common import (
     AccuracyCurve,
@@ -23,7 +24,7 @@ from .common import (
     summary,
     trainer_settings,
 )
-from .teachers import CAST_STEPS, cast, privileged
+from .teachers import CAST_STEPS, cast, cast_runs, privileged
 
 
 CLAIM = (
@@ -74,7 +75,9 @@ def run(lab: Lab, timings: dict) -> dict:
     loss_curves = {name: [] for name in names}
     batch = 8  # two prompts × four rollouts per step for the on-policy runs, eight references for SFT
 
-    def train(name: str, seed: int) -> None:
+    def train(run: tuple[str, int]) -> tuple[float, list, list]:
+        """One run (in a worker process): test accuracy, dev-accuracy curve and loss curve."""
+        name, seed = run
         curve = AccuracyCurve(lab.tokenizer, splits["dev"], p.curve_every, p.max_new_tokens)
         settings = trainer_settings(
             lab, seed, max_steps=p.onpolicy_steps, per_device_train_batch_size=batch, learning_rate=1e-4
@@ -90,16 +93,20 @@ def run(lab: Lab, timings: dict) -> dict:
                 processing_class=lab.tokenizer, callbacks=[curve],
             )  # fmt: skip
         fit(trainer)
-        finals[name].append(accuracy(trainer.model, lab.tokenizer, splits["test"], p.max_new_tokens))
-        curves[name].append(curve.points)
-        loss_curves[name].append(losses(trainer))
+        return accuracy(trainer.model, lab.tokenizer, splits["test"], p.max_new_tokens), curve.points, losses(trainer)
+
+    def train_all(names: tuple, bar) -> None:
+        runs = [(name, seed) for name in names for seed in p.seeds]
+        for (name, _), (final, points, loss) in zip(
+            runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))
+        ):
+            finals[name].append(final)
+            curves[name].append(points)
+            loss_curves[name].append(loss)
 
     # the preconditions first: the privileged teacher knows more than the student, and plain OPSD fails here
     with Phase("OGLS-SD: precondition (OPSD and SFT)", 2 * len(p.seeds), timings) as bar:
-        for name in (OPSD, SFT):
-            for seed in p.seeds:
-                train(name, seed)
-                bar.update(1)
+        train_all((OPSD, SFT), bar)
     n = len(splits["test"])
     binomial = math.sqrt((shown * (1 - shown) + base * (1 - base)) / n)
     opsd_vs_sft = summary(finals[OPSD])["mean"] - summary(finals[SFT])["mean"]
@@ -126,9 +133,7 @@ def run(lab: Lab, timings: dict) -> dict:
         ),
     ]
     with Phase("OGLS-SD: training", len(p.seeds), timings) as bar:
-        for seed in p.seeds:
-            train(OGLS_SD, seed)
-            bar.update(1)
+        train_all((OGLS_SD,), bar)
     methods = {name: summary(v) for name, v in finals.items()}
     drops = {name: summary([worst_drop(c) for c in curves[name]]) for name in names}
     ogls, opsd, sft = (methods[n] for n in names)
@@ -170,3 +175,8 @@ def run(lab: Lab, timings: dict) -> dict:
         "loss_curves": loss_curves,
         "notes": notes,
     }
+
+
+def pretraining(lab: Lab) -> list:
+    """The models this experiment needs pre-trained: the cast's."""
+    return list(cast_runs(lab).values())

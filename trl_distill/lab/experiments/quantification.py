@@ -8,9 +8,18 @@ from ...evaluation.diagnostics import token_diagnostics
 from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
-from ..world.models import pretrained_model
+from ..parallel import parallel_map
+from ..world.models import Pretraining
 from .common import Lab, Phase, answers, compare, fit, gated, load, precondition, summary, trainer_settings
-from .teachers import CAST_STEPS, OWN_IDENTITY, STUDENT_IDENTITY, cast, ice_prompts, identity_rows
+from .teachers import (
+    CAST_STEPS,
+    OWN_IDENTITY,
+    STUDENT_IDENTITY,
+    cast,
+    cast_runs,
+    ice_prompts,
+    identity_rows,
+)
 
 
 CLAIM = (
@@ -54,45 +63,56 @@ def similarity(lab: Lab, world: dict, bar) -> dict:
     return table
 
 
+def identity_runs(lab: Lab) -> dict[str, Pretraining]:
+    """The identity teachers' pre-training runs: each is the base student taught to claim another identity (the
+    control: its own)."""
+    p, train_prompts, student = lab.preset, ice_prompts(0, 2), cast_runs(lab)["student"].path
+    return {
+        name: Pretraining(
+            f"lab-identity-{k}",
+            identity_rows(sentence, train_prompts),
+            p.identity_steps * 3 // 2,
+            p.size,
+            seed=10 + k,
+            start=student,
+        )  # fmt: skip
+        for k, (name, sentence) in enumerate(IDENTITY_TEACHERS.items())
+    }
+
+
 def identity_toy(lab: Lab, bar) -> dict:
     """ICE Strict of students distilled from identity-carrying teachers, and of a control student."""
     p, tok = lab.preset, lab.tokenizer
     train_prompts, test_prompts = ice_prompts(0, 2), ice_prompts(1, 3)
+    runs = identity_runs(lab)
     strict = {name: [] for name in IDENTITY_TEACHERS}
     loose = {name: [] for name in IDENTITY_TEACHERS}
-    for k, (name, sentence) in enumerate(IDENTITY_TEACHERS.items()):
+    distill = {}
+    for name, sentence in IDENTITY_TEACHERS.items():
         rows = identity_rows(sentence, train_prompts)
-        # each identity teacher is the base student taught to claim another identity (the control: its own)
-        path = pretrained_model(
-            tok,
-            f"lab-identity-{k}",
-            rows,
-            p.identity_steps * 3 // 2,
-            p.size,
-            seed=10 + k,
-            start=lab.shared["cast"]["student"],
-        )
-        teacher = load(path)
         # the student is distilled on what the teacher *says*, not on the sentence itself
-        said = answers(teacher, tok, rows, max_new_tokens=p.max_new_tokens)
-        distill = Dataset.from_list(
+        said = answers(load(runs[name].build(tok)), tok, rows, max_new_tokens=p.max_new_tokens)
+        distill[name] = Dataset.from_list(
             [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": s}]} for r, s in zip(rows, said)]
         )
-        for seed in p.seeds:
-            args = SFTConfig(
-                **trainer_settings(lab, seed, max_steps=p.identity_steps, learning_rate=3e-3, max_length=256)
-            )
-            trainer = SFTTrainer(
-                load(lab.shared["cast"]["student"]), args=args, train_dataset=distill, processing_class=tok
-            )
-            fit(trainer)
-            result = ice(
-                STUDENT_IDENTITY, model=trainer.model, tokenizer=tok, prompts=test_prompts, judge=IdentityClaimJudge(),
-                max_new_tokens=48, batch_size=64, show_progress=False,
-            )  # fmt: skip
-            strict[name].append(result.strict)
-            loose[name].append(result.loose)
-            bar.update(1)
+
+    def student(run: tuple[str, int]):
+        """ICE of one student distilled from one identity teacher (in a worker process)."""
+        name, seed = run
+        args = SFTConfig(**trainer_settings(lab, seed, max_steps=p.identity_steps, learning_rate=3e-3, max_length=256))
+        trainer = SFTTrainer(
+            load(lab.shared["cast"]["student"]), args=args, train_dataset=distill[name], processing_class=tok
+        )
+        fit(trainer)
+        return ice(
+            STUDENT_IDENTITY, model=trainer.model, tokenizer=tok, prompts=test_prompts, judge=IdentityClaimJudge(),
+            max_new_tokens=48, batch_size=64, show_progress=False,
+        )  # fmt: skip
+
+    students = [(name, seed) for name in IDENTITY_TEACHERS for seed in p.seeds]
+    for (name, _), result in zip(students, parallel_map(student, students, lab.workers, lambda: bar.update(1))):
+        strict[name].append(result.strict)
+        loose[name].append(result.loose)
     base = ice(
         STUDENT_IDENTITY, model=load(lab.shared["cast"]["student"]), tokenizer=tok, prompts=test_prompts,
         judge=IdentityClaimJudge(), max_new_tokens=48, batch_size=64, show_progress=False,
@@ -196,3 +216,9 @@ def run(lab: Lab, timings: dict) -> dict:
         "ice": identity,
         "notes": notes,
     }
+
+
+def pretraining(lab: Lab) -> list:
+    """The models this experiment needs pre-trained: the cast's (its teachers and students) and the identity
+    teachers."""
+    return [*cast_runs(lab).values(), *identity_runs(lab).values()]

@@ -4,6 +4,7 @@ from collections import Counter
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
+from ..parallel import parallel_map
 from .common import (
     Lab,
     Phase,
@@ -18,7 +19,7 @@ from .common import (
     summary,
     trainer_settings,
 )
-from .teachers import CAST_STEPS, cast
+from .teachers import CAST_STEPS, cast, cast_runs
 
 
 CLAIM = (
@@ -46,7 +47,9 @@ def run(lab: Lab, timings: dict) -> dict:
     choices = {name: Counter() for name in METHODS}
     first_loss = {name: [] for name in METHODS}  # how costly the chosen answers are for the base student
 
-    def train(name: str, seed: int) -> None:
+    def train(run: tuple[str, int]) -> dict:
+        """One SFT run (in a worker process: it returns what it measured, and the first seed's model saved)."""
+        name, seed = run
         config = SCASConfig(
             **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
             selection_seed=seed,
@@ -57,20 +60,34 @@ def run(lab: Lab, timings: dict) -> dict:
             load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
         )
         fit(trainer)
-        accuracies[name].append(accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens))
-        first_loss[name].append(losses(trainer)[0][1])
+        shares = Counter()
         for record in trainer.scas_callback.history:  # every selection round: share of each teacher
             for key, value in record["metrics"].items():
                 if key.startswith("scas/teacher_share/"):
-                    choices[name][key.split("/")[-1]] += value
+                    shares[key.split("/")[-1]] += value
+        saved = None
         if seed == p.seeds[0]:
-            lab.shared.setdefault("students", {})[f"SFT on {name}"] = trainer.model
+            saved = lab.run_dir("student", name.replace(" ", "-"))
+            trainer.model.save_pretrained(saved)
+        return {
+            "accuracy": accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens),
+            "first_loss": losses(trainer)[0][1],
+            "shares": shares,
+            "saved": saved,
+        }
+
+    def train_all(names: list[str], bar) -> None:
+        runs = [(name, seed) for name in names for seed in p.seeds]
+        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))):
+            accuracies[name].append(result["accuracy"])
+            first_loss[name].append(result["first_loss"])
+            choices[name].update(result["shares"])
+            if result["saved"]:
+                lab.shared.setdefault("students", {})[f"SFT on {name}"] = load(result["saved"])
 
     # the precondition first: SFT on the best teacher's verified answers must improve the student over its base
     with Phase("SCAS: precondition (best-teacher SFT)", len(p.seeds), timings) as bar:
-        for seed in p.seeds:
-            train("best teacher", seed)
-            bar.update(1)
+        train_all(["best teacher"], bar)
     gain = above(summary(accuracies["best teacher"]), base)
     weakest = min(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     preconditions = [
@@ -94,12 +111,7 @@ def run(lab: Lab, timings: dict) -> dict:
         ),
     ]
     with Phase("SCAS: training", (len(METHODS) - 1) * len(p.seeds), timings) as bar:
-        for name in METHODS:
-            if name == "best teacher":
-                continue
-            for seed in p.seeds:
-                train(name, seed)
-                bar.update(1)
+        train_all([name for name in METHODS if name != "best teacher"], bar)
     methods = {name: summary(values) for name, values in accuracies.items()}
     shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
     lab.shared["student_teacher_shares"] = {f"SFT on {name}": share for name, share in shares.items()}
@@ -145,3 +157,8 @@ def run(lab: Lab, timings: dict) -> dict:
         "first_loss": first_loss,
         "notes": notes,
     }
+
+
+def pretraining(lab: Lab) -> list:
+    """The models this experiment needs pre-trained: the cast's."""
+    return list(cast_runs(lab).values())

@@ -11,7 +11,7 @@ from datasets import Dataset, concatenate_datasets
 from ...evaluation.ice import build_ice_prompts
 from ...evaluation.identity import IdentityFact
 from ...ogls_sd.ogls_sd_trainer import teacher_prompt
-from ..world.models import pretrained_model
+from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
 from .common import TASK_KWARGS, Lab, accuracy, answers, load
 
@@ -100,6 +100,17 @@ def domain_splits(lab: Lab):
     return make_task_splits(("arithmetic",), p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, **TASK_KWARGS)
 
 
+def cast_runs(lab: Lab) -> dict[str, Pretraining]:
+    """The cast's pre-training runs: each teacher (by name) and the base student (`"student"`)."""
+    p = lab.preset
+    runs = {}
+    for i, (name, (style, share)) in enumerate(TEACHERS.items()):
+        data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=100 + i, style=style, **TASK_KWARGS)["train"]
+        runs[name] = Pretraining(f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size)
+    runs["student"] = Pretraining("lab-student", student_data(), p.student_steps, p.size, seed=1)
+    return runs
+
+
 def cast(lab: Lab, bar=None) -> dict:
     """Builds (or loads from the cache) the teachers and the base student, and the teachers' answers.
 
@@ -113,15 +124,13 @@ def cast(lab: Lab, bar=None) -> dict:
         return lab.shared["cast"]
     p, tok = lab.preset, lab.tokenizer
     splits = domain_splits(lab)
+    runs = cast_runs(lab)
     teachers = {}
-    for i, (name, (style, share)) in enumerate(TEACHERS.items()):
-        data = make_task_splits(("arithmetic",), 1024, 1, 1, seed=100 + i, style=style, **TASK_KWARGS)["train"]
-        teachers[name] = pretrained_model(
-            tok, f"lab-teacher-{name}", data, max(1, int(p.teacher_steps * share)), p.size
-        )
+    for name in TEACHERS:
+        teachers[name] = runs[name].build(tok)
         if bar is not None:
             bar.update(1)
-    student = pretrained_model(tok, "lab-student", student_data(), p.student_steps, p.size, seed=1)
+    student = runs["student"].build(tok)
     if bar is not None:
         bar.update(1)
 

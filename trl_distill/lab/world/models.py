@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
@@ -96,13 +97,18 @@ def pretrain(
     return losses
 
 
+def model_path(key: dict) -> str:
+    """The cache directory of the model made from `key` (built or not)."""
+    digest = hashlib.sha256(json.dumps({**key, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir(), "models", f"{key.get('name', 'model')}-{digest}")
+
+
 def cached_model(tokenizer, key: dict, build) -> tuple[object, str]:
     """Loads the model cached under a hash of `key`, or makes it with `build()` and saves it first.
 
     Returns the model and its directory (a normal `save_pretrained` directory with the tokenizer beside it).
     """
-    digest = hashlib.sha256(json.dumps({**key, "v": CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir(), "models", f"{key.get('name', 'model')}-{digest}")
+    path = model_path(key)
     if not os.path.exists(os.path.join(path, "config.json")):
         model = build()
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -124,6 +130,58 @@ def data_key(dataset: Dataset) -> str:
     return hashlib.sha256(payload).hexdigest()[:16]
 
 
+@dataclass
+class Pretraining:
+    """One cached pre-training run (the arguments of [`pretrained_model`]), so that runs can be built ahead of use,
+    several at once ([`prebuild`]).
+
+    The cache key holds a hash of the data's content, so a changed task generator never reuses a stale model.
+    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
+    """
+
+    name: str
+    data: Dataset
+    steps: int
+    size: str = "xs"
+    seed: int = 0
+    start: str | None = None
+    lr: float = 3e-3
+    arch: str = "qwen2"
+
+    def __post_init__(self):
+        self.key = {
+            "name": self.name, "data": data_key(self.data), "steps": self.steps, "size": self.size, "seed": self.seed,
+            "start": self.start, "lr": self.lr,
+        }  # fmt: skip
+        if self.arch != "qwen2":
+            self.key["arch"] = self.arch
+        self.path = model_path(self.key)
+
+    def cost(self) -> float:
+        """Pre-training work, roughly: steps × mean characters per row."""
+        texts = [str(p) + str(c) for p, c in zip(self.data["prompt"], self.data["completion"])]
+        return self.steps * sum(map(len, texts)) / len(texts)
+
+    def cached(self) -> bool:
+        return os.path.exists(os.path.join(self.path, "config.json"))
+
+    def build(self, tokenizer) -> str:
+        """The model's directory, pre-training it first unless it is cached."""
+
+        def make():
+            if self.start is None:
+                model = tiny_model(tokenizer, self.size, self.arch, seed=self.seed)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(self.start)
+            pretrain(
+                model, tokenizer, self.data, steps=self.steps, batch_size=32, lr=self.lr, seed=self.seed,
+                desc=f"pre-training {self.name}",
+            )  # fmt: skip
+            return model
+
+        return cached_model(tokenizer, self.key, make)[1]
+
+
 def pretrained_model(
     tokenizer,
     name: str,
@@ -135,21 +193,23 @@ def pretrained_model(
     lr: float = 3e-3,
     arch: str = "qwen2",
 ) -> str:
-    """A tiny model pre-trained on `data` for `steps` (batch 32) with [`pretrain`], cached on disk; returns its path.
+    """A tiny model pre-trained on `data` for `steps` (batch 32) with [`pretrain`], cached on disk; returns its path
+    (see [`Pretraining`])."""
+    return Pretraining(name, data, steps, size, seed, start, lr, arch).build(tokenizer)
 
-    The cache key holds a hash of the data's content, so a changed task generator never reuses a stale model.
-    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
-    """
-    key = {"name": name, "data": data_key(data), "steps": steps, "size": size, "seed": seed, "start": start, "lr": lr}
-    if arch != "qwen2":
-        key["arch"] = arch
 
-    def build():
-        if start is None:
-            model = tiny_model(tokenizer, size, arch, seed=seed)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(start)
-        pretrain(model, tokenizer, data, steps=steps, batch_size=32, lr=lr, seed=seed, desc=f"pre-training {name}")
-        return model
+def prebuild(tokenizer, runs, workers: int = 1, on_done=None) -> int:
+    """Builds every run of `runs` ([`Pretraining`]) that is not cached yet, `workers` at a time in one-thread worker
+    processes ([`~trl_distill.lab.parallel.parallel_map`]: the same models as one after the other). A run that
+    continues from another's model (`start`) waits for it. Returns how many were built; `on_done()` follows each."""
+    from ..parallel import parallel_map
 
-    return cached_model(tokenizer, key, build)[1]
+    pending = {run.path: run for run in runs if not run.cached()}
+    built = len(pending)
+    while pending:
+        # costliest first (steps × characters per row: the tokenizer has one token per byte), so the workers end together
+        ready = sorted((run for run in pending.values() if run.start not in pending), key=lambda run: -run.cost())
+        parallel_map(lambda run: run.build(tokenizer), ready, workers, on_done)
+        for run in ready:
+            del pending[run.path]
+    return built
