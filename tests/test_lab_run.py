@@ -208,6 +208,16 @@ def test_smoke_run_of_every_experiment_records_its_preconditions(smoke_report, n
     assert not (out / "_runs").exists()  # scratch trainer directories are cleaned up
 
 
+def test_smoke_dmc_reports_the_first_dataset_after_sft_on_each(smoke_report):
+    out, results = smoke_report
+    dmc = results["experiments"]["dmc"]
+    names = [row["dataset"] for row in dmc["ranking"]]
+    assert sorted(dmc["top_after_sft"]) == sorted(names)
+    for trained, after in dmc["top_after_sft"].items():
+        assert after["top"] in names and math.isfinite(after["difficulty"]) and after["difficulty"] > 0
+        assert f"trained on {trained} → {after['top']} first" in (out / "report.md").read_text()
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     from trl_distill.scripts.lab import main

@@ -52,6 +52,7 @@ def run(lab: Lab, timings: dict) -> dict:
         table, dmc = ranking(load(world["student"]))
         bar.update(1)
     top = max(names, key=lambda n: dmc[n])
+    step0_difficulty = {row["dataset"]: row["difficulty"] for row in table}
 
     steps = p.dmc_epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
     per_dataset = {name: [] for name in names}
@@ -59,6 +60,7 @@ def run(lab: Lab, timings: dict) -> dict:
     callback_acc = {name: [] for name in dynamic}
     callback_weights = {name: [] for name in dynamic}
     final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
+    after_sft = {}  # first seed: DMC re-measured after SFT on each dataset (which dataset does training make first?)
 
     def sft(run: tuple[int, str]) -> tuple[float, dict | None]:
         """Test accuracy after SFT on one dataset, and (for the step-0 choice) DMC re-measured on the trained student."""
@@ -67,15 +69,18 @@ def run(lab: Lab, timings: dict) -> dict:
         trainer = fit(
             SFTTrainer(load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok)
         )
-        final = ranking(trainer.model)[1] if name == top else None
+        final = ranking(trainer.model) if name == top or seed == p.seeds[0] else None
         return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), final
 
     with Phase("DMC: SFT per dataset (and the precondition)", len(names) * len(p.seeds), timings) as bar:
         runs = [(seed, name) for seed in p.seeds for name in names]
-        for (_, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda: bar.update(1))):
+        for (seed, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda: bar.update(1))):
             per_dataset[name].append(acc)
-            if final is not None:
-                final_rankings.append(final)
+            if name == top:
+                final_rankings.append(final[1])
+            if seed == p.seeds[0]:
+                difficulty = next(row["difficulty"] for row in final[0] if row["dataset"] == name)
+                after_sft[name] = {"top": final[0][0]["dataset"], "difficulty": difficulty}
     moved = [spearman([dmc[n] for n in names], [final[n] for n in names]) for final in final_rankings]
     moved = [0.0 if math.isnan(rho) else rho for rho in moved]  # a constant side keeps no ranking: it moved
     final_tops = [max(names, key=lambda n: final[n]) for final in final_rankings]
@@ -155,6 +160,13 @@ def run(lab: Lab, timings: dict) -> dict:
         f"DMC ranks {top} first (quality Q, difficulty L at step 0): "
         + ", ".join(f"{r['dataset']} {r['dmc']:.3f} (Q {r['quality']:.3f}, L {r['difficulty']:.3f})" for r in table)
         + ".",
+        f"DMC re-measured after SFT on each dataset (seed {p.seeds[0]}, same budget): "
+        + ", ".join(
+            f"trained on {n} → {after_sft[n]['top']} first (L of {n} {step0_difficulty[n]:.3f} → "
+            f"{after_sft[n]['difficulty']:.3f})"
+            for n in names
+        )
+        + f"; {sum(after_sft[n]['top'] == n for n in names)} of {len(names)} datasets rank first after SFT on them.",
     ]
     return {
         "title": "DMC: data–model compatibility",
@@ -170,6 +182,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "ranking": table,
         "scatter": [{"dataset": n, "dmc": dmc[n], "accuracy": accuracy_by_dataset[n]} for n in names],
         "callback_weights": callback_weights,
+        "top_after_sft": after_sft,
         "notes": notes,
     }
 
