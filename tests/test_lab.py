@@ -157,3 +157,21 @@ def test_world_probes_print_one_measurement_per_student_style_and_seed(tmp_path,
     difficulties = [float(line.split("L = ")[1]) for line in lines if "L = " in line]
     assert len(difficulties) == 2 and all(d > 0 for d in difficulties)  # a random-ish student finds every token costly
     assert sum(line.startswith("student of 8 problems") for line in lines) == 2
+
+
+def test_dmc_probe_prints_each_candidates_terms_before_and_after_sft(tmp_path, monkeypatch, capsys):
+    from trl_distill.lab.probes import main
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    args = ["dmc", "--preset", "smoke", "--train", "reference", "--max_values", "9", "11", "--prompts", "8",
+            "--seeds", "0", "--threads", "1", "--output_dir", str(tmp_path / "runs")]  # fmt: skip
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    states = [line for line in lines if ": C = " in line]
+    assert states[0].startswith("base student") and states[1].startswith("after SFT on reference (")
+    rows = [line for line in lines if "L = " in line]
+    # five candidates and the operand-≤ 11 references (9 is the lab's own: no extra set), in each state
+    assert len(rows) == 2 * 6 and sum("operands ≤ 11" in row for row in rows) == 2
+    assert all(0 < float(row.split("L = ")[1].split(",")[0]) for row in rows)
+    with pytest.raises(SystemExit, match="not a DMC candidate"):
+        main([*args[:4], "nobody", *args[5:]])

@@ -58,3 +58,11 @@ def test_parallel_prebuild_makes_the_same_models_as_one_after_the_other(tmp_path
     for sequential, parallel in zip(weights[1], weights[2]):
         assert sequential.keys() == parallel.keys()
         assert all(torch.equal(sequential[k], parallel[k]) for k in sequential)
+
+
+def test_parallel_map_inside_a_worker_runs_there():
+    def outer(x):
+        return parallel_map(lambda y: (y, os.getpid()), [x, x + 1], workers=2)
+
+    for pairs in parallel_map(outer, [0, 10], workers=2):
+        assert [y for y, _ in pairs] in ([0, 1], [10, 11]) and len({pid for _, pid in pairs}) == 1

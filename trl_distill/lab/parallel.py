@@ -17,9 +17,12 @@ from . import progress
 
 
 _TASK: tuple | None = None  # (fn, items) of the running `parallel_map`, inherited by the forked workers
+_IN_WORKER = False
 
 
 def _one_thread() -> None:
+    global _IN_WORKER
+    _IN_WORKER = True  # a `parallel_map` inside a worker runs its items there, one after the other
     torch.set_num_threads(1)
     progress.QUIET = True  # the parent shows the phase's bar; workers draw none
     progress.silence_other_bars()
@@ -35,20 +38,18 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, on_done: Callable 
 
     `fn` may be a closure: the workers are forked, so they inherit it and `items`; only indices and the results
     (which must pickle) cross between processes. `fn` must return what it computes: what it changes in place in a
-    worker is lost. With `workers <= 1` (or one item) everything runs here, in this process. `on_done()` is called
-    after each item.
+    worker is lost. With `workers <= 1`, one item, or inside a worker, everything runs here, in this process.
+    `on_done()` is called after each item.
     """
     global _TASK
     items = list(items)
-    if workers <= 1 or len(items) <= 1:
+    if workers <= 1 or len(items) <= 1 or _IN_WORKER:
         results = []
         for item in items:
             results.append(fn(item))
             if on_done is not None:
                 on_done()
         return results
-    if _TASK is not None:
-        raise RuntimeError("parallel_map cannot be nested: a worker runs its items one after the other.")
     _TASK = (fn, items)
     results = [None] * len(items)
     try:

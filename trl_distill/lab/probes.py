@@ -3,6 +3,7 @@
     python -m trl_distill.lab.probes students --problems 256 320 384
     python -m trl_distill.lab.probes sft --problems 256 --styles cot explained verbose equation --seeds 0 1
     python -m trl_distill.lab.probes difficulty --problems 256 --styles cot verbose --problem_steps 2 3
+    python -m trl_distill.lab.probes dmc --train cot-medium --max_values 10 11 --seeds 0 1
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
@@ -16,16 +17,23 @@ import itertools
 import torch
 from trl import SFTConfig, SFTTrainer
 
-from ..dmc.compatibility import relative_difficulty
+from ..dmc.compatibility import rank_datasets, relative_difficulty
 from .experiments.common import PRESETS, TASK_KWARGS, Lab, accuracy, fit, load, trainer_settings
 from .experiments.teachers import STUDENT_PROBLEMS, student_data
+from .progress import silence_other_bars
 from .world.models import pretrained_model
-from .world.tasks import STYLES, make_task_splits
+from .world.tasks import STYLES, make_task_splits, task_reward
 
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trl_distill.lab.probes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("probe", choices=("students", "sft", "difficulty"), help="what to measure")
+    parser.add_argument("probe", choices=("students", "sft", "difficulty", "dmc"), help="what to measure")
+    parser.add_argument(
+        "--train",
+        nargs="+",
+        default=["cot-medium"],
+        help="dmc: the lab's DMC candidate datasets to SFT on, one by one",
+    )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
     parser.add_argument("--styles", nargs="+", default=["cot"], choices=STYLES, help="answer styles of the datasets")
@@ -41,6 +49,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=PRESETS["default"].epochs)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default="default", help="dmc: the lab preset whose world is probed"
+    )
     parser.add_argument("--output_dir", default="lab_probes", help="scratch directory of the SFT runs")
     return parser
 
@@ -56,7 +67,13 @@ def splits(args, style: str = "cot", steps: int = TASK_KWARGS["steps"], max_valu
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    lab = Lab(PRESETS["default"], args.output_dir)
+    lab = Lab(PRESETS[args.preset], args.output_dir, workers=args.threads)
+    if args.probe == "dmc":
+        restore = silence_other_bars()  # one line per number, not DMC's scoring bars
+        try:
+            return dmc_transfer(lab, args)
+        finally:
+            restore()
     tok, test = lab.tokenizer, splits(args)["test"]
     size = PRESETS["default"].size
     for problems in args.problems:
@@ -87,6 +104,46 @@ def sft(lab: Lab, args, student: str, data, test, seed: int, label: str) -> str:
         f"SFT on {len(data)} {label} references, {args.epochs:g} epochs at lr {args.learning_rate:g}, seed {seed}: "
         f"test accuracy {acc:.3f}, first loss {losses[0]:.3f}, last loss {losses[-1]:.3f}"
     )
+
+
+def dmc_transfer(lab: Lab, args) -> int:
+    """DMC's terms on the lab's candidate datasets (and cot references of problems with larger operands, `--max_values`
+    above 9) at step 0 and after SFT on each `--train` dataset with DMC's budget: one line per dataset and state."""
+    from .experiments.common import pretrain_all
+    from .experiments.dmc import COLUMNS, candidate_datasets
+    from .experiments.teachers import cast, cast_pretraining
+
+    p, tok = lab.preset, lab.tokenizer
+    pretrain_all(lab, cast_pretraining(lab), {})
+    world = cast(lab)
+    datasets = candidate_datasets(world)
+    unknown = sorted(set(args.train) - set(datasets))
+    if unknown:
+        raise SystemExit(f"--train {unknown}: not a DMC candidate of the lab; choose from {sorted(datasets)}.")
+    for max_value in (v for v in args.max_values if v != TASK_KWARGS["max_value"]):
+        hard = splits(args, "cot", TASK_KWARGS["steps"], max_value)["train"]
+        datasets[f"cot references, operands ≤ {max_value}"] = hard.add_column(
+            "correct", [True] * len(hard)
+        ).select_columns(COLUMNS)
+
+    def show(model, state: str) -> None:
+        table = rank_datasets(
+            model, tok, datasets, world["splits"]["dev"], task_reward, probe_size=None, dev_size=None,
+            max_new_tokens=p.max_new_tokens,
+        )  # fmt: skip
+        print(f"{state}: C = {table[0]['capability']:.3f} on {len(world['splits']['dev'])} dev prompts", flush=True)
+        for row in table:
+            print(f"  {row['dataset']}: Q = {row['quality']:.3f}, L = {row['difficulty']:.3f}, DMC = {row['dmc']:.3f}")
+
+    show(load(world["student"]), "base student")
+    steps = p.dmc_epochs * -(-p.pool_prompts // p.batch_size)  # the lab's DMC budget
+    for name, seed in itertools.product(args.train, args.seeds):
+        config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+        trainer = fit(
+            SFTTrainer(load(world["student"]), args=config, train_dataset=datasets[name], processing_class=tok)
+        )
+        show(trainer.model, f"after SFT on {name} ({steps} steps, seed {seed})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..parallel import parallel_map
 from ..world.tasks import task_reward
 from .common import Lab, Phase, accuracy, compare, fit, gated, load, precondition, spearman, summary, trainer_settings
-from .teachers import CAST_STEPS, cast, cast_runs
+from .teachers import CAST_STEPS, cast
+from .teachers import cast_pretraining as pretraining  # noqa: F401 (the models this experiment needs)
 
 
 CLAIM = (
@@ -185,8 +186,3 @@ def run(lab: Lab, timings: dict) -> dict:
         "top_after_sft": after_sft,
         "notes": notes,
     }
-
-
-def pretraining(lab: Lab) -> list:
-    """The models this experiment needs pre-trained: the cast's."""
-    return list(cast_runs(lab).values())

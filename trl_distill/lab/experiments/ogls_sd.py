@@ -24,7 +24,8 @@ from .common import (
     summary,
     trainer_settings,
 )
-from .teachers import CAST_STEPS, cast, cast_runs, privileged
+from .teachers import CAST_STEPS, cast, privileged
+from .teachers import cast_pretraining as pretraining  # noqa: F401 (the models this experiment needs)
 
 
 CLAIM = (
@@ -175,8 +176,3 @@ def run(lab: Lab, timings: dict) -> dict:
         "loss_curves": loss_curves,
         "notes": notes,
     }
-
-
-def pretraining(lab: Lab) -> list:
-    """The models this experiment needs pre-trained: the cast's."""
-    return list(cast_runs(lab).values())

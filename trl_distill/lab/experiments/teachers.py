@@ -111,6 +111,11 @@ def cast_runs(lab: Lab) -> dict[str, Pretraining]:
     return runs
 
 
+def cast_pretraining(lab: Lab) -> list[Pretraining]:
+    """The models an experiment on the cast needs pre-trained (`experiments.pretraining`)."""
+    return list(cast_runs(lab).values())
+
+
 def cast(lab: Lab, bar=None) -> dict:
     """Builds (or loads from the cache) the teachers and the base student, and the teachers' answers.
 
