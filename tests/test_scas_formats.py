@@ -146,3 +146,36 @@ def test_trl_errors_win_for_bad_sft_data(tmp_path, tokenizer):
             )
         errors.append((type(error.value), str(error.value)))
     assert errors[0] == errors[1]
+
+
+def test_prompt_no_gen_header_follows_a_rows_chat_template_kwargs(tmp_path):
+    """Qwen3 with `enable_thinking=False` puts an empty think block into the assistant header: the header that
+    `q_nll_scope="prompt_no_gen"` leaves out must be the one the row is trained with, in the trainer and standalone."""
+    from chat_tokenizers import build_chat_tokenizer
+
+    from trl_distill.scas.scoring import generation_prompt_length
+
+    tok = build_chat_tokenizer("qwen3")
+    prompt, completion = user("Compute 1+1."), assistant("Answer: 2")
+    # by hand: the header strings the template appends, tokenized alone
+    plain = len(tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"])
+    thinking_off = len(tok("<|im_start|>assistant\n<think>\n\n</think>\n\n", add_special_tokens=False)["input_ids"])
+    assert generation_prompt_length(tok, prompt, completion) == plain
+    off = {"enable_thinking": False}
+    assert generation_prompt_length(tok, prompt, completion, chat_template_kwargs=off) == thinking_off > plain
+
+    rows = [{**r, "chat_template_kwargs": off if r["prompt_id"] == 0 else {}} for r in MESSAGES_POOL]
+    trainer = SCASTrainer(
+        tiny_model(tok, "xs", "llama"),
+        config(tmp_path, num_train_epochs=1, max_steps=-1, q_nll_scope="prompt_no_gen"),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+    )
+    features, pool = trainer.scas_callback.features, trainer.scas_callback.pool
+    for feature, pid in zip(features, pool["prompt_id"]):
+        assert sum(feature["generation_prompt_mask"]) == (thinking_off if pid == 0 else plain)
+    via_trainer = trainer.scas_callback.score(trainer.model)
+    standalone = scas_scores(trainer.model, tok, Dataset.from_list(rows), q_nll_scope="prompt_no_gen")
+    for mine, theirs in zip(via_trainer, standalone):
+        if mine is not None:
+            assert mine == pytest.approx(theirs, abs=1e-6)

@@ -24,6 +24,13 @@ def _messages(value, role: str) -> list[dict]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
+def template_variables(tools=None, chat_template_kwargs: dict | None = None) -> dict:
+    """The chat template's keyword arguments for a row's `tools` (a JSON string is decoded) and
+    `chat_template_kwargs` columns, as `SFTTrainer` passes them."""
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    return {"tools": tools, **(chat_template_kwargs or {})}
+
+
 def encode_prompt_completion(
     tokenizer, prompt, completion, system: str | None = None, tools=None, chat_template_kwargs: dict | None = None
 ) -> dict[str, list[int]]:
@@ -52,8 +59,7 @@ def encode_prompt_completion(
     """
     if isinstance(prompt, list) or isinstance(completion, list):
         messages = ([{"role": "system", "content": system}] if system else []) + _messages(prompt, "user")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        template_kwargs = {"tools": tools, **(chat_template_kwargs or {})}
+        template_kwargs = template_variables(tools, chat_template_kwargs)
         prompt_ids = _tokenize(tokenizer, messages, add_generation_prompt=True, **template_kwargs)["input_ids"]
         input_ids = _tokenize(tokenizer, messages + _messages(completion, "assistant"), **template_kwargs)["input_ids"]
     else:

@@ -145,18 +145,26 @@ class SCASTrainer(SFTTrainer):
         """Scoring features of every pool row from the sequence SFTTrainer prepared to train it (cut to max_length),
         so the scored sequence is the trained one; `None` for a row the preparation dropped."""
         long, args = self._scas_pool, self.args
-        prompt_ids, headers = long["prompt_id"], {}
+        headers = [0] * len(long)
         if args.q_nll_scope == "prompt_no_gen":  # the only reader of the assistant header's length
-            for pid, prompt, completion in zip(prompt_ids, long["prompt"], long["completion"]):
-                if pid not in headers:
-                    headers[pid] = generation_prompt_length(self._tokenizer, prompt, completion)
+            # a row's own `tools`/`chat_template_kwargs` shape its header, as SFTTrainer renders the row
+            template = [c for c in ("tools", "chat_template_kwargs") if c in long.column_names]
+            variables = [dict(zip(template, values)) for values in zip(*(long[c] for c in template))] or [{}] * len(
+                long
+            )
+            known = {}
+            for i, (pid, prompt, completion) in enumerate(zip(long["prompt_id"], long["prompt"], long["completion"])):
+                key = (pid, repr(variables[i]))
+                if key not in known:
+                    known[key] = generation_prompt_length(self._tokenizer, prompt, completion, **variables[i])
+                headers[i] = known[key]
         names = (POOL_ROW, NUM_TOKENS, "input_ids", "labels", "completion_mask")
         prepared = self.train_dataset.select_columns([c for c in names if c in self.train_dataset.column_names])
         features: list[dict | None] = [None] * len(long)
         for row in prepared:
             i = row[POOL_ROW]
             mask = trained_answer_mask(row, args.truncation_mode)
-            features[i] = scoring_feature(self._tokenizer, row["input_ids"], mask, headers.get(prompt_ids[i], 0))
+            features[i] = scoring_feature(self._tokenizer, row["input_ids"], mask, headers[i])
             features[i]["truncated"] = row[NUM_TOKENS] > len(row["input_ids"])
         return features
 

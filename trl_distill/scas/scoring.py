@@ -37,6 +37,7 @@ from ..core.logprobs import (
     encode_prompt_completion,
     last_hidden_states,
     special_token_mask,
+    template_variables,
     token_logprobs_from_hidden,
 )
 from ..core.pool import to_long_pool
@@ -241,17 +242,22 @@ def learning_cost_batch(
     ]
 
 
-def generation_prompt_length(tokenizer, prompt, completion, system: str | None = None) -> int:
+def generation_prompt_length(
+    tokenizer, prompt, completion, system: str | None = None, tools=None, chat_template_kwargs: dict | None = None
+) -> int:
     """Tokens the chat template's generation prompt (the assistant header) adds at the end of a conversational prompt;
     0 for plain strings. Counted as the released scorer counts it: the prompt tokenized with and without the
-    generation prompt, up to their common prefix."""
+    generation prompt, up to their common prefix. A row's `tools` and `chat_template_kwargs` reach the template, as
+    in the trained sequence (Qwen3's `enable_thinking=False` adds an empty think block to the header)."""
     if not (isinstance(prompt, list) or isinstance(completion, list)):
         return 0  # plain strings: no chat template, no header
     prompt = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     messages = ([{"role": "system", "content": system}] if system else []) + prompt
+    variables = template_variables(tools, chat_template_kwargs)
     with_gen, no_gen = (
         tokenizer(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=g), add_special_tokens=False
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=g, **variables),
+            add_special_tokens=False,
         )["input_ids"]
         for g in (True, False)
     )
@@ -300,7 +306,7 @@ def encode_pool(tokenizer, pool, system: str | None = None) -> list[dict]:
     kwargs = pool["chat_template_kwargs"] if "chat_template_kwargs" in pool.column_names else [None] * len(pool)
     for i, (prompt, completion) in enumerate(zip(pool["prompt"], pool["completion"])):
         encoded = encode_prompt_completion(tokenizer, prompt, completion, system, tools[i], kwargs[i])
-        header = generation_prompt_length(tokenizer, prompt, completion, system)
+        header = generation_prompt_length(tokenizer, prompt, completion, system, tools[i], kwargs[i])
         feature = scoring_feature(tokenizer, encoded["input_ids"], encoded["completion_mask"], header)
         check_answer_tokens(feature, i, completion)
         features.append(feature)
