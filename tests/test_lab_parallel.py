@@ -17,13 +17,14 @@ def test_parallel_map_runs_closures_in_one_thread_workers_and_keeps_the_order():
     def work(x):
         return x + offset, torch.get_num_threads(), os.getpid()
 
-    results = parallel_map(work, range(5), workers=2)
-    assert [r[0] for r in results] == [10, 11, 12, 13, 14]
+    finished = []
+    results = parallel_map(work, range(5), workers=2, on_done=finished.append)
+    assert [r[0] for r in results] == [10, 11, 12, 13, 14] and sorted(finished) == sorted(results)
     assert {r[1] for r in results} == {1}
     assert os.getpid() not in {r[2] for r in results} and len({r[2] for r in results}) <= 2
     done = []
-    assert parallel_map(lambda x: x * 2, [1, 2], workers=1, on_done=lambda: done.append(1)) == [2, 4]
-    assert done == [1, 1]  # one worker: in this process, `on_done` after each item
+    assert parallel_map(lambda x: x * 2, [1, 2], workers=1, on_done=done.append) == [2, 4]
+    assert done == [2, 4]  # one worker: in this process, `on_done` after each item, with its result
 
 
 def test_parallel_map_raises_a_worker_error_here():
@@ -48,7 +49,7 @@ def test_parallel_prebuild_makes_the_same_models_as_one_after_the_other(tmp_path
         monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / f"cache-{workers}"))
         planned = runs()
         done = []
-        # "then" continues from "first": built in a later round (loading a missing `start` would raise)
+        # "then" continues from "first": built after it (loading a missing `start` would raise)
         assert (
             prebuild(tokenizer, planned, workers=workers, on_done=lambda done=done: done.append(1)) == 3 == len(done)
         )

@@ -39,7 +39,7 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, on_done: Callable 
     `fn` may be a closure: the workers are forked, so they inherit it and `items`; only indices and the results
     (which must pickle) cross between processes. `fn` must return what it computes: what it changes in place in a
     worker is lost. With `workers <= 1`, one item, or inside a worker, everything runs here, in this process.
-    `on_done()` is called after each item.
+    `on_done(result)` is called here as each item finishes.
     """
     global _TASK
     items = list(items)
@@ -48,7 +48,7 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, on_done: Callable 
         for item in items:
             results.append(fn(item))
             if on_done is not None:
-                on_done()
+                on_done(results[-1])
         return results
     _TASK = (fn, items)
     results = [None] * len(items)
@@ -59,7 +59,7 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, on_done: Callable 
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_done is not None:
-                    on_done()
+                    on_done(results[futures[future]])
     finally:
         _TASK = None
     return results

@@ -160,7 +160,7 @@ def run(lab: Lab, timings: dict) -> dict:
 
     def train_all(names: tuple, bar) -> None:
         runs = [(name, seed) for name in names for seed in p.seeds]
-        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))):
+        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))):
             for key, value in result["accuracy"].items():
                 results[name][key].append(value)
             curves[name].append(result["curve"])

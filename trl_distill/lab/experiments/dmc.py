@@ -75,7 +75,7 @@ def run(lab: Lab, timings: dict) -> dict:
 
     with Phase("DMC: SFT per dataset (and the precondition)", len(names) * len(p.seeds), timings) as bar:
         runs = [(seed, name) for seed in p.seeds for name in names]
-        for (seed, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda: bar.update(1))):
+        for (seed, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda _: bar.update(1))):
             per_dataset[name].append(acc)
             if name == top:
                 final_rankings.append(final[1])
@@ -127,7 +127,7 @@ def run(lab: Lab, timings: dict) -> dict:
     with Phase("DMC: DMCCallback static and dynamic", len(dynamic) * len(p.seeds), timings) as bar:
         runs = [(seed, label) for seed in p.seeds for label in dynamic]
         for (_, label), (acc, weights) in zip(
-            runs, parallel_map(reselecting, runs, lab.workers, lambda: bar.update(1))
+            runs, parallel_map(reselecting, runs, lab.workers, lambda _: bar.update(1))
         ):
             callback_acc[label].append(acc)
             callback_weights[label].append(weights)

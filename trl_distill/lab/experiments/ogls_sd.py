@@ -99,7 +99,7 @@ def run(lab: Lab, timings: dict) -> dict:
     def train_all(names: tuple, bar) -> None:
         runs = [(name, seed) for name in names for seed in p.seeds]
         for (name, _), (final, points, loss) in zip(
-            runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))
+            runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))
         ):
             finals[name].append(final)
             curves[name].append(points)

@@ -110,7 +110,7 @@ def identity_toy(lab: Lab, bar) -> dict:
         )  # fmt: skip
 
     students = [(name, seed) for name in IDENTITY_TEACHERS for seed in p.seeds]
-    for (name, _), result in zip(students, parallel_map(student, students, lab.workers, lambda: bar.update(1))):
+    for (name, _), result in zip(students, parallel_map(student, students, lab.workers, lambda _: bar.update(1))):
         strict[name].append(result.strict)
         loose[name].append(result.loose)
     base = ice(

@@ -79,7 +79,7 @@ def run(lab: Lab, timings: dict) -> dict:
 
     def train_all(names: list[str], bar) -> None:
         runs = [(name, seed) for name in names for seed in p.seeds]
-        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda: bar.update(1))):
+        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))):
             accuracies[name].append(result["accuracy"])
             first_loss[name].append(result["first_loss"])
             choices[name].update(result["shares"])

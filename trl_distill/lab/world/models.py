@@ -201,15 +201,24 @@ def pretrained_model(
 def prebuild(tokenizer, runs, workers: int = 1, on_done=None) -> int:
     """Builds every run of `runs` ([`Pretraining`]) that is not cached yet, `workers` at a time in one-thread worker
     processes ([`~trl_distill.lab.parallel.parallel_map`]: the same models as one after the other). A run that
-    continues from another's model (`start`) waits for it. Returns how many were built; `on_done()` follows each."""
+    continues from another's model (`start`) is built after it, in the same worker. Returns how many were built;
+    `on_done()` follows each."""
     from ..parallel import parallel_map
 
     pending = {run.path: run for run in runs if not run.cached()}
-    built = len(pending)
-    while pending:
-        # costliest first (steps × characters per row: the tokenizer has one token per byte), so the workers end together
-        ready = sorted((run for run in pending.values() if run.start not in pending), key=lambda run: -run.cost())
-        parallel_map(lambda run: run.build(tokenizer), ready, workers, on_done)
-        for run in ready:
-            del pending[run.path]
-    return built
+    after = {path: [] for path in pending}
+    for run in pending.values():
+        if run.start in pending:
+            after[run.start].append(run)
+
+    def chain(run) -> list:
+        return [run] + [later for child in after[run.path] for later in chain(child)]
+
+    chains = [chain(run) for run in pending.values() if run.start not in pending]
+    # costliest first (steps × characters per row: the tokenizer has one token per byte), so the workers end together
+    chains.sort(key=lambda runs: -sum(run.cost() for run in runs))
+    parallel_map(
+        lambda runs: [run.build(tokenizer) for run in runs], chains, workers,
+        on_done=lambda paths: [on_done() for _ in paths] if on_done is not None else None,
+    )  # fmt: skip
+    return len(pending)
