@@ -21,7 +21,7 @@ from ..world.tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    `default` from a fresh clone with an empty model cache (`time make demo`, install included, 2 threads): 8 min 45 s
+    `default` from a fresh clone with an empty model cache (`time make demo`, install included, 2 threads): 7 min 13 s
     on a 2-core CPU, 2026-12-02; times vary by machine.
 
     Args:
