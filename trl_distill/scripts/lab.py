@@ -30,7 +30,10 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
     )
     parser.add_argument(
-        "--threads", type=int, default=2, help="CPU threads (default 2): of torch, and of the pre-training processes"
+        "--threads",
+        type=int,
+        default=2,
+        help="CPU threads (default 2): torch's, and the worker processes of independent runs",
     )
     return parser
 

@@ -107,7 +107,8 @@ class Lab:
     Args:
         preset ([`Preset`]): the run's size.
         output_dir (`str`): the report directory (scratch training output goes under `output_dir/_runs`).
-        workers (`int`): processes that pre-train models side by side (one CPU thread each, `lab.parallel`).
+        workers (`int`): worker processes for independent runs (the pre-training, and each phase's seeds and methods;
+            one CPU thread each, `lab.parallel`).
         shared (`dict`): artefacts one experiment leaves for another (teachers, students), by name.
     """
 

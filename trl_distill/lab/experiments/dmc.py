@@ -63,8 +63,9 @@ def run(lab: Lab, timings: dict) -> dict:
     final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
     after_sft = {}  # first seed: DMC re-measured after SFT on each dataset (which dataset does training make first?)
 
-    def sft(run: tuple[int, str]) -> tuple[float, dict | None]:
-        """Test accuracy after SFT on one dataset, and (for the step-0 choice) DMC re-measured on the trained student."""
+    def sft(run: tuple[int, str]) -> tuple[float, tuple | None]:
+        """Test accuracy after SFT on one dataset, and `ranking` re-measured on the trained student (for the step-0
+        choice, and for every dataset on the first seed)."""
         seed, name = run
         args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
         trainer = fit(

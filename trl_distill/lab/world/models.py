@@ -217,8 +217,10 @@ def prebuild(tokenizer, runs, workers: int = 1, on_done=None) -> int:
     chains = [chain(run) for run in pending.values() if run.start not in pending]
     # costliest first (steps × characters per row: the tokenizer has one token per byte), so the workers end together
     chains.sort(key=lambda runs: -sum(run.cost() for run in runs))
-    parallel_map(
-        lambda runs: [run.build(tokenizer) for run in runs], chains, workers,
-        on_done=lambda paths: [on_done() for _ in paths] if on_done is not None else None,
-    )  # fmt: skip
+
+    def built(paths: list) -> None:
+        for _ in paths if on_done is not None else ():
+            on_done()
+
+    parallel_map(lambda runs: [run.build(tokenizer) for run in runs], chains, workers, on_done=built)
     return len(pending)
