@@ -1,7 +1,7 @@
 """Independent lab runs side by side: forked worker processes, one CPU thread each.
 
-A tiny model does not keep two CPU threads busy: on a 2-core CPU, two pre-training runs in two one-thread processes did
-1.64 times the work per second of one run on two threads (measured once, 2026-12-02). The numbers stay: pre-training and SFT give
+A tiny model does not keep two CPU threads busy, so on a 2-core CPU two runs in two one-thread processes finish sooner
+than one after the other on two threads (`make demo`'s times before and after are in docs/lab.md). The numbers stay: pre-training and SFT give
 bitwise the same weights at any thread count (`tests/test_lab_parallel.py` checks a parallel build against a
 sequential one); a full default lab run gave the same accuracies and verdicts both ways, with a few logged losses
 differing in the seventh digit (a reduction whose order depends on the thread count).

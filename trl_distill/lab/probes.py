@@ -110,7 +110,7 @@ def dmc_transfer(lab: Lab, args) -> int:
     """DMC's terms on the lab's candidate datasets (and cot references of problems with larger operands, `--max_values`
     above 9) at step 0 and after SFT on each `--train` dataset with DMC's budget: one line per dataset and state."""
     from .experiments.common import pretrain_all
-    from .experiments.dmc import COLUMNS, candidate_datasets
+    from .experiments.dmc import budget, candidate_datasets, verified
     from .experiments.teachers import cast, cast_pretraining
 
     p, tok = lab.preset, lab.tokenizer
@@ -122,9 +122,7 @@ def dmc_transfer(lab: Lab, args) -> int:
         raise SystemExit(f"--train {unknown}: not a DMC candidate of the lab; choose from {sorted(datasets)}.")
     for max_value in (v for v in args.max_values if v != TASK_KWARGS["max_value"]):
         hard = splits(args, "cot", TASK_KWARGS["steps"], max_value)["train"]
-        datasets[f"cot references, operands ≤ {max_value}"] = hard.add_column(
-            "correct", [True] * len(hard)
-        ).select_columns(COLUMNS)
+        datasets[f"cot references, operands ≤ {max_value}"] = verified(hard)
 
     def show(model, state: str) -> None:
         table = rank_datasets(
@@ -136,7 +134,7 @@ def dmc_transfer(lab: Lab, args) -> int:
             print(f"  {row['dataset']}: Q = {row['quality']:.3f}, L = {row['difficulty']:.3f}, DMC = {row['dmc']:.3f}")
 
     show(load(world["student"]), "base student")
-    steps = p.dmc_epochs * -(-p.pool_prompts // p.batch_size)  # the lab's DMC budget
+    steps = budget(p)
     for name, seed in itertools.product(args.train, args.seeds):
         config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
         trainer = fit(

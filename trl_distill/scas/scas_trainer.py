@@ -13,7 +13,13 @@ from ..core.pool import as_dataset, is_candidate_pool, parse_correct, to_long_po
 from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
-from .scoring import check_answer_tokens, generation_prompt_length, has_answer_tokens, scoring_feature
+from .scoring import (
+    check_answer_tokens,
+    generation_prompt_length,
+    has_answer_tokens,
+    scoring_feature,
+    template_rows,
+)
 from .selection import scas_select
 
 
@@ -148,10 +154,7 @@ class SCASTrainer(SFTTrainer):
         headers = [0] * len(long)
         if args.q_nll_scope == "prompt_no_gen":  # the only reader of the assistant header's length
             # a row's own `tools`/`chat_template_kwargs` shape its header, as SFTTrainer renders the row
-            template = [c for c in ("tools", "chat_template_kwargs") if c in long.column_names]
-            variables = [dict(zip(template, values)) for values in zip(*(long[c] for c in template))] or [{}] * len(
-                long
-            )
+            variables = template_rows(long)
             known = {}
             for i, (pid, prompt, completion) in enumerate(zip(long["prompt_id"], long["prompt"], long["completion"])):
                 key = (pid, repr(variables[i]))

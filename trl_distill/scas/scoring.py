@@ -242,6 +242,13 @@ def learning_cost_batch(
     ]
 
 
+def template_rows(dataset) -> list[dict]:
+    """Each row's `tools` and `chat_template_kwargs` (the columns it has), which reach the chat template as
+    `SFTTrainer` passes them."""
+    columns = [c for c in ("tools", "chat_template_kwargs") if c in dataset.column_names]
+    return [dict(zip(columns, values)) for values in zip(*(dataset[c] for c in columns))] or [{}] * len(dataset)
+
+
 def generation_prompt_length(
     tokenizer, prompt, completion, system: str | None = None, tools=None, chat_template_kwargs: dict | None = None
 ) -> int:
@@ -301,12 +308,9 @@ def encode_pool(tokenizer, pool, system: str | None = None) -> list[dict]:
     answer has no scorable token raises a `ValueError` naming the row.
     """
     features = []
-    # a row's `tools`/`chat_template_kwargs` reach the chat template, as SFTTrainer passes them
-    tools = pool["tools"] if "tools" in pool.column_names else [None] * len(pool)
-    kwargs = pool["chat_template_kwargs"] if "chat_template_kwargs" in pool.column_names else [None] * len(pool)
-    for i, (prompt, completion) in enumerate(zip(pool["prompt"], pool["completion"])):
-        encoded = encode_prompt_completion(tokenizer, prompt, completion, system, tools[i], kwargs[i])
-        header = generation_prompt_length(tokenizer, prompt, completion, system, tools[i], kwargs[i])
+    for i, (prompt, completion, template) in enumerate(zip(pool["prompt"], pool["completion"], template_rows(pool))):
+        encoded = encode_prompt_completion(tokenizer, prompt, completion, system, **template)
+        header = generation_prompt_length(tokenizer, prompt, completion, system, **template)
         feature = scoring_feature(tokenizer, encoded["input_ids"], encoded["completion_mask"], header)
         check_answer_tokens(feature, i, completion)
         features.append(feature)

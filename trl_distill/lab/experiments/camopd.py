@@ -8,7 +8,6 @@ from ...camopd.camopd_trainer import CaMOPDTrainer
 from ...camopd.gap import gap
 from ...core.divergence import LMHead
 from ...core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
-from ..parallel import parallel_map
 from ..world.models import Pretraining
 from ..world.tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits
 from .common import (
@@ -20,6 +19,7 @@ from .common import (
     accuracy,
     answers,
     compare,
+    each_seed,
     fit,
     gated,
     load,
@@ -159,8 +159,7 @@ def run(lab: Lab, timings: dict) -> dict:
         }
 
     def train_all(names: tuple, bar) -> None:
-        runs = [(name, seed) for name in names for seed in p.seeds]
-        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))):
+        for name, result in each_seed(lab, train, names, bar):
             for key, value in result["accuracy"].items():
                 results[name][key].append(value)
             curves[name].append(result["curve"])

@@ -8,9 +8,21 @@ from trl import SFTConfig, SFTTrainer
 
 from ...dmc.compatibility import rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
-from ..parallel import parallel_map
 from ..world.tasks import task_reward
-from .common import Lab, Phase, accuracy, compare, fit, gated, load, precondition, spearman, summary, trainer_settings
+from .common import (
+    Lab,
+    Phase,
+    accuracy,
+    compare,
+    each_seed,
+    fit,
+    gated,
+    load,
+    precondition,
+    spearman,
+    summary,
+    trainer_settings,
+)
 from .teachers import CAST_STEPS, cast
 from .teachers import cast_pretraining as pretraining  # noqa: F401 (the models this experiment needs)
 
@@ -28,9 +40,18 @@ def candidate_datasets(world: dict) -> dict[str, Dataset]:
     datasets = {}
     for teacher in world["teachers"]:
         datasets[teacher] = pool.filter(lambda row, t=teacher: row["teacher"] == t).select_columns(COLUMNS)
-    reference = world["splits"]["train"]
-    datasets["reference"] = reference.add_column("correct", [True] * len(reference)).select_columns(COLUMNS)
+    datasets["reference"] = verified(world["splits"]["train"])
     return datasets
+
+
+def verified(references: Dataset) -> Dataset:
+    """Reference solutions as a DMC candidate: every row correct, DMC's columns."""
+    return references.add_column("correct", [True] * len(references)).select_columns(COLUMNS)
+
+
+def budget(preset) -> int:
+    """Optimizer steps of every SFT run of this experiment: `dmc_epochs` passes over the pool."""
+    return preset.dmc_epochs * math.ceil(preset.pool_prompts / preset.batch_size)
 
 
 def run(lab: Lab, timings: dict) -> dict:
@@ -55,7 +76,7 @@ def run(lab: Lab, timings: dict) -> dict:
     top = max(names, key=lambda n: dmc[n])
     step0_difficulty = {row["dataset"]: row["difficulty"] for row in table}
 
-    steps = p.dmc_epochs * math.ceil(p.pool_prompts / p.batch_size)  # the same budget for every run of this experiment
+    steps = budget(p)
     per_dataset = {name: [] for name in names}
     dynamic = {"DMCCallback static": 0, "DMCCallback dynamic": 1}
     callback_acc = {name: [] for name in dynamic}
@@ -63,10 +84,10 @@ def run(lab: Lab, timings: dict) -> dict:
     final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
     after_sft = {}  # first seed: DMC re-measured after SFT on each dataset (which dataset does training make first?)
 
-    def sft(run: tuple[int, str]) -> tuple[float, tuple | None]:
+    def sft(run: tuple[str, int]) -> tuple[float, tuple | None]:
         """Test accuracy after SFT on one dataset, and `ranking` re-measured on the trained student (for the step-0
         choice, and for every dataset on the first seed)."""
-        seed, name = run
+        name, seed = run
         args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
         trainer = fit(
             SFTTrainer(load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok)
@@ -75,12 +96,12 @@ def run(lab: Lab, timings: dict) -> dict:
         return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), final
 
     with Phase("DMC: SFT per dataset (and the precondition)", len(names) * len(p.seeds), timings) as bar:
-        runs = [(seed, name) for seed in p.seeds for name in names]
-        for (seed, name), (acc, final) in zip(runs, parallel_map(sft, runs, lab.workers, lambda _: bar.update(1))):
+        for name, (acc, final) in each_seed(lab, sft, names, bar):
+            first_seed = len(per_dataset[name]) == 0
             per_dataset[name].append(acc)
             if name == top:
                 final_rankings.append(final[1])
-            if seed == p.seeds[0]:
+            if first_seed:
                 difficulty = next(row["difficulty"] for row in final[0] if row["dataset"] == name)
                 after_sft[name] = {"top": final[0][0]["dataset"], "difficulty": difficulty}
     moved = [spearman([dmc[n] for n in names], [final[n] for n in names]) for final in final_rankings]
@@ -108,9 +129,9 @@ def run(lab: Lab, timings: dict) -> dict:
         }
     )
 
-    def reselecting(run: tuple[int, str]) -> tuple[float, list]:
+    def reselecting(run: tuple[str, int]) -> tuple[float, list]:
         """Test accuracy after SFT under a DMCCallback, and the mixture weights of each of its rounds."""
-        seed, label = run
+        label, seed = run
         args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
         trainer = SFTTrainer(
             load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
@@ -126,10 +147,7 @@ def run(lab: Lab, timings: dict) -> dict:
         return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), weights
 
     with Phase("DMC: DMCCallback static and dynamic", len(dynamic) * len(p.seeds), timings) as bar:
-        runs = [(seed, label) for seed in p.seeds for label in dynamic]
-        for (_, label), (acc, weights) in zip(
-            runs, parallel_map(reselecting, runs, lab.workers, lambda _: bar.update(1))
-        ):
+        for label, (acc, weights) in each_seed(lab, reselecting, dynamic, bar):
             callback_acc[label].append(acc)
             callback_weights[label].append(weights)
 

@@ -8,7 +8,6 @@ from trl import SFTConfig, SFTTrainer
 
 from ...ogls_sd.ogls_sd_config import OGLSSDConfig
 from ...ogls_sd.ogls_sd_trainer import OGLSSDTrainer
-from ..parallel import parallel_map
 from ..world.tasks import task_reward
 from .common import (
     AccuracyCurve,
@@ -16,6 +15,7 @@ from .common import (
     Phase,
     accuracy,
     compare,
+    each_seed,
     fit,
     gated,
     load,
@@ -97,10 +97,7 @@ def run(lab: Lab, timings: dict) -> dict:
         return accuracy(trainer.model, lab.tokenizer, splits["test"], p.max_new_tokens), curve.points, losses(trainer)
 
     def train_all(names: tuple, bar) -> None:
-        runs = [(name, seed) for name in names for seed in p.seeds]
-        for (name, _), (final, points, loss) in zip(
-            runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))
-        ):
+        for name, (final, points, loss) in each_seed(lab, train, names, bar):
             finals[name].append(final)
             curves[name].append(points)
             loss_curves[name].append(loss)

@@ -8,9 +8,8 @@ from ...evaluation.diagnostics import token_diagnostics
 from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
-from ..parallel import parallel_map
 from ..world.models import Pretraining
-from .common import Lab, Phase, answers, compare, fit, gated, load, precondition, summary, trainer_settings
+from .common import Lab, Phase, answers, compare, each_seed, fit, gated, load, precondition, summary, trainer_settings
 from .teachers import (
     CAST_STEPS,
     OWN_IDENTITY,
@@ -109,8 +108,7 @@ def identity_toy(lab: Lab, bar) -> dict:
             max_new_tokens=48, batch_size=64, show_progress=False,
         )  # fmt: skip
 
-    students = [(name, seed) for name in IDENTITY_TEACHERS for seed in p.seeds]
-    for (name, _), result in zip(students, parallel_map(student, students, lab.workers, lambda _: bar.update(1))):
+    for name, result in each_seed(lab, student, IDENTITY_TEACHERS, bar):
         strict[name].append(result.strict)
         loose[name].append(result.loose)
     base = ice(

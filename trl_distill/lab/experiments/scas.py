@@ -4,13 +4,13 @@ from collections import Counter
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from ..parallel import parallel_map
 from .common import (
     Lab,
     Phase,
     above,
     accuracy,
     compare,
+    each_seed,
     fit,
     gated,
     load,
@@ -78,8 +78,7 @@ def run(lab: Lab, timings: dict) -> dict:
         }
 
     def train_all(names: list[str], bar) -> None:
-        runs = [(name, seed) for name in names for seed in p.seeds]
-        for (name, _), result in zip(runs, parallel_map(train, runs, lab.workers, lambda _: bar.update(1))):
+        for name, result in each_seed(lab, train, names, bar):
             accuracies[name].append(result["accuracy"])
             first_loss[name].append(result["first_loss"])
             choices[name].update(result["shares"])
