@@ -1,6 +1,7 @@
 """The lab's side-by-side runs (`lab.parallel`) and the parallel pre-training (`world.models.prebuild`)."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -67,3 +68,23 @@ def test_parallel_map_inside_a_worker_runs_there():
 
     for pairs in parallel_map(outer, [0, 10], workers=2):
         assert [y for y, _ in pairs] in ([0, 1], [10, 11]) and len({pid for _, pid in pairs}) == 1
+
+
+def test_a_moved_cache_keeps_the_models_that_continue_from_another(tmp_path, monkeypatch, tokenizer):
+    data = make_task_splits(("arithmetic",), 8, 1, 1, seed=0, steps=2, max_value=9)["train"]
+
+    def runs():
+        first = Pretraining("first", data, 2, "xs")
+        return [first, Pretraining("then", data, 2, start=first.path)]
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "here"))
+    built = runs()
+    assert prebuild(tokenizer, built) == 2
+    assert built[1].key["start"] == "cache:" + os.path.basename(built[0].path)
+    shutil.copytree(tmp_path / "here", tmp_path / "moved")
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "moved"))
+    moved = runs()
+    assert [run.path for run in moved] != [run.path for run in built]
+    assert all(run.cached() for run in moved)  # the same cache entries, found at the new place: nothing rebuilt
+    elsewhere = Pretraining("then", data, 2, start=str(tmp_path / "a-model"))  # outside the cache: the path itself
+    assert elsewhere.key["start"] == str(tmp_path / "a-model")

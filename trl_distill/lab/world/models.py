@@ -103,6 +103,16 @@ def model_path(key: dict) -> str:
     return os.path.join(cache_dir(), "models", f"{key.get('name', 'model')}-{digest}")
 
 
+def cache_entry(path: str | None) -> str | None:
+    """`path` as a cache key: a model in the cache by its entry's name (`models/<name>-<digest>`, the same wherever
+    the cache lies), any other path as it is."""
+    if path is None:
+        return None
+    models = os.path.join(os.path.abspath(cache_dir()), "models")
+    path = os.path.abspath(path)
+    return "cache:" + os.path.basename(path) if os.path.dirname(path) == models else path
+
+
 def cached_model(tokenizer, key: dict, build) -> tuple[object, str]:
     """Loads the model cached under a hash of `key`, or makes it with `build()` and saves it first.
 
@@ -136,7 +146,8 @@ class Pretraining:
     several at once ([`prebuild`]).
 
     The cache key holds a hash of the data's content, so a changed task generator never reuses a stale model.
-    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model).
+    `start` (a path) continues from a cached model instead of a random init (e.g. specialising a general model); a
+    `start` inside the cache is keyed by its cache entry, not its absolute path, so a moved cache stays valid.
     """
 
     name: str
@@ -151,7 +162,7 @@ class Pretraining:
     def __post_init__(self):
         self.key = {
             "name": self.name, "data": data_key(self.data), "steps": self.steps, "size": self.size, "seed": self.seed,
-            "start": self.start, "lr": self.lr,
+            "start": cache_entry(self.start), "lr": self.lr,
         }  # fmt: skip
         if self.arch != "qwen2":
             self.key["arch"] = self.arch
