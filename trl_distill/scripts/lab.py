@@ -7,6 +7,7 @@ Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second
 
 import argparse
 import dataclasses
+import logging
 import os
 import time
 import warnings
@@ -58,6 +59,10 @@ def main(argv=None) -> int:
     from ..lab.report import summary_table, write_report
 
     torch.set_num_threads(args.threads)
+    if not torch.cuda.is_available():  # DeepSpeed would warn that it found no GPU, once in every worker process
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # SCAS's report note counts the prompts without a verified answer once, instead of a warning per training run
+    logging.getLogger("trl_distill.scas.selection").setLevel(logging.ERROR)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
     datasets.disable_progress_bars()  # per-run tokenization
