@@ -11,6 +11,7 @@ from trl_distill.dmc.compatibility import (
     capability,
     compatibility,
     format_table,
+    overtaking_capability,
     probe_indices,
     quality_per_example,
     rank_datasets,
@@ -33,6 +34,28 @@ def test_compatibility_on_hand_made_numbers():
         kwargs = {"quality": 0.5, "difficulty": 1.0, "capability": 0.5, "beta": 1.0, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
             compatibility(**kwargs)
+
+
+def test_overtaking_capability_is_where_the_scores_cross():
+    # hand-computed: Q_t = 0.8, L_t = 0.2; Q_o = 1, L_o = 2; β = 1: 1 − C* = 0.2 / (0.8·2 − 1·0.2) = 1/7
+    assert overtaking_capability((0.8, 0.2), (1.0, 2.0)) == pytest.approx(6 / 7)
+    assert overtaking_capability((1.0, 0.2), (0.8, 0.1)) is None  # lower quality: never overtakes as C grows
+    assert overtaking_capability((0.8, 0.2), (1.0, 0.1)) == 0.0  # higher quality, easier: ahead at every C
+    # brute force: the first C on a fine grid where `other` scores higher than `top`
+    grid = np.linspace(0.0, 1.0, 100_001)[:-1]
+    for top, other, beta in [
+        ((0.8, 0.2), (1.0, 2.0), 1.0),
+        ((0.6, 0.5), (0.9, 4.0), 2.0),
+        ((0.9, 0.1), (1.0, 30.0), 1.0),
+        ((0.8, 0.2), (1.0, 0.3), 1.0),  # ahead from C = 0
+        ((1.0, 0.2), (0.5, 0.0), 1.0),
+    ]:
+        ahead = np.array([compatibility(*other, c, beta) > compatibility(*top, c, beta) for c in grid])
+        crossing = overtaking_capability(top, other, beta)
+        if ahead.any():
+            assert crossing == pytest.approx(grid[ahead.argmax()], abs=2e-5)
+        else:
+            assert crossing is None
 
 
 def test_mixture_weights_are_softmax_of_dmc_over_temperature():

@@ -216,6 +216,21 @@ def test_smoke_dmc_reports_the_first_dataset_after_sft_on_each(smoke_report):
     for trained, after in dmc["top_after_sft"].items():
         assert after["top"] in names and math.isfinite(after["difficulty"]) and after["difficulty"] > 0
         assert f"trained on {trained} → {after['top']} first" in (out / "report.md").read_text()
+    ranked = dmc["preconditions"][0]["detail"]
+    assert "overtake" in ranked and "C reached: " in ranked  # the capability DMC's top could be overtaken at
+
+
+def test_dmc_overtaking_names_the_capability_each_dataset_needs():
+    from trl_distill.lab.experiments.dmc import overtaking
+
+    def table(capability, **rows):
+        return [{"dataset": n, "quality": q, "difficulty": d, "capability": capability} for n, (q, d) in rows.items()]
+
+    # b: Q 0.9 > 0.8, 1 − C* = 0.1 / (0.8·4 − 0.9·0.2); e: lower quality, never
+    text = overtaking("a", [table(0.4, a=(0.8, 0.2), b=(0.9, 4.0), e=(0.5, 0.1))])
+    assert text.endswith("per seed: b at C > 0.967 (C reached: 0.400)")
+    text = overtaking("a", [table(0.4, a=(1.0, 0.2), b=(0.9, 4.0)), table(0.5, a=(1.0, 0.1), b=(0.9, 4.0))])
+    assert "no capability C lets one overtake it (C reached: 0.400, 0.500)" in text
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,23 @@ def compatibility(quality, difficulty, capability: float, beta: float = 1.0):
     return float(score) if score.ndim == 0 else score
 
 
+def overtaking_capability(top: tuple, other: tuple, beta: float = 1.0) -> float | None:
+    """The capability `C` above which dataset `other` scores a higher [`compatibility`] than `top` (each a
+    `(Q, L)` pair; `0.0` when it already does at `C = 0`), or `None` when no `C` in `[0, 1)` makes it.
+
+    The two scores are equal where `Q_o·(1 + β(1 − C)·L_t) = Q_t·(1 + β(1 − C)·L_o)`, one value of `C`: as the student
+    improves, the difficulty penalty shrinks and the higher-quality dataset wins. A dataset with no higher quality
+    than `top` never overtakes it as `C` grows, and one with higher quality *and* no higher difficulty leads already.
+    """
+    (q_t, l_t), (q_o, l_o) = top, other
+    if q_o <= q_t or beta == 0:
+        return None
+    if q_o * l_t >= q_t * l_o:  # `other` leads at every C already (higher quality, relatively no harder)
+        return 0.0
+    # (1 − C*) = (Q_o − Q_t) / (β (Q_t L_o − Q_o L_t)) > 0; a crossing below C = 0 means `other` leads already
+    return max(0.0, 1.0 - (q_o - q_t) / (beta * (q_t * l_o - q_o * l_t)))
+
+
 # --- inputs -----------------------------------------------------------------------------------------------------------
 def as_dataset(data, name: str = "dataset") -> Dataset:
     """`data` as a `datasets.Dataset`: a `Dataset` as it is, a list of row dicts or a dict of columns converted.

@@ -6,7 +6,7 @@ import math
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from ...dmc.compatibility import rank_datasets
+from ...dmc.compatibility import overtaking_capability, rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..world.tasks import task_reward
 from .common import (
@@ -54,6 +54,26 @@ def budget(preset) -> int:
     return preset.dmc_epochs * math.ceil(preset.pool_prompts / preset.batch_size)
 
 
+def overtaking(top: str, tables: list[list[dict]]) -> str:
+    """In words, from tables measured at the last epoch (one per seed): the capability `C` at which each other dataset
+    would overtake `top` under DMC's formula (`overtaking_capability`, with L as measured then), and the `C` reached."""
+    reached = ", ".join(f"{table[0]['capability']:.3f}" for table in tables)
+    crossings = []
+    for table in tables:
+        rows = {row["dataset"]: (row["quality"], row["difficulty"]) for row in table}
+        crossings.append({n: overtaking_capability(rows[top], qd) for n, qd in rows.items() if n != top})
+    if all(c is None for seed in crossings for c in seed.values()):
+        return f"no other dataset has a higher quality Q than {top}, so no capability C lets one overtake it (C reached: {reached})"
+    per_seed = (
+        ", ".join(f"{n} at C > {c:.3f}" for n, c in seed.items() if c is not None) or "none" for seed in crossings
+    )
+    return (
+        f"capability at which another dataset would overtake {top}, per seed: "
+        + "; ".join(per_seed)
+        + f" (C reached: {reached})"
+    )
+
+
 def run(lab: Lab, timings: dict) -> dict:
     p, tok = lab.preset, lab.tokenizer
     with Phase("DMC: teachers and pool", CAST_STEPS, timings) as bar:
@@ -82,6 +102,7 @@ def run(lab: Lab, timings: dict) -> dict:
     callback_acc = {name: [] for name in dynamic}
     callback_weights = {name: [] for name in dynamic}
     final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
+    final_tables = []  # the same, its Q, L and C per dataset
     after_sft = {}  # first seed: DMC re-measured after SFT on each dataset (which dataset does training make first?)
 
     def sft(run: tuple[str, int]) -> tuple[float, tuple | None]:
@@ -100,6 +121,7 @@ def run(lab: Lab, timings: dict) -> dict:
             first_seed = len(per_dataset[name]) == 0
             per_dataset[name].append(acc)
             if name == top:
+                final_tables.append(final[0])
                 final_rankings.append(final[1])
             if first_seed:
                 difficulty = next(row["difficulty"] for row in final[0] if row["dataset"] == name)
@@ -117,8 +139,11 @@ def run(lab: Lab, timings: dict) -> dict:
             f"`rank_datasets` on the base student (step 0), and again on the student after the full budget ({steps} "
             f"steps) of SFT on the step-0 choice ({top}), per seed (mean ρ over {len(p.seeds)} seeds): if the "
             "ranking never moves, reselecting during training has nothing to find.",
-            detail=f"top dataset at step 0: {top}; at the last epoch, per seed: " + ", ".join(final_tops),
-        )
+            detail=f"top dataset at step 0: {top}; at the last epoch, per seed: "
+            + ", ".join(final_tops)
+            + "; "
+            + overtaking(top, final_tables),
+        )  # fmt: skip
     ]
     # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
     share = max(1, p.pool_prompts // len(names))
