@@ -6,6 +6,7 @@ The default suite runs the `smoke` preset (every experiment, few steps); the ful
 
 import io
 import json
+import logging
 import math
 import os
 
@@ -176,8 +177,11 @@ def smoke_report(tmp_path_factory):
     from trl_distill.scripts.lab import main
 
     out = tmp_path_factory.mktemp("lab-smoke")
+    selection = logging.getLogger("trl_distill.scas.selection")
+    level = selection.level
     # two threads: every experiment's runs go through the forked workers of `lab.parallel`, as in `make demo`
     assert main(["--preset", "smoke", "--threads", "2", "--output-dir", str(out)]) == 0
+    assert selection.level == level  # the lab quiets SCAS's per-run warning while it runs, not after
     with open(out / "results.json") as f:
         return out, json.load(f)
 

@@ -61,8 +61,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if not torch.cuda.is_available():  # DeepSpeed would warn that it found no GPU, once in every worker process
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    # SCAS's report note counts the prompts without a verified answer once, instead of a warning per training run
-    logging.getLogger("trl_distill.scas.selection").setLevel(logging.ERROR)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # weight loading: the lab shows one bar per phase instead
     datasets.disable_progress_bars()  # per-run tokenization
@@ -82,6 +80,10 @@ def main(argv=None) -> int:
     lab = Lab(preset, args.output_dir, workers=args.threads)
     timings: dict = {}
     results = {"preset": preset.to_dict(), "experiments": {}, "timings": timings}
+    # SCAS's report note counts the prompts without a verified answer once, instead of a warning per training run
+    selection_logger = logging.getLogger("trl_distill.scas.selection")
+    selection_level = selection_logger.level
+    selection_logger.setLevel(logging.ERROR)
     try:
         pretrain_all(lab, [run for name in names for run in pretraining(name, lab)], timings)
         for name in names:
@@ -89,6 +91,7 @@ def main(argv=None) -> int:
     finally:
         clean_scratch(lab)
         restore_bars()
+        selection_logger.setLevel(selection_level)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))
