@@ -290,3 +290,33 @@ def test_quick_lab_numbers_are_consistent(quick_report):
     for row in quantification["similarity"].values():
         for cell in row.values():
             assert 1.0 <= cell["rse"] <= 5.0 and cell["forward_kl"] >= 0
+
+
+def test_scatter_labels_cover_no_other_label_or_error_bar():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trl_distill.lab.report import _separate
+
+    # the default run's crowded corner: two points 0.06 apart in DMC with overlapping error bars, and a third nearby
+    points = [(0.26, 0.177, 0.012), (0.32, 0.186, 0.016), (0.30, 0.20, 0.01)]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    labels = []
+    for name, (x, y, e) in zip(("verbose-strong", "equation-medium", "explained-medium"), points):
+        ax.errorbar(x, y, yerr=e, fmt="o")
+        labels.append(ax.annotate(name, (x, y), fontsize=8, xytext=(6, 4), textcoords="offset points"))
+    ax.set_xlim(0, 1)
+    fig.tight_layout()
+    bars = [(x, y - e, y + e) for x, y, e in points]
+    _separate(fig, ax, labels, bars)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    for i, box in enumerate(boxes):
+        for j, (x, low, high) in enumerate(bars):
+            (px, y0), (_, y1) = ax.transData.transform((x, low)), ax.transData.transform((x, high))
+            assert j == i or not (box.x0 <= px <= box.x1 and y0 <= box.y1 and y1 >= box.y0)
+    plt.close(fig)

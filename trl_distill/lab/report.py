@@ -116,23 +116,46 @@ def grouped_bar_plot(path: str, title: str, by_ability: dict, start: dict) -> No
     plt.close(fig)
 
 
+def _separate(fig, ax, labels: list, bars: list[tuple]) -> None:
+    """Puts each point label on the first side of its point (right, left; above, below, further below) where it
+    covers no other point's error bar and no label placed before it. `bars`: `(x, low, high)` per point."""
+    fig.canvas.draw()  # settles the axis limits (autoscaling is lazy), so data maps to the pixels drawn
+    renderer = fig.canvas.get_renderer()
+    segments = [(ax.transData.transform((x, low)), ax.transData.transform((x, high))) for x, low, high in bars]
+    sides = [((6, 4), "left"), ((-6, 4), "right"), ((6, -11), "left"), ((-6, -11), "right"), ((6, -22), "left")]
+    placed = []
+    for i, label in enumerate(labels):
+        for offset, align in sides:
+            label.xyann = offset
+            label.set_horizontalalignment(align)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.2)
+            crossed = any(
+                box.x0 <= a[0] <= box.x1 and min(a[1], b[1]) <= box.y1 and max(a[1], b[1]) >= box.y0
+                for j, (a, b) in enumerate(segments)
+                if j != i
+            )
+            if not crossed and not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(label.get_window_extent(renderer))
+
+
 def scatter_plot(path: str, points: list[dict], rho) -> None:
     """DMC at step 0 against accuracy after SFT on each candidate dataset."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4))
     xs, ys = [p["dmc"] for p in points], [p["accuracy"]["mean"] for p in points]
-    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    labels = []
     for i, p in enumerate(points):
         ax.errorbar(xs[i], ys[i], yerr=p["accuracy"]["std"], fmt="o", capsize=4)
-        # labels of points that (nearly) coincide are stacked, not drawn over each other
-        near = sum(abs(xs[i] - xs[j]) < 0.08 * dx and abs(ys[i] - ys[j]) < 0.08 * dy for j in range(i))
-        ax.annotate(p["dataset"], (xs[i], ys[i]), fontsize=8, xytext=(6, 4 - 11 * near), textcoords="offset points")
+        labels.append(ax.annotate(p["dataset"], (xs[i], ys[i]), fontsize=8, xytext=(6, 4), textcoords="offset points"))
     ax.margins(x=0.25, y=0.15)
     ax.set_xlabel("DMC at step 0 (higher = more compatible)")
     ax.set_ylabel("test accuracy after SFT (± std over seeds)")
     rho_text = "undefined" if rho is None or (isinstance(rho, float) and math.isnan(rho)) else f"{rho:+.2f}"
     _title(ax, f"DMC vs accuracy, one point per candidate dataset (Spearman ρ = {rho_text})", width=55)
-    fig.tight_layout()
+    fig.tight_layout()  # before the labels are placed: it moves the axes
+    stds = [p["accuracy"]["std"] for p in points]
+    _separate(fig, ax, labels, [(x, y - e, y + e) for x, y, e in zip(xs, ys, stds)])
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
