@@ -320,3 +320,19 @@ def test_scatter_labels_cover_no_other_label_or_error_bar():
             (px, y0), (_, y1) = ax.transData.transform((x, low)), ax.transData.transform((x, high))
             assert j == i or not (box.x0 <= px <= box.x1 and y0 <= box.y1 and y1 >= box.y0)
     plt.close(fig)
+
+
+def test_a_lab_usage_error_leaves_the_callers_bars_and_warnings_as_they_were(monkeypatch, capsys):
+    import tqdm.std
+
+    from trl_distill.lab import progress
+    from trl_distill.scripts.lab import main
+
+    monkeypatch.setattr(progress, "interactive", lambda: False)  # as in CI logs: the lab silences other bars
+    init = tqdm.std.tqdm.__dict__["__init__"]
+    selection = logging.getLogger("trl_distill.scas.selection")
+    level = selection.level
+    with pytest.raises(SystemExit):
+        main(["--experiments", "nonexistent"])
+    assert "unknown experiment 'nonexistent'" in capsys.readouterr().err
+    assert tqdm.std.tqdm.__dict__["__init__"] is init and selection.level == level

@@ -48,6 +48,19 @@ def main(argv=None) -> int:
 
     # CI logs, `make demo > log`: one line per phase, not thousands of bar redraws
     restore_bars = silence_other_bars() if not interactive() else (lambda: None)
+    # SCAS's report note counts the prompts without a verified answer once, instead of a warning per training run
+    selection_logger = logging.getLogger("trl_distill.scas.selection")
+    selection_level = selection_logger.level
+    selection_logger.setLevel(logging.ERROR)
+    try:
+        return run_lab(parser, args)
+    finally:  # also after a usage error: a caller in the same process gets its bars and warnings back
+        restore_bars()
+        selection_logger.setLevel(selection_level)
+
+
+def run_lab(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The lab run of `main` (parsed `args`; `parser` reports usage errors)."""
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")
     import datasets
@@ -80,18 +93,12 @@ def main(argv=None) -> int:
     lab = Lab(preset, args.output_dir, workers=args.threads)
     timings: dict = {}
     results = {"preset": preset.to_dict(), "experiments": {}, "timings": timings}
-    # SCAS's report note counts the prompts without a verified answer once, instead of a warning per training run
-    selection_logger = logging.getLogger("trl_distill.scas.selection")
-    selection_level = selection_logger.level
-    selection_logger.setLevel(logging.ERROR)
     try:
         pretrain_all(lab, [run for name in names for run in pretraining(name, lab)], timings)
         for name in names:
             results["experiments"][name] = get(name)(lab, timings)
     finally:
         clean_scratch(lab)
-        restore_bars()
-        selection_logger.setLevel(selection_level)
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     write_report(args.output_dir, results)
     print(summary_table(results))
