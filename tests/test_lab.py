@@ -164,14 +164,18 @@ def test_dmc_probe_prints_each_candidates_terms_before_and_after_sft(tmp_path, m
 
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     args = ["dmc", "--preset", "smoke", "--train", "reference", "--max_values", "9", "11", "--prompts", "8",
-            "--seeds", "0", "--threads", "1", "--output_dir", str(tmp_path / "runs")]  # fmt: skip
+            "--seeds", "0", "--threads", "1", "--output_dir", str(tmp_path / "runs"), "--without", "verbose-strong"]  # fmt: skip
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     states = [line for line in lines if ": C = " in line]
     assert states[0].startswith("base student") and states[1].startswith("after SFT on reference (")
     rows = [line for line in lines if "L = " in line]
-    # five candidates and the operand-≤ 11 references (9 is the lab's own: no extra set), in each state
-    assert len(rows) == 2 * 6 and sum("operands ≤ 11" in row for row in rows) == 2
+    # five candidates less the one left out, and the operand-≤ 11 references (9 is the lab's own: no extra set)
+    assert len(rows) == 2 * 5 and sum("operands ≤ 11" in row for row in rows) == 2
+    assert not any("verbose-strong" in row for row in rows)
     assert all(0 < float(row.split("L = ")[1].split(",")[0]) for row in rows)
+    assert sum("overtake" in line for line in lines) == 2  # where DMC's first dataset could be overtaken, per state
     with pytest.raises(SystemExit, match="not a DMC candidate"):
         main([*args[:4], "nobody", *args[5:]])
+    with pytest.raises(SystemExit, match="--without"):
+        main([*args[:-1], "nobody"])

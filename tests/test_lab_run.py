@@ -232,7 +232,7 @@ def test_dmc_overtaking_names_the_capability_each_dataset_needs():
 
     # b: Q 0.9 > 0.8, 1 − C* = 0.1 / (0.8·4 − 0.9·0.2); e: lower quality, never
     text = overtaking("a", [table(0.4, a=(0.8, 0.2), b=(0.9, 4.0), e=(0.5, 0.1))])
-    assert text.endswith("per seed: b at C > 0.967 (C reached: 0.400)")
+    assert text == "capability at which another dataset would overtake a: b at C > 0.967 (C reached: 0.400)"
     text = overtaking("a", [table(0.4, a=(1.0, 0.2), b=(0.9, 4.0)), table(0.5, a=(1.0, 0.1), b=(0.9, 4.0))])
     assert "no capability C lets one overtake it (C reached: 0.400, 0.500)" in text
 

@@ -4,6 +4,7 @@
     python -m trl_distill.lab.probes sft --problems 256 --styles cot explained verbose equation --seeds 0 1
     python -m trl_distill.lab.probes difficulty --problems 256 --styles cot verbose --problem_steps 2 3
     python -m trl_distill.lab.probes dmc --train cot-medium --max_values 10 11 --seeds 0 1
+    python -m trl_distill.lab.probes dmc --train cot-medium --without reference
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
@@ -33,6 +34,9 @@ def make_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["cot-medium"],
         help="dmc: the lab's DMC candidate datasets to SFT on, one by one",
+    )
+    parser.add_argument(
+        "--without", nargs="+", default=[], help="dmc: candidate datasets left out of the ranking (e.g. reference)"
     )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
@@ -110,28 +114,31 @@ def dmc_transfer(lab: Lab, args) -> int:
     """DMC's terms on the lab's candidate datasets (and cot references of problems with larger operands, `--max_values`
     above 9) at step 0 and after SFT on each `--train` dataset with DMC's budget: one line per dataset and state."""
     from .experiments.common import pretrain_all
-    from .experiments.dmc import budget, candidate_datasets, verified
+    from .experiments.dmc import budget, candidate_datasets, overtaking, verified
     from .experiments.teachers import cast, cast_pretraining
 
     p, tok = lab.preset, lab.tokenizer
     pretrain_all(lab, cast_pretraining(lab), {})
     world = cast(lab)
     datasets = candidate_datasets(world)
-    unknown = sorted(set(args.train) - set(datasets))
-    if unknown:
-        raise SystemExit(f"--train {unknown}: not a DMC candidate of the lab; choose from {sorted(datasets)}.")
+    for flag, names in (("--train", args.train), ("--without", args.without)):
+        unknown = sorted(set(names) - set(datasets))
+        if unknown:
+            raise SystemExit(f"{flag} {unknown}: not a DMC candidate of the lab; choose from {sorted(datasets)}.")
     for max_value in (v for v in args.max_values if v != TASK_KWARGS["max_value"]):
         hard = splits(args, "cot", TASK_KWARGS["steps"], max_value)["train"]
         datasets[f"cot references, operands ≤ {max_value}"] = verified(hard)
+    ranked = {name: d for name, d in datasets.items() if name not in args.without}
 
     def show(model, state: str) -> None:
         table = rank_datasets(
-            model, tok, datasets, world["splits"]["dev"], task_reward, probe_size=None, dev_size=None,
+            model, tok, ranked, world["splits"]["dev"], task_reward, probe_size=None, dev_size=None,
             max_new_tokens=p.max_new_tokens,
         )  # fmt: skip
         print(f"{state}: C = {table[0]['capability']:.3f} on {len(world['splits']['dev'])} dev prompts", flush=True)
         for row in table:
             print(f"  {row['dataset']}: Q = {row['quality']:.3f}, L = {row['difficulty']:.3f}, DMC = {row['dmc']:.3f}")
+        print(f"  {overtaking(table[0]['dataset'], [table])}")
 
     show(load(world["student"]), "base student")
     steps = budget(p)

@@ -68,7 +68,7 @@ def overtaking(top: str, tables: list[list[dict]]) -> str:
         ", ".join(f"{n} at C > {c:.3f}" for n, c in seed.items() if c is not None) or "none" for seed in crossings
     )
     return (
-        f"capability at which another dataset would overtake {top}, per seed: "
+        f"capability at which another dataset would overtake {top}{', per seed' if len(tables) > 1 else ''}: "
         + "; ".join(per_seed)
         + f" (C reached: {reached})"
     )
