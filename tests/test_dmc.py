@@ -41,6 +41,7 @@ def test_overtaking_capability_is_where_the_scores_cross():
     assert overtaking_capability((0.8, 0.2), (1.0, 2.0)) == pytest.approx(6 / 7)
     assert overtaking_capability((1.0, 0.2), (0.8, 0.1)) is None  # lower quality: never overtakes as C grows
     assert overtaking_capability((0.8, 0.2), (1.0, 0.1)) == 0.0  # higher quality, easier: ahead at every C
+    assert overtaking_capability((0.8, 0.2), (1.0, 2.0), beta=0.0) == 0.0  # β = 0 ranks by quality alone
     # brute force: the first C on a fine grid where `other` scores higher than `top`
     grid = np.linspace(0.0, 1.0, 100_001)[:-1]
     for top, other, beta in [

@@ -298,7 +298,7 @@ def test_scatter_labels_cover_no_other_label_or_error_bar():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from trl_distill.lab.report import _separate
+    from trl_distill.lab.report import place_labels
 
     # the default run's crowded corner: two points 0.06 apart in DMC with overlapping error bars, and a third nearby
     points = [(0.26, 0.177, 0.012), (0.32, 0.186, 0.016), (0.30, 0.20, 0.01)]
@@ -310,7 +310,7 @@ def test_scatter_labels_cover_no_other_label_or_error_bar():
     ax.set_xlim(0, 1)
     fig.tight_layout()
     bars = [(x, y - e, y + e) for x, y, e in points]
-    _separate(fig, ax, labels, bars)
+    place_labels(fig, ax, labels, bars)
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [label.get_window_extent(renderer) for label in labels]

@@ -79,9 +79,9 @@ def overtaking_capability(top: tuple, other: tuple, beta: float = 1.0) -> float 
     than `top` never overtakes it as `C` grows, and one with higher quality *and* no higher difficulty leads already.
     """
     (q_t, l_t), (q_o, l_o) = top, other
-    if q_o <= q_t or beta == 0:
+    if q_o <= q_t:
         return None
-    if q_o * l_t >= q_t * l_o:  # `other` leads at every C already (higher quality, relatively no harder)
+    if beta == 0 or q_o * l_t >= q_t * l_o:  # `other` leads at every C already (higher quality, relatively no harder)
         return 0.0
     # (1 − C*) = (Q_o − Q_t) / (β (Q_t L_o − Q_o L_t)) > 0; a crossing below C = 0 means `other` leads already
     return max(0.0, 1.0 - (q_o - q_t) / (beta * (q_t * l_o - q_o * l_t)))

@@ -116,7 +116,7 @@ def grouped_bar_plot(path: str, title: str, by_ability: dict, start: dict) -> No
     plt.close(fig)
 
 
-def _separate(fig, ax, labels: list, bars: list[tuple]) -> None:
+def place_labels(fig, ax, labels: list, bars: list[tuple]) -> None:
     """Puts each point label on the first side of its point (right, left; above, below, further below) where it
     covers no other point's error bar and no label placed before it. `bars`: `(x, low, high)` per point."""
     fig.canvas.draw()  # settles the axis limits (autoscaling is lazy), so data maps to the pixels drawn
@@ -155,7 +155,7 @@ def scatter_plot(path: str, points: list[dict], rho) -> None:
     _title(ax, f"DMC vs accuracy, one point per candidate dataset (Spearman ρ = {rho_text})", width=55)
     fig.tight_layout()  # before the labels are placed: it moves the axes
     stds = [p["accuracy"]["std"] for p in points]
-    _separate(fig, ax, labels, [(x, y - e, y + e) for x, y, e in zip(xs, ys, stds)])
+    place_labels(fig, ax, labels, [(x, y - e, y + e) for x, y, e in zip(xs, ys, stds)])
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

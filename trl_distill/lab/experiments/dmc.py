@@ -143,7 +143,7 @@ def run(lab: Lab, timings: dict) -> dict:
             + ", ".join(final_tops)
             + "; "
             + overtaking(top, final_tables),
-        )  # fmt: skip
+        )
     ]
     # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
     share = max(1, p.pool_prompts // len(names))
