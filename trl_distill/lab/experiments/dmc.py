@@ -101,8 +101,7 @@ def run(lab: Lab, timings: dict) -> dict:
     dynamic = {"DMCCallback static": 0, "DMCCallback dynamic": 1}
     callback_acc = {name: [] for name in dynamic}
     callback_weights = {name: [] for name in dynamic}
-    final_rankings = []  # DMC re-measured on the student after SFT on the step-0 choice: does the ranking move?
-    final_tables = []  # the same, its Q, L and C per dataset
+    final_tables = []  # DMC (and its Q, L, C) re-measured after SFT on the step-0 choice: does the ranking move?
     after_sft = {}  # first seed: DMC re-measured after SFT on each dataset (which dataset does training make first?)
 
     def sft(run: tuple[str, int]) -> tuple[float, tuple | None]:
@@ -122,10 +121,10 @@ def run(lab: Lab, timings: dict) -> dict:
             per_dataset[name].append(acc)
             if name == top:
                 final_tables.append(final[0])
-                final_rankings.append(final[1])
             if first_seed:
                 difficulty = next(row["difficulty"] for row in final[0] if row["dataset"] == name)
                 after_sft[name] = {"top": final[0][0]["dataset"], "difficulty": difficulty}
+    final_rankings = [{row["dataset"]: row["dmc"] for row in table} for table in final_tables]
     moved = [spearman([dmc[n] for n in names], [final[n] for n in names]) for final in final_rankings]
     moved = [0.0 if math.isnan(rho) else rho for rho in moved]  # a constant side keeps no ranking: it moved
     final_tops = [max(names, key=lambda n: final[n]) for final in final_rankings]
