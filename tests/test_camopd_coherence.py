@@ -8,7 +8,13 @@ from test_camopd import make_batch
 
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
-from trl_distill.camopd.coherence import coherence, coherence_gain, coherence_parameters
+from trl_distill.camopd.coherence import (
+    coherence,
+    coherence_gain,
+    coherence_parameters,
+    per_sample_gradients,
+    recorded_outputs,
+)
 from trl_distill.lab.world.models import tiny_model
 from trl_distill.lab.world.tasks import make_task_splits
 from trl_distill.lab.world.tokenizer import build_tokenizer
@@ -116,3 +122,47 @@ def test_gcg_only_every_n_steps_and_only_with_selection(tmp_path):
     trainer.state.global_step = 2
     trainer._select_by_gap(dict(batch), 2)
     assert len(trainer._metrics["train"]["gcg"]) == 1
+
+
+def _per_sample_losses(model, ids):
+    """`(N,)` losses, row i from sample i only: the summed log-likelihood of each sample's next tokens."""
+    logits = model(input_ids=ids).logits[:, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1).sum(-1)
+
+
+@pytest.mark.parametrize("use_peft", [False, True])
+def test_per_sample_gradients_through_the_module_equal_one_backward_per_sample(use_peft):
+    tokenizer = build_tokenizer()
+    model = tiny_model(tokenizer, "xs", "qwen2", seed=0)
+    if use_peft:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+        model = get_peft_model(model, lora)
+    named = coherence_parameters(model)
+    assert ("lora_B" in named[0][0]) == use_peft  # the last LoRA matrix with PEFT, else the final norm
+    module = model.get_submodule(named[0][0].rsplit(".", 1)[0])
+    params = [p for _, p in named]
+    ids = torch.randint(3, 259, (3, 7), generator=torch.Generator().manual_seed(0))
+    brute = torch.stack(
+        [torch.cat([g.flatten() for g in torch.autograd.grad(_per_sample_losses(model, ids[i : i + 1])[0], params)])
+         for i in range(3)]
+    )  # fmt: skip
+    head_backwards = []
+    model.get_output_embeddings().register_full_backward_hook(lambda *_: head_backwards.append(1))
+
+    loop = per_sample_gradients(_per_sample_losses(model, ids), params)  # no outputs: a backward per sample
+    assert len(head_backwards) == 3
+    with recorded_outputs(module) as outputs:
+        losses = _per_sample_losses(model, ids)
+    through_module = per_sample_gradients(losses, params, outputs)
+    assert len(head_backwards) == 4  # the head back-propagated once for the three samples
+    assert brute.abs().max() > 0
+    torch.testing.assert_close(loop, brute, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(through_module, brute, rtol=1e-4, atol=1e-6)
+    # a module that ran twice cannot be split per sample: the loop is used, with the same result
+    with recorded_outputs(module) as outputs:
+        losses = _per_sample_losses(model, ids)
+        _per_sample_losses(model, ids)
+    torch.testing.assert_close(per_sample_gradients(losses, params, outputs), brute, rtol=1e-4, atol=1e-6)
+    assert len(head_backwards) == 7

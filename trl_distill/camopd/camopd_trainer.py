@@ -16,7 +16,14 @@ from ..core.data import check_local_path
 from ..core.divergence import LMHead, generalized_jsd, token_mean_loss
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
-from .coherence import coherence, coherence_gain, coherence_parameters, gradient_coherence, per_sample_gradients
+from .coherence import (
+    coherence,
+    coherence_gain,
+    coherence_parameters,
+    gradient_coherence,
+    per_sample_gradients,
+    recorded_outputs,
+)
 from .gap import gap, pool_size, sampled_token_logprobs, select_by_gap
 from .routing import (
     DEFAULT_NAME,
@@ -461,23 +468,26 @@ class CaMOPDTrainer(DistillationTrainer):
 
         Per-sample gradient `g_i` = gradient of sample i's summed per-token divergence (its share of the loss, up to the
         common token normalisation) with respect to [`coherence_parameters`]. The student runs one extra forward with
-        gradients over the `B/ρ` samples (in micro-batches of `per_device_train_batch_size`), and one backward through
-        the head and that subset per sample; `coherence/seconds` is the time this takes.
+        gradients over the `B/ρ` samples (in micro-batches of `per_device_train_batch_size`), one backward through the
+        head to that module's output per micro-batch, and one through the module per sample (`per_sample_gradients`);
+        `coherence/seconds` is the time this takes.
         """
         start = time.perf_counter()
         student = self.accelerator.unwrap_model(self.model)
-        params = [p for _, p in coherence_parameters(student)]
+        named = coherence_parameters(student)
+        params = [p for _, p in named]
+        module = student.get_submodule(named[0][0].rsplit(".", 1)[0])
         head = LMHead.of(student)
         chunk = self.args.per_device_train_batch_size
         grads = []
         for begin in range(0, len(sources), chunk):
             rows = slice(begin, begin + chunk)
-            with torch.enable_grad():
+            with torch.enable_grad(), recorded_outputs(module) as outputs:
                 hidden = self._get_last_hidden_state(student, input_ids[rows], attention_mask[rows], loss_mask.size(1))
                 losses = self._per_sample_divergence(
                     hidden, head, teacher_hidden[rows], loss_mask[rows], sources[rows]
                 )
-                grads.append(per_sample_gradients(losses, params))
+                grads.append(per_sample_gradients(losses, params, outputs))
         grads = torch.cat(grads)
         kept = kept.to(grads.device)
         # Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖; GCG = (Coh(selected) − Coh(full)) / Coh(full)   (docs/methods.md §4)

@@ -11,10 +11,12 @@
 
 Per-sample gradients of the whole model would cost one backward pass and one model-sized vector per sample, so the
 trainer takes them over a small parameter subset ([`coherence_parameters`]: the trainable parameters of the last
-module before the output head — the final norm in full fine-tuning, the last LoRA matrix with PEFT).
+module before the output head — the final norm in full fine-tuning, the last LoRA matrix with PEFT), and
+[`per_sample_gradients`] back-propagates the head and the divergence once per batch, then that module once per sample.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -58,18 +60,46 @@ def coherence_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in named if n.rsplit(".", 1)[0] == module]
 
 
-def per_sample_gradients(losses: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """`(N, P)` flattened gradients of each `losses[i]` with respect to `params` (one backward pass per sample, the
-    graph kept between them)."""
+@contextmanager
+def recorded_outputs(module: torch.nn.Module) -> Iterator[list]:
+    """Inside the block, every output `module` produces is appended to the yielded list (a forward hook)."""
+    outputs = []
+    handle = module.register_forward_hook(lambda _module, _args, output: outputs.append(output))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def per_sample_gradients(
+    losses: torch.Tensor, params: Sequence[torch.Tensor], outputs: Sequence | None = None
+) -> torch.Tensor:
+    """`(N, P)` flattened gradients of each `losses[i]` with respect to `params`.
+
+    With `outputs` (what `recorded_outputs` recorded of the module that owns `params`) holding one batch-first tensor
+    whose row i feeds only `losses[i]`, as in a causal LM: one backward of `Σ_i losses[i]` to that output (its row i
+    is then `∂losses[i]/∂output_i`), and one backward per sample through that module alone, so the output head and the
+    divergence are back-propagated once instead of `N` times. Otherwise (no outputs, the module ran more than once,
+    or under re-entrant checkpointing) one backward per sample through the whole graph. Both are exact.
+    """
+    output = outputs[0] if outputs is not None and len(outputs) == 1 else None
+    through_module = torch.is_tensor(output) and output.requires_grad and output.size(0) == losses.numel()
+    if through_module:
+        (upstream,) = torch.autograd.grad(losses.sum(), output, retain_graph=True, allow_unused=True)
     rows = []
-    for i in range(losses.numel()):
-        grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-        rows.append(
-            torch.cat(
-                [
-                    (g if g is not None else torch.zeros_like(p)).detach().float().flatten()
-                    for g, p in zip(grads, params)
-                ]
-            )
-        )
+    for i, loss in enumerate(losses):
+        if not through_module:
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        elif upstream is None:  # the losses do not depend on the module
+            grads = [None] * len(params)
+        else:
+            grads = torch.autograd.grad(output[i], params, upstream[i], retain_graph=True, allow_unused=True)
+        rows.append(_flat(grads, params))
     return torch.stack(rows)
+
+
+def _flat(grads, params) -> torch.Tensor:
+    """One flat float vector of `grads` (zeros for a parameter without one)."""
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).detach().float().flatten() for g, p in zip(grads, params)]
+    )
