@@ -80,7 +80,10 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path):
     prompts = [general["prompt"][0], domain["prompt"][0], general["prompt"][1], domain["prompt"][1]]
     batch = {**make_batch(tokenizer, prompts, [3, 6, 5, 2], seed=3), "sources": names}
     trainer.model.train()
+    head_backwards = []
+    student.get_output_embeddings().register_full_backward_hook(lambda *_: head_backwards.append(1))
     trainer._select_by_gap(dict(batch), 2)  # B = 2 kept of the 4 generated; per-sample gradients in micro-batches of 2
+    assert len(head_backwards) == 2  # the head back-propagated once per micro-batch, not once per sample
     metrics = trainer._metrics["train"]
 
     samples = [_one_sample(batch, i, student, teachers[n]) for i, n in enumerate(names)]
