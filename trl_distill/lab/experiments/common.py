@@ -22,7 +22,7 @@ class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
     `default` from a fresh clone with an empty model cache (`time make demo`, install included, 2 threads): 6 min 14 s,
-    7 min 13 s and 7 min 59 s on three 2-core machines, 2026-12-02 (docs/lab.md); times vary by machine.
+    7 min 13 s and 8 min 41 s on three 2-core machines, 2026-12-02 (docs/lab.md); times vary by machine.
 
     Args:
         name (`str`): the preset's name.
