@@ -1,5 +1,6 @@
 """CaMOPD's gradient coherence gain (GCG) and the gap's temperature, against independent per-sample computations."""
 
+import logging
 import math
 
 import pytest
@@ -173,3 +174,46 @@ def test_per_sample_gradients_through_the_module_equal_one_backward_per_sample(u
         _per_sample_losses(model, ids)
     torch.testing.assert_close(per_sample_gradients(losses, params, outputs), brute, rtol=1e-4, atol=1e-6)
     assert len(head_backwards) == 7
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+def test_gradient_diagnostics_of_a_lora_student_under_gradient_checkpointing(
+    tmp_path, monkeypatch, caplog, use_reentrant
+):
+    """Non-re-entrant checkpointing (transformers' default): the LoRA GCG equals the per-sample loop. Re-entrant:
+    `torch.autograd.grad` cannot reach a checkpointed layer's parameters, so the diagnostics say so and log nothing
+    (they logged zeros and a NaN gain before)."""
+    from peft import LoraConfig
+
+    tokenizer = build_tokenizer()
+    tokenizer.padding_side = "left"
+    data = make_task_splits(("reverse",), 8, 2, 2, seed=0)["train"]
+    student, teacher = tiny_model(tokenizer, "xs", "qwen2", seed=0), tiny_model(tokenizer, "xs", "llama", seed=1)
+    checkpointing = {"use_reentrant": use_reentrant}
+    args = CaMOPDConfig(output_dir=str(tmp_path), **COMMON, rho=0.5, per_device_train_batch_size=2,
+                        gradient_coherence_every=1, gradient_checkpointing=True,
+                        gradient_checkpointing_kwargs=checkpointing)  # fmt: skip
+    lora = LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False)
+    with caplog.at_level(logging.WARNING, logger="trl_distill.camopd.camopd_trainer"):
+        trainer = CaMOPDTrainer(student, teacher, args, data, processing_class=tokenizer, peft_config=lora)
+    warned = [r.getMessage() for r in caplog.records if "gradient_coherence_every is ignored" in r.getMessage()]
+    assert len(warned) == int(use_reentrant) and all("use_reentrant': False" in w for w in warned)
+    trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)  # as train() does
+    trainer.model.train()
+    real, compared = trainer_module.per_sample_gradients, []
+
+    def both(losses, params, outputs):
+        through_module, loop = real(losses, params, outputs), real(losses, params)
+        compared.append((through_module, loop))
+        return through_module
+
+    monkeypatch.setattr(trainer_module, "per_sample_gradients", both)
+    batch = {**make_batch(tokenizer, data["prompt"][:4], [3, 4, 5, 2], seed=0), "sources": ["default"] * 4}
+    trainer._select_by_gap(dict(batch), 2)
+    if use_reentrant:
+        assert compared == [] and "gcg" not in trainer._metrics["train"]
+        return
+    assert len(compared) == 2 and all(loop.abs().max() > 0 for _, loop in compared)
+    for through_module, loop in compared:
+        torch.testing.assert_close(through_module, loop)
+    assert math.isfinite(trainer._metrics["train"]["gcg"][0])

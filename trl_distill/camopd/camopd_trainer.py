@@ -224,16 +224,28 @@ class CaMOPDTrainer(DistillationTrainer):
             )
         self._pending_divergence: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._latest_batches: dict[str, dict] = {}
-        if args.gradient_coherence_every and self._zero3:
+        if args.gradient_coherence_every and self._gradients_unreachable:
             logger.warning(
-                "gradient_coherence_every is ignored under DeepSpeed ZeRO-3 (gradients are partitioned): neither the "
-                "recovery/review cosine nor the gradient coherence gain is logged."
+                f"gradient_coherence_every is ignored under {self._gradients_unreachable}: neither the recovery/review "
+                "cosine nor the gradient coherence gain is logged."
             )
 
     # ----------------------------------------------------------------------------------------------------- setup
     @property
     def _zero3(self) -> bool:
         return self.is_deepspeed_enabled and self.args.deepspeed_plugin.zero_stage == 3
+
+    @property
+    def _gradients_unreachable(self) -> str | None:
+        """Why the gradient diagnostics cannot take the student's gradients with `torch.autograd.grad`, or `None`."""
+        if self._zero3:
+            return "DeepSpeed ZeRO-3 (gradients are partitioned)"
+        if self.args.gradient_checkpointing and (self.args.gradient_checkpointing_kwargs or {}).get("use_reentrant"):
+            return (
+                "re-entrant gradient checkpointing (`torch.autograd.grad` does not reach the parameters inside a "
+                "checkpointed layer; set gradient_checkpointing_kwargs={'use_reentrant': False} to log them)"
+            )
+        return None
 
     @staticmethod
     def _teacher_specs(teacher_model, args: CaMOPDConfig) -> dict:
@@ -461,7 +473,12 @@ class CaMOPDTrainer(DistillationTrainer):
 
     def _diagnostics_due(self) -> bool:
         every = self.args.gradient_coherence_every
-        return bool(every) and self.model.training and not self._zero3 and self.state.global_step % every == 0
+        return (
+            bool(every)
+            and self.model.training
+            and not self._gradients_unreachable
+            and self.state.global_step % every == 0
+        )
 
     def _log_coherence_gain(self, input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept) -> None:
         """Logs `coherence/full`, `coherence/selected` and `gcg` (see `coherence.py`) on the current generation batch.
@@ -636,7 +653,7 @@ class CaMOPDTrainer(DistillationTrainer):
             self._latest_batches[name] = subset_batch(batch, rows, len(sources))
 
     def _log_gradient_coherence(self) -> None:
-        if self._zero3:
+        if self._gradients_unreachable:
             return
         names = (self.args.recovery_source, self.args.review_source)
         if not all(name in self._latest_batches for name in names):
