@@ -72,9 +72,9 @@ class CaMOPDConfig(DistillationConfig):
             the paper's gradient coherence gain `gcg = (Coh(selected) − Coh(full)) / Coh(full)` with
             `Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖` over per-sample gradients of the current generation batch (taken over the
             last trainable module before the output head; one extra forward with gradients, one backward through the
-            head per micro-batch and one small backward per sample). `0` disables both. Not available (a warning says so) under DeepSpeed ZeRO-3 (gradients are
-            partitioned) or re-entrant gradient checkpointing (`torch.autograd.grad` cannot reach checkpointed
-            layers).
+            head per micro-batch and one small backward per sample). `0` disables both. Not available (a warning
+            says so) under DeepSpeed ZeRO-3 (gradients are partitioned) or re-entrant gradient checkpointing
+            (`torch.autograd.grad` cannot reach checkpointed layers).
         gradient_coherence_steps (`int`, *optional*):
             Deprecated name of `gradient_coherence_every`.
 
