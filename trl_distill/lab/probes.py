@@ -5,6 +5,7 @@
     python -m trl_distill.lab.probes difficulty --problems 256 --styles cot verbose --problem_steps 2 3
     python -m trl_distill.lab.probes dmc --train cot-medium --max_values 10 11 --seeds 0 1
     python -m trl_distill.lab.probes dmc --train cot-medium --without reference
+    python -m trl_distill.lab.probes dmc --train verbose-strong --student_styles cot verbose explained equation
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
@@ -16,6 +17,7 @@ import argparse
 import itertools
 
 import torch
+from datasets import concatenate_datasets
 from trl import SFTConfig, SFTTrainer
 
 from ..dmc.compatibility import rank_datasets, relative_difficulty
@@ -37,6 +39,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--without", nargs="+", default=[], help="dmc: candidate datasets left out of the ranking (e.g. reference)"
+    )
+    parser.add_argument(
+        "--student_styles",
+        nargs="+",
+        choices=STYLES,
+        help="dmc: start from a student pre-trained on `--problems` problems shared among these answer styles, "
+        "instead of the lab's cot student",
     )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
@@ -140,15 +149,32 @@ def dmc_transfer(lab: Lab, args) -> int:
             print(f"  {row['dataset']}: Q = {row['quality']:.3f}, L = {row['difficulty']:.3f}, DMC = {row['dmc']:.3f}")
         print(f"  {overtaking(table[0]['dataset'], [table])}")
 
-    show(load(world["student"]), "base student")
+    student = (
+        world["student"] if not args.student_styles else styled_student(lab, args.student_styles, args.problems[0])
+    )
+    show(
+        load(student), "base student" + (f" of styles {', '.join(args.student_styles)}" if args.student_styles else "")
+    )
     steps = budget(p)
     for name, seed in itertools.product(args.train, args.seeds):
         config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-        trainer = fit(
-            SFTTrainer(load(world["student"]), args=config, train_dataset=datasets[name], processing_class=tok)
-        )
+        trainer = fit(SFTTrainer(load(student), args=config, train_dataset=datasets[name], processing_class=tok))
         show(trainer.model, f"after SFT on {name} ({steps} steps, seed {seed})")
     return 0
+
+
+def styled_student(lab: Lab, styles: list[str], problems: int) -> str:
+    """A student pre-trained as the lab's (its steps and size) on `problems` problems shared equally among `styles`
+    (solutions only: no privileged or identity rows): one that already knows every style's format, so a dataset's
+    L measures its content rather than an unfamiliar format."""
+    rows = [
+        make_task_splits(("arithmetic",), problems // len(styles), 1, 1, seed=300 + i, style=style, **TASK_KWARGS)
+        for i, style in enumerate(styles)
+    ]
+    data = concatenate_datasets([r["train"] for r in rows]).shuffle(seed=0)
+    return pretrained_model(
+        lab.tokenizer, "lab-probe-styled-student", data, lab.preset.student_steps, lab.preset.size, seed=1
+    )
 
 
 if __name__ == "__main__":
