@@ -13,6 +13,7 @@ from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
 from trl_distill.camopd.coherence import (
     coherence,
     coherence_gain,
+    coherence_module,
     coherence_parameters,
     per_sample_gradients,
     recorded_outputs,
@@ -149,7 +150,8 @@ def test_per_sample_gradients_through_the_module_equal_one_backward_per_sample(u
         model = get_peft_model(model, lora)
     named = coherence_parameters(model)
     assert ("lora_B" in named[0][0]) == use_peft  # the last LoRA matrix with PEFT, else the final norm
-    module = model.get_submodule(named[0][0].rsplit(".", 1)[0])
+    module = coherence_module(model)
+    assert [id(p) for _, p in named] == [id(p) for p in module.parameters()]  # the module owns exactly those
     params = [p for _, p in named]
     ids = torch.randint(3, 259, (3, 7), generator=torch.Generator().manual_seed(0))
     brute = torch.stack(

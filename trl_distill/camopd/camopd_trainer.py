@@ -19,6 +19,7 @@ from .camopd_config import CaMOPDConfig
 from .coherence import (
     coherence,
     coherence_gain,
+    coherence_module,
     coherence_parameters,
     gradient_coherence,
     per_sample_gradients,
@@ -491,9 +492,8 @@ class CaMOPDTrainer(DistillationTrainer):
         """
         start = time.perf_counter()
         student = self.accelerator.unwrap_model(self.model)
-        named = coherence_parameters(student)
-        params = [p for _, p in named]
-        module = student.get_submodule(named[0][0].rsplit(".", 1)[0])
+        params = [p for _, p in coherence_parameters(student)]
+        module = coherence_module(student)
         head = LMHead.of(student)
         chunk = self.args.per_device_train_batch_size
         grads = []

@@ -60,6 +60,11 @@ def coherence_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Par
     return [(n, p) for n, p in named if n.rsplit(".", 1)[0] == module]
 
 
+def coherence_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The module that owns [`coherence_parameters`] (whose output [`per_sample_gradients`] splits per sample)."""
+    return model.get_submodule(coherence_parameters(model)[0][0].rsplit(".", 1)[0])
+
+
 @contextmanager
 def recorded_outputs(module: torch.nn.Module) -> Iterator[list]:
     """Inside the block, every output `module` produces is appended to the yielded list (a forward hook)."""
