@@ -175,7 +175,7 @@ def test_dmc_probe_prints_each_candidates_terms_before_and_after_sft(tmp_path, m
     assert not any("verbose-strong" in row for row in rows)
     assert all(0 < float(row.split("L = ")[1].split(",")[0]) for row in rows)
     assert sum("overtake" in line for line in lines) == 2  # where DMC's first dataset could be overtaken, per state
-    styled = ["--student_styles", "cot", "verbose", "--problems", "8"]
+    styled = ["--student_styles", "cot", "verbose", "--problems", "8", "--student_steps", "2"]
     assert main([*args, *styled]) == 0  # a student that knows both formats, pre-trained for this probe
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(": C = ")[0] for line in lines if ": C = " in line] == [

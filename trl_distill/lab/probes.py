@@ -44,8 +44,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--student_styles",
         nargs="+",
         choices=STYLES,
-        help="dmc: start from a student pre-trained on `--problems` problems shared among these answer styles, "
-        "instead of the lab's cot student",
+        help="dmc: start from a student pre-trained (`--student_steps`) on the first `--problems` count of problems, "
+        "shared among these answer styles, instead of the lab's cot student",
     )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
@@ -150,7 +150,9 @@ def dmc_transfer(lab: Lab, args) -> int:
         print(f"  {overtaking(table[0]['dataset'], [table])}")
 
     student = (
-        world["student"] if not args.student_styles else styled_student(lab, args.student_styles, args.problems[0])
+        world["student"]
+        if not args.student_styles
+        else styled_student(lab, args.student_styles, args.problems[0], args.student_steps)
     )
     show(
         load(student), "base student" + (f" of styles {', '.join(args.student_styles)}" if args.student_styles else "")
@@ -163,8 +165,8 @@ def dmc_transfer(lab: Lab, args) -> int:
     return 0
 
 
-def styled_student(lab: Lab, styles: list[str], problems: int) -> str:
-    """A student pre-trained as the lab's (its steps and size) on `problems` problems shared equally among `styles`
+def styled_student(lab: Lab, styles: list[str], problems: int, steps: int) -> str:
+    """A student pre-trained for `steps` (the lab's size and seed) on `problems` problems shared equally among `styles`
     (solutions only: no privileged or identity rows): one that already knows every style's format, so a dataset's
     L measures its content rather than an unfamiliar format."""
     rows = [
@@ -172,9 +174,7 @@ def styled_student(lab: Lab, styles: list[str], problems: int) -> str:
         for i, style in enumerate(styles)
     ]
     data = concatenate_datasets([r["train"] for r in rows]).shuffle(seed=0)
-    return pretrained_model(
-        lab.tokenizer, "lab-probe-styled-student", data, lab.preset.student_steps, lab.preset.size, seed=1
-    )
+    return pretrained_model(lab.tokenizer, "lab-probe-styled-student", data, steps, lab.preset.size, seed=1)
 
 
 if __name__ == "__main__":
