@@ -18,6 +18,27 @@ def render_prompt(tokenizer, prompt, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a completion: the model's generation-config EOS ids and the tokenizer's `eos_token_id`, as
+    TRL's `GRPOTrainer`/`DistillationTrainer` take them. An instruct model's end of turn is often not the tokenizer's
+    `eos_token` (Gemma-3's `<end_of_turn>`, Llama-3's `<|eot_id|>`): passing only the tokenizer's id runs answers into
+    invented turns."""
+    config = getattr(model, "generation_config", None)
+    ids = getattr(config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids = [tokenizer.eos_token_id, *ids]
+    return ids
+
+
+def truncate_at_stop(ids: list[int], stop_ids) -> list[int]:
+    """`ids` up to (without) the first stop id: nothing a model generated after its end of turn is kept."""
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[:i]
+    return ids
+
+
 def generate_completions(
     model,
     tokenizer,
@@ -49,9 +70,11 @@ def generate_completions(
         desc (`str`): progress-bar label.
 
     Returns:
-        `list[str]`: decoded completions without special tokens, `num_return_sequences` per prompt, in order.
+        `list[str]`: decoded completions without special tokens, `num_return_sequences` per prompt, in order. Each
+        ends where the model's own `generate()` stops: at the first of [`stop_token_ids`].
     """
     ensure_pad_token(tokenizer)
+    stop_ids = stop_token_ids(model, tokenizer)
     texts = [render_prompt(tokenizer, p, system) for p in prompts]
     # a rendered chat template holds its special tokens already; a plain prompt gets the tokenizer's (its BOS), as
     # SFTTrainer tokenizes it in training
@@ -82,9 +105,10 @@ def generate_completions(
                     top_k=None,
                     num_return_sequences=num_return_sequences,
                     pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
+                    eos_token_id=stop_ids,
                 )
-            outputs += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            completions = [truncate_at_stop(row, stop_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
+            outputs += tokenizer.batch_decode(completions, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)

@@ -10,6 +10,8 @@ import os
 import platform
 from importlib import metadata
 
+from ..core.checkpoints import cache_dir
+
 
 LIBRARIES = (
     "trl",
@@ -21,6 +23,7 @@ LIBRARIES = (
     "datasets",
     "bitsandbytes",
     "vllm",
+    "gguf",
 )
 
 
@@ -30,11 +33,6 @@ def version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def cache_path() -> str:
-    """`$TRL_DISTILL_CACHE`, else `~/.cache/trl_distill`: the tiny world's model cache (see `lab.world.models`)."""
-    return os.environ.get("TRL_DISTILL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "trl_distill"))
 
 
 def cuda_line() -> str:
@@ -61,7 +59,7 @@ def collect() -> dict[str, str]:
     }
     info.update({f"{name} version": version(name) for name in LIBRARIES})
     info["CUDA available"] = cuda_line()
-    info["Cache path ($TRL_DISTILL_CACHE)"] = cache_path()
+    info["Cache path ($TRL_DISTILL_CACHE)"] = cache_dir()
     return info
 
 

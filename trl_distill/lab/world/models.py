@@ -13,6 +13,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+from ...core.checkpoints import cache_dir
 from ...core.logprobs import SequenceBatch, encode_prompt_completion
 from ..progress import bar
 
@@ -25,11 +26,6 @@ SIZES = {
 }
 ARCHS = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 CACHE_VERSION = "4"  # bump when the tokenizer or pre-training recipe changes
-
-
-def cache_dir() -> str:
-    """Where built models live: `$TRL_DISTILL_CACHE`, else `~/.cache/trl_distill`."""
-    return os.environ.get("TRL_DISTILL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "trl_distill"))
 
 
 def tiny_model(tokenizer, size: str = "s", arch: str = "qwen2", seed: int = 0, **overrides):
