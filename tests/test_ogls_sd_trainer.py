@@ -393,11 +393,12 @@ def test_hidden_state_and_explicit_logit_paths_agree(tokenizer, toy, tmp_path, s
     "reward, error, message",
     [
         (lambda completions, **kw: [1.0], ValueError, r"returned 1 values for 8 completions"),
-        (lambda completions, **kw: [math.nan] * len(completions), ValueError, r"returned NaN for completion 0"),
+        (lambda completions, **kw: [math.nan] * len(completions), ValueError, r"returned nan for completion 0"),
+        (lambda completions, **kw: [math.inf] * len(completions), ValueError, r"returned inf for completion 0"),
         (lambda completions, **kw: [None] * len(completions), ValueError, r"returned None for all 8 completions"),
         (lambda completions, **kw: ["1.0"] * len(completions), TypeError, r"'<lambda>' returned str '1.0'"),
     ],
-    ids=["wrong-count", "nan", "all-none", "strings"],
+    ids=["wrong-count", "nan", "inf", "all-none", "strings"],
 )
 def test_bad_reward_functions_get_clear_errors(tokenizer, toy, tmp_path, reward, error, message):
     trainer = make_trainer(tokenizer, toy, tmp_path, reward=reward, per_device_train_batch_size=8)
@@ -515,3 +516,8 @@ def test_rollouts_that_all_fail_warn_once_that_training_is_a_no_op(tokenizer, to
     warnings = [r.getMessage() for r in caplog.records if "training is a no-op" in r.getMessage()]
     assert len(warnings) == 1
     assert "num_generations=4" in warnings[0] and "easier dataset" in warnings[0] and "softer reward" in warnings[0]
+
+
+def test_a_verifier_name_as_reward_says_how_to_resolve_it(tokenizer, toy, tmp_path):
+    with pytest.raises(TypeError, match=r"got str 'numeric'\. .*resolve_verifier\('numeric'\)"):
+        make_trainer(tokenizer, toy, tmp_path, reward="numeric")

@@ -193,7 +193,12 @@ class OGLSSDTrainer(DistillationTrainer):
             )
         for func in self.reward_funcs:
             if not callable(func):
-                raise TypeError(f"Reward functions must be callables, got {type(func).__name__}.")
+                hint = (
+                    f" To use a named verifier, resolve it first: trl_distill.core.verifiers.resolve_verifier({func!r})."
+                    if isinstance(func, str)
+                    else ""
+                )
+                raise TypeError(f"Reward functions must be callables, got {type(func).__name__} {func!r:.60}.{hint}")
         self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
         if len(weights) != len(self.reward_funcs):
@@ -456,10 +461,10 @@ class OGLSSDTrainer(DistillationTrainer):
                         "float(answer_is_right) rather than a string."
                     )
                 value = float(value)
-                if math.isnan(value):
+                if not math.isfinite(value):  # an infinite reward would make the logged mean (and weights) inf/NaN
                     raise ValueError(
-                        f"Reward function {name!r} returned NaN for completion {j} ({completions[j]!r:.80}). Return None "
-                        "for a completion the function does not apply to, and a number otherwise."
+                        f"Reward function {name!r} returned {value} for completion {j} ({completions[j]!r:.80}). Return "
+                        "None for a completion the function does not apply to, and a finite number otherwise."
                     )
                 per_func[j, i] = value
         if torch.isnan(per_func).all():
