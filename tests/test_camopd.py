@@ -303,3 +303,44 @@ def test_alternating_training_on_toy_world(tmp_path, left_tokenizer, tiny_studen
     assert -1.0 <= logs[2]["grad_coherence"] <= 1.0
     moved = sum((p.detach() - b).abs().sum().item() for p, b in zip(tiny_student.parameters(), before))
     assert moved > 0
+
+
+def test_the_same_dataset_as_general_and_domain_source_is_refused(tmp_path, tokenizer, tiny_student, sources):
+    general = tiny_model(tokenizer, "xs", "llama", seed=1)
+    same = {"general": sources["domain"], "domain": sources["domain"]}
+    copied = {"general": sources["domain"].map(lambda row: row), "domain": sources["domain"]}  # a new fingerprint
+    for train_dataset in (same, copied):
+        with pytest.raises(
+            ValueError, match=r"`train_dataset\['general'\]` and `train_dataset\['domain'\]` are the same"
+        ):
+            CaMOPDTrainer(
+                tiny_student, {"general": general, "domain": general}, camopd_args(tmp_path), train_dataset,
+                processing_class=tokenizer,
+            )  # fmt: skip
+
+
+def test_one_source_smaller_than_a_generation_batch_is_refused(tmp_path, left_tokenizer, tiny_student, tiny_teacher,
+                                                                sources):  # fmt: skip
+    # rho = 0.5 generates 2 × (4 per device × 2 accumulation steps) = 16 prompts per generation batch
+    args = camopd_args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=2, rho=0.5)
+    with pytest.raises(ValueError, match=r"train_dataset has 12 prompts, but one generation batch needs 16"):
+        CaMOPDTrainer(
+            tiny_student, tiny_teacher, args, sources["general"].select(range(12)), processing_class=left_tokenizer
+        )
+
+
+def test_the_camopd_command_refuses_one_file_as_general_and_domain_prompts(tmp_path):
+    from trl import ModelConfig
+
+    from trl_distill.scripts.camopd import CaMOPDScriptArguments, load_models_and_prompts
+
+    (tmp_path / "student").mkdir()
+    (tmp_path / "teacher").mkdir()
+    prompts = str(tmp_path / "prompts.jsonl")
+    script_args = CaMOPDScriptArguments(
+        general_teacher=str(tmp_path / "teacher"),
+        general_prompts=prompts,
+        domain_prompts=f"{tmp_path}/./prompts.jsonl",
+    )
+    with pytest.raises(ValueError, match=r"--general_prompts and --domain_prompts are both"):
+        load_models_and_prompts(script_args, ModelConfig(model_name_or_path=str(tmp_path / "student")))

@@ -98,3 +98,27 @@ def test_load_teacher_from_path_instance_and_copy(tmp_path, tokenizer, args):
         load_teacher(str(tmp_path / "teacher"), args, name="medical", student=student, tokenizer=tokenizer)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_teacher(str(tmp_path / "missing"), args)
+
+
+def test_a_teacher_saved_without_its_tokenizer_warns_that_the_check_was_skipped(tmp_path, tokenizer, args, caplog):
+    student = tiny_model(tokenizer, "xs", "qwen2", seed=0)
+    path = str(tmp_path / "bare-teacher")
+    tiny_model(tokenizer, "xs", "llama", seed=1).save_pretrained(path)  # weights only, no tokenizer files
+    with caplog.at_level("WARNING", logger="trl_distill.core.teachers"):
+        load_teacher(path, args, name="general", student=student, tokenizer=tokenizer)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "tokenizer" in r.getMessage()]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert f"Teacher 'general' ('{path}') has no loadable tokenizer" in message and "was skipped" in message
+
+
+def test_a_tokenizer_mismatch_names_both_tokenizers(tmp_path, tokenizer):
+    teacher = byte_tokenizer(swap=(40, 41))
+    teacher.save_pretrained(tmp_path / "teacher-tokenizer")
+    teacher = PreTrainedTokenizerFast.from_pretrained(tmp_path / "teacher-tokenizer")
+    tokenizer.save_pretrained(tmp_path / "student-tokenizer")
+    student = PreTrainedTokenizerFast.from_pretrained(tmp_path / "student-tokenizer")
+    with pytest.raises(
+        ValueError, match=r"student's tokenizer is '.*student-tokenizer', the teacher's '.*teacher-tok"
+    ):
+        check_tokenizers_match(student, teacher, "domain")

@@ -256,3 +256,37 @@ def test_mixture_gives_an_all_wrong_dataset_weight_zero():
     np.testing.assert_allclose(mixture_weights([0.25, 0.0], 0.1, quality=[0.5, 0.0]), [1.0, 0.0])
     three = mixture_weights([0.2, 0.0, 0.1], 0.1, quality=[0.4, 0.0, 0.3])
     np.testing.assert_allclose(three, [math.e / (math.e + 1), 0.0, 1 / (math.e + 1)])
+
+
+def test_plain_text_dev_prompts_are_asked_as_a_user_turn_once_said(tiny_student, tokenizer, arithmetic, caplog):
+    from trl_distill.dmc import compatibility as dmc
+
+    dev = arithmetic["dev"].select(range(4))
+    plain = dev.map(lambda row: {"prompt": row["prompt"][-1]["content"]})
+    assert isinstance(plain[0]["prompt"], str)
+    seen = []
+
+    def record(prompts, completions, **kwargs):
+        seen.append(list(completions))
+        return [1.0] * len(completions)
+
+    dmc._logged.clear()
+    capability(tiny_student, tokenizer, dev, record, max_new_tokens=6)
+    with caplog.at_level("WARNING", logger="trl_distill.dmc.compatibility"):
+        capability(tiny_student, tokenizer, plain, record, max_new_tokens=6)
+        capability(tiny_student, tokenizer, plain, record, max_new_tokens=6)
+    # the plain question is asked exactly as the conversation holding it, and the fallback is said once
+    assert seen[1] == seen[0] == seen[2]
+    said = [r.getMessage() for r in caplog.records if "dev prompts are plain text" in r.getMessage()]
+    assert len(said) == 1 and "plain_prompts_as_chat=False" in said[0]
+    capability(tiny_student, tokenizer, plain, record, max_new_tokens=6, plain_prompts_as_chat=False)
+    assert seen[3] != seen[0]  # the raw text is a different prompt
+
+
+def test_plain_text_candidates_keep_plain_dev_prompts_raw(arithmetic):
+    from trl_distill.dmc.compatibility import plain_prompts_as_chat_for
+
+    chat = arithmetic["train"].select(range(2))
+    plain = Dataset.from_dict({"prompt": ["1+1=", "2+2="], "completion": ["2", "4"]})
+    assert plain_prompts_as_chat_for({"plain": plain}) is False  # a student trained on raw text is asked raw text
+    assert plain_prompts_as_chat_for({"chat": chat, "plain": plain}) is None  # a template when the tokenizer has one

@@ -226,3 +226,51 @@ def test_a_plain_function_is_an_ice_judge():
     assert (pair.loose, pair.strict) == (1.0, 0.0)
     failed = ice(QWEN, responses=records.to_list(), judge=lambda p, r, i: None, show_progress=False)
     assert failed.num_failed == 2
+
+
+@pytest.mark.parametrize("false", [False, "false", "False", " no ", "NO", 0, "0"])
+def test_a_judge_answering_false_as_a_string_is_read_as_false(false):
+    records = [{"prompt": "Who are you?", "response": "I am Qwen."}] * 2
+    result = ice(QWEN, responses=records, judge=lambda p, r, i: {"conflict": false, "claims_other_model": false},
+                 show_progress=False)  # fmt: skip
+    assert (result.loose, result.strict) == (0.0, 0.0)
+    pair = ice(QWEN, responses=records, judge=lambda p, r, i: ("yes", false), show_progress=False)
+    assert (pair.loose, pair.strict) == (1.0, 0.0)
+
+
+@pytest.mark.parametrize("answer", ["maybe", "", 2, None, 0.5, "consistent"])
+def test_a_judge_answer_that_is_not_a_boolean_is_refused_naming_it(answer):
+    records = [{"prompt": "Who are you?", "response": "I am Qwen."}]
+    with pytest.raises(ValueError, match=rf"answered conflict={answer!r} .* for item 0; it must be a boolean"):
+        ice(QWEN, responses=records, judge=lambda p, r, i: {"conflict": answer, "claims_other_model": False},
+            show_progress=False)  # fmt: skip
+
+
+class StringVerdictJudge(Judge):
+    name = "strings"
+
+    def judge_identity(self, prompts, responses, identity):
+        return [IdentityVerdict(conflict="false", claims_other_model="false") for _ in responses]
+
+
+class ShortJudge(Judge):
+    name = "short"
+
+    def judge_identity(self, prompts, responses, identity):
+        return [IdentityVerdict(conflict=True, claims_other_model=True)]
+
+
+def test_verdicts_of_a_judge_subclass_are_read_strictly_and_counted():
+    records = [{"prompt": "Who are you?", "response": "I am Qwen."}] * 2
+    assert ice(QWEN, responses=records, judge=StringVerdictJudge(), show_progress=False).loose == 0.0
+    with pytest.raises(ValueError, match=r"Judge short returned 1 verdicts for 2 responses"):
+        ice(QWEN, responses=records, judge=ShortJudge(), show_progress=False)
+
+
+def test_a_none_response_is_refused_not_judged_consistent():
+    records = [{"prompt": "Who are you?", "response": "I am ChatGPT."}, {"prompt": "Who built you?", "response": None}]
+    with pytest.raises(ValueError, match=r"ICE response 1 \(prompt 'Who built you\?'\) is None .* neither consistent"):
+        ice(QWEN, responses=records, show_progress=False)
+    prompts = [{"prompt": "Who are you?", "category": "team", "language": "en", "template_names_other": False}] * 2
+    with pytest.raises(ValueError, match=r"ICE response 1 .* is None"):
+        ice(QWEN, responses=["I am Qwen.", None], prompts=prompts, show_progress=False)

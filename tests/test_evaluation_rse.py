@@ -161,3 +161,15 @@ def test_a_plain_function_is_a_judge_and_a_dataset_gives_the_prompts():
         rse(PROMPTS["math"], responses=["4"], references=["four"], judge=lambda p, r, ref: 9, show_progress=False)
     with pytest.raises(TypeError, match="must be a Judge .* or a plain function, got str"):
         rse(PROMPTS["math"], responses=["4"], references=["four"], judge="gpt-4", show_progress=False)
+
+
+def test_a_judge_returning_too_few_scores_is_refused():
+    class ShortJudge(Judge):
+        name = "short"
+
+        def score_similarity(self, prompts, responses, references):
+            return [SimilarityScore(overall=3)]
+
+    with pytest.raises(ValueError, match=r"Judge short returned 1 scores for 2 pairs"):
+        rse({"math": ["a", "b"]}, responses={"math": ["x", "y"]}, references={"math": ["u", "v"]}, judge=ShortJudge(),
+            show_progress=False)  # fmt: skip

@@ -393,11 +393,12 @@ def test_hidden_state_and_explicit_logit_paths_agree(tokenizer, toy, tmp_path, s
     "reward, error, message",
     [
         (lambda completions, **kw: [1.0], ValueError, r"returned 1 values for 8 completions"),
-        (lambda completions, **kw: [math.nan] * len(completions), ValueError, r"returned NaN for completion 0"),
+        (lambda completions, **kw: [math.nan] * len(completions), ValueError, r"returned nan for completion 0"),
+        (lambda completions, **kw: [math.inf] * len(completions), ValueError, r"returned inf for completion 0"),
         (lambda completions, **kw: [None] * len(completions), ValueError, r"returned None for all 8 completions"),
         (lambda completions, **kw: ["1.0"] * len(completions), TypeError, r"'<lambda>' returned str '1.0'"),
     ],
-    ids=["wrong-count", "nan", "all-none", "strings"],
+    ids=["wrong-count", "nan", "inf", "all-none", "strings"],
 )
 def test_bad_reward_functions_get_clear_errors(tokenizer, toy, tmp_path, reward, error, message):
     trainer = make_trainer(tokenizer, toy, tmp_path, reward=reward, per_device_train_batch_size=8)
@@ -490,3 +491,33 @@ def test_softcapped_model_falls_back_to_explicit_logits(tokenizer, toy, tmp_path
     expected, success = brute_force_loss(trainer, rows, output, alpha=0.7)
     assert 0 < sum(success) < len(success)
     assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_a_dataset_smaller_than_one_generation_batch_is_rejected(tokenizer, toy, tmp_path):
+    # 8 rollouts per device × 2 accumulation steps / 4 generations = 4 prompts per generation batch; 3 give zero steps
+    with pytest.raises(ValueError, match=r"train_dataset has 3 prompts, but one generation batch needs 4 distinct"):
+        make_trainer(
+            tokenizer, toy.select(range(3)), tmp_path, per_device_train_batch_size=8, gradient_accumulation_steps=2
+        )
+    assert make_trainer(tokenizer, toy.select(range(4)), tmp_path, per_device_train_batch_size=8,
+                        gradient_accumulation_steps=2).args.num_generations == 4  # fmt: skip
+
+
+def test_rollouts_that_all_fail_warn_once_that_training_is_a_no_op(tokenizer, toy, tmp_path, caplog):
+    def always_wrong(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(tokenizer, toy, tmp_path, reward=always_wrong, max_steps=2)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with caplog.at_level("WARNING", logger="trl_distill.ogls_sd.ogls_sd_trainer"):
+        trainer.train()
+    # no mixed group: the target is the initial model, which is the student, so nothing moves
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+    warnings = [r.getMessage() for r in caplog.records if "training is a no-op" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "num_generations=4" in warnings[0] and "easier dataset" in warnings[0] and "softer reward" in warnings[0]
+
+
+def test_a_verifier_name_as_reward_says_how_to_resolve_it(tokenizer, toy, tmp_path):
+    with pytest.raises(TypeError, match=r"got str 'numeric'\. .*resolve_verifier\('numeric'\)"):
+        make_trainer(tokenizer, toy, tmp_path, reward="numeric")

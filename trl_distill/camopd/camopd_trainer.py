@@ -118,6 +118,13 @@ class CaMOPDTrainer(DistillationTrainer):
             teachers, a plain dataset needs a `"prompt_source"` column.
         processing_class, callbacks, optimizers, quantization_config, peft_config, tools:
             As for [`~trl.DistillationTrainer`].
+
+    Raises (before training): a `ValueError` for no teacher, unknown teacher or source names, a source without a
+    `prompt` column, an iterable source among several (or with gap selection), the same dataset given as two sources
+    (e.g. general and domain), sources that do not match the alternating schedule, a train dataset with fewer prompts
+    than one generation batch (training would run zero steps), a teacher whose vocabulary or tokenizer differs from
+    the student's, and a tokenizer larger than a model's embedding; a `TypeError` for a config that is not a
+    `CaMOPDConfig`.
     """
 
     _tag_names = ["trl", "distillation", "camopd", "trl-distill"]
@@ -223,12 +230,32 @@ class CaMOPDTrainer(DistillationTrainer):
                 "Gap-based selection (rho < 1) needs a map-style `train_dataset`; convert the iterable dataset or set "
                 "`rho=1.0`."
             )
+        self._check_generation_batch_fits()
         self._pending_divergence: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._latest_batches: dict[str, dict] = {}
         if args.gradient_coherence_every and self._gradients_unreachable:
             logger.warning(
                 f"gradient_coherence_every is ignored under {self._gradients_unreachable}: neither the recovery/review "
                 "cosine nor the gradient coherence gain is logged."
+            )
+
+    def _check_generation_batch_fits(self) -> None:
+        """Raises when a map-style train dataset sampled in whole generation batches (one source, or the `mixed`
+        schedule) has fewer prompts than one batch: the sampler would yield nothing and training run zero steps. The
+        alternating schedule cycles through each source, so it needs no such check."""
+        dataset = self.train_dataset
+        if dataset is None or isinstance(dataset, IterableDataset) or self._alternating_sources() is not None:
+            return
+        args, processes = self.args, self.accelerator.num_processes
+        needed = self._pool_local * processes
+        if len(dataset) < needed:
+            selection = f" / rho={self.rho}" if self._pool_local > self._batch_local else ""
+            raise ValueError(
+                f"train_dataset has {len(dataset)} prompts, but one generation batch needs {needed} "
+                f"(per_device_train_batch_size={args.per_device_train_batch_size} × {processes} processes × "
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps}{selection}); the sampler keeps only "
+                "whole generation batches, so training would run zero steps. Lower per_device_train_batch_size or "
+                "gradient_accumulation_steps, raise rho, or give more prompts."
             )
 
     # ----------------------------------------------------------------------------------------------------- setup

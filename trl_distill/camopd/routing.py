@@ -62,7 +62,8 @@ def route_sources(
 
 def named_sources(train_dataset) -> dict:
     """`train_dataset` as `{source name: dataset}` (a single dataset is the source `"default"`), each checked to have
-    a `"prompt"` column; several sources must be map-style."""
+    a `"prompt"` column; several sources must be map-style, and no two may hold the same prompts (the same dataset
+    given twice, e.g. as both the general and the domain source, is refused)."""
     if train_dataset is None:
         return {}
     sources = dict(train_dataset) if isinstance(train_dataset, Mapping) else {DEFAULT_NAME: train_dataset}
@@ -79,7 +80,28 @@ def named_sources(train_dataset) -> dict:
                 f"Prompt source {name!r} is an IterableDataset; several sources need map-style datasets "
                 "(the schedule samples each one)."
             )
+    names = list(sources)
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            if _same_prompts(sources[first], sources[second]):
+                raise ValueError(
+                    f"`train_dataset[{first!r}]` and `train_dataset[{second!r}]` are the same dataset "
+                    f"({len(sources[first])} identical prompts): each source is corrected by its own teacher, so one "
+                    "set of prompts under two names trains on it twice and never on the other source. Give each "
+                    "source its own prompts (e.g. proxy general prompts and domain prompts)."
+                )
     return sources
+
+
+def _same_prompts(a, b) -> bool:
+    """Whether two map-style sources are one dataset: the same object, the same fingerprint, or the same prompts."""
+    if a is b:
+        return True
+    if isinstance(a, IterableDataset) or isinstance(b, IterableDataset):
+        return False
+    if getattr(a, "_fingerprint", None) is not None and a._fingerprint == getattr(b, "_fingerprint", None):
+        return True
+    return len(a) == len(b) and len(a) > 0 and a["prompt"] == b["prompt"]
 
 
 def combine_sources(sources: dict) -> tuple:

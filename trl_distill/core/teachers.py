@@ -95,6 +95,10 @@ def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "te
     student_tokenizer = getattr(student_tokenizer, "tokenizer", student_tokenizer)
     teacher_tokenizer = getattr(teacher_tokenizer, "tokenizer", teacher_tokenizer)
     student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
+    which = (
+        f"The student's tokenizer is {getattr(student_tokenizer, 'name_or_path', '') or '<unnamed>'!r}, the "
+        f"teacher's {getattr(teacher_tokenizer, 'name_or_path', '') or '<unnamed>'!r}."
+    )
     hint = (
         "On-policy distillation compares distributions over the same token ids, so the teacher must use the "
         "student's tokenizer (GOLD handles different tokenizers). To skip this check, pass the teacher as a loaded "
@@ -112,7 +116,7 @@ def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "te
         )
         raise ValueError(
             f"The tokenizer of teacher {name!r} differs from the student's: {len(differing)} token ids differ "
-            f"(student {len(student_vocab)} tokens, teacher {len(teacher_vocab)}), first {listed}. {hint}"
+            f"(student {len(student_vocab)} tokens, teacher {len(teacher_vocab)}), first {listed}. {which} {hint}"
         )
     student_special, teacher_special = _special_tokens(student_tokenizer), _special_tokens(teacher_tokenizer)
     if student_special != teacher_special:
@@ -120,15 +124,23 @@ def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "te
         only_teacher = sorted(teacher_special - student_special)[:MAX_LISTED]
         raise ValueError(
             f"The tokenizer of teacher {name!r} has the student's vocabulary but different special tokens: special "
-            f"only for the student {only_student}, only for the teacher {only_teacher}. {hint}"
+            f"only for the student {only_student}, only for the teacher {only_teacher}. {which} {hint}"
         )
 
 
-def _teacher_tokenizer(path: str, revision: str | None, trust_remote_code: bool):
+def _teacher_tokenizer(path: str, revision: str | None, trust_remote_code: bool, name: str = "teacher"):
     try:
         return AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:  # a model saved without its tokenizer: nothing to compare
-        logger.info(f"No tokenizer found with teacher {path!r} ({error}); only its vocab_size is checked.")
+        # a warning, not an info line: the same teacher saved with a different tokenizer is refused, so the user
+        # must know this one was not compared
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        logger.warning(
+            f"Teacher {name!r} ({path!r}) has no loadable tokenizer ({reason}), so the check that "
+            "it shares the student's tokenizer (same token ids, same special tokens) was skipped; only its vocab_size "
+            "is compared. Save the tokenizer the teacher was trained with next to it (`tokenizer.save_pretrained("
+            f"{path!r})`) to have it checked."
+        )
         return None
 
 
@@ -202,7 +214,14 @@ def load_teacher(
             (with `init_kwargs`, default: the model's dtype), since a deep copy would clone empty shards.
         student ([`~transformers.PreTrainedModel`], *optional*): when given, the teacher's vocab_size must equal it.
         tokenizer (*optional*): the student's tokenizer; when given it must fit the teacher's embedding and, for a path
-            teacher saved with a tokenizer, equal that tokenizer (vocabulary and special tokens).
+            teacher saved with a tokenizer, equal that tokenizer (vocabulary and special tokens). A path teacher saved
+            without a loadable tokenizer is not compared, with a warning naming it.
+
+    Raises:
+        `FileNotFoundError` for a local-looking path that does not exist, `OSError` for a path that is neither a local
+        model nor a loadable Hub id, and `ValueError` for init kwargs given with an instantiated teacher, a vocab_size
+        different from the student's, a tokenizer larger than the teacher's embedding, or a teacher tokenizer that
+        maps ids to other tokens or marks other tokens special.
         accelerator (`accelerate.Accelerator`, *optional*): when given, the teacher is prepared for inference
             (`prepare_deepspeed` under DeepSpeed, otherwise `prepare_model(..., evaluation_mode=True)`).
 
@@ -237,7 +256,7 @@ def load_teacher(
             ) from error
         teacher.requires_grad_(False)  # loaded here, so nothing else trains it
         if tokenizer is not None:
-            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"])
+            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"], name)
     elif init_kwargs is not None:
         raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
     teacher.eval()

@@ -14,6 +14,7 @@ formulation** (a generalisation of CAR, Xu et al. 2024), implemented as written 
 sharded over processes and every process gets the same numbers.
 """
 
+import logging
 import math
 import numbers
 import random
@@ -34,6 +35,16 @@ from ..core.tokenizers import ensure_pad_token
 
 
 RESPONSE_COLUMNS = ("prompt", "completion")
+
+logger = logging.getLogger(__name__)
+_logged: set[str] = set()  # messages already logged by this process (a fallback is said once, not every DMC round)
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        if distributed_state().is_main_process:
+            logger.warning(message)
 
 
 def compatibility(quality, difficulty, capability: float, beta: float = 1.0):
@@ -355,6 +366,7 @@ def capability(
     correct_threshold: float = 1.0,
     pass_threshold: float | None = None,
     system: str | None = None,
+    plain_prompts_as_chat: bool | None = None,
 ) -> float:
     """Student capability `C(θ)`: pass@1 of greedy generations on `dev_dataset`, by `verifier`.
 
@@ -372,12 +384,21 @@ def capability(
         correct_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass
             (`pass_threshold` is its deprecated name).
         system (`str`, *optional*): system message for conversational prompts.
+        plain_prompts_as_chat (`bool`, *optional*): how plain-text dev prompts are asked. `True`: as one user turn
+            rendered with the chat template (as a chat model is trained and prompted); `False`: as raw text. `None`
+            (default): as a user turn when the tokenizer has a chat template, said once in a warning. A chat model
+            asked the raw text of a question it was trained to see as a conversation answers off-format and scores 0.
+
+    Raises:
+        `ValueError` without a verifier, for an empty dev split or one without a `prompt` column, for a verifier that
+        returns the wrong number of rewards or a NaN/non-number, and when it returns `None` for every dev row.
     """
     correct_threshold = deprecated_argument(
         pass_threshold, correct_threshold, "pass_threshold", "correct_threshold", 1.0
     )
     dev_dataset = as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
+    prompts = _dev_prompts(dev_dataset["prompt"], tokenizer, plain_prompts_as_chat)
     state = distributed_state()
     n = len(dev_dataset)
     per_rank = math.ceil(n / state.num_processes)
@@ -387,7 +408,7 @@ def capability(
     completions = generate_completions(
         model,
         tokenizer,
-        rows["prompt"],
+        [prompts[i] for i in shard],
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         system=system,
@@ -401,6 +422,36 @@ def capability(
     if not passed:
         raise ValueError("The verifier returned None for every dev row; the dev split needs reference answers.")
     return sum(passed) / len(passed)
+
+
+def _dev_prompts(prompts: list, tokenizer, as_chat: bool | None) -> list:
+    """The dev prompts as the student is asked them: plain-text prompts become one user turn when `as_chat` (or, with
+    `as_chat=None`, when the tokenizer has a chat template)."""
+    if not any(isinstance(p, str) for p in prompts):
+        return list(prompts)
+    has_template = getattr(getattr(tokenizer, "tokenizer", tokenizer), "chat_template", None) is not None
+    if as_chat is None:
+        as_chat = has_template
+        if as_chat:
+            _log_once(
+                "DMC capability: the dev prompts are plain text and the tokenizer has a chat template, so each is "
+                "asked as one user turn rendered with the template (as a chat model is prompted); a chat model asked "
+                "the raw text answers off-format and scores 0. Pass plain_prompts_as_chat=False to ask the raw text."
+            )
+    if as_chat and not has_template:
+        raise ValueError(
+            "plain_prompts_as_chat=True, but the tokenizer has no chat template to render the dev prompts with. Set a "
+            "chat template on the tokenizer, or pass plain_prompts_as_chat=False."
+        )
+    return [[{"role": "user", "content": p}] if as_chat and isinstance(p, str) else p for p in prompts]
+
+
+def plain_prompts_as_chat_for(datasets: Mapping[str, Dataset]) -> bool | None:
+    """How [`capability`] should ask plain-text dev prompts of a student trained on `datasets` (prompt–completion
+    views): as raw text (`False`) when every candidate's prompts are plain text, since the student is trained on raw
+    text; otherwise `None`, a user turn when the tokenizer has a chat template."""
+    plain = all(len(d) > 0 and isinstance(d[0]["prompt"], str) for d in datasets.values())
+    return False if datasets and plain else None
 
 
 # --- ranking -------------------------------------------------------------------------------------------------------
@@ -465,7 +516,15 @@ def rank_datasets(
     check_dev_dataset(dev_dataset, verifier)
     dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
     c = capability(
-        model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, correct_threshold, system=system
+        model,
+        tokenizer,
+        dev,
+        verifier,
+        max_new_tokens,
+        generation_batch_size,
+        correct_threshold,
+        system=system,
+        plain_prompts_as_chat=plain_prompts_as_chat_for(datasets),
     )
     table = []
     for name, dataset in datasets.items():

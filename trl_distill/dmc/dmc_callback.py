@@ -27,6 +27,7 @@ from .compatibility import (
     check_dev_dataset,
     check_response_dataset,
     compatibility,
+    plain_prompts_as_chat_for,
     probe_indices,
     quality_per_example,
     response_nll,
@@ -344,6 +345,7 @@ class DMCCallback(SelectionCallback):
             batch_size=a.generation_batch_size,
             correct_threshold=a.correct_threshold,
             system=a.system,
+            plain_prompts_as_chat=plain_prompts_as_chat_for(self.candidates.responses),
         )
         per_dataset, example_dmc = {}, None
         if a.strategy == "top_fraction":  # every row is scored, so L(D) uses all of them

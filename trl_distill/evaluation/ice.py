@@ -21,7 +21,7 @@ from importlib import resources
 
 from ._report import text_table
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact  # noqa: F401 (IdentityFact re-exported)
-from .judges import IdentityClaimJudge, Judge, as_judge
+from .judges import IdentityClaimJudge, Judge, as_judge, identity_verdict
 from .mutators import PLACEHOLDER, LLMMutator, mutate_templates
 
 
@@ -200,10 +200,17 @@ def _read_response_records(responses, prompts: Sequence[dict] | None, matcher: I
             raise ValueError(
                 f"Got {len(responses)} responses for {len(prompts)} prompts; pass one response per prompt, in order."
             )
-        if all(isinstance(r, str) for r in responses):
-            return [{**p, "response": r} for p, r in zip(prompts, responses)]
+        if all(isinstance(r, str) or r is None for r in responses):
+            records = [{**p, "response": r} for p, r in zip(prompts, responses)]
+            _check_responses(records)
+            return records
     records = []
     for i, row in enumerate(responses):
+        if not isinstance(row, str | Mapping):
+            raise ValueError(
+                f"ICE response {i} is {row!r} ({type(row).__name__}); give strings aligned with `prompts`, or records "
+                "with 'prompt' and 'response'."
+            )
         if isinstance(row, str):
             raise ValueError(
                 "Responses given as plain strings need the prompts they answer: pass `prompts=` (from "
@@ -220,7 +227,32 @@ def _read_response_records(responses, prompts: Sequence[dict] | None, matcher: I
             # without the template, check the whole prompt: the shipped questions name no model
             record["template_names_other"] = bool(matcher.mentions(record["prompt"]))
         records.append(record)
+    _check_responses(records)
     return records
+
+
+def _check_responses(records: Sequence[dict]) -> None:
+    # a missing answer (None, e.g. a failed generation or an empty cell) is neither consistent nor a conflict; judged as
+    # the empty text it would count as consistent, so it is refused
+    for i, record in enumerate(records):
+        response = record["response"]
+        if not isinstance(response, str):
+            raise ValueError(
+                f"ICE response {i} (prompt {str(record.get('prompt'))!r:.80}) is {response!r} "
+                f"({type(response).__name__}), not text; a missing answer is neither consistent nor a conflict. Drop "
+                "the record, or give '' if the model really answered nothing."
+            )
+
+
+def _checked_verdicts(judge, verdicts, num_records: int) -> list:
+    """The judge's verdicts, one per record, each read strictly (a `"false"` string must not count as true)."""
+    verdicts = list(verdicts)
+    if len(verdicts) != num_records:
+        raise ValueError(
+            f"Judge {judge.name} returned {len(verdicts)} verdicts for {num_records} responses; a judge must return "
+            "one verdict (or None where it failed) per response, in order."
+        )
+    return [identity_verdict(v, i, judge.name) for i, v in enumerate(verdicts)]
 
 
 def ice(
@@ -279,6 +311,13 @@ def ice(
 
     Returns:
         [`ICEResult`]: the scores, per-category and per-language breakdowns, and every record.
+
+    Raises:
+        `ValueError` when both or neither of `model` and `responses` are given, when responses and prompts are not
+        aligned, when a response is `None` or not text (a missing answer is neither consistent nor a conflict: drop the
+        record, or give `''` for an empty answer), when the judge returns a different number of verdicts than
+        responses, or a verdict whose `conflict`/`claims_other_model` is not a boolean, 0/1 or
+        `"true"`/`"false"`/`"yes"`/`"no"` (a verdict of `None` is a judge failure, left out of the means).
     """
     identity = as_identity_fact(identity)
     if hasattr(responses, "column_names"):  # a `datasets.Dataset` of records
@@ -311,6 +350,7 @@ def ice(
         raise ValueError("There is nothing to evaluate: no ICE prompts were built or given.")
     judge = as_judge(judge, default=IdentityClaimJudge(known_identities))
     verdicts = judge.judge_identity([r["prompt"] for r in records], [r["response"] for r in records], identity)
+    verdicts = _checked_verdicts(judge, verdicts, len(records))
     for record, verdict in zip(records, verdicts):
         record["conflict"] = None if verdict is None else verdict.conflict
         record["claims_other_model"] = None if verdict is None else verdict.claims_other_model

@@ -474,8 +474,13 @@ class IdentityClaimJudge(Judge):
         _check_lengths(prompts=prompts, responses=responses)
         matcher = IdentityMatcher(self.known_identities, as_identity_fact(identity))
         verdicts = []
-        for response in responses:
-            claims = matcher.claims(response or "")
+        for i, response in enumerate(responses):
+            if not isinstance(response, str):
+                raise ValueError(
+                    f"Response {i} is {response!r} ({type(response).__name__}), not text; a missing answer is neither "
+                    "consistent nor a conflict. Drop the item, or pass '' if the model really answered nothing."
+                )
+            claims = matcher.claims(response)
             model_claims = [c for c in claims if c.kind == "model"]
             verdicts.append(
                 IdentityVerdict(
@@ -486,6 +491,58 @@ class IdentityClaimJudge(Judge):
                 )
             )
         return verdicts
+
+
+_JUDGE_TRUE, _JUDGE_FALSE = {"true", "yes", "1"}, {"false", "no", "0"}
+
+
+def judge_bool(value, field_name: str, item: int, judge_name: str) -> bool:
+    """A judge's yes/no answer read strictly: a `bool`, `0`/`1`, or the strings `"true"`/`"false"`/`"yes"`/`"no"`
+    (any case, surrounding spaces ignored). Anything else raises a `ValueError` naming the value, field, item and
+    judge: `bool("false")` is `True`, so a loose reading would turn a "no" into a "yes"."""
+    if isinstance(value, bool):
+        return value
+    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy / torch scalars
+        value = value.item()
+        if isinstance(value, bool):
+            return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().casefold()
+        if word in _JUDGE_TRUE:
+            return True
+        if word in _JUDGE_FALSE:
+            return False
+    raise ValueError(
+        f"Judge {judge_name} answered {field_name}={value!r} ({type(value).__name__}) for item {item}; it must be a "
+        'boolean, 0/1, or "true"/"false"/"yes"/"no". Return one of these (None, for the whole verdict, marks an item '
+        "the judge could not decide)."
+    )
+
+
+def identity_verdict(value, item: int, judge_name: str) -> IdentityVerdict | None:
+    """An ICE verdict from what a judge returned: an [`IdentityVerdict`], a mapping with `conflict` and
+    `claims_other_model` (optionally `claimed_name`), a `(conflict, claims_other_model)` pair, or `None` (the judge
+    could not decide). The yes/no fields are read by [`judge_bool`]; any other value raises a `ValueError`."""
+    if value is None:
+        return None
+    if isinstance(value, IdentityVerdict):
+        conflict, other, name = value.conflict, value.claims_other_model, value.claimed_name
+    elif isinstance(value, Mapping) and {"conflict", "claims_other_model"} <= set(value):
+        conflict, other, name = value["conflict"], value["claims_other_model"], value.get("claimed_name")
+    elif isinstance(value, tuple) and len(value) == 2:
+        (conflict, other), name = value, None
+    else:
+        raise ValueError(
+            f"Judge {judge_name} returned {value!r} for item {item}; an ICE verdict is an IdentityVerdict, a mapping "
+            "with 'conflict' and 'claims_other_model', a (conflict, claims_other_model) pair, or None."
+        )
+    return IdentityVerdict(
+        judge_bool(conflict, "conflict", item, judge_name),
+        judge_bool(other, "claims_other_model", item, judge_name),
+        name,
+    )
 
 
 class FunctionJudge(Judge):
@@ -499,7 +556,9 @@ class FunctionJudge(Judge):
       `claims_other_model` (optionally `claimed_name`), a `(conflict, claims_other_model)` pair, or `None`.
 
     `None` items are recorded in `failures` and left out of the means, as for LLM judges. Any other return value, or a
-    score out of range, is a `ValueError` naming the function.
+    score out of range, is a `ValueError` naming the function. ICE's `conflict` and `claims_other_model` are read
+    strictly ([`judge_bool`]): booleans, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"`; the string `"false"` is false,
+    and anything else (`"maybe"`, `2`, `None` in a field) is refused.
 
     Args:
         function (`Callable`): the per-item function.
@@ -554,16 +613,7 @@ class FunctionJudge(Judge):
             value = self.function(prompt, response, identity)
             if value is None:
                 self.failures.append({"index": i, "reason": "the judge function returned None", "reply": None})
-                verdicts.append(None)
-            elif isinstance(value, IdentityVerdict):
-                verdicts.append(value)
-            elif isinstance(value, Mapping) and {"conflict", "claims_other_model"} <= set(value):
-                verdicts.append(IdentityVerdict(bool(value["conflict"]), bool(value["claims_other_model"]),
-                                                value.get("claimed_name")))  # fmt: skip
-            elif isinstance(value, tuple) and len(value) == 2:
-                verdicts.append(IdentityVerdict(bool(value[0]), bool(value[1])))
-            else:
-                raise self._fail(i, value)
+            verdicts.append(identity_verdict(value, i, f"function {self.name}"))
         return verdicts
 
 

@@ -209,6 +209,11 @@ def rse(
 
     Returns:
         [`RSEResult`]: overall and per-dataset RSE, aspect means, failure counts and every pair.
+
+    Raises:
+        `ValueError` for no prompts, responses or references not aligned with the prompts, and a judge that returns a
+        different number of scores than pairs it was asked about. A pair whose response or reference is `None` is left
+        out of every mean (counted as failed) with a warning naming it.
     """
     datasets = _as_datasets(prompts)
     if not any(datasets.values()):
@@ -243,6 +248,12 @@ def rse(
         [responses[flat[k][0]][flat[k][1]] for k in to_judge],
         [references[flat[k][0]][flat[k][1]] for k in to_judge],
     )
+    judged = list(judged)
+    if len(judged) != len(to_judge):  # zip would drop the rest, counted as failures without a word
+        raise ValueError(
+            f"Judge {judge.name} returned {len(judged)} scores for {len(to_judge)} pairs; a judge must return one "
+            "score (or None where it failed) per pair, in order."
+        )
     scores: list[SimilarityScore | None] = [None] * len(flat)
     for k, score in zip(to_judge, judged):
         scores[k] = score

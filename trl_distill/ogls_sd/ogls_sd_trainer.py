@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
@@ -32,6 +33,8 @@ from .steering import (
     steering_direction,
 )
 
+
+logger = get_logger(__name__)
 
 PRIVILEGED_COLUMN = "privileged_context"
 
@@ -142,6 +145,14 @@ class OGLSSDTrainer(DistillationTrainer):
             Tokenizer; loaded from the model when `None`.
         callbacks (`list[TrainerCallback]`, *optional*), optimizers (`tuple`, *optional*), peft_config
             ([`~peft.PeftConfig`], *optional*): as in [`~trl.DistillationTrainer`].
+
+    Raises (before training): a `ValueError` for no reward function or mismatched `reward_weights`, an
+    `IterableDataset` or empty dataset, a missing `prompt` (or, for the privileged anchor, `privileged_context`)
+    column or `None` contexts, a train dataset with fewer prompts than one generation batch needs (training would run
+    zero steps), and an EMA teacher for a PEFT student; a `TypeError` for a reward that is not callable. During
+    generation, a reward function that returns the wrong number of values, NaN, a string, or `None` for every
+    completion raises, naming the function. Logs one warning when a training generation batch has no group with both
+    outcomes and no positive-tail token: the target then is the student's initial self, and training is a no-op.
     """
 
     _tag_names = ["trl", "distillation", "trl-distill", "ogls-sd"]
@@ -182,7 +193,12 @@ class OGLSSDTrainer(DistillationTrainer):
             )
         for func in self.reward_funcs:
             if not callable(func):
-                raise TypeError(f"Reward functions must be callables, got {type(func).__name__}.")
+                hint = (
+                    f" To use a named verifier, resolve it first: trl_distill.core.verifiers.resolve_verifier({func!r})."
+                    if isinstance(func, str)
+                    else ""
+                )
+                raise TypeError(f"Reward functions must be callables, got {type(func).__name__} {func!r:.60}.{hint}")
         self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
         if len(weights) != len(self.reward_funcs):
@@ -238,6 +254,8 @@ class OGLSSDTrainer(DistillationTrainer):
             if kind == "ema":
                 self.add_callback(_EMATeacherCallback(self))
         self.num_generations = args.num_generations
+        self._check_generation_batch_fits(train_dataset)
+        self._warned_no_outcome_signal = False
 
         heads = [LMHead.of(self.accelerator.unwrap_model(self.model))]
         if self.teacher_model is not None:
@@ -249,6 +267,26 @@ class OGLSSDTrainer(DistillationTrainer):
                 "The model applies final-logit softcapping, so steering on hidden states would not be exact. OGLS-SD "
                 "falls back to explicit (batch, length, vocab) logits for the teacher and the loss, which needs much "
                 "more memory; lower per_device_train_batch_size or max_completion_length if it runs out."
+            )
+
+    def _check_generation_batch_fits(self, dataset) -> None:
+        """Raises when the train dataset has fewer prompts than one generation batch needs: the repeat sampler only
+        yields whole generation batches, so training would finish after zero steps without a word."""
+        if dataset is None or not hasattr(dataset, "__len__"):
+            return
+        args = self.args
+        processes = self.accelerator.num_processes
+        needed = (
+            args.per_device_train_batch_size * processes * args.gradient_accumulation_steps // args.num_generations
+        )
+        if len(dataset) < needed:
+            raise ValueError(
+                f"train_dataset has {len(dataset)} prompts, but one generation batch needs {needed} distinct prompts "
+                f"(per_device_train_batch_size={args.per_device_train_batch_size} × {processes} processes × "
+                f"gradient_accumulation_steps={args.gradient_accumulation_steps} / num_generations="
+                f"{args.num_generations}); the sampler keeps only whole generation batches, so training would run zero "
+                "steps. Lower per_device_train_batch_size or gradient_accumulation_steps, raise num_generations, or "
+                "give more prompts."
             )
 
     @staticmethod
@@ -423,10 +461,10 @@ class OGLSSDTrainer(DistillationTrainer):
                         "float(answer_is_right) rather than a string."
                     )
                 value = float(value)
-                if math.isnan(value):
+                if not math.isfinite(value):  # an infinite reward would make the logged mean (and weights) inf/NaN
                     raise ValueError(
-                        f"Reward function {name!r} returned NaN for completion {j} ({completions[j]!r:.80}). Return None "
-                        "for a completion the function does not apply to, and a number otherwise."
+                        f"Reward function {name!r} returned {value} for completion {j} ({completions[j]!r:.80}). Return "
+                        "None for a completion the function does not apply to, and a finite number otherwise."
                     )
                 per_func[j, i] = value
         if torch.isnan(per_func).all():
@@ -526,6 +564,8 @@ class OGLSSDTrainer(DistillationTrainer):
                 direction = normalize_steering_direction(direction, G, projection, distill)
             teacher = features if direction is None else steered_teacher(features, direction, args.steering_alpha, G)
             self._log_steering(mode, rewards, success, mixed, direction, distill, tail, projection)
+        if mode == "train":
+            self._warn_if_no_outcome_signal(mixed, tail)
         loss_tokens = (distill != 0).sum() + (tail != 0).sum()
         return {
             "teacher_logits" if self.explicit_logits else "teacher_hidden": teacher,
@@ -533,6 +573,30 @@ class OGLSSDTrainer(DistillationTrainer):
             "tail_mask": tail,
             "num_items_in_batch": self.accelerator.gather(loss_tokens.to(self.accelerator.device)).sum(),
         }
+
+    def _warn_if_no_outcome_signal(self, mixed: torch.Tensor, tail: torch.Tensor) -> None:
+        """Warns once when a training generation batch has no mixed group and no positive-tail token while the
+        target is the teacher shown the prompt alone: that target is the student's own initial weights, so the first
+        steps have a loss and gradients of exactly 0 (later ones only pull the student back), and training is a
+        no-op until some group has both outcomes."""
+        if self._warned_no_outcome_signal or self.args.uses_privileged_context:
+            return
+        gather = self.accelerator.gather
+        device = self.accelerator.device
+        any_mixed = gather(mixed.any().reshape(1).to(device)).any()
+        any_tail = gather((tail != 0).any().reshape(1).to(device)).any()
+        if any_mixed or any_tail:
+            return
+        self._warned_no_outcome_signal = True
+        logger.warning(
+            "OGLS-SD: no prompt group of this generation batch has both a successful and a failed rollout "
+            "(steering/frac_mixed_groups = 0) and no correct rollout gets the positive-tail term, so the target is the "
+            "unsteered teacher shown the prompt alone, i.e. the student's initial weights (with teacher_model_kind="
+            "'live', the student itself): while the student equals it, the loss and gradients are exactly 0 and "
+            "training is a no-op. Give each group a chance of mixed outcomes: more generations per prompt "
+            f"(num_generations={self.args.num_generations}), an easier dataset, or a softer reward (partial credit, "
+            f"or a lower correct_threshold={self.args.correct_threshold})."
+        )
 
     def _contextual_features(self, prompts, completions, completion_ids, completion_mask, rows, head):
         """Yields, for each context slot `j`, the teacher features of every rollout with rollout `j` of its group as

@@ -10,6 +10,7 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 `examples/camopd.py` runs this job as a standalone script.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
@@ -108,6 +109,12 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
         check_local_path(student, "student (--model_name_or_path)")
         check_local_path(general_teacher, "general teacher (--general_teacher)")
         check_local_path(domain_teacher, "domain teacher (--domain_teacher)")
+        if os.path.normpath(script_args.general_prompts) == os.path.normpath(script_args.domain_prompts):
+            raise ValueError(
+                f"--general_prompts and --domain_prompts are both {script_args.general_prompts!r}: CaMOPD recovers "
+                "general ability on general prompts while reviewing the domain on domain prompts, so the two must "
+                "differ. Give proxy general prompts to --general_prompts."
+            )
         tokenizer = AutoTokenizer.from_pretrained(student, revision=model_args.model_revision)
         general = load_data(script_args.general_prompts, split=script_args.dataset_split)
         domain = load_data(script_args.domain_prompts, split=script_args.dataset_split)
