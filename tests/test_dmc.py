@@ -133,7 +133,7 @@ def test_quality_from_correct_flags_rewards_or_a_verifier():
             "answer": ["1", "5", "3", "4"],
             "task": ["arithmetic"] * 4,
             "correct": [True, False, True, False],
-            "reward": [10.0, 0.0, 5.0, -3.0],
+            "reward": [10.0, 0.0, 5.0, 0.0],  # in reward_range: one outside is refused (test_input_errors_data.py)
         }
     )
     assert quality_per_example(rows) == [1.0, 0.0, 1.0, 0.0]

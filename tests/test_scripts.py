@@ -328,6 +328,11 @@ def test_each_training_command_loads_an_eval_split_when_eval_strategy_is_set(job
     argv += ["--eval_strategy", "steps", "--eval_steps", "1", "--per_device_eval_batch_size", "4"]
     if job == "dmc":
         argv += ["--eval_dataset", as_parquet(str(files / "terse.jsonl"))]
+    elif job == "camopd":  # eval prompts of their own: a single training file has no `test` split
+        argv += ["--general_eval_prompts", as_parquet(str(files / "general.jsonl"))]
+        argv += ["--domain_eval_prompts", as_parquet(str(files / "domain.jsonl"))]
+    else:  # a slice of the single training file (it has no `test` split)
+        argv += ["--dataset_test_split", "train[:4]"]
     assert any(arg.endswith(".parquet") for arg in argv)
     trainer = run_job(job, argv)
     assert trainer.eval_dataset is not None

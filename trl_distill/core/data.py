@@ -42,23 +42,52 @@ def check_local_path(name: str, what: str = "path") -> None:
         )
 
 
-def load_data(name_or_path: str, config: str | None = None, split: str = "train") -> Dataset:
+def did_you_mean(names, columns) -> str:
+    """`" Did you mean 'x'?"` for the column of `columns` closest to each missing name of `names` (by
+    `difflib`), or `""`: the hint a "missing column" error ends with, for a misspelled or renamed column."""
+    import difflib
+
+    names = [names] if isinstance(names, str) else list(names)
+    close = {
+        name: difflib.get_close_matches(name, [str(c) for c in columns if c not in names], 1, 0.6) for name in names
+    }
+    hints = [f"{match[0]!r} for {name!r}" for name, match in close.items() if match]
+    return f" Did you mean {', '.join(hints)}? Rename it with `dataset.rename_column(old, new)`." if hints else ""
+
+
+def is_train_split(split: str) -> bool:
+    """Whether `split` asks for the `train` split, whole or sliced (`"train"`, `"train[:90%]"`, `"train[10:20]"`)."""
+    return str(split).replace(" ", "") == "train" or str(split).replace(" ", "").startswith("train[")
+
+
+def load_data(name_or_path: str, config: str | None = None, split: str = "train", whole_file: bool = False) -> Dataset:
     """
     One split of a dataset from wherever it is.
 
     Args:
         name_or_path (`str`):
-            A `.jsonl`/`.json`/`.parquet`/`.csv` file (the whole file is the split), a `save_to_disk` directory, a
-            directory of data files (split by file name as `datasets.load_dataset` does: `train.jsonl`,
+            A `.jsonl`/`.json`/`.parquet`/`.csv` file (one split, `train`: the whole file), a `save_to_disk`
+            directory, a directory of data files (split by file name as `datasets.load_dataset` does: `train.jsonl`,
             `test.jsonl`, ...), a directory in the released SCAS pool layout (one `<teacher>.jsonl` per teacher, see
-            [`~trl_distill.core.pool.load_released_pool`]), or a Hub dataset id.
+            [`~trl_distill.core.pool.load_released_pool`]; one split, `train`), or a Hub dataset id.
         config (`str`, *optional*):
             The Hub dataset's configuration name.
         split (`str`, *optional*, defaults to `"train"`):
-            The split to return.
+            The split to return; `datasets`' slices (`"train[:90%]"`, `"train[90%:]"`) are taken too.
+        whole_file (`bool`, *optional*, defaults to `False`):
+            Return a single data file (or a saved `Dataset`, or a released pool directory) whole whatever `split`
+            names: for an argument that names a set of its own (a dev or eval file), where the file *is* the split.
 
     Returns:
         [`~datasets.Dataset`]: the split.
+
+    Raises:
+        `FileNotFoundError`: a local path that does not exist.
+        `ValueError`: a file of another format; an empty file; a split the data does not have, naming the splits it
+            has. A single file, a saved `Dataset` and a released pool directory have only a `train` split: asking
+            them for `test` would evaluate on the training rows, so it is refused (unless `whole_file`) with the fix:
+            a directory with `train.jsonl` and `test.jsonl`, a separate eval file, or a slice such as
+            `"train[90%:]"`.
     """
     from datasets import load_dataset, load_from_disk
 
@@ -67,23 +96,62 @@ def load_data(name_or_path: str, config: str | None = None, split: str = "train"
         suffix = os.path.splitext(path)[1].lower()
         if suffix not in DATA_FILE_BUILDERS:
             raise ValueError(f"Cannot read {path!r}: give a {'/'.join(DATA_FILE_BUILDERS)} file or a directory.")
-        return load_dataset(DATA_FILE_BUILDERS[suffix], data_files=path, split="train")
+        with open(path, "rb") as f:
+            if not f.read(4096).strip():
+                raise ValueError(f"The data file {path!r} is empty; give a file with at least one row.")
+        if whole_file:
+            split = "train"
+        _check_one_split(split, path, "a single data file")
+        try:
+            return load_dataset(DATA_FILE_BUILDERS[suffix], data_files=path, split=split)
+        except ValueError as error:
+            if "corresponds to no data" in str(error):  # `[]`, or a CSV header without rows
+                raise ValueError(f"The data file {path!r} has no rows; give a file with at least one row.") from None
+            raise
     if os.path.isdir(path):
         if any(os.path.exists(os.path.join(path, f)) for f in SAVED_DATASET_FILES):
             data = load_from_disk(path)
-            return _split(data, split, path)
+            return _split(data, split, path, whole_file)
         from .pool import is_released_pool_dir, load_released_pool
 
         if is_released_pool_dir(path):
+            _check_one_split("train" if whole_file else split, path, "a released pool directory")
             return load_released_pool(path)
-        return load_dataset(path, config, split=split)
+        return _load_split(path, config, split)
     check_local_path(name_or_path, "dataset")
-    return load_dataset(name_or_path, config, split=split)
+    return _load_split(name_or_path, config, split)
 
 
-def _split(data, split: str, path: str) -> Dataset:
+def _check_one_split(split: str, path: str, what: str) -> None:
+    if not is_train_split(split):
+        raise ValueError(
+            f"{path!r} is {what}, which has one split, `train` (all its rows); it has no {split!r} split, and using the "
+            "whole file for it would evaluate on the training rows. Give a directory with one file per split "
+            "(`train.jsonl`, `test.jsonl`), a separate eval file, or a slice of the file, e.g. "
+            "`--dataset_train_split 'train[:90%]' --dataset_test_split 'train[90%:]'`."
+        )
+
+
+def _load_split(name_or_path: str, config: str | None, split: str) -> Dataset:
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(name_or_path, config, split=split)
+    except ValueError as error:
+        if str(error).startswith("Unknown split"):  # datasets: 'Unknown split "test". Should be one of [...]'
+            raise ValueError(f"{name_or_path!r}: {error} Pick one of them as the split.") from None
+        raise
+
+
+def _split(data, split: str, path: str, whole_file: bool = False) -> Dataset:
     if not isinstance(data, DatasetDict):
-        return data
+        if whole_file or str(split) in ("train", str(data.split)):
+            return data
+        _check_one_split(split, path, "a saved `Dataset` (not a `DatasetDict`)")
+        raise ValueError(
+            f"{path!r} is a saved `Dataset`, which `load_data` does not slice ({split!r}); split it with "
+            "`dataset.train_test_split(...)` and save the `DatasetDict`, or pass `'train'`."
+        )
     if split not in data:
         raise ValueError(f"The dataset at {path!r} has splits {sorted(data)}, not {split!r}.")
     return data[split]

@@ -26,6 +26,8 @@ from pathlib import Path
 import pyarrow as pa
 from datasets import Dataset
 
+from .data import did_you_mean
+
 
 LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
 CANDIDATE_KEYS = ("completion", "teacher", "correct")
@@ -100,7 +102,7 @@ def pool_form(dataset: Dataset) -> str:
         f"Not a candidate pool: columns are {sorted(columns)}. Give either one row per answer with columns "
         f"{list(LONG_COLUMNS)}, or one row per prompt with `prompt` and `candidates` "
         "(a list of {completion, teacher, correct}), or a plain SFT dataset with `prompt` and `completion` (or "
-        "`messages`)."
+        "`messages`)." + did_you_mean([c for c in ("prompt", "completion", "candidates") if c not in columns], columns)
     )
 
 
@@ -200,8 +202,10 @@ def _check_prompt_ids(prompt_ids, prompts, where: str = "Rows") -> None:
 def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
     """Checks a pool's columns and values and returns its form (see [`pool_form`]).
 
-    Raises a `ValueError` naming the column and row at fault: missing columns, an empty candidate list, a candidate
-    without a completion, a non-boolean `correct` flag, or an empty pool.
+    Raises a `ValueError` naming the column and row at fault: missing columns (with the closest column name, for a
+    misspelled one), an empty candidate list, a candidate without a completion, a row without a `teacher` or
+    `prompt_id` (None or NaN), a non-boolean `correct` flag (NaN, `None`, `"yes"`, `0.5`), two prompts under one
+    `prompt_id`, or an empty pool.
 
     Args:
         dataset (`Dataset`): the pool, long or grouped (or a plain SFT dataset); a list of rows or a dict of columns
@@ -217,18 +221,30 @@ def validate_pool(dataset: Dataset, require_correct: bool = True) -> str:
         required = set(LONG_COLUMNS) - (set() if require_correct else {"correct"})
         missing = sorted(required - columns)
         if missing:
-            raise ValueError(f"The long-form pool is missing column(s) {missing}; it needs {list(LONG_COLUMNS)}.")
-        for i, (completion, correct) in enumerate(
-            zip(dataset["completion"], dataset["correct"] if "correct" in columns else [True] * len(dataset))
+            raise ValueError(
+                f"The long-form pool is missing column(s) {missing}; it needs {list(LONG_COLUMNS)}."
+                + did_you_mean(missing, columns)
+            )
+        for i, (completion, correct, teacher, prompt_id) in enumerate(
+            zip(
+                dataset["completion"],
+                dataset["correct"] if "correct" in columns else [True] * len(dataset),
+                dataset["teacher"],
+                dataset["prompt_id"],
+            )
         ):
             if completion is None or (isinstance(completion, str) and not completion.strip()):
                 raise ValueError(f"Row {i}: `completion` is empty; drop the row or regenerate the answer.")
+            # a missing teacher or prompt id would silently be the teacher "None", or join every such row to one prompt
+            for column, value in (("teacher", teacher), ("prompt_id", prompt_id)):
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    raise ValueError(f"Row {i}: `{column}` is missing ({value!r}); fill it or drop the row.")
             if require_correct or correct is not None:
                 _check_correct(correct, f"Row {i}")
         _check_prompt_ids(dataset["prompt_id"], dataset["prompt"])
     elif form == "grouped":
         if "prompt" not in columns:
-            raise ValueError("The grouped pool is missing the `prompt` column.")
+            raise ValueError("The grouped pool is missing the `prompt` column." + did_you_mean("prompt", columns))
         for i, candidates in enumerate(dataset["candidates"]):
             if not candidates:
                 raise ValueError(f"Row {i}: `candidates` is empty; every prompt needs at least one answer.")

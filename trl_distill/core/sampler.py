@@ -7,13 +7,21 @@ a pure function of (selection, weights, seed, epoch), so every process draws the
 saved in checkpoints through `TrainerState.stateful_callbacks`.
 """
 
+import hashlib
+import json
+import logging
 import math
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import BatchSampler, Sampler
 from transformers import TrainerCallback
 
 from .deprecation import deprecated_argument
+
+
+logger = logging.getLogger(__name__)
 
 
 class SelectionSampler(Sampler[int]):
@@ -117,6 +125,28 @@ def install_selection_sampler(dataloader, seed: int = 0) -> SelectionSampler:
     return batch_sampler.sampler
 
 
+def fingerprint_of(values) -> str:
+    """A short hash of JSON-able `values` (ids, names, flags), for [`SelectionCallback.data_fingerprint`]."""
+    return hashlib.sha256(json.dumps(values, default=str).encode()).hexdigest()[:16]
+
+
+def rows_fingerprint(dataset) -> dict:
+    """What a selection's row indices address in `dataset` (the train dataloader's): its number of rows and, for a
+    tokenized `datasets.Dataset`, a hash of every row's `input_ids` in order, so that a rebuilt, re-ordered, filtered
+    or re-tokenized dataset does not match. `{}` for a dataset of unknown length."""
+    if dataset is None or not hasattr(dataset, "__len__"):
+        return {}
+    fingerprint = {"rows": len(dataset)}
+    if hasattr(dataset, "with_format") and "input_ids" in (getattr(dataset, "column_names", None) or ()):
+        digest, rows = hashlib.sha256(), dataset.select_columns(["input_ids"]).with_format("arrow")
+        for batch in rows.iter(batch_size=4096):  # in batches: bounded memory on a large dataset
+            column = batch.column("input_ids").combine_chunks()
+            digest.update(pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+            digest.update(column.flatten().to_numpy(zero_copy_only=False).astype(np.int64).tobytes())
+        fingerprint["input_ids"] = digest.hexdigest()[:16]
+    return fingerprint
+
+
 def epoch_of(state) -> int:
     """The epoch that is about to start (or running), from a `TrainerState`."""
     return int(math.floor((state.epoch or 0.0) + 1e-6))
@@ -130,7 +160,9 @@ class SelectionCallback(TrainerCallback):
     `train_dataloader`, ...). `extra_state()` / `load_extra_state()` carry what else the subclass must resume.
     The state is kept in `TrainerState.stateful_callbacks` under `trl_distill.<ClassName>`, so it is written into
     every checkpoint's `trainer_state.json`; on resume the last selection is restored from there instead of being
-    recomputed, unless a new round is due.
+    recomputed, unless a new round is due. The state holds a fingerprint of the data the selection's row indices
+    address ([`data_fingerprint`]); resuming on other data (rebuilt, re-ordered, filtered, re-tokenized) is refused
+    before training, as the restored indices would name other rows.
 
     Args:
         reselect_every (`int`, defaults to 1): reselect every this many epochs; 0 selects once, before training.
@@ -146,6 +178,7 @@ class SelectionCallback(TrainerCallback):
         self.seed = seed
         self.sampler: SelectionSampler | None = None
         self.last_round: int | None = None  # epoch of the last selection
+        self.fingerprint: dict | None = None  # of the data the selection indexes, set at the start of training
 
     # --- to implement -------------------------------------------------------------------------------------------
     def reselect(self, epoch: int, sampler: SelectionSampler, **kwargs) -> None:
@@ -161,6 +194,43 @@ class SelectionCallback(TrainerCallback):
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    # what each hashed part of `data_fingerprint` covers, to say what changed
+    fingerprint_labels = {"input_ids": "tokens (`input_ids`) or row order"}
+
+    def data_fingerprint(self, train_dataset) -> dict:
+        """What the selection's row indices refer to, saved with the selection and compared on resume: by default
+        [`rows_fingerprint`] of the train dataloader's dataset. A subclass adds what else its selection depends on
+        (e.g. the `correct` flags that make an answer eligible)."""
+        return rows_fingerprint(train_dataset)
+
+    def check_fingerprint(self, saved: dict | None, args, state) -> None:
+        """Raises a `ValueError` when the checkpoint's data fingerprint differs from this run's."""
+        if not saved or not self.fingerprint:
+            if self.fingerprint:
+                logger.warning(
+                    "The checkpoint's %s state has no data fingerprint (saved by an older trl-distill): whether this "
+                    "run's training data is the one its selection indexes cannot be checked.",
+                    type(self).__name__,
+                )
+            return
+        changed = [
+            f"{key} {saved[key]} in the checkpoint, {value} now"
+            if isinstance(value, int)
+            else f"other {self.fingerprint_labels.get(key, key)}"
+            for key, value in self.fingerprint.items()
+            if key in saved and saved[key] != value
+        ]
+        if not changed:
+            return
+        where = args.resume_from_checkpoint if isinstance(args.resume_from_checkpoint, str) else "the checkpoint"
+        raise ValueError(
+            f"Cannot resume {type(self).__name__}'s selection from {where} (step {state.global_step}): the training "
+            f"data changed since it was saved ({'; '.join(changed)}). The saved selection names rows by index, so on "
+            "rebuilt, re-ordered or filtered data it would train other rows than it chose. Resume with the same "
+            "dataset and settings, start fresh (no `resume_from_checkpoint`), or, to keep the checkpoint's weights "
+            f"and select anew, delete `stateful_callbacks[{self.state_key!r}]` from its trainer_state.json."
+        )
+
     # --- callback events ----------------------------------------------------------------------------------------
     @property
     def state_key(self) -> str:
@@ -169,8 +239,10 @@ class SelectionCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
         seed = args.seed if self.seed is None else self.seed
         self.sampler = install_selection_sampler(train_dataloader, seed=seed)
+        self.fingerprint = self.data_fingerprint(getattr(train_dataloader, "dataset", None))
         saved = (state.stateful_callbacks or {}).get(self.state_key)
         if state.global_step > 0 and saved:
+            self.check_fingerprint(saved.get("fingerprint"), args, state)
             self.sampler.load_state_dict(saved["sampler"])
             self.last_round = saved["last_round"]
             self.load_extra_state(saved.get("extra", {}))
@@ -192,6 +264,7 @@ class SelectionCallback(TrainerCallback):
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             "last_round": self.last_round,
             "extra": self.extra_state(),
+            "fingerprint": self.fingerprint,
         }
 
     def _publish(self, state) -> None:

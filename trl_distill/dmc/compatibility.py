@@ -25,6 +25,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from trl.data_utils import maybe_convert_to_chatml
 
+from ..core.data import did_you_mean
 from ..core.deprecation import deprecated_argument
 from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches
@@ -120,7 +121,8 @@ def as_named_datasets(datasets) -> dict[str, Dataset]:
     """Candidate datasets by name from a mapping of datasets, or one dataset (named `"dataset"`).
 
     A single dataset may be a `Dataset`, a list of row dicts or a dict of columns (a mapping with a `prompt`,
-    `messages`, `conversations` or `text` key); each value of a mapping may be any of these.
+    `messages`, `conversations` or `text` key); each value of a mapping may be any of these. Names are strings: two
+    keys with one string form (`1` and `"1"`) are refused, as is anything but a mapping or a dataset.
     """
     columns = ("prompt", "messages", "conversations", "text")
     single = isinstance(datasets, Dataset) or (isinstance(datasets, Mapping) and any(c in datasets for c in columns))
@@ -131,7 +133,15 @@ def as_named_datasets(datasets) -> dict[str, Dataset]:
         raise TypeError(
             f"Candidate datasets must be a mapping of name -> Dataset or a single Dataset, got {type(datasets).__name__}."
         )
-    return {str(name): as_dataset(d, f"candidate dataset {name!r}") for name, d in datasets.items()}
+    named: dict[str, Dataset] = {}
+    for name, d in datasets.items():
+        if str(name) in named:  # e.g. 1 and "1": one would silently replace the other
+            raise ValueError(
+                f"Two candidate datasets are named {str(name)!r} (keys {[k for k in datasets if str(k) == str(name)]}); "
+                "give each its own name."
+            )
+        named[str(name)] = as_dataset(d, f"candidate dataset {name!r}")
+    return named
 
 
 def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
@@ -231,8 +241,12 @@ def quality_per_example(
 ) -> list[float]:
     """Per-example quality `q_i ∈ [0, 1]` of a dataset's responses.
 
-    In order of preference: the `reward_column` normalised by `reward_range` (clipped), the boolean
-    `correct_column` (as in candidate pools), or `verifier` run on the responses.
+    In order of preference: the `reward_column` normalised by `reward_range`, the boolean `correct_column` (as in
+    candidate pools), or `verifier` run on the responses (its rewards clipped to `[0, 1]`).
+
+    Raises a `ValueError`, naming the column, the row and the value, for a missing reward column, a reward that is
+    missing, not a finite number (NaN, a string) or outside `reward_range`, and a `correct` value that is not a
+    boolean or a number in `[0, 1]`: they are never clipped or cast silently.
 
     Args:
         dataset (`Dataset`): prompt–completion rows.
@@ -248,6 +262,7 @@ def quality_per_example(
         if reward_column not in dataset.column_names:
             raise ValueError(
                 f"Candidate dataset {name!r} has no reward column {reward_column!r} (columns: {dataset.column_names})."
+                + did_you_mean(reward_column, dataset.column_names)
             )
         low, high = reward_range
         if not high > low:
@@ -259,9 +274,25 @@ def quality_per_example(
                 f"Candidate dataset {name!r} has no reward in {reward_column!r} for row(s) {missing[:10]}; fill them "
                 "or drop the rows."
             )
-        return [min(1.0, max(0.0, (r - low) / (high - low))) for r in rewards]
+        outside = next(((i, r) for i, r in enumerate(rewards) if not low <= r <= high), None)
+        if outside is not None:
+            raise ValueError(
+                f"Row {outside[0]} of candidate dataset {name!r} has {reward_column!r} = {outside[1]!r}, outside "
+                f"reward_range {reward_range}; quality needs rewards in that range (mapped onto [0, 1]), and a "
+                "clipped reward would misstate it. Rescale the column with your rewards' bounds `lo`, `hi`: "
+                f"`dataset.map(lambda row: {{{reward_column!r}: (row[{reward_column!r}] - lo) / (hi - lo)}})` "
+                "(`quality_per_example` takes `reward_range=(lo, hi)` instead)."
+            )
+        return [(r - low) / (high - low) for r in rewards]
     if correct_column in dataset.column_names:
         values = [_quality_value(v, i, correct_column, name) for i, v in enumerate(dataset[correct_column])]
+        outside = next(((i, v) for i, v in enumerate(values) if v is not None and not 0 <= v <= 1), None)
+        if outside is not None:
+            raise ValueError(
+                f"Row {outside[0]} of candidate dataset {name!r} has {correct_column!r} = {outside[1]!r}; it must be a "
+                "boolean or a number in [0, 1]. Give a reward in another range as `reward_column` with its "
+                "`reward_range`."
+            )
     elif verifier is not None:
         values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
     else:
@@ -483,7 +514,7 @@ def rank_datasets(
         tokenizer: its tokenizer.
         datasets (`Mapping[str, Dataset]` or `Dataset`): candidate datasets by name (prompt–completion rows with a
             `correct`, reward or verifiable `answer` column), or one dataset (named `"dataset"`). Each may also be a
-            list of row dicts or a dict of columns.
+            list of row dicts or a dict of columns. Two keys of one name (`1` and `"1"`) are refused.
         dev_dataset (`Dataset`): held-out prompts with reference answers for capability (or a list of row dicts /
             a dict of columns).
         verifier (`Callable`): the task's TRL reward function (capability, and quality where there is no `correct`

@@ -153,8 +153,8 @@ class DMCArguments:
         generation_batch_size (`int`, *optional*, defaults to `32`):
             Prompts per `generate` call when measuring `C`.
         reward_column (`str` or `None`, *optional*, defaults to `None`):
-            Measure quality as the mean of this reward column (in `[0, 1]`) instead of the `correct` column or the
-            verifier.
+            Measure quality as the mean of this reward column (in `[0, 1]`; a value outside it, or NaN, is refused
+            before training, naming the row) instead of the `correct` column or the verifier.
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):

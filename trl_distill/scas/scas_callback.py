@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from ..core.sampler import SelectionCallback, SelectionSampler
+from ..core.sampler import SelectionCallback, SelectionSampler, fingerprint_of
 from .scoring import score_features
 from .selection import scas_select
 
@@ -90,6 +90,17 @@ class SCASCallback(SelectionCallback):
         if self.metrics is not None:
             for key, value in metrics.items():
                 self.metrics[key] = [value]
+
+    fingerprint_labels = SelectionCallback.fingerprint_labels | {
+        "candidates": "candidates (prompt ids, teachers, `correct` flags, or their order)"
+    }
+
+    def data_fingerprint(self, train_dataset) -> dict:
+        """The prepared rows (see [`rows_fingerprint`]) and, in pool order, each candidate's prompt, teacher, `correct`
+        flag (eligibility) and training row: a resumed selection must index the same candidates."""
+        pool = self.pool
+        candidates = [pool["prompt_id"], pool["teacher"], pool["correct"], sorted(self.dataset_index.items())]
+        return super().data_fingerprint(train_dataset) | {"candidates": fingerprint_of(candidates)}
 
     def rounds(self) -> list[tuple[int, dict[str, float]]]:
         return [(record["epoch"], record["metrics"]) for record in self.history]

@@ -5,11 +5,11 @@ import logging
 import os
 from dataclasses import fields
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import as_dataset, is_candidate_pool, parse_correct, to_long_pool
+from ..core.pool import POOL_MARKERS, as_dataset, is_candidate_pool, parse_correct, to_long_pool
 from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
@@ -40,6 +40,63 @@ def _warn_unverified_sft_rows(dataset: Dataset) -> None:
             "verified answers, or drop the wrong rows.",
             wrong,
         )
+
+
+def check_train_dataset_type(dataset) -> None:
+    """Refuses, before training, the datasets SCAS cannot select from: a `DatasetDict` (several splits: which one?)
+    and a streamed `IterableDataset` holding a candidate pool (selection scores every answer of a prompt before the
+    epoch, so it needs the whole pool; streamed, `SFTTrainer` would train every candidate, wrong answers included). A
+    streamed plain SFT dataset is `SFTTrainer`'s, as it is."""
+    if isinstance(dataset, DatasetDict | IterableDatasetDict):
+        raise TypeError(
+            f"`train_dataset` is a {type(dataset).__name__} with splits {sorted(dataset)}; pass one split, e.g. "
+            f"`train_dataset=dataset[{next(iter(sorted(dataset)), 'train')!r}]`."
+        )
+    if not isinstance(dataset, IterableDataset):
+        return
+    columns = dataset.column_names
+    if columns is None:  # features unknown until read (e.g. a streamed JSON file): look at the first row
+        first = next(iter(dataset.take(1)), None)
+        columns = [] if first is None else list(first)
+    if set(POOL_MARKERS) & set(columns):
+        raise TypeError(
+            f"`train_dataset` is a streamed IterableDataset holding a candidate pool (columns {sorted(columns)}). SCAS "
+            "selects one answer per prompt among all of its candidates, so it needs the whole pool as a map-style "
+            "`Dataset`; streamed, every candidate would be trained, wrong answers included. Load it without "
+            "`streaming=True`, or materialise it: `Dataset.from_generator(lambda: (yield from stream))`, or "
+            "`Dataset.from_list(list(stream.take(n)))` for its first `n` rows."
+        )
+    if "correct" in columns:
+        logger.warning(
+            "The streamed train dataset has a `correct` column but no `prompt_id`/`teacher` columns, so SCASTrainer "
+            "trains it as plain SFT, including any row with correct=False (a stream cannot be counted before "
+            "training). Drop the wrong rows, e.g. `stream.filter(lambda row: row['correct'])`."
+        )
+
+
+def eval_pool_rows(dataset: Dataset, only_correct: bool, name: str = "eval_dataset") -> Dataset:
+    """A candidate pool given for evaluation, as the SFT rows it is evaluated on: every answer, one row each, with the
+    answers verified wrong (`correct=False`) dropped when `only_correct` (as they are never trained), counted in one
+    warning. Raises when every answer is wrong."""
+    long = to_long_pool(dataset, require_correct=only_correct)
+    if not only_correct:
+        return long
+    keep = [i for i, correct in enumerate(long["correct"]) if correct]
+    if not keep:
+        raise ValueError(
+            f"Every one of the {len(long)} answers of the {name} pool is verified wrong (correct=False): nothing to "
+            "evaluate on. Give an eval pool with correct answers, or set `only_correct=False` to keep every answer."
+        )
+    if len(keep) < len(long):
+        logger.warning(
+            "Dropped %d of the %d answers of the %s pool that are verified wrong (correct=False): it is evaluated, as "
+            "the pool is trained, on verified answers only (`only_correct=False` keeps them).",
+            len(long) - len(keep),
+            len(long),
+            name,
+        )
+        long = long.select(keep)
+    return long
 
 
 POOL_ROW = "_scas_pool_row"
@@ -79,7 +136,13 @@ class SCASTrainer(SFTTrainer):
         args ([`SCASConfig`], *optional*): an [`~trl.SFTConfig`] or `TrainingArguments` is converted, with the SCAS
             defaults.
         train_dataset (`Dataset`): the candidate pool, or a plain SFT dataset; a list of rows, a dict of columns or
-            the path of a released SCAS pool directory (see [`load_released_pool`]) is converted.
+            the path of a released SCAS pool directory (see [`load_released_pool`]) is converted. Refused before
+            training: an empty dataset, a `DatasetDict` (pass one split), a streamed `IterableDataset` holding a pool
+            (materialise it as a `Dataset`; see [`check_train_dataset_type`]), and a pool that [`validate_pool`]
+            rejects.
+        eval_dataset (`Dataset` or `dict[str, Dataset]`, *optional*): a candidate pool is evaluated on its answers
+            as SFT rows, without those verified wrong when `only_correct` (see [`eval_pool_rows`]); any other eval
+            set as `SFTTrainer` evaluates it.
         **kwargs: every other [`~trl.SFTTrainer`] argument, unchanged.
     """
 
@@ -106,8 +169,10 @@ class SCASTrainer(SFTTrainer):
             args = SCASConfig(**{f.name: getattr(args, f.name) for f in fields(args) if f.init})
 
         self._scas_pool = None
+        check_train_dataset_type(train_dataset)
         if isinstance(train_dataset, str | os.PathLike | list | dict):
             train_dataset = as_dataset(train_dataset, "train_dataset")
+        eval_dataset = self._eval_rows(eval_dataset, args)
         # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
         # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
         if isinstance(train_dataset, Dataset) and len(train_dataset) == 0:
@@ -135,6 +200,15 @@ class SCASTrainer(SFTTrainer):
         self.scas_callback = None
         if self._scas_pool is not None:
             self._setup_selection()
+
+    @staticmethod
+    def _eval_rows(eval_dataset, args):
+        # a pool to evaluate on: its (verified) answers as SFT rows; any other eval set is SFTTrainer's
+        if isinstance(eval_dataset, dict):  # TRL's several named eval sets (a DatasetDict too)
+            return {k: SCASTrainer._eval_rows(v, args) for k, v in eval_dataset.items()}
+        if isinstance(eval_dataset, Dataset) and is_candidate_pool(eval_dataset):
+            return eval_pool_rows(eval_dataset, args.only_correct)
+        return eval_dataset
 
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if not (isinstance(dataset, Dataset) and POOL_ROW in dataset.column_names):

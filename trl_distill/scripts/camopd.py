@@ -58,7 +58,10 @@ class CaMOPDScriptArguments:
         domain_eval_prompts (`str`, *optional*):
             Eval prompts of the domain source; defaults to `domain_prompts` at `eval_split`.
         eval_split (`str`, *optional*, defaults to `"test"`):
-            Split of the eval prompts (a single file is its own split). With `lab`, the tiny world's prompts.
+            Split of the eval prompts. A `--*_eval_prompts` file of its own is the eval split whole; a single
+            `--*_prompts` file has no other split than `train` and is refused here (it would evaluate on the training
+            prompts): give eval prompts, a directory with `train`/`test` files, or a slice such as `train[90%:]`.
+            With `lab`, the tiny world's prompts.
     """
 
     general_teacher: str | None = field(default=None, metadata={"help": "General teacher model id or path."})
@@ -134,10 +137,16 @@ def load_eval_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDC
     if script_args.lab:
         general, domain = sources["general"], sources["domain"]
     else:
-        general = load_data(
-            script_args.general_eval_prompts or script_args.general_prompts, split=script_args.eval_split
+        # an eval file of its own is the eval split; the training file must have one (else it is the training rows)
+        general, domain = (
+            load_data(own, split=script_args.eval_split, whole_file=True)
+            if own
+            else load_data(train, split=script_args.eval_split)
+            for own, train in (
+                (script_args.general_eval_prompts, script_args.general_prompts),
+                (script_args.domain_eval_prompts, script_args.domain_prompts),
+            )
         )
-        domain = load_data(script_args.domain_eval_prompts or script_args.domain_prompts, split=script_args.eval_split)
     return {training_args.recovery_source: general, training_args.review_source: domain}
 
 

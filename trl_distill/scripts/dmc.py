@@ -62,7 +62,7 @@ def load_eval_rows(data_args: DMCDataArguments, training_args: SFTConfig, datase
             f"--eval_strategy {training_args.eval_strategy} needs rows to evaluate on: give --eval_dataset "
             "(prompt/completion rows, --eval_split picks the split), or drop --eval_strategy."
         )
-    return load_data(data_args.eval_dataset, split=data_args.eval_split)
+    return load_data(data_args.eval_dataset, split=data_args.eval_split, whole_file=True)
 
 
 def train(

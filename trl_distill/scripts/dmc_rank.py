@@ -31,12 +31,13 @@ class DMCDataArguments:
         datasets (`list[str]`, *optional*, defaults to `[]`):
             Candidate datasets as `name=path`: a `save_to_disk` directory, a `.json`/`.jsonl`/`.parquet`/`.csv` file,
             or a Hub dataset id. Rows need `prompt`, `completion` and a `correct` flag or what the verifier reads.
+            Refused: a spec without `name=`, and two datasets of one name.
         dataset_split (`str`, *optional*, defaults to `"train"`):
             Split of the candidate datasets to use.
         dev_dataset (`str` or `None`, *optional*, defaults to `None`):
             Held-out prompts with reference answers for the capability (same path forms as `datasets`).
         dev_split (`str`, *optional*, defaults to `"test"`):
-            Split of `dev_dataset` to use.
+            Split of `dev_dataset` to use (a single file, held out of its own, is the dev split whole).
         verifier (`str`, *optional*, defaults to `"numeric"`):
             A verifier name of the registry (`"numeric"`, `"exact_match"`, `"math_verify"`, `"lab_task"`: the tiny
             world's dispatcher) or a `module:function` reward function.
@@ -76,9 +77,17 @@ class DMCDataArguments:
                 )
             if not self.dev_dataset:
                 raise ValueError("Give held-out prompts with answers with `--dev_dataset` to measure capability.")
+        paths: dict[str, str] = {}
         for spec in self.datasets:
             if "=" not in spec or not spec.split("=", 1)[0]:
                 raise ValueError(f"Candidate dataset {spec!r} is not `name=path`.")
+            name, path = spec.split("=", 1)
+            if name in paths:  # a dict by name would keep the last one and rank the other not at all
+                raise ValueError(
+                    f"Two candidate datasets are named {name!r} ({name}={paths[name]} and {spec}); each needs its own "
+                    f"name, e.g. `{name}_2={path}`."
+                )
+            paths[name] = path
 
     def load(self):
         """The candidate datasets by name, the dev split and the verifier."""
@@ -90,7 +99,8 @@ class DMCDataArguments:
         datasets = {
             name: load_data(path, split=self.dataset_split) for name, path in (s.split("=", 1) for s in self.datasets)
         }
-        return datasets, load_data(self.dev_dataset, split=self.dev_split), verifier(self.verifier)
+        dev = load_data(self.dev_dataset, split=self.dev_split, whole_file=True)  # a file of its own: the dev split
+        return datasets, dev, verifier(self.verifier)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..core.data import check_local_path
-from ..core.pool import pool_form, to_long_pool
 from ..scas.scas_config import SCASConfig
 from .utils import (
     DistillScriptArguments,
@@ -41,7 +40,9 @@ class SCASScriptArguments(DistillScriptArguments):
     Script arguments of `trl-distill scas` (beside [`SCASConfig`] and [`~trl.ModelConfig`]): TRL's script arguments,
     where `dataset_name` is the candidate pool (a `.jsonl`/`.json`/`.parquet`/`.csv` file, a directory, or a Hub
     dataset id, in the long form (`prompt_id`, `prompt`, `completion`, `teacher`, `correct`) or the grouped form
-    (`prompt`, `candidates`); not needed with `lab`, which trains a random-init tiny Qwen2 student on the tiny world's
+    (`prompt`, `candidates`); a single file has only the `train` split, so evaluation (`--eval_strategy`) needs a
+    directory with `train`/`test` files or slices such as `--dataset_test_split 'train[90%:]'`; the eval pool is
+    evaluated on its verified answers, as the pool is trained; not needed with `lab`, which trains a random-init tiny Qwen2 student on the tiny world's
     arithmetic pool (5 teachers, one of them half wrong), offline), plus:
 
     Args:
@@ -86,9 +87,7 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
 
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
-    if eval_pool is not None and pool_form(eval_pool) != "sft":
-        # SCASTrainer converts its train pool only: evaluate on every (correct) candidate answer as an SFT row
-        eval_pool = to_long_pool(eval_pool, require_correct=training_args.only_correct)
+    # an eval pool is evaluated on its (verified-correct) answers as SFT rows: SCASTrainer converts it
     trainer = SCASTrainer(
         model=model,
         args=training_args,

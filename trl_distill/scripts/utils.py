@@ -129,7 +129,8 @@ class DistillScriptArguments(ScriptArguments):
 
 def load_train_eval(script_args: ScriptArguments, training_args) -> tuple:
     """The train split of `script_args.dataset_name` and, when `training_args.eval_strategy` is not `"no"`, its
-    `dataset_test_split` (as TRL's scripts do)."""
+    `dataset_test_split` (as TRL's scripts do). A single data file has no `test` split and is refused then (see
+    [`load_data`]): give a directory with one file per split, or slices (`train[:90%]`, `train[90%:]`)."""
     name, config = script_args.dataset_name, script_args.dataset_config
     train = load_data(name, config, script_args.dataset_train_split)
     evaluate = str(getattr(training_args, "eval_strategy", "no")) not in ("no", "IntervalStrategy.NO")
