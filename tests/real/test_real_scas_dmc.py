@@ -24,7 +24,6 @@ from trl_distill import (
     compatibility,
     numeric_reward,
     rank_datasets,
-    relative_difficulty,
     scas_scores,
 )
 from trl_distill.cli import main as cli_main
@@ -368,25 +367,46 @@ def test_save_and_resume_restores_the_selection(smollm2, smollm2_dir, tmp_path):
 
 
 # --- Gemma-3-270M: BOS, <end_of_turn> != eos, 262k vocabulary --------------------------------------------------------
+def model_nll(model, input_ids, labels):
+    """`(Σ NLL, count)` of the trained tokens of one sequence, from the model's own full logits."""
+    ids = torch.tensor([input_ids])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+    trained = torch.tensor(labels[1:]) != -100
+    return -logprobs[trained].sum().item(), int(trained.sum())
+
+
 def test_gemma_scorers_score_the_sequence_sft_trains_with_one_bos(gemma, tmp_path, scored):
+    """`scas_scores` and DMC's ranking on Gemma-3: the sequences SFT trains (one BOS, `<end_of_turn>` trained, not
+    `<eos>`), finite scores independent of the padding side, and `L` equal to the NLL of the model's own logits over
+    the 262k vocabulary (the scorers never build those logits)."""
     model, tokenizer = gemma
     rows = pool_rows("prompt_completion")
     reference = sft_rows(model, tokenizer, as_prompt_completion(rows), tmp_path)
     end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     for ids, labels in reference:
         assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+        assert tokenizer.eos_token_id not in ids
         assert_end_of_turn_trained(tokenizer, ids, labels, end_of_turn)
     scores = scas_scores(model, tokenizer, Dataset.from_list(rows), batch_size=4)
     assert [f["input_ids"] for f in scored[0]] == [ids for ids, _ in reference]
     assert all(math.isfinite(s[k]) for s in scores for k in ("learning_cost", "d_A", "d_Q", "AA", "AQ"))
+    left = scas_scores(model, tokenizer, Dataset.from_list(rows), batch_size=4, padding_side="left")
+    assert [s["learning_cost"] for s in left] == pytest.approx([s["learning_cost"] for s in scores], rel=1e-4)
 
-    datasets = {n: Dataset.from_list(r) for n, r in candidate_datasets("pc").items()}
-    difficulty = {n: relative_difficulty(model, tokenizer, d, probe_size=None) for n, d in datasets.items()}
-    assert [f["input_ids"] for call in scored[1:] for f in call] == [
+    datasets = candidate_datasets("pc")  # `worked` (pool rows 0, 2) and `terse` (rows 1, 3)
+    table = rank_datasets(
+        model, tokenizer, datasets, DEV, numeric_reward, probe_size=None, dev_size=1, max_new_tokens=8
+    )
+    assert [f["input_ids"] for call in scored[2:] for f in call] == [
         ids for ids, _ in reference[0::2] + reference[1::2]
     ]
-    assert all(math.isfinite(v) and v > 0 for v in difficulty.values())
-    assert all(0 < compatibility(1.0, v, 0.0) < 1 for v in difficulty.values())
+    for row in table:
+        part = reference[0::2] if row["dataset"] == "worked" else reference[1::2]
+        total, count = map(sum, zip(*(model_nll(model, ids, labels) for ids, labels in part)))
+        assert row["difficulty"] == pytest.approx(total / count, rel=1e-4)
+        assert 0.0 <= row["capability"] <= 1.0
+        assert 0 < row["dmc"] == pytest.approx(compatibility(1.0, row["difficulty"], row["capability"]))
 
 
 def test_gemma_scas_trains_one_step_on_its_end_of_turn(gemma, tmp_path):
