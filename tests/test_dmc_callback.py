@@ -119,8 +119,8 @@ def test_top_fraction_reselects_with_the_current_model(tmp_path, tiny_student, t
     selections, measured = [], []
     measure = callback.measure
 
-    def spy(model, tokenizer):
-        scores = measure(model, tokenizer)
+    def spy(model, tokenizer, **cut):
+        scores = measure(model, tokenizer, **cut)
         measured.append(scores["example_dmc"])
         selections.append(callback.select(scores)[0])
         return scores
@@ -166,7 +166,7 @@ def test_resume_restores_the_selection_and_the_draws(tmp_path, tokenizer, world)
     )
     rounds = []
     measure = callback.measure
-    callback.measure = lambda model, tok: rounds.append(1) or measure(model, tok)
+    callback.measure = lambda model, tok, **cut: rounds.append(1) or measure(model, tok, **cut)
     second.train(resume_from_checkpoint=checkpoint)
     assert len(rounds) == 1  # epoch 0 was not re-scored on resume; epoch 1 was
     assert drawn[:2] == first_drawn[2:4]  # the rest of epoch 0 drew exactly what the first run drew

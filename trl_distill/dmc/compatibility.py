@@ -317,8 +317,14 @@ def response_nll(
     batch_size: int = 16,
     system: str | None = None,
     desc: str = "DMC difficulty",
+    max_length: int | None = None,
+    truncation_mode: str = "keep_start",
 ) -> list[tuple[float, int]]:
     """Summed NLL and token count of each row's completion under `model`, via the shared scoring engine.
+
+    Args:
+        max_length (`int`, *optional*): cut each sequence to this many tokens first, as `SFTTrainer` cuts what it
+            trains (`truncation_mode` `"keep_start"` or `"keep_end"`), so the NLL is that of the trained tokens.
 
     Returns:
         `list[tuple[float, int]]`: `(Σ_t ℓ_t, n)` over the completion tokens of each row, in order.
@@ -326,6 +332,11 @@ def response_nll(
     features = [
         encode_prompt_completion(tokenizer, p, c, system) for p, c in zip(dataset["prompt"], dataset["completion"])
     ]
+    if max_length is not None:
+        if truncation_mode not in ("keep_start", "keep_end"):
+            raise ValueError(f"truncation_mode must be 'keep_start' or 'keep_end', got {truncation_mode!r}.")
+        cut = slice(None, max_length) if truncation_mode == "keep_start" else slice(-max_length, None)
+        features = [{key: values[cut] for key, values in feature.items()} for feature in features]
 
     def nll(model, batch: SequenceBatch) -> list[tuple[float, int]]:
         hidden = last_hidden_states(model, batch)

@@ -331,9 +331,14 @@ class DMCCallback(SelectionCallback):
             )
 
     # --- one round -------------------------------------------------------------------------------------------------------
-    def measure(self, model, tokenizer) -> dict:
-        """DMC of every candidate dataset (and, for `top_fraction`, of every example) under `model` as it is now."""
+    def measure(self, model, tokenizer, *, max_length: int | None = None, truncation_mode: str = "keep_start") -> dict:
+        """DMC of every candidate dataset (and, for `top_fraction`, of every example) under `model` as it is now.
+
+        `max_length` and `truncation_mode` cut the responses as the trainer cuts what it trains (see
+        [`response_nll`]); [`reselect`] passes the trainer's own.
+        """
         a = self.args
+        cut = {"max_length": max_length, "truncation_mode": truncation_mode}
         seed = self.sampler.seed if self.sampler is not None else (a.selection_seed or 0)
         dev = self.dev_dataset.select(probe_indices(len(self.dev_dataset), a.dev_size, seed, what="dev_size"))
         c = capability(
@@ -349,7 +354,9 @@ class DMCCallback(SelectionCallback):
         )
         per_dataset, example_dmc = {}, None
         if a.strategy == "top_fraction":  # every row is scored, so L(D) uses all of them
-            nll = response_nll(model, tokenizer, self.candidates.responses_dataset, a.scoring_batch_size, a.system)
+            nll = response_nll(
+                model, tokenizer, self.candidates.responses_dataset, a.scoring_batch_size, a.system, **cut
+            )
             example_dmc = []
         for name in self.candidates.names:
             span = self.candidates.ranges[name]
@@ -357,9 +364,8 @@ class DMCCallback(SelectionCallback):
                 results = nll[span.start : span.stop]
             else:
                 probe = probe_indices(len(span), a.probe_size, seed)
-                results = response_nll(
-                    model, tokenizer, self.candidates.responses[name].select(probe), a.scoring_batch_size, a.system
-                )
+                responses = self.candidates.responses[name].select(probe)
+                results = response_nll(model, tokenizer, responses, a.scoring_batch_size, a.system, **cut)
             difficulty = sum(t for t, _ in results) / max(1, sum(n for _, n in results))
             quality = float(np.mean(self.example_quality[name]))
             per_dataset[name] = {
@@ -401,7 +407,12 @@ class DMCCallback(SelectionCallback):
             raise ValueError(
                 "DMCCallback needs a tokenizer: pass `tokenizer=` or give the trainer a processing_class."
             )
-        scores = self.measure(model, tokenizer)
+        # SFTTrainer trains each row cut to `max_length` (an SFTConfig's; a plain Trainer's args have none): L is
+        # measured on those tokens, not on ones that are never trained (a long answer's tail, its end of turn)
+        args = kwargs.get("args")
+        cut = {"max_length": getattr(args, "max_length", None)}
+        cut["truncation_mode"] = getattr(args, "truncation_mode", "keep_start")
+        scores = self.measure(model, tokenizer, **cut)
         selection, weights, share = self.select(scores)
         sampler.select(selection, weights)
         self.scores = {
