@@ -53,7 +53,8 @@ def test_each_example_row_is_accepted(section, row, tokenizer):
         ):
             OGLSSDTrainer._check_dataset(data, "train_dataset", args)
     elif section == "`CaMOPDTrainer`":
-        assert list(named_sources({"general": data, "domain": data})) == ["general", "domain"]
+        domain = data.map(lambda row: {"prompt": row["prompt"] + [{"role": "user", "content": "and once more?"}]})
+        assert list(named_sources({"general": data, "domain": domain})) == ["general", "domain"]
     else:  # the builder's own checks before any teacher loads: the prompt column and a dry call of the verifier
         from trl_distill.pool.build_pool_config import BuildPoolConfig
         from trl_distill.pool.builder import PoolBuilder
