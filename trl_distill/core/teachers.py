@@ -45,15 +45,26 @@ def embedding_size(model) -> int:
     return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
-def check_vocab_size(student, teacher, name: str | None = None) -> None:
-    """Raises, as `trl.DistillationTrainer` does (naming `vocab_size`), when the two output vocabularies differ."""
+def _describe_tokenizer(tokenizer) -> str:
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    return f"{tokenizer.name_or_path or 'unnamed'!r} ({len(tokenizer)} tokens)"
+
+
+def check_vocab_size(student, teacher, name: str | None = None, tokenizer=None) -> None:
+    """Raises, as `trl.DistillationTrainer` does (naming `vocab_size`), when the two output vocabularies differ. The
+    error names both models (and the student's tokenizer, when given): a teacher of another model family is the
+    usual cause, and the two sizes alone do not say which model is which."""
     student_size, teacher_size = vocab_size(student), vocab_size(teacher)
     if student_size != teacher_size:
         label = "the teacher model" if name is None else f"the teacher model {name!r}"
         if get_config_model_id(teacher.config):
             label += f" ({get_config_model_id(teacher.config)})"
+        student_label = repr(get_config_model_id(student.config) or "unnamed")
+        if tokenizer is not None:
+            student_label += f" with the tokenizer {_describe_tokenizer(tokenizer)}"
         raise ValueError(
-            f"The student model has vocab_size {student_size} but {label} has vocab_size {teacher_size}. "
+            f"The student model has vocab_size {student_size} but {label} has vocab_size {teacher_size} (the "
+            f"student is {student_label}). "
             "Distillation compares the teacher's full next-token distribution, which "
             "requires a shared vocabulary. Use a teacher with the same vocab_size (e.g. `resize_token_embeddings` to "
             "a common size), or GOLD for cross-tokenizer distillation."
@@ -116,7 +127,8 @@ def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "te
         )
         raise ValueError(
             f"The tokenizer of teacher {name!r} differs from the student's: {len(differing)} token ids differ "
-            f"(student {len(student_vocab)} tokens, teacher {len(teacher_vocab)}), first {listed}. {which} {hint}"
+            f"(student tokenizer {_describe_tokenizer(student_tokenizer)}, teacher tokenizer "
+            f"{_describe_tokenizer(teacher_tokenizer)}), first {listed}. {hint}"
         )
     student_special, teacher_special = _special_tokens(student_tokenizer), _special_tokens(teacher_tokenizer)
     if student_special != teacher_special:
@@ -241,11 +253,16 @@ def load_teacher(
             teacher = source
         else:
             teacher = copy_module.deepcopy(teacher).requires_grad_(False)
-    teacher_tokenizer = None
     if isinstance(teacher, str):
         check_local_path(teacher, f"teacher {name!r}")
         path = teacher
         kwargs = teacher_init_kwargs(args, init_kwargs, revision, load_in_4bit, name)
+        if tokenizer is not None:
+            # before the weights load, and before the vocab_size check: a teacher of another tokenizer (e.g. Gemma-3
+            # for a SmolLM2 student) fails at once with an error naming both tokenizers, not only two sizes
+            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"], name)
+            if teacher_tokenizer is not None:
+                check_tokenizers_match(tokenizer, teacher_tokenizer, name)
         try:
             teacher = create_model_from_path(path, **kwargs)
         except OSError as error:
@@ -255,17 +272,13 @@ def load_teacher(
                 f"Teacher {name!r}: {path!r} is not a local path and could not be loaded as a Hub id ({error})."
             ) from error
         teacher.requires_grad_(False)  # loaded here, so nothing else trains it
-        if tokenizer is not None:
-            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"], name)
     elif init_kwargs is not None:
         raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
     teacher.eval()
     if student is not None:
-        check_vocab_size(student, teacher, None if name == "teacher" else name)
+        check_vocab_size(student, teacher, None if name == "teacher" else name, tokenizer)
     if tokenizer is not None:
         check_tokenizer_fits(tokenizer, teacher, f"teacher {name!r}")
-        if teacher_tokenizer is not None:
-            check_tokenizers_match(tokenizer, teacher_tokenizer, name)
     if accelerator is not None:
         teacher = prepare_teacher(teacher, accelerator)
     return teacher
