@@ -12,6 +12,10 @@ Kinds, all on the same student (`--shape` scaled as `bench_common` says), batch,
   `--num_generations G` its dataset repeats every prompt `G` times, so it trains on as many rollouts as OGLS-SD;
 - `ogls_sd`: `OGLSSDTrainer` with `OGLSSDConfig()`'s defaults (only the shared training fields set); its verifier
   is a coin (parity of the completion's character codes), so most groups hold both outcomes and the steering runs;
+  the defaults distribution-match only the rollouts the verifier rejects (less work than `distillation`);
+- `ogls_sd_opsd`: `OGLSSDTrainer` with `OGLSSDConfig.opsd()` (the same coin verifier): every rollout matched over
+  its whole length by the symmetric JSD (β = 0.5, as `distillation`), no steering, no SFT term: the work of
+  `distillation`, except that its teacher also reads the privileged context (the reference solution) in its prompt;
 - `camopd_rho1`, `camopd_rho05`: `CaMOPDTrainer`, one source, one teacher, `rho=1.0` / `rho=0.5`;
 - `camopd_rho05_gcg`: `camopd_rho05` with the gradient coherence gain logged on every step
   (`gradient_coherence_every=1`), so each timed step is one where the diagnostic runs.
@@ -31,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as common  # noqa: E402
 
 
-KINDS = ("distillation", "ogls_sd", "camopd_rho1", "camopd_rho05", "camopd_rho05_gcg")
+KINDS = ("distillation", "ogls_sd", "ogls_sd_opsd", "camopd_rho1", "camopd_rho05", "camopd_rho05_gcg")
 
 
 def add_trainer_arguments(parser, length: int, batch: int, num_generations: int, steps: int) -> None:
@@ -123,15 +127,16 @@ def run(options) -> dict:
             processing_class=tokenizer,
             callbacks=[step_clock],
         )
-    elif options.kind == "ogls_sd":
+    elif options.kind in ("ogls_sd", "ogls_sd_opsd"):
 
         def coin_reward(completions, **kwargs):
             return [float(sum(map(ord, c[0]["content"])) % 2 == 0) for c in completions]
 
+        config = OGLSSDConfig.opsd if options.kind == "ogls_sd_opsd" else OGLSSDConfig
         trainer = OGLSSDTrainer(
             model=student,
             reward_funcs=coin_reward,
-            args=OGLSSDConfig(**shared, num_generations=options.num_generations),
+            args=config(**shared, num_generations=options.num_generations),
             train_dataset=data,
             processing_class=tokenizer,
             callbacks=[step_clock],

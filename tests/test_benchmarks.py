@@ -73,7 +73,7 @@ def test_random_features_lengths_and_masks():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["distillation", "ogls_sd", "camopd_rho05", "camopd_rho05_gcg"])
+@pytest.mark.parametrize("kind", ["distillation", "ogls_sd", "ogls_sd_opsd", "camopd_rho05", "camopd_rho05_gcg"])
 def test_trainer_run_smallest(kind):
     import argparse
 

@@ -1,7 +1,9 @@
 """CaMOPD's gradient coherence gain (GCG) and the gap's temperature, against independent per-sample computations."""
 
+import json
 import logging
 import math
+import os
 
 import pytest
 import torch
@@ -15,8 +17,10 @@ from trl_distill.camopd.coherence import (
     coherence_gain,
     coherence_module,
     coherence_parameters,
+    gradient_coherence,
     per_sample_gradients,
     recorded_outputs,
+    streamed_gradient_coherence,
 )
 from trl_distill.lab.world.models import tiny_model
 from trl_distill.lab.world.tasks import make_task_splits
@@ -113,6 +117,32 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
     assert metrics["gcg"][0] == pytest.approx((selected - full) / full, rel=1e-3, abs=1e-5)
     assert metrics["coherence/seconds"][0] > 0
     assert all(p.grad is None for p in student.parameters())  # a diagnostic: nothing accumulated for the optimizer
+
+
+def test_logged_recovery_review_cosine_is_the_cosine_of_the_two_flattened_gradients(tmp_path):
+    tokenizer = build_tokenizer()
+    tokenizer.padding_side = "left"
+    general = make_task_splits(("reverse", "sort"), 8, 2, 2, seed=0)["train"]
+    domain = make_task_splits(("arithmetic",), 8, 2, 2, seed=0)["train"]
+    student = tiny_model(tokenizer, "xs", "qwen2", seed=0)
+    teachers = {
+        "general": tiny_model(tokenizer, "xs", "llama", seed=1),
+        "domain": tiny_model(tokenizer, "xs", "qwen2", seed=2),
+    }
+    args = CaMOPDConfig(output_dir=str(tmp_path), **COMMON, per_device_train_batch_size=2, gradient_coherence_every=1)
+    trainer = CaMOPDTrainer(
+        student, teachers, args, {"general": general, "domain": domain}, processing_class=tokenizer
+    )
+    batches = {
+        name: {**make_batch(tokenizer, data["prompt"][:2], [3, 5], seed=seed), "sources": [name] * 2}
+        for seed, (name, data) in enumerate((("general", general), ("domain", domain)))
+    }
+    params = [p for p in student.parameters() if p.requires_grad]
+    recovery, review = (_flat_gradient(trainer._compute_loss(student, batches[n], None)[0], params) for n in batches)
+    trainer._latest_batches = batches
+    trainer._log_gradient_coherence()
+    assert trainer._metrics["train"]["grad_coherence"] == [pytest.approx(_cosine(recovery, review), rel=1e-4)]
+    assert all(p.grad is None for p in student.parameters())
 
 
 def test_gcg_only_every_n_steps_and_only_with_selection(tmp_path):
@@ -219,3 +249,141 @@ def test_gradient_diagnostics_of_a_lora_student_under_gradient_checkpointing(
     for through_module, loop in compared:
         torch.testing.assert_close(through_module, loop)
     assert math.isfinite(trainer._metrics["train"]["gcg"][0])
+
+
+# ------------------------------------------------------------------ the recovery/review cosine, streamed
+def _lm_loss(model, ids):
+    return torch.nn.functional.cross_entropy(model(input_ids=ids[:, :-1]).logits.flatten(0, 1), ids[:, 1:].flatten())
+
+
+def _flat_gradient(loss, params) -> torch.Tensor:
+    """The whole gradient as one float64 vector (zeros where the loss does not reach): the brute force."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).double().flatten() for g, p in zip(grads, params)])
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a @ b).item() / math.sqrt((a @ a).item() * (b @ b).item())
+
+
+def _streamed_case():
+    """A tiny LM with tied embeddings (one parameter, two uses) and three extra parameters: one only the recovery
+    loss reaches, one only the review loss reaches, one neither; two random batches."""
+    tokenizer = build_tokenizer()
+    model = tiny_model(tokenizer, "xs", "qwen2", seed=0, tie_word_embeddings=True)
+    generator = torch.Generator().manual_seed(0)
+    only_a, only_b, neither = (torch.nn.Parameter(torch.randn(5, generator=generator)) for _ in range(3))
+    ids_a, ids_b = (torch.randint(3, len(tokenizer), (2, 9), generator=generator) for _ in range(2))
+    params = [*model.parameters(), only_a, only_b, neither]
+
+    def recovery():
+        return _lm_loss(model, ids_a) + (only_a**2).sum()
+
+    def review():
+        return _lm_loss(model, ids_b) + 3 * only_b.sum()
+
+    return model, params, recovery, review
+
+
+def test_streamed_cosine_equals_the_cosine_of_the_flattened_gradients():
+    model, params, recovery, review = _streamed_case()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    brute = _cosine(_flat_gradient(recovery(), params), _flat_gradient(review(), params))
+    assert abs(brute) > 1e-3  # a cosine far from 0, which a wrong sum would miss
+
+    assert streamed_gradient_coherence(recovery, review, params).item() == pytest.approx(brute, rel=1e-5)
+    # the parameters only one loss reaches count (in one norm each): leaving them out changes the number
+    assert streamed_gradient_coherence(recovery, review, params[:-3]).item() != pytest.approx(brute, rel=1e-3)
+    assert all(p.grad is None for p in params)  # a diagnostic: nothing accumulated for the optimizer
+    # the hooks are gone: autograd hands back real gradients again
+    (grad,) = torch.autograd.grad(review(), [params[0]])
+    assert grad.stride() != (0, 0) and grad.abs().max() > 0
+    # and the flat-vector form is the same cosine
+    flat_a, flat_b = _flat_gradient(recovery(), params), _flat_gradient(review(), params)
+    assert gradient_coherence(flat_a.float(), flat_b.float()).item() == pytest.approx(brute, rel=1e-5)
+
+
+def test_streamed_cosine_all_reduced_over_two_gloo_ranks_equals_the_one_process_cosine(tmp_path):
+    """FSDP-like ranks (each owns a piece of the flat parameters, cut inside a weight) get, with `sharded=True`, the
+    cosine of the whole gradient; DDP-like ranks (all parameters, their own batches) with `sharded=False` each get the
+    cosine of their own gradients. Both against one-process brute force."""
+    import subprocess
+    import sys
+
+    from multiprocess_coherence import SHARDED_BATCHES, batch, lm_loss, model, replicated_batches, shard_bounds
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += [os.path.join(root, "tests", "multiprocess_coherence.py"), str(tmp_path)]
+    result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+    net = model()
+    params = list(net.parameters())
+    recovery, review = (_flat_gradient(lm_loss(net, batch(seed)), params) for seed in SHARDED_BATCHES)
+    whole = _cosine(recovery, review)
+    for rank in ranks:
+        assert rank["sharded"] == pytest.approx(whole, rel=1e-5)
+        start, end = shard_bounds(recovery.numel(), rank["rank"])
+        piece = _cosine(recovery[start:end], review[start:end])
+        assert rank["shard_only"] == pytest.approx(piece, rel=1e-5)  # what one rank sees alone
+        own = _cosine(
+            *(_flat_gradient(lm_loss(net, batch(seed)), params) for seed in replicated_batches(rank["rank"]))
+        )
+        assert rank["replicated"] == pytest.approx(own, rel=1e-5)
+    assert ranks[0]["replicated"] != pytest.approx(ranks[1]["replicated"], rel=1e-3)  # not one mixed number
+    assert ranks[0]["shard_only"] != pytest.approx(ranks[1]["shard_only"], rel=0.05)  # pieces alone disagree
+
+
+def _peak_bytes(fn) -> int:
+    """Peak of the CPU bytes allocated while `fn` runs, above what was allocated when it started (the profiler's
+    record of every allocation and free)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(
+        (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
+    )
+    held = peak = 0
+    for _, nbytes in events:
+        held += nbytes
+        peak = max(peak, held)
+    return peak
+
+
+def test_streamed_cosine_holds_one_gradient_where_flattening_held_several():
+    """Peak extra memory of the cosine: one backward alone (activations + one gradient) is the floor; the streamed
+    cosine stays within one parameter of it, the flattened one (the code before) held about three gradients more.
+    Run with `-s` to see the numbers (docs/camopd.md quotes them)."""
+    model, params, recovery, review = _streamed_case()
+    gradient = sum(p.numel() * p.element_size() for p in params)
+    largest = max(p.numel() * p.element_size() for p in params)
+
+    def flattened():  # the code this replaced: each gradient flattened, then the cosine of the two vectors
+        flat = []
+        for loss in (recovery, review):
+            grads = torch.autograd.grad(loss(), params, allow_unused=True)
+            flat.append(
+                torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
+            )
+        return torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0, eps=1e-12)
+
+    one_backward = _peak_bytes(lambda: torch.autograd.grad(review(), params, allow_unused=True))
+    peaks = {
+        "flattened": _peak_bytes(flattened),
+        "streamed": _peak_bytes(lambda: streamed_gradient_coherence(recovery, review, params)),
+    }
+    mib = 2**20
+    print(
+        f"\n|θ| = {sum(p.numel() for p in params):,} fp32 parameters, one gradient = {gradient / mib:.2f} MiB; "
+        f"one backward alone peaks at {one_backward / mib:.2f} MiB"
+    )
+    for name, peak in peaks.items():
+        print(
+            f"{name:>10}: peak {peak / mib:.2f} MiB = one backward + {(peak - one_backward) / gradient:.2f} gradients"
+        )
+    assert peaks["streamed"] <= one_backward + 2 * largest
+    assert peaks["flattened"] >= one_backward + 2.5 * gradient

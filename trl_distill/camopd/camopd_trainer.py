@@ -24,6 +24,7 @@ from .coherence import (
     gradient_coherence,
     per_sample_gradients,
     recorded_outputs,
+    streamed_gradient_coherence,
 )
 from .gap import gap, pool_size, sampled_token_logprobs, select_by_gap
 from .routing import (
@@ -687,16 +688,17 @@ class CaMOPDTrainer(DistillationTrainer):
             return
         student = self.accelerator.unwrap_model(self.model)
         params = [p for p in student.parameters() if p.requires_grad]
-        grads = []
-        for name in names:
-            batch = self._latest_batches[name]
-            loss = self._compute_loss(student, batch, None)[0]
-            grad = torch.autograd.grad(loss, params, allow_unused=True)
-            grads.append(
-                torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grad, params)])
-            )
+        recovery, review = (self._latest_batches[name] for name in names)
+        # Under FSDP each process holds a shard of every gradient: the sums are summed over processes, and every
+        # process gets the cosine of the whole gradient. Otherwise (DDP, ZeRO-1/2, one process) each process holds its
+        # whole gradient, of its own batch: its cosine is taken alone, and the gather averages the processes' cosines.
+        coherence = streamed_gradient_coherence(
+            lambda: self._compute_loss(student, recovery, None)[0],
+            lambda: self._compute_loss(student, review, None)[0],
+            params,
+            sharded=self.is_fsdp_enabled,
+        )
         self._pending_divergence = {}
-        coherence = gradient_coherence(grads[0], grads[1])
         coherence = self.accelerator.gather(coherence.reshape(1).to(self.accelerator.device)).mean().item()
         self._metrics["train"]["grad_coherence"].append(coherence)
 

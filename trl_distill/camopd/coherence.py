@@ -1,6 +1,7 @@
 """CaMOPD's gradient diagnostics (docs/methods.md §4).
 
-- `gradient_coherence`: `cos(∇L_recovery, ∇L_review)`, negative = the two phases counteract (*proposed* diagnostic).
+- `gradient_coherence` / `streamed_gradient_coherence`: `cos(∇L_recovery, ∇L_review)`, negative = the two phases
+  counteract (*proposed* diagnostic); of two flat vectors / of two losses, streamed over the parameters.
 - `coherence` and `coherence_gain`: the paper's **gradient coherence gain** as later notes on it report it (medium
   confidence), over per-sample gradients `g_i`:
 
@@ -13,9 +14,13 @@ Per-sample gradients of the whole model would cost one backward pass and one mod
 trainer takes them over a small parameter subset ([`coherence_parameters`]: the trainable parameters of the last
 module before the output head — the final norm in full fine-tuning, the last LoRA matrix with PEFT), and
 [`per_sample_gradients`] back-propagates the head and the divergence once per batch, then that module once per sample.
+
+The recovery/review cosine is over all trainable parameters, so [`streamed_gradient_coherence`] never flattens a
+gradient: it keeps the first loss's gradient as autograd returns it and takes the second one parameter at a time, as
+the backward pass produces it, adding to a running dot product and the two squared norms.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -23,7 +28,78 @@ import torch
 
 def gradient_coherence(grad_a: torch.Tensor, grad_b: torch.Tensor) -> torch.Tensor:
     """`cos(∇L_a, ∇L_b)` of two flattened gradients; negative means the updates counteract (docs/methods.md §4)."""
-    return torch.nn.functional.cosine_similarity(grad_a.float(), grad_b.float(), dim=0, eps=1e-12)
+    return cosine_from_sums(torch.stack([_dot(grad_a, grad_b), _dot(grad_a, grad_a), _dot(grad_b, grad_b)]))
+
+
+def cosine_from_sums(sums: torch.Tensor) -> torch.Tensor:
+    """`⟨a, b⟩ / (‖a‖ ‖b‖)` from `sums = [⟨a, b⟩, ‖a‖², ‖b‖²]` (0 when either vector vanishes)."""
+    dot, norm_a, norm_b = sums.unbind()
+    return dot / (norm_a * norm_b).sqrt().clamp(min=1e-12)
+
+
+def streamed_gradient_coherence(
+    loss_a: Callable[[], torch.Tensor],
+    loss_b: Callable[[], torch.Tensor],
+    params: Sequence[torch.Tensor],
+    sharded: bool = False,
+    group=None,
+) -> torch.Tensor:
+    """`cos(∇L_a, ∇L_b)` over `params` without a flattened copy of either gradient (docs/methods.md §4).
+
+    `loss_a()` is built and differentiated first (its graph freed before `loss_b()` is built); its gradient is kept
+    as autograd returns it, one tensor per parameter. `∇L_b` is never held whole: a hook on each parameter receives
+    that parameter's gradient as the backward pass produces it, adds `⟨∇_p L_a, ∇_p L_b⟩` and `‖∇_p L_b‖²` to the
+    running sums, drops `∇_p L_a`, and hands autograd a zero-stride zero instead, so the extra memory is one copy of
+    the gradient (`∇L_a`) plus one parameter's, where flattening both held four. Neither loss touches `.grad`.
+
+    Args:
+        loss_a, loss_b (`Callable[[], torch.Tensor]`): build the two scalar losses (e.g. recovery and review).
+        params (`Sequence[torch.Tensor]`): the parameters; those a loss does not reach count as zero gradient.
+        sharded (`bool`): whether each process holds a disjoint part of the parameters (FSDP, ZeRO-3), whose parts
+            of the three sums are then summed over `group` with `torch.distributed.all_reduce`, so every process
+            gets the cosine of the whole gradient, the number one device would give. Leave it `False` when every
+            process holds all the parameters (DDP, ZeRO-1/2): each process's sums are then already those of its
+            whole gradient, and summing them over processes would mix the processes' batches into one norm-weighted
+            number that is neither; the caller averages the per-process cosines instead.
+        group: the process group of the shards (`None`: the default group).
+    """
+    params = list(params)
+    grads_a = list(torch.autograd.grad(loss_a(), params, allow_unused=True))
+    sums = torch.zeros(3, dtype=torch.float32, device=params[0].device)
+    for grad_a in grads_a:
+        if grad_a is not None:
+            sums[1] += _dot(grad_a, grad_a).to(sums.device)
+    taken = set()
+
+    def take(index: int, grad_b: torch.Tensor) -> torch.Tensor:
+        taken.add(index)
+        grad_a, grads_a[index] = grads_a[index], None
+        if grad_a is not None:
+            sums[0] += _dot(grad_a, grad_b).to(sums.device)
+        sums[2] += _dot(grad_b, grad_b).to(sums.device)
+        return grad_b.new_zeros(()).expand_as(grad_b)  # what autograd returns instead: no memory
+
+    handles = [p.register_hook(lambda grad, i=i: take(i, grad)) for i, p in enumerate(params)]
+    try:
+        grads_b = torch.autograd.grad(loss_b(), params, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    # gradients no hook received (a torch that runs no tensor hooks on `autograd.grad`'s inputs): summed here
+    for index, grad_b in enumerate(grads_b):
+        if grad_b is not None and index not in taken:
+            take(index, grad_b)
+    del grads_b
+    if sharded and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(sums, group=group)
+    return cosine_from_sums(sums)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """`⟨a, b⟩` in float32 of two same-shaped tensors (one parameter's two gradients, or two flat vectors), over this
+    process's part only when they are `DTensor`s (FSDP2): an op on the `DTensor` itself would sum over processes."""
+    a, b = (t.to_local() if hasattr(t, "to_local") else t for t in (a, b))
+    return torch.dot(a.flatten().float(), b.flatten().float())
 
 
 def coherence(grads: torch.Tensor) -> torch.Tensor:
