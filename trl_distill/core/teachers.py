@@ -107,8 +107,8 @@ def check_tokenizers_match(student_tokenizer, teacher_tokenizer, name: str = "te
     teacher_tokenizer = getattr(teacher_tokenizer, "tokenizer", teacher_tokenizer)
     student_vocab, teacher_vocab = student_tokenizer.get_vocab(), teacher_tokenizer.get_vocab()
     which = (
-        f"The student's tokenizer is {getattr(student_tokenizer, 'name_or_path', '') or '<unnamed>'!r}, the "
-        f"teacher's {getattr(teacher_tokenizer, 'name_or_path', '') or '<unnamed>'!r}."
+        f"The student's tokenizer is {_describe_tokenizer(student_tokenizer)}, the teacher's "
+        f"{_describe_tokenizer(teacher_tokenizer)}."
     )
     hint = (
         "On-policy distillation compares distributions over the same token ids, so the teacher must use the "
