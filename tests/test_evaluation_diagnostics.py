@@ -106,12 +106,30 @@ def test_per_token_diagnostics_on_hand_made_logits():
 def test_errors_name_the_problem(tokenizer, models):
     student, _ = models
     other = tiny_model(tokenizer, "xs", seed=2, vocab_size=len(tokenizer) - 10).eval()
-    with pytest.raises(ValueError, match="do not share this tokenizer"):
+    with pytest.raises(ValueError, match="ids 249..258 cannot be embedded"):
         token_diagnostics(student, other, tokenizer, TEXTS)
     with pytest.raises(ValueError, match="`prompts` has 1 entries"):
         token_diagnostics(student, student, tokenizer, TEXTS, prompts=["x"])
     with pytest.raises(TypeError, match="wrap it"):
         token_diagnostics(student, student, tokenizer, "a text")
+
+
+def test_a_teacher_saved_with_another_tokenizer_is_refused(tokenizer, models, tmp_path):
+    """Same vocabulary size, two ids swapped: comparing logits id by id would give numbers that mean nothing (a
+    Gemma-3 teacher against a SmolLM2 student gave KL 10.5 and top-1 agreement 0 without a word)."""
+    from test_core_teachers import byte_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    student, teacher = models
+    teacher.save_pretrained(tmp_path / "teacher")
+    byte_tokenizer(swap=(40, 41)).save_pretrained(tmp_path / "teacher")
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "teacher")
+    with pytest.raises(ValueError, match="2 token ids differ"):
+        token_diagnostics(student, saved, tokenizer, TEXTS)
+    with pytest.raises(ValueError, match="2 token ids differ"):
+        TokenDiagnosticsCallback(saved, tokenizer, TEXTS)
+    tokenizer.save_pretrained(tmp_path / "teacher")  # its own tokenizer: accepted
+    token_diagnostics(student, AutoModelForCausalLM.from_pretrained(tmp_path / "teacher"), tokenizer, TEXTS)
 
 
 class _TextDataset(torch.utils.data.Dataset):

@@ -22,6 +22,7 @@ from trl_distill.cli import main as cli_main
 from trl_distill.core.generation import stop_token_ids
 from trl_distill.core.teachers import load_teacher
 from trl_distill.core.verifiers import exact_match_reward
+from trl_distill.evaluation.diagnostics import token_diagnostics
 from trl_distill.evaluation.ice import ice
 from trl_distill.evaluation.judges import LocalChatJudge
 from trl_distill.evaluation.rse import rse
@@ -291,6 +292,9 @@ def test_gemma_teacher_for_smollm2_student_fails_at_init_naming_both_tokenizers(
     message = str(error.value)
     assert f"({gemma_dir}) has vocab_size 262144" in message
     assert f"student is '{smollm2_dir}' with the tokenizer '{smollm2_dir}' (49152 tokens)" in message
+    # token diagnostics compared Gemma's first 49152 logits with SmolLM2's (KL 10.5, top-1 agreement 0) without a word
+    with pytest.raises(ValueError, match=f"teacher tokenizer '{gemma_dir}' \\(262144 tokens\\)"):
+        token_diagnostics(model, gemma_model, tokenizer, ["The capital of France is Paris."])
 
 
 # ------------------------------------------------------------------------------------------------------- pool builder

@@ -156,6 +156,19 @@ def _teacher_tokenizer(path: str, revision: str | None, trust_remote_code: bool,
         return None
 
 
+def check_teacher_tokenizer(tokenizer, teacher, name: str = "teacher") -> None:
+    """For a loaded teacher: raises when the tokenizer saved beside its weights (its `name_or_path`, when that is a
+    local directory) differs from `tokenizer` (see [`check_tokenizers_match`]), or when `tokenizer` does not fit its
+    embedding. Vocabulary sizes alone cannot tell a padded embedding (same tokenizer) from another model family's, so
+    without a saved tokenizer only the fit is checked, with a warning naming the teacher."""
+    path = getattr(getattr(teacher, "config", None), "_name_or_path", "") or ""
+    if path and os.path.isdir(path):
+        teacher_tokenizer = _teacher_tokenizer(path, None, False, name)
+        if teacher_tokenizer is not None:
+            check_tokenizers_match(tokenizer, teacher_tokenizer, name)
+    check_tokenizer_fits(tokenizer, teacher, f"teacher {name!r}")
+
+
 def _is_zero3(args) -> bool:
     plugin = getattr(args, "deepspeed_plugin", None)
     return plugin is not None and plugin.zero_stage == 3

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from ..core.deprecation import deprecated_argument
 from ..core.divergence import generalized_jsd_from_logits
+from ..core.teachers import check_teacher_tokenizer
 from ..core.tokenizers import ensure_pad_token
 
 
@@ -150,6 +151,7 @@ def token_diagnostics(
     temperature: float = 1.0,
     return_per_token: bool = False,
     show_progress: bool = False,
+    check_tokenizer: bool = True,
 ) -> dict:
     """
     Per-token KL, JS, top-1 agreement and top-k mass between a student and a teacher that share a tokenizer.
@@ -189,6 +191,10 @@ def token_diagnostics(
             Also return, under `"per_token"`, one dict per text with a 1-D tensor per diagnostic over its scored tokens.
         show_progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar over batches.
+        check_tokenizer (`bool`, *optional*, defaults to `True`):
+            Refuse a teacher saved with another tokenizer (see
+            [`~trl_distill.core.teachers.check_teacher_tokenizer`]): comparing the first columns of two vocabularies
+            would give numbers that mean nothing.
 
     Returns:
         `dict`: a float per key of `DIAGNOSTIC_KEYS`, `"num_tokens"` (scored tokens), `"top_k"`, and `"per_token"`
@@ -198,6 +204,8 @@ def token_diagnostics(
         raise TypeError("`texts` must be a list of strings, not a single string; wrap it: `[text]`.")
     if len(texts) == 0:
         raise ValueError("`texts` is empty; pass at least one text to compare the student and the teacher on.")
+    if check_tokenizer:
+        check_teacher_tokenizer(tokenizer, teacher)
     pad_token_id = ensure_pad_token(tokenizer)
     features = _encode(tokenizer, texts, prompts)
     device = _device_of(student)
@@ -305,6 +313,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
             raise ValueError(f"log_every must be a positive number of steps, got {log_every}.")
         if len(texts) == 0:
             raise ValueError("`texts` is empty; pass a few held-out texts to compare the student and teacher on.")
+        check_teacher_tokenizer(tokenizer, teacher)  # once here, not at every logging step
         self.teacher = teacher
         self.tokenizer = tokenizer
         self.texts = list(texts)
@@ -333,6 +342,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
             batch_size=self.batch_size,
             top_k=self.top_k,
             temperature=self.temperature,
+            check_tokenizer=False,
         )
         logs = {f"{self.prefix}{key}": stats[key] for key in DIAGNOSTIC_KEYS}
         if self.trainer is not None:
