@@ -19,7 +19,7 @@ torch: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 
 install: torch
-	$(PY) -m pip install -q -e ".[eval,plots]"
+	$(PY) -m pip install -q -e ".[eval,plots,real]"
 
 install-dev: torch
 	$(PY) -m pip install -q -e ".[dev]"
