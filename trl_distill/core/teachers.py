@@ -19,7 +19,7 @@ import torch
 from accelerate.logging import get_logger
 from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from trl.models import prepare_deepspeed
-from trl.trainer.utils import create_model_from_path, get_config_model_id
+from trl.trainer.utils import create_model_from_path
 
 from .data import check_local_path
 
@@ -50,8 +50,8 @@ def check_vocab_size(student, teacher, name: str | None = None) -> None:
     student_size, teacher_size = vocab_size(student), vocab_size(teacher)
     if student_size != teacher_size:
         label = "the teacher model" if name is None else f"the teacher model {name!r}"
-        if get_config_model_id(teacher.config):
-            label += f" ({get_config_model_id(teacher.config)})"
+        if teacher.config.name_or_path:
+            label += f" ({teacher.config.name_or_path})"
         raise ValueError(
             f"The student model has vocab_size {student_size} but {label} has vocab_size {teacher_size}. "
             "Distillation compares the teacher's full next-token distribution, which "
@@ -67,7 +67,7 @@ def check_tokenizer_fits(tokenizer, model, what: str = "model") -> None:
     rows = embedding_size(model)
     if len(tokenizer) > rows:
         raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the {what} ({get_config_model_id(model.config)}) has "
+            f"The tokenizer has {len(tokenizer)} tokens but the {what} ({model.config.name_or_path or ''}) has "
             f"only {rows} embedding rows, so token ids {rows}..{len(tokenizer) - 1} cannot be embedded. Call "
             f"`model.resize_token_embeddings(len(tokenizer))` (and train the new rows), or use the model's own "
             "tokenizer."
@@ -230,7 +230,7 @@ def load_teacher(
     """
     if not isinstance(teacher, str) and copy:
         if _is_zero3(args):
-            source = get_config_model_id(teacher.config)
+            source = teacher.config.name_or_path
             if not source:
                 raise ValueError(
                     f"With DeepSpeed ZeRO-3 the frozen copy {name!r} is loaded again from the model's path, but the "

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from accelerate.utils import gather_object
 from datasets import Dataset
-from trl.data_utils import maybe_convert_to_chatml
+from trl import maybe_convert_to_chatml
 
 from ..core.data import did_you_mean
 from ..core.divergence import LMHead
