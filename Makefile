@@ -8,7 +8,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench install install-dev lint torch
+.PHONY: demo test test-trl-lowest bench install install-dev lint torch
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,20 @@ demo: install
 test: install-dev
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# The lowest TRL of pyproject.toml's range, in its own venv, on the tests that lean on TRL's trainers and internals
+# (docs/trl_compatibility.md); `make test` gets the newest TRL in the range.
+TRL_LOWEST ?= 1.16.0
+TRL_VENV := .venv-trl-$(TRL_LOWEST)
+TRL_TESTS := tests/test_scas_trainer.py tests/test_dmc_callback.py tests/test_ogls_sd_trainer.py tests/test_camopd.py \
+	tests/test_camopd_dropin.py tests/test_core_tokenization.py tests/test_core_teachers.py tests/test_core_math.py
+
+test-trl-lowest:
+	@test -x $(TRL_VENV)/bin/python || $(PYTHON) -m venv $(TRL_VENV)
+	@$(TRL_VENV)/bin/python -c "import torch" 2>/dev/null || $(TRL_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(TRL_VENV)/bin/python -m pip install -q -e . "trl==$(TRL_LOWEST)" pytest pytest-timeout
+	$(TRL_VENV)/bin/python -c "import trl; assert trl.__version__ == '$(TRL_LOWEST)', trl.__version__"
+	$(TRL_VENV)/bin/python -m pytest -q $(TRL_TESTS)
 
 # Speed and memory against TRL's trainers and naive references at real vocabularies (docs/benchmarks.md); 15 min on 2 CPUs.
 bench: install-dev

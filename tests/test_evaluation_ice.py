@@ -149,8 +149,8 @@ def _write_jsonl(path, rows):
 
 def test_cli_ice_from_responses(tmp_path, capsys):
     prompts_path = tmp_path / "ice_prompts.jsonl"
-    args = ["ice", "--identity-name", "Qwen", "--identity-organisation", "Alibaba Cloud", "--no-progress"]
-    assert main([*args, "--num-mutations", "2", "--max-prompts", "6", "--write-prompts", str(prompts_path)]) == 0
+    args = ["ice", "--identity_name", "Qwen", "--identity_organisation", "Alibaba Cloud", "--no_progress"]
+    assert main([*args, "--num_mutations", "2", "--max_prompts", "6", "--write_prompts", str(prompts_path)]) == 0
     rows = [json.loads(line) for line in prompts_path.read_text().splitlines()]
     assert len(rows) == 6
     answers = ["I am ChatGPT.", "I am Qwen.", "I was built by OpenAI.", "I am Qwen.", "I am Qwen.", "I am Qwen."]
@@ -176,7 +176,7 @@ def test_cli_rse_from_files_and_from_models(tmp_path, capsys):
         tmp_path / "student.jsonl", [{"response": "Paris is the capital of France."}, {"response": "4"}]
     )
     output = tmp_path / "rse.json"
-    assert main(["rse", "--prompts", prompts, "--responses", responses, "--output", str(output), "--no-progress"]) == 0
+    assert main(["rse", "--prompts", prompts, "--responses", responses, "--output", str(output), "--no_progress"]) == 0
     result = json.loads(output.read_text())
     assert result["rse"] == 5.0 and set(result["per_dataset"]) == {"geo", "math"}
     assert "judge: auto(rougeL+chrF)" in capsys.readouterr().out
@@ -188,8 +188,8 @@ def test_cli_rse_from_files_and_from_models(tmp_path, capsys):
                              num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
         Qwen2ForCausalLM(config).save_pretrained(tmp_path / name)
         tokenizer.save_pretrained(tmp_path / name)
-    argv = ["rse", "--prompts", prompts, "--model", str(tmp_path / "student"), "--reference-model",
-            str(tmp_path / "teacher"), "--max-new-tokens", "5", "--output", str(output), "--no-progress"]  # fmt: skip
+    argv = ["rse", "--prompts", prompts, "--model", str(tmp_path / "student"), "--reference_model",
+            str(tmp_path / "teacher"), "--max_new_tokens", "5", "--output", str(output), "--no_progress"]  # fmt: skip
     # the prompt file already holds references, so only the tested model generates
     assert main(argv) == 0
     result = json.loads(output.read_text())
@@ -202,9 +202,9 @@ def test_cli_errors_are_actionable(tmp_path):
     with pytest.raises(SystemExit, match="--responses or a 'response' field"):
         main(["rse", "--prompts", prompts, "--references", prompts])
     answers = _write_jsonl(tmp_path / "a.jsonl", [{"response": "r"}])
-    with pytest.raises(SystemExit, match="needs --judge-url"):
+    with pytest.raises(SystemExit, match="needs --judge_url"):
         main(["rse", "--prompts", prompts, "--responses", answers, "--references", answers, "--judge", "http",
-              "--judge-model", "m"])  # fmt: skip
+              "--judge_model", "m"])  # fmt: skip
     with pytest.raises(SystemExit, match="has 1 rows but"):
         main(["rse", "--prompts", _write_jsonl(tmp_path / "p2.jsonl", [{"prompt": "a"}, {"prompt": "b"}]),
               "--responses", answers, "--references", answers])  # fmt: skip

@@ -180,7 +180,7 @@ def smoke_report(tmp_path_factory):
     selection = logging.getLogger("trl_distill.scas.selection")
     level = selection.level
     # two threads: every experiment's runs go through the forked workers of `lab.parallel`, as in `make demo`
-    assert main(["--preset", "smoke", "--threads", "2", "--output-dir", str(out)]) == 0
+    assert main(["--preset", "smoke", "--threads", "2", "--output_dir", str(out)]) == 0
     assert selection.level == level  # the lab quiets SCAS's per-run warning while it runs, not after
     with open(out / "results.json") as f:
         return out, json.load(f)
@@ -242,7 +242,7 @@ def quick_report(tmp_path_factory):
     from trl_distill.scripts.lab import main
 
     out = tmp_path_factory.mktemp("lab")
-    assert main(["--quick", "--output-dir", str(out)]) == 0
+    assert main(["--quick", "--output_dir", str(out)]) == 0
     with open(out / "results.json") as f:
         return out, json.load(f)
 

@@ -2,8 +2,10 @@
 recipes and accelerate configs inside the package, `--config NAME` and `--lab` without a recipe, `--dtype` with
 `--lab`, and the built wheel working in a fresh venv from an empty folder."""
 
+import ast
 import glob
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -151,8 +153,13 @@ def test_every_option_of_every_command_has_help_and_an_underscore_spelling():
     import argparse
     import importlib
 
+    from trl import TrlParser
+
     for name, (module, _) in cli.COMMANDS.items():
         parser = importlib.import_module(module).make_parser()
+        # TrlParser adds a hyphenated alias to every dataclass field: TRL's convention. The `argparse` commands
+        # register one spelling only.
+        aliases_allowed = isinstance(parser, TrlParser)
         parsers = [parser] + [
             sub
             for action in parser._actions
@@ -166,18 +173,8 @@ def test_every_option_of_every_command_has_help_and_an_underscore_spelling():
                 first = action.option_strings[0]
                 assert action.help, f"{name} {first} has no help"
                 assert "-" not in first.lstrip("-"), f"{name} {first}: TRL spells flags with underscores"
-
-
-def test_the_old_hyphen_spellings_still_parse():
-    from trl_distill.scripts.evaluate import make_parser as evaluate_parser
-    from trl_distill.scripts.lab import make_parser as lab_parser
-
-    new = evaluate_parser().parse_args(["ice", "--identity_name", "Qwen", "--identity_organisation", "Alibaba"])
-    old = evaluate_parser().parse_args(["ice", "--identity-name", "Qwen", "--identity-organisation", "Alibaba"])
-    assert (new.identity_name, new.identity_organisation) == (old.identity_name, old.identity_organisation)
-    assert new.identity_name == "Qwen"
-    assert lab_parser().parse_args(["--output-dir", "r"]).output_dir == "r"
-    assert lab_parser().parse_args(["--output_dir", "r"]).output_dir == "r"
+                if not aliases_allowed:
+                    assert action.option_strings == [first], f"{name} {first}: one spelling, no hyphenated alias"
 
 
 def test_dmc_options_take_their_help_from_the_docstrings():
@@ -267,3 +264,38 @@ def test_multi_cpu_runs_two_processes_for_real(tmp_path):
     with open(tmp_path / "out" / "README.md") as f:
         assert "2605.26872" in f.read()
     assert "'epoch': '1'" in result.stdout or "'epoch': 1.0" in result.stdout, result.stdout[-2000:]
+
+
+def test_trl_imports_are_public_or_listed_in_the_compatibility_notes():
+    notes = open(os.path.join(ROOT, "docs", "trl_compatibility.md")).read()
+    from_submodules = set()
+    for path in glob.glob(os.path.join(ROOT, "trl_distill", "**", "*.py"), recursive=True):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("trl."):
+                from_submodules |= {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                assert not any(alias.name.startswith("trl.") for alias in node.names), f"{path}: import trl.<module>"
+    assert from_submodules == {
+        "trl.kernels.ChunkedLogProbFunction",
+        "trl.models.prepare_deepspeed",
+        "trl.kernels.chunked_divergence.ChunkedDivergenceFunction",
+        "trl.trainer.utils.RepeatSampler",
+        "trl.trainer.utils.maybe_gather_lm_head_ctx",
+        "trl.trainer.utils.pad",
+        "trl.trainer.utils.create_model_from_path",
+    }
+    assert not [name for name in from_submodules if name.rsplit(".", 1)[1].startswith("_")]
+    for name in from_submodules:
+        assert f"`{name}`" in notes, f"{name} is missing from docs/trl_compatibility.md"
+
+
+def test_the_installed_trl_is_in_the_supported_range_and_the_makefile_tests_its_floor():
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    pyproject = open(os.path.join(ROOT, "pyproject.toml")).read()
+    supported = SpecifierSet(re.search(r'"trl(>=[^"]+)"', pyproject).group(1))
+    floor = re.search(r"^TRL_LOWEST \?= (\S+)$", open(os.path.join(ROOT, "Makefile")).read(), re.M).group(1)
+    assert metadata.version("trl") in supported
+    (lower,) = [spec.version for spec in supported if spec.operator == ">="]
+    assert Version(floor) == Version(lower)

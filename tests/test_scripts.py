@@ -274,41 +274,6 @@ def test_scas_score_reads_a_released_pool_directory_and_selects_by_any_score_key
         assert chosen["answer_mean_nll_score"] == min(row["answer_mean_nll_score"] for row in rows)
 
 
-@pytest.mark.parametrize(
-    "config_class,old,new,value",
-    [
-        ("trl_distill.ogls_sd.ogls_sd_config:OGLSSDConfig", "success_threshold", "correct_threshold", 0.5),
-        ("trl_distill.camopd.camopd_config:CaMOPDConfig", "gradient_coherence_steps", "gradient_coherence_every", 7),
-    ],
-)
-def test_renamed_fields_keep_their_old_name_with_a_warning(config_class, old, new, value, tmp_path):
-    module, name = config_class.split(":")
-    config_type = getattr(importlib.import_module(module), name)
-    with pytest.warns(FutureWarning, match=f"`{old}` is deprecated.*use `{new}`"):
-        config = config_type(output_dir=str(tmp_path), use_cpu=True, **{old: value})
-    assert getattr(config, new) == value and getattr(config, old) is None
-    with pytest.raises(ValueError, match=f"Both `{old}`"):
-        config_type(output_dir=str(tmp_path), use_cpu=True, **{old: value, new: value + 1})
-
-
-def test_renamed_arguments_of_callbacks_and_functions_keep_their_old_name_with_a_warning():
-    from trl_distill.core.sampler import SelectionCallback
-    from trl_distill.dmc.dmc_callback import DMCArguments
-
-    with pytest.warns(FutureWarning, match="`every_epochs` is deprecated.*use `reselect_every`"):
-        assert SelectionCallback(every_epochs=3).reselect_every == 3
-    with pytest.warns(FutureWarning, match="`pass_threshold` is deprecated.*use `correct_threshold`"):
-        args = DMCArguments(pass_threshold=0.5, every_epochs=2)
-    assert (args.correct_threshold, args.reselect_every, args.pass_threshold, args.every_epochs) == (
-        0.5,
-        2,
-        None,
-        None,
-    )
-    with pytest.raises(ValueError, match="Both `every_epochs`"):
-        SelectionCallback(reselect_every=2, every_epochs=3)
-
-
 def as_parquet(arg: str) -> str:
     """`arg` (a path, or `name=path`) with its `.jsonl` file replaced by a `.parquet` copy."""
     prefix, _, path = arg.rpartition("=")

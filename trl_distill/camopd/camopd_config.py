@@ -5,8 +5,6 @@ from typing import Any
 
 from trl import DistillationConfig
 
-from ..core.deprecation import take_deprecated
-
 
 SCHEDULES = ("alternating", "mixed")
 
@@ -75,8 +73,6 @@ class CaMOPDConfig(DistillationConfig):
             head per micro-batch and one small backward per sample). `0` disables both. Not available (a warning
             says so) under DeepSpeed ZeRO-3 (gradients are partitioned) or re-entrant gradient checkpointing
             (`torch.autograd.grad` cannot reach checkpointed layers).
-        gradient_coherence_steps (`int`, *optional*):
-            Deprecated name of `gradient_coherence_every`.
 
     > [!NOTE]
     > Defaults differ from [`~trl.DistillationConfig`] only where the paper says: `beta=1.0` (reverse KL) is already
@@ -133,9 +129,6 @@ class CaMOPDConfig(DistillationConfig):
         default=0,
         metadata={"help": "Log cos(grad L_recovery, grad L_review) and GCG every this many steps; 0 disables."},
     )
-    gradient_coherence_steps: int | None = field(
-        default=None, metadata={"help": "Deprecated: use gradient_coherence_every."}
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -152,7 +145,6 @@ class CaMOPDConfig(DistillationConfig):
             )
         if self.recovery_source == self.review_source:
             raise ValueError(f"recovery_source and review_source must differ, both are {self.recovery_source!r}.")
-        take_deprecated(self, "gradient_coherence_steps", "gradient_coherence_every")
         if self.gradient_coherence_every < 0:
             raise ValueError(
                 f"gradient_coherence_every must be >= 0 (0 disables the diagnostic), got "

@@ -10,7 +10,7 @@ from datasets import Dataset, IterableDataset
 from torch.utils.data import Sampler
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import DistillationTrainer
-from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx
+from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 
 from ..core.data import check_local_path
 from ..core.divergence import LMHead, generalized_jsd, token_mean_loss
@@ -157,7 +157,7 @@ class CaMOPDTrainer(DistillationTrainer):
         tools: list[Callable] | None = None,
     ):
         if args is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            model_name = model if isinstance(model, str) else model.config.name_or_path or ""
             args = CaMOPDConfig(f"{model_name.split('/')[-1]}-CaMOPD")
         elif not isinstance(args, CaMOPDConfig):
             raise TypeError(

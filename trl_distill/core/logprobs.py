@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import is_peft_model
-from trl.data_utils import _tokenize, common_prefix_length
-from trl.kernels.chunked_logprob import ChunkedLogProbFunction
+from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from .divergence import LMHead
@@ -22,6 +21,22 @@ VOCAB_CHUNK = 8192
 
 def _messages(value, role: str) -> list[dict]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def _token_ids(tokenizer, value, **template_kwargs) -> list[int]:
+    """Token ids of one side of a row as `SFTTrainer` tokenizes it: messages through the chat template, text through
+    the tokenizer with its special tokens."""
+    if isinstance(value, list):
+        encoded = tokenizer.apply_chat_template(value, tokenize=True, return_dict=True, **template_kwargs)
+    else:
+        encoded = tokenizer(text=value)
+    return list(encoded["input_ids"])
+
+
+def _common_prefix_length(ids: list[int], other_ids: list[int]) -> int:
+    """Leading tokens the two sequences share: some templates render the prompt alone (with the generation prompt)
+    differently from the prompt followed by a completion, so the completion starts where they diverge."""
+    return next((i for i, (a, b) in enumerate(zip(ids, other_ids)) if a != b), min(len(ids), len(other_ids)))
 
 
 def template_variables(tools=None, chat_template_kwargs: dict | None = None) -> dict:
@@ -36,8 +51,9 @@ def encode_prompt_completion(
 ) -> dict[str, list[int]]:
     """Token ids of `prompt` followed by `completion`, with the completion and special-token masks.
 
-    The sequence is exactly the one `SFTTrainer` trains on for a prompt–completion row (TRL's own `_tokenize` and
-    `common_prefix_length`), so what is scored is what is trained:
+    The sequence is exactly the one `SFTTrainer` trains on for a prompt–completion row (tokenized as TRL's
+    `SFTTrainer` tokenizes it; `tests/test_core_tokenization.py` holds the two together), so what is scored is what is
+    trained:
 
     - conversational inputs (lists of messages) are rendered with the tokenizer's chat template, the prompt with the
       generation prompt (the assistant header belongs to the prompt) and the full conversation; the completion starts
@@ -60,16 +76,15 @@ def encode_prompt_completion(
     if isinstance(prompt, list) or isinstance(completion, list):
         messages = ([{"role": "system", "content": system}] if system else []) + _messages(prompt, "user")
         template_kwargs = template_variables(tools, chat_template_kwargs)
-        prompt_ids = _tokenize(tokenizer, messages, add_generation_prompt=True, **template_kwargs)["input_ids"]
-        input_ids = _tokenize(tokenizer, messages + _messages(completion, "assistant"), **template_kwargs)["input_ids"]
+        prompt_ids = _token_ids(tokenizer, messages, add_generation_prompt=True, **template_kwargs)
+        input_ids = _token_ids(tokenizer, messages + _messages(completion, "assistant"), **template_kwargs)
     else:
         eos = tokenizer.eos_token
         if eos is not None and not completion.endswith(eos):
             completion = completion + eos  # as SFTTrainer's `add_eos`
-        prompt_ids = _tokenize(tokenizer, prompt)["input_ids"]
-        input_ids = _tokenize(tokenizer, prompt + completion)["input_ids"]
-    input_ids = list(input_ids)
-    prompt_len = common_prefix_length(list(prompt_ids), input_ids)
+        prompt_ids = _token_ids(tokenizer, prompt)
+        input_ids = _token_ids(tokenizer, prompt + completion)
+    prompt_len = _common_prefix_length(prompt_ids, input_ids)
     return {
         "input_ids": input_ids,
         "completion_mask": [0] * prompt_len + [1] * (len(input_ids) - prompt_len),

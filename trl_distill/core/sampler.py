@@ -18,8 +18,6 @@ import torch
 from torch.utils.data import BatchSampler, Sampler
 from transformers import TrainerCallback
 
-from .deprecation import deprecated_argument
-
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +168,7 @@ class SelectionCallback(TrainerCallback):
             so `--seed` changes the data order as it does without the callback. The sampler keeps the seed it used.
     """
 
-    def __init__(self, reselect_every: int = 1, seed: int | None = None, every_epochs: int | None = None):
-        reselect_every = deprecated_argument(every_epochs, reselect_every, "every_epochs", "reselect_every", 1)
+    def __init__(self, reselect_every: int = 1, seed: int | None = None):
         if reselect_every < 0:
             raise ValueError(f"reselect_every must be >= 0 (0 = select once), got {reselect_every}.")
         self.reselect_every = reselect_every

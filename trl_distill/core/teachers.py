@@ -19,7 +19,7 @@ import torch
 from accelerate.logging import get_logger
 from transformers import AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 from trl.models import prepare_deepspeed
-from trl.trainer.utils import create_model_from_path, get_config_model_id
+from trl.trainer.utils import create_model_from_path
 
 from .data import check_local_path
 
@@ -57,9 +57,9 @@ def check_vocab_size(student, teacher, name: str | None = None, tokenizer=None) 
     student_size, teacher_size = vocab_size(student), vocab_size(teacher)
     if student_size != teacher_size:
         label = "the teacher model" if name is None else f"the teacher model {name!r}"
-        if get_config_model_id(teacher.config):
-            label += f" ({get_config_model_id(teacher.config)})"
-        student_label = repr(get_config_model_id(student.config) or "unnamed")
+        if teacher.config.name_or_path:
+            label += f" ({teacher.config.name_or_path})"
+        student_label = repr(student.config.name_or_path or "unnamed")
         if tokenizer is not None:
             student_label += f" with the tokenizer {_describe_tokenizer(tokenizer)}"
         raise ValueError(
@@ -78,7 +78,7 @@ def check_tokenizer_fits(tokenizer, model, what: str = "model") -> None:
     rows = embedding_size(model)
     if len(tokenizer) > rows:
         raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the {what} ({get_config_model_id(model.config)}) has "
+            f"The tokenizer has {len(tokenizer)} tokens but the {what} ({model.config.name_or_path or ''}) has "
             f"only {rows} embedding rows, so token ids {rows}..{len(tokenizer) - 1} cannot be embedded. Call "
             f"`model.resize_token_embeddings(len(tokenizer))` (and train the new rows), or use the model's own "
             "tokenizer."
@@ -255,7 +255,7 @@ def load_teacher(
     """
     if not isinstance(teacher, str) and copy:
         if _is_zero3(args):
-            source = get_config_model_id(teacher.config)
+            source = teacher.config.name_or_path
             if not source:
                 raise ValueError(
                     f"With DeepSpeed ZeRO-3 the frozen copy {name!r} is loaded again from the model's path, but the "

@@ -23,10 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from accelerate.utils import gather_object
 from datasets import Dataset
-from trl.data_utils import maybe_convert_to_chatml
+from trl import maybe_convert_to_chatml
 
 from ..core.data import did_you_mean
-from ..core.deprecation import deprecated_argument
 from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
@@ -406,7 +405,6 @@ def capability(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     correct_threshold: float = 1.0,
-    pass_threshold: float | None = None,
     system: str | None = None,
     plain_prompts_as_chat: bool | None = None,
 ) -> float:
@@ -423,8 +421,7 @@ def capability(
         verifier (`Callable`): a TRL reward function `(prompts, completions, **columns) -> list[float | None]`.
         max_new_tokens (`int`, *optional*, defaults to `64`): generation budget.
         batch_size (`int`, *optional*, defaults to `32`): prompts per `generate` call.
-        correct_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass
-            (`pass_threshold` is its deprecated name).
+        correct_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass.
         system (`str`, *optional*): system message for conversational prompts.
         plain_prompts_as_chat (`bool`, *optional*): how plain-text dev prompts are asked. `True`: as one user turn
             rendered with the chat template (as a chat model is trained and prompted); `False`: as raw text. `None`
@@ -435,9 +432,6 @@ def capability(
         `ValueError` without a verifier, for an empty dev split or one without a `prompt` column, for a verifier that
         returns the wrong number of rewards or a NaN/non-number, and when it returns `None` for every dev row.
     """
-    correct_threshold = deprecated_argument(
-        pass_threshold, correct_threshold, "pass_threshold", "correct_threshold", 1.0
-    )
     dev_dataset = as_dataset(dev_dataset, "dev_dataset")
     check_dev_dataset(dev_dataset, verifier)
     prompts = _dev_prompts(dev_dataset["prompt"], tokenizer, plain_prompts_as_chat)
@@ -511,7 +505,6 @@ def rank_datasets(
     generation_batch_size: int = 32,
     reward_column: str | None = None,
     correct_threshold: float = 1.0,
-    pass_threshold: float | None = None,
     system: str | None = None,
     seed: int = 0,
     print_table: bool = False,
@@ -537,8 +530,7 @@ def rank_datasets(
         scoring_batch_size (`int`, *optional*, defaults to `16`), generation_batch_size (`int`, *optional*, defaults
             to `32`): batch sizes.
         reward_column (`str`, *optional*): use this reward column (in `[0, 1]`) for quality.
-        correct_threshold (`float`, *optional*, defaults to `1.0`): reward that counts as a pass for `C`
-            (`pass_threshold` is its deprecated name).
+        correct_threshold (`float`, *optional*, defaults to `1.0`): reward that counts as a pass for `C`.
         system (`str`, *optional*): system message for conversational prompts.
         seed (`int`, *optional*, defaults to `0`): seed of the probe and dev samples.
         print_table (`bool`, *optional*, defaults to `False`): also print the table (main process only).
@@ -547,9 +539,6 @@ def rank_datasets(
         `list[dict]`: one row per dataset, sorted by `dmc` descending (ties by name), with `dataset`, `rows`,
         `quality`, `difficulty`, `capability` and `dmc`.
     """
-    correct_threshold = deprecated_argument(
-        pass_threshold, correct_threshold, "pass_threshold", "correct_threshold", 1.0
-    )
     datasets = as_named_datasets(datasets)
     if not datasets:
         raise ValueError("rank_datasets needs at least one candidate dataset.")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
-from ..core.deprecation import take_deprecated
 from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
     RESPONSE_COLUMNS,
@@ -159,10 +158,6 @@ class DMCArguments:
             Verifier reward that counts as a pass for `C`.
         system (`str` or `None`, *optional*, defaults to `None`):
             System message put before conversational prompts when scoring and generating.
-        every_epochs (`int`, *optional*):
-            Deprecated name of `reselect_every`.
-        pass_threshold (`float`, *optional*):
-            Deprecated name of `correct_threshold`.
         selection_seed (`int` or `None`, *optional*, defaults to `None`):
             Seed of the probe and dev samples and of the selection sampler's shuffles; `None` uses the trainer's
             `seed` (0 outside a trainer).
@@ -180,8 +175,6 @@ class DMCArguments:
     generation_batch_size: int = 32
     reward_column: str | None = None
     correct_threshold: float = 1.0
-    every_epochs: int | None = None  # deprecated: reselect_every
-    pass_threshold: float | None = None  # deprecated: correct_threshold
     system: str | None = None
     selection_seed: int | None = None
 
@@ -194,8 +187,6 @@ class DMCArguments:
             raise ValueError(f"temperature (τ of softmax(DMC/τ)) must be > 0, got {self.temperature}.")
         if not 0 < self.top_fraction <= 1:
             raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}.")
-        take_deprecated(self, "every_epochs", "reselect_every")
-        take_deprecated(self, "pass_threshold", "correct_threshold")
         if self.reselect_every < 0:
             raise ValueError(f"reselect_every must be >= 0 (0 = select once), got {self.reselect_every}.")
         if self.probe_size is not None and self.probe_size < 1:

@@ -21,7 +21,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from ..core.deprecation import deprecated_argument
 from ..core.divergence import generalized_jsd_from_logits
 from ..core.teachers import check_teacher_tokenizer
 from ..core.tokenizers import ensure_pad_token
@@ -306,9 +305,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
         temperature: float = 1.0,
         log_at_start: bool = True,
         prefix: str = "diagnostics/",
-        every_n_steps: int | None = None,
     ):
-        log_every = deprecated_argument(every_n_steps, log_every, "every_n_steps", "log_every", 50)
         if log_every < 1:
             raise ValueError(f"log_every must be a positive number of steps, got {log_every}.")
         if len(texts) == 0:

@@ -5,8 +5,6 @@ from dataclasses import dataclass, field
 
 from trl import DistillationConfig
 
-from ..core.deprecation import take_deprecated
-
 
 TEACHER_MODEL_KINDS = ("initial", "ema", "live")
 STEERING_MODES = ("pooled", "contextual")
@@ -69,8 +67,6 @@ class OGLSSDConfig(DistillationConfig):
         correct_threshold (`float`, *optional*, defaults to `1.0`):
             A rollout succeeds (is *correct*) when its (weighted) reward is at or above this value; binary verifiers
             return `1.0` for a correct answer. The same name as the pool builder's and DMC's threshold.
-        success_threshold (`float`, *optional*):
-            Deprecated name of `correct_threshold`.
         reward_weights (`list[float]`, *optional*):
             Weights of the reward functions, summed into one reward per rollout. `None` weighs each function `1.0`.
 
@@ -152,7 +148,6 @@ class OGLSSDConfig(DistillationConfig):
     correct_threshold: float = field(
         default=1.0, metadata={"help": "A rollout succeeds when its weighted reward is at or above this value."}
     )
-    success_threshold: float | None = field(default=None, metadata={"help": "Deprecated: use correct_threshold."})
     reward_weights: list[float] | None = field(
         default=None, metadata={"help": "Weights of the reward functions; None weighs each 1.0."}
     )
@@ -260,7 +255,6 @@ class OGLSSDConfig(DistillationConfig):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
-        take_deprecated(self, "success_threshold", "correct_threshold")
         for name in ("steering_alpha", "correct_threshold", "positive_tail_weight"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)}.")

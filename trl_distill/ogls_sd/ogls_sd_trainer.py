@@ -12,11 +12,9 @@ from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
-from trl import DistillationTrainer
-from trl.data_utils import is_conversational
+from trl import DistillationTrainer, SyncRefModelCallback, is_conversational
 from trl.kernels import ChunkedLogProbFunction
-from trl.trainer.callbacks import SyncRefModelCallback
-from trl.trainer.utils import RepeatSampler, get_config_model_id, maybe_gather_lm_head_ctx, pad
+from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx, pad
 
 from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits, token_mean_loss
 from ..core.teachers import load_teacher
@@ -182,7 +180,7 @@ class OGLSSDTrainer(DistillationTrainer):
         peft_config=None,
     ):
         if args is None:
-            name = model if isinstance(model, str) else get_config_model_id(model.config)
+            name = model if isinstance(model, str) else model.config.name_or_path or ""
             args = OGLSSDConfig(f"{str(name).split('/')[-1] or 'model'}-OGLS-SD")
         if not isinstance(args, OGLSSDConfig):
             raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")

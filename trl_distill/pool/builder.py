@@ -14,6 +14,7 @@ Layout of `output_dir`:
 
 import gc
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -454,9 +455,7 @@ class _VLLMBackend:
     """vLLM in this process, tensor-parallel over `tensor_parallel_size` GPUs; one request seed per prompt."""
 
     def __init__(self, spec: TeacherSpec, config: BuildPoolConfig, state: PartialState):
-        from trl.import_utils import is_vllm_available
-
-        if not is_vllm_available():
+        if importlib.util.find_spec("vllm") is None:
             raise ImportError(f"Teacher {spec.name!r} uses backend='vllm': `pip install 'trl-distill[vllm]'`.")
         if state.num_processes > 1:
             raise ValueError(

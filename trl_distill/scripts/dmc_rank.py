@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ensure_pad_token(tokenizer)
         model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")
     settings = asdict(dmc_args)
-    for unused in ("strategy", "temperature", "top_fraction", "reselect_every", "every_epochs"):  # training-time
+    for unused in ("strategy", "temperature", "top_fraction", "reselect_every"):  # training-time
         settings.pop(unused)
     settings["seed"] = settings.pop("selection_seed") or 0  # no trainer seed to fall back on here
     table = rank_datasets(model, tokenizer, datasets, dev, verifier, print_table=True, **settings)

@@ -86,26 +86,13 @@ def _add_judge_arguments(parser: argparse.ArgumentParser, choices: list[str], de
     group.add_argument(
         "--judge", choices=choices, default=default, help=f"Which judge scores the responses ({default})."
     )
+    group.add_argument("--judge_model", help="Judge model: a local path/name (local) or the served model name (http).")
+    group.add_argument("--judge_url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1.")
     group.add_argument(
-        "--judge_model",
-        "--judge-model",
-        help="Judge model: a local path/name (local) or the served model name (http).",
+        "--api_key_env", default="OPENAI_API_KEY", help="Environment variable holding the judge API key (http)."
     )
-    group.add_argument(
-        "--judge_url", "--judge-url", help="Base URL of an OpenAI-compatible API, e.g. http://localhost:8000/v1."
-    )
-    group.add_argument(
-        "--api_key_env",
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="Environment variable holding the judge API key (http).",
-    )
-    group.add_argument(
-        "--judge_timeout", "--judge-timeout", type=float, default=60.0, help="Seconds per judge request (http)."
-    )
-    group.add_argument(
-        "--judge_retries", "--judge-retries", type=int, default=2, help="Re-asks after an unparsable judge reply."
-    )
+    group.add_argument("--judge_timeout", type=float, default=60.0, help="Seconds per judge request (http).")
+    group.add_argument("--judge_retries", type=int, default=2, help="Re-asks after an unparsable judge reply.")
 
 
 def _make_judge(args, progress: bool):
@@ -116,11 +103,11 @@ def _make_judge(args, progress: bool):
     if args.judge == "rule":
         return IdentityClaimJudge()
     if not args.judge_model:
-        raise SystemExit(f"error: --judge {args.judge} needs --judge-model.")
+        raise SystemExit(f"error: --judge {args.judge} needs --judge_model.")
     if args.judge == "local":
         return LocalChatJudge(args.judge_model, max_retries=args.judge_retries, show_progress=progress)
     if not args.judge_url:
-        raise SystemExit("error: --judge http needs --judge-url (the API root, e.g. http://localhost:8000/v1).")
+        raise SystemExit("error: --judge http needs --judge_url (the API root, e.g. http://localhost:8000/v1).")
     return OpenAICompatibleJudge(
         args.judge_url,
         args.judge_model,
@@ -181,7 +168,7 @@ def _run_rse(args) -> int:
         raise SystemExit("error: give the tested model's responses (--responses or a 'response' field) or --model.")
     if references is None and not args.reference_model:
         raise SystemExit(
-            "error: give the reference responses (--references or a 'reference' field) or --reference-model."
+            "error: give the reference responses (--references or a 'reference' field) or --reference_model."
         )
     model = tokenizer = reference_model = reference_tokenizer = None
     if responses is None:
@@ -230,7 +217,7 @@ def _run_ice(args) -> int:
     llm_mutator = None
     if args.llm_mutations:
         if not hasattr(judge, "complete"):
-            raise SystemExit("error: --llm-mutations uses the judge's model; choose --judge local or --judge http.")
+            raise SystemExit("error: --llm_mutations uses the judge's model; choose --judge local or --judge http.")
         llm_mutator = LLMMutator(judge)
     prompts = None
     if args.responses is None:
@@ -244,7 +231,7 @@ def _run_ice(args) -> int:
         )
     if args.write_prompts:
         if prompts is None:
-            raise SystemExit("error: --write-prompts builds new prompts; drop --responses.")
+            raise SystemExit("error: --write_prompts builds new prompts; drop --responses.")
         os.makedirs(os.path.dirname(os.path.abspath(args.write_prompts)), exist_ok=True)
         with open(args.write_prompts, "w", encoding="utf-8") as f:
             for row in prompts:
@@ -259,7 +246,7 @@ def _run_ice(args) -> int:
     elif args.model:
         model, tokenizer = _load_model(args.model)
     else:
-        raise SystemExit("error: give --model (to generate answers), --responses (pre-generated) or --write-prompts.")
+        raise SystemExit("error: give --model (to generate answers), --responses (pre-generated) or --write_prompts.")
     result = ice(
         identity,
         model=model,
@@ -286,49 +273,31 @@ def build_parser() -> argparse.ArgumentParser:
     rse_parser.add_argument("--responses", help="Responses of the tested model, one per prompt row.")
     rse_parser.add_argument("--references", help="Responses of the reference model, one per prompt row.")
     rse_parser.add_argument("--model", help="Tested model (path or name) to generate the responses.")
-    rse_parser.add_argument(
-        "--reference_model", "--reference-model", help="Reference model (path or name) to generate the references."
-    )
-    rse_parser.add_argument(
-        "--embedding_model", "--embedding-model", help="sentence-transformers model adding cosine to the auto judge."
-    )
+    rse_parser.add_argument("--reference_model", help="Reference model (path or name) to generate the references.")
+    rse_parser.add_argument("--embedding_model", help="sentence-transformers model adding cosine to the auto judge.")
     rse_parser.add_argument("--output", default="rse_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(rse_parser, ["auto", "local", "http"], default="auto")
 
     ice_parser = sub.add_parser("ice", help="Identity consistency of a model under jailbreak-style identity prompts.")
-    ice_parser.add_argument(
-        "--identity_name", "--identity-name", required=True, help="The model's true name, e.g. Qwen."
-    )
-    ice_parser.add_argument(
-        "--identity_organisation", "--identity-organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'."
-    )
+    ice_parser.add_argument("--identity_name", required=True, help="The model's true name, e.g. Qwen.")
+    ice_parser.add_argument("--identity_organisation", required=True, help="Its maker, e.g. 'Alibaba Cloud'.")
     ice_parser.add_argument("--alias", action="append", help="Other own names (repeat or comma-separate).")
-    ice_parser.add_argument(
-        "--identity_description", "--identity-description", help="Extra identity facts given to LLM judges."
-    )
+    ice_parser.add_argument("--identity_description", help="Extra identity facts given to LLM judges.")
     ice_parser.add_argument("--model", help="Model (path or name) to generate the answers.")
     ice_parser.add_argument("--responses", help="JSON/JSONL rows with 'prompt' and 'response'.")
-    ice_parser.add_argument("--write_prompts", "--write-prompts", help="Write the ICE prompts as JSONL and exit.")
+    ice_parser.add_argument("--write_prompts", help="Write the ICE prompts as JSONL and exit.")
     ice_parser.add_argument("--languages", nargs="+", default=["en"], help="Question languages (shipped: en zh).")
-    ice_parser.add_argument(
-        "--num_mutations", "--num-mutations", type=int, default=8, help="Mutated templates per language."
-    )
-    ice_parser.add_argument(
-        "--llm_mutations", "--llm-mutations", action="store_true", help="Let the judge model mutate half of them."
-    )
-    ice_parser.add_argument(
-        "--max_prompts", "--max-prompts", type=int, help="Evaluate a seeded random subset of the prompts."
-    )
+    ice_parser.add_argument("--num_mutations", type=int, default=8, help="Mutated templates per language.")
+    ice_parser.add_argument("--llm_mutations", action="store_true", help="Let the judge model mutate half of them.")
+    ice_parser.add_argument("--max_prompts", type=int, help="Evaluate a seeded random subset of the prompts.")
     ice_parser.add_argument("--seed", type=int, default=0, help="Seed of the template mutations and prompt subset.")
     ice_parser.add_argument("--output", default="ice_results.json", help="Where to write the JSON results.")
     _add_judge_arguments(ice_parser, ["rule", "local", "http"], default="rule")
 
     for p in (rse_parser, ice_parser):
-        p.add_argument(
-            "--max_new_tokens", "--max-new-tokens", type=int, default=512, help="Generation budget per response."
-        )
-        p.add_argument("--batch_size", "--batch-size", type=int, default=8, help="Prompts per generation batch.")
-        p.add_argument("--no_progress", "--no-progress", action="store_true", help="Hide progress bars.")
+        p.add_argument("--max_new_tokens", type=int, default=512, help="Generation budget per response.")
+        p.add_argument("--batch_size", type=int, default=8, help="Prompts per generation batch.")
+        p.add_argument("--no_progress", action="store_true", help="Hide progress bars.")
     return parser
 
 

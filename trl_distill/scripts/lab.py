@@ -1,7 +1,7 @@
 """`trl-distill lab`: the embedded default job, offline on the tiny world.
 
 Runs five experiments (SCAS, DMC, OGLS-SD, CaMOPD, quantification), each comparing a method with its baselines at the
-same training budget over several seeds, and writes `report.md`, PNG plots and `results.json` into `--output-dir`.
+same training budget over several seeds, and writes `report.md`, PNG plots and `results.json` into `--output_dir`.
 Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second run skips them.
 """
 
@@ -23,9 +23,7 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
         help="run size: `smoke` (the default test suite's run, not evidence), `quick`, `default` (the default), `full` "
         "(the default's world, 5 seeds and twice the test prompts)",
     )
-    parser.add_argument(
-        "--output_dir", "--output-dir", default="lab_report", help="report directory (default: lab_report/)"
-    )
+    parser.add_argument("--output_dir", default="lab_report", help="report directory (default: lab_report/)")
     parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"

@@ -19,7 +19,7 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | No
     """
     `parser.parse_args(argv)` with TRL's `--config recipe.yaml` convention, for commands built on `argparse`.
 
-    The YAML mapping's keys are option destinations (`reference_model` for `--reference-model`); its values become the
+    The YAML mapping's keys are option names without dashes (`reference_model` for `--reference_model`); its values become the
     parser's defaults (sub-commands included; required options become optional), so flags on the command line
     override them. An `env` mapping sets environment variables, as in TRL.
 
