@@ -64,7 +64,8 @@ def _one_sample(batch, row, student, teacher):
     return gap, grad.flatten()
 
 
-def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
+def two_source_world():
+    """A left-padding tokenizer, general and domain prompts, a Qwen2 student and a teacher per source."""
     tokenizer = build_tokenizer()
     tokenizer.padding_side = "left"
     general = make_task_splits(("reverse", "sort"), 8, 2, 2, seed=0)["train"]
@@ -74,6 +75,11 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
         "general": tiny_model(tokenizer, "xs", "llama", seed=1),
         "domain": tiny_model(tokenizer, "xs", "qwen2", seed=2),
     }
+    return tokenizer, general, domain, student, teachers
+
+
+def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
+    tokenizer, general, domain, student, teachers = two_source_world()
     args = CaMOPDConfig(
         output_dir=str(tmp_path), **COMMON, schedule="mixed", rho=0.5, per_device_train_batch_size=2,
         gradient_coherence_every=1, temperature=TEMPERATURE,
@@ -120,15 +126,7 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
 
 
 def test_logged_recovery_review_cosine_is_the_cosine_of_the_two_flattened_gradients(tmp_path):
-    tokenizer = build_tokenizer()
-    tokenizer.padding_side = "left"
-    general = make_task_splits(("reverse", "sort"), 8, 2, 2, seed=0)["train"]
-    domain = make_task_splits(("arithmetic",), 8, 2, 2, seed=0)["train"]
-    student = tiny_model(tokenizer, "xs", "qwen2", seed=0)
-    teachers = {
-        "general": tiny_model(tokenizer, "xs", "llama", seed=1),
-        "domain": tiny_model(tokenizer, "xs", "qwen2", seed=2),
-    }
+    tokenizer, general, domain, student, teachers = two_source_world()
     args = CaMOPDConfig(output_dir=str(tmp_path), **COMMON, per_device_train_batch_size=2, gradient_coherence_every=1)
     trainer = CaMOPDTrainer(
         student, teachers, args, {"general": general, "domain": domain}, processing_class=tokenizer
