@@ -5,7 +5,7 @@ import math
 import os
 import textwrap
 
-from .experiments.common import NO_MECHANISM
+from .experiments.common import NO_MECHANISM, REFERENCE_LINE
 
 
 def fmt(stat: dict) -> str:
@@ -42,8 +42,8 @@ BAR_CAPTION = (
     "the candidate datasets (± one sample std of the per-dataset means)."
 )
 SUMMARY_CAPTION = (
-    "Each panel: one experiment's method (orange) and baselines (blue), mean over seeds with ± one standard error of "
-    "the mean (the unit of the verdict rule); dashed line: the base student. ✓/✗: whether each precondition, measured "
+    "Each panel: one experiment's method (orange), baselines (blue) and reference lines outside the claim (grey), "
+    "mean over seeds with ± one standard error of the mean (the unit of the verdict rule); dashed line: the base student. ✓/✗: whether each precondition, measured "
     "before the comparison, is met."
 )
 
@@ -253,7 +253,11 @@ def summary_plot(path: str, results: dict) -> None:
     for ax in axes.flat[n:]:
         ax.axis("off")
     if n < rows * cols:  # the spare panel: what the marks mean and every precondition
-        lines = ["orange: the method; blue: its baselines", "error bars: ± one standard error of the mean", ""]
+        lines = [
+            "orange: the method; blue: its baselines; grey: reference lines",
+            "error bars: ± one standard error of the mean",
+            "",
+        ]
         for name, r in experiments.items():
             for p in r.get("preconditions", []):
                 mark = "·" if p["met"] is None else ("✓" if p["met"] else "✗")
@@ -270,10 +274,12 @@ def summary_plot(path: str, results: dict) -> None:
         for i, m in enumerate(labels):
             stat = methods[m]
             se = stat["std"] / math.sqrt(stat["n"]) if stat["n"] else 0.0
-            color = "#d9822b" if m in compared else "#2d5b8a"
+            reference = m in r.get("reference_lines", ())
+            color = "#d9822b" if m in compared else "#999999" if reference else "#2d5b8a"
             ax.errorbar([i], [stat["mean"]], yerr=[se], fmt="o", color=color, capsize=5, ms=6)
         _base_line(ax, _base(r))
-        ax.set_xticks(range(len(labels)), [textwrap.fill(m, 12) for m in labels], fontsize=6.5)
+        ticks = [m + (" (reference)" if m in r.get("reference_lines", ()) else "") for m in labels]
+        ax.set_xticks(range(len(labels)), [textwrap.fill(m, 12) for m in ticks], fontsize=6.5)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylabel(textwrap.fill(r["metric"], 30), fontsize=8)
         ticks = "  ".join(("✓" if p["met"] else "✗") for p in r.get("preconditions", []) if p["met"] is not None)
@@ -350,6 +356,12 @@ def make_plots(output_dir: str, results: dict) -> dict[str, list[str]]:
     return plots
 
 
+def label(r: dict, method: str) -> str:
+    """A method's name in the tables, marked when the experiment shows it only as a reference line (`reference_lines`):
+    printed beside the compared methods, but no part of the verdict."""
+    return f"{method} ({REFERENCE_LINE})" if method in r.get("reference_lines", ()) else method
+
+
 def _met(p: dict) -> str:
     return "printed" if p["met"] is None else ("met" if p["met"] else "NOT MET")
 
@@ -357,13 +369,13 @@ def _met(p: dict) -> str:
 def summary_table(results: dict) -> str:
     """Per experiment: its preconditions, one line per method, and its verdict."""
     lines = []
-    width = max([len(m) for r in results["experiments"].values() for m in r["methods"]] + [20])
+    width = max([len(label(r, m)) for r in results["experiments"].values() for m in r["methods"]] + [20])
     for r in results["experiments"].values():
         lines.append(f"{r['title']}  [{r['metric']}]")
         for p in r.get("preconditions", []):
             lines.append(f"  precondition: {p['name']} = {p['value']:+.3f}, needs {p['threshold']}: {_met(p)}")
         for method, stat in r["methods"].items():
-            lines.append(f"  {method:<{width}}  {fmt(stat)}  (n={stat['n']})")
+            lines.append(f"  {label(r, method):<{width}}  {fmt(stat)}  (n={stat['n']})")
         if r["verdict"] == NO_MECHANISM:
             lines.append("  -> NO MECHANISM HERE (a precondition is not met): the claim cannot show in this world")
         else:
@@ -421,7 +433,7 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         out += ["", f"**Here: {r['verdict']}.**", ""]
         out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
         for method, stat in r["methods"].items():
-            out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+            out.append(f"| {label(r, method)} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
         out += ["", "| method | baseline | difference | standard error | verdict |", "|---|---|---|---|---|"]
         for c in r["comparisons"]:
             out.append(
