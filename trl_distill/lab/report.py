@@ -238,7 +238,14 @@ def _base(r: dict):
     return r.get("base_student_accuracy", r.get("base_student"))
 
 
-SHORT = {"scas": "SCAS", "dmc": "DMC", "ogls_sd": "OGLS-SD", "camopd": "CaMOPD", "quantification": "RSE / ICE"}
+SHORT = {
+    "scas": "SCAS",
+    "dmc": "DMC",
+    "ogls_sd": "OGLS-SD",
+    "camopd": "CaMOPD",
+    "quantification": "RSE / ICE",
+    "real_scas": "Real SCAS",
+}
 
 
 def summary_plot(path: str, results: dict) -> None:
@@ -370,12 +377,22 @@ def summary_table(results: dict) -> str:
     """Per experiment: its preconditions, one line per method, and its verdict."""
     lines = []
     width = max([len(label(r, m)) for r in results["experiments"].values() for m in r["methods"]] + [20])
+    if any("secondary" in r for r in results["experiments"].values()):
+        width = max(width, len("base model (no training)"))
     for r in results["experiments"].values():
         lines.append(f"{r['title']}  [{r['metric']}]")
         for p in r.get("preconditions", []):
             lines.append(f"  precondition: {p['name']} = {p['value']:+.3f}, needs {p['threshold']}: {_met(p)}")
         for method, stat in r["methods"].items():
             lines.append(f"  {label(r, method):<{width}}  {fmt(stat)}  (n={stat['n']})")
+        if _base(r) is not None and "secondary" in r:
+            lines.append(f"  {'base model (no training)':<{width}}  {_base(r):.3f}")
+        secondary = r.get("secondary")
+        if secondary:  # a second metric of the same runs, printed, not judged
+            lines.append(f"  {secondary['metric']}:")
+            for method, stat in secondary["methods"].items():
+                lines.append(f"  {method:<{width}}  {fmt(stat)}  (n={stat['n']})")
+            lines.append(f"  {'base model (no training)':<{width}}  {secondary['base']:.3f}")
         if r["verdict"] == NO_MECHANISM:
             lines.append("  -> NO MECHANISM HERE (a precondition is not met): the claim cannot show in this world")
         else:
@@ -385,6 +402,8 @@ def summary_table(results: dict) -> str:
 
 def write_markdown(path: str, results: dict, plots: dict) -> None:
     preset = results["preset"]
+    # a tiny-world preset's size names its models; a `--real` run's names the real checkpoint
+    models = f"`{preset['size']}`" if "(real)" in preset["size"] else f"tiny `{preset['size']}` models"
     out = [
         "# trl-distill lab report",
         "",
@@ -393,7 +412,7 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
             if "summary" in plots
             else []
         ),
-        f"Preset `{preset['name']}`: {len(preset['seeds'])} seeds {list(preset['seeds'])}, tiny `{preset['size']}` models, "
+        f"Preset `{preset['name']}`: {len(preset['seeds'])} seeds {list(preset['seeds'])}, {models}, "
         f"{preset['pool_prompts']} training prompts, {preset['eval_prompts']} test prompts. Wall time "
         f"{results['wall_seconds']:.0f} s. Every number below is computed by `trl-distill lab` in this run "
         "(mean ± sample std over seeds); the verdicts are computed from them, not written by hand. Numbers vary by "
@@ -434,6 +453,12 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
         for method, stat in r["methods"].items():
             out.append(f"| {label(r, method)} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+        secondary = r.get("secondary")
+        if secondary:
+            out += ["", f"| method | {secondary['metric']} | seeds |", "|---|---|---|"]
+            for method, stat in secondary["methods"].items():
+                out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+            out.append(f"| base model (no training) | {secondary['base']:.3f} | |")
         out += ["", "| method | baseline | difference | standard error | verdict |", "|---|---|---|---|---|"]
         for c in r["comparisons"]:
             out.append(
