@@ -33,7 +33,7 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
     parser.add_argument(
         "--real",
         action="store_true",
-        help="the real-model experiment instead (SCAS on SmolLM2-135M-Instruct; presets `default` and `smoke`), added "
+        help="the real-model experiment instead (SCAS on SmolLM2-135M-Instruct; presets `default`, `smoke` and `full`, for a GPU), added "
         "to the report in --output-dir",
     )
     parser.add_argument(
@@ -125,20 +125,24 @@ def run_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """`--real`: the real-model SCAS experiment, its entry added to (or replacing the one in) `--output-dir`'s report."""
     import json
 
+    import torch
+
     from ..lab.experiments import real_scas
     from ..lab.experiments.common import PRESETS, Lab, clean_scratch
     from ..lab.report import summary_table, write_report
 
-    if args.quick or args.experiments or args.preset not in (None, "default", "smoke"):
+    if args.quick or args.experiments or args.preset == "quick":
         parser.error(
-            "--real takes --preset default or smoke (its own sizes), --seeds, --threads and --output-dir only"
+            "--real takes --preset default, smoke or full (its own sizes), --seeds, --threads and --output-dir only"
         )
     preset = real_scas.REAL_PRESETS[args.preset or "default"]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
     start = time.perf_counter()
     # the lab's plumbing (scratch directories, worker processes); the tiny-world preset's sizes are not used
-    lab = Lab(dataclasses.replace(PRESETS["smoke"], seeds=preset.seeds), args.output_dir, workers=args.threads)
+    # on a GPU the runs go one after the other in this process (CUDA does not survive the workers' fork)
+    workers = 1 if torch.cuda.is_available() else args.threads
+    lab = Lab(dataclasses.replace(PRESETS["smoke"], seeds=preset.seeds), args.output_dir, workers=workers)
     existing = os.path.join(args.output_dir, "results.json")
     results = {"preset": preset.to_dict(), "experiments": {}, "timings": {}}
     if os.path.exists(existing):  # a tiny-world report is there: the real experiment becomes one more section of it

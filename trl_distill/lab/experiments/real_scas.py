@@ -78,6 +78,10 @@ REAL_PRESETS = {
         "real-smoke", seeds=(0,), pool_prompts=4, eval_prompts=4, epochs=1, batch_size=4, max_new_tokens=16
     ),
     "default": RealPreset("real-default"),
+    # for a GPU (docs/lab.md): ten times the prompts, three seeds, room for longer answers; not run on 2 CPU cores
+    "full": RealPreset(
+        "real-full", seeds=(0, 1, 2), pool_prompts=512, eval_prompts=256, epochs=3, batch_size=16, max_new_tokens=96
+    ),
 }
 
 
@@ -249,7 +253,7 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
         name, seed = run
         settings = trainer_settings(
             lab, seed, num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
-            learning_rate=p.learning_rate, max_length=p.max_length,
+            learning_rate=p.learning_rate, max_length=p.max_length, use_cpu=not torch.cuda.is_available(),
         )  # fmt: skip
         config = SCASConfig(**settings, selection_seed=seed, scoring_batch_size=16, **METHODS[name])
         trainer = SCASTrainer(load(), args=config, train_dataset=pool, processing_class=tokenizer)
