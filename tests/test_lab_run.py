@@ -77,6 +77,35 @@ def test_above_a_fixed_reference_uses_the_standard_error_of_the_mean():
     assert above(stat, 0.6)["verdict"] == "not reproduced"
 
 
+def test_ogls_sd_is_judged_against_opsd_alone():
+    from trl_distill.lab.experiments.ogls_sd import ogls_sd_verdict
+
+    # the default run's recorded numbers (docs/lab.md): v2 0.260 ± 0.012, OPSD 0.130 ± 0.037, SFT 0.253 ± 0.024
+    ogls, opsd, sft = summary([0.248, 0.260, 0.272]), summary([0.093, 0.130, 0.167]), summary([0.229, 0.253, 0.277])
+    against_opsd = compare(ogls, opsd)
+    assert against_opsd["verdict"] == "reproduced"  # +0.130 against a standard error of 0.0225
+    assert compare(ogls, sft)["verdict"] == "inconclusive"  # once half the verdict; now a reference line only
+    assert ogls_sd_verdict(against_opsd, stable=True) == "reproduced"
+    assert ogls_sd_verdict(against_opsd, stable=False) == "partly reproduced"  # the win without the stability
+    # stability alone is no win: a loss to OPSD stays a loss, a win within one standard error stays inconclusive
+    assert ogls_sd_verdict(compare(opsd, ogls), stable=True) == "not reproduced"
+    assert ogls_sd_verdict(compare(summary([0.27, 0.28, 0.29]), summary([0.25, 0.27, 0.29])), True) == "inconclusive"
+
+
+def test_a_reference_line_is_labelled_and_left_out_of_the_comparisons(tmp_path):
+    from trl_distill.lab.report import summary_table, write_report
+
+    results = _fake_results()
+    toy = results["experiments"]["toy"]
+    toy["methods"]["SFT on references"] = summary([0.55, 0.6, 0.65])
+    toy["reference_lines"] = ["SFT on references"]
+    write_report(str(tmp_path), results)
+    label = "SFT on references (reference line, not part of the claim)"
+    assert f"| {label} | 0.600 ± 0.050 | 0.550, 0.600, 0.650 |" in (tmp_path / "report.md").read_text()
+    assert f"  {label}  0.600 ± 0.050  (n=3)" in summary_table(results)
+    assert "  method " in summary_table(results)  # the compared methods keep their names
+
+
 class _Stream(io.StringIO):
     def __init__(self, tty: bool):
         super().__init__()

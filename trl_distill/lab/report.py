@@ -5,7 +5,7 @@ import math
 import os
 import textwrap
 
-from .experiments.common import NO_MECHANISM
+from .experiments.common import NO_MECHANISM, REFERENCE_LINE
 
 
 def fmt(stat: dict) -> str:
@@ -42,8 +42,8 @@ BAR_CAPTION = (
     "the candidate datasets (± one sample std of the per-dataset means)."
 )
 SUMMARY_CAPTION = (
-    "Each panel: one experiment's method (orange) and baselines (blue), mean over seeds with ± one standard error of "
-    "the mean (the unit of the verdict rule); dashed line: the base student. ✓/✗: whether each precondition, measured "
+    "Each panel: one experiment's method (orange), baselines (blue) and reference lines outside the claim (grey), "
+    "mean over seeds with ± one standard error of the mean (the unit of the verdict rule); dashed line: the base student. ✓/✗: whether each precondition, measured "
     "before the comparison, is met."
 )
 
@@ -238,7 +238,14 @@ def _base(r: dict):
     return r.get("base_student_accuracy", r.get("base_student"))
 
 
-SHORT = {"scas": "SCAS", "dmc": "DMC", "ogls_sd": "OGLS-SD", "camopd": "CaMOPD", "quantification": "RSE / ICE"}
+SHORT = {
+    "scas": "SCAS",
+    "dmc": "DMC",
+    "ogls_sd": "OGLS-SD",
+    "camopd": "CaMOPD",
+    "quantification": "RSE / ICE",
+    "real_scas": "Real SCAS",
+}
 
 
 def summary_plot(path: str, results: dict) -> None:
@@ -253,7 +260,11 @@ def summary_plot(path: str, results: dict) -> None:
     for ax in axes.flat[n:]:
         ax.axis("off")
     if n < rows * cols:  # the spare panel: what the marks mean and every precondition
-        lines = ["orange: the method; blue: its baselines", "error bars: ± one standard error of the mean", ""]
+        lines = [
+            "orange: the method; blue: its baselines; grey: reference lines",
+            "error bars: ± one standard error of the mean",
+            "",
+        ]
         for name, r in experiments.items():
             for p in r.get("preconditions", []):
                 mark = "·" if p["met"] is None else ("✓" if p["met"] else "✗")
@@ -270,10 +281,12 @@ def summary_plot(path: str, results: dict) -> None:
         for i, m in enumerate(labels):
             stat = methods[m]
             se = stat["std"] / math.sqrt(stat["n"]) if stat["n"] else 0.0
-            color = "#d9822b" if m in compared else "#2d5b8a"
+            reference = m in r.get("reference_lines", ())
+            color = "#d9822b" if m in compared else "#999999" if reference else "#2d5b8a"
             ax.errorbar([i], [stat["mean"]], yerr=[se], fmt="o", color=color, capsize=5, ms=6)
         _base_line(ax, _base(r))
-        ax.set_xticks(range(len(labels)), [textwrap.fill(m, 12) for m in labels], fontsize=6.5)
+        ticks = [m + (" (reference)" if m in r.get("reference_lines", ()) else "") for m in labels]
+        ax.set_xticks(range(len(labels)), [textwrap.fill(m, 12) for m in ticks], fontsize=6.5)
         ax.set_xlim(-0.6, len(labels) - 0.4)
         ax.set_ylabel(textwrap.fill(r["metric"], 30), fontsize=8)
         ticks = "  ".join(("✓" if p["met"] else "✗") for p in r.get("preconditions", []) if p["met"] is not None)
@@ -350,6 +363,12 @@ def make_plots(output_dir: str, results: dict) -> dict[str, list[str]]:
     return plots
 
 
+def label(r: dict, method: str) -> str:
+    """A method's name in the tables, marked when the experiment shows it only as a reference line (`reference_lines`):
+    printed beside the compared methods, but no part of the verdict."""
+    return f"{method} ({REFERENCE_LINE})" if method in r.get("reference_lines", ()) else method
+
+
 def _met(p: dict) -> str:
     return "printed" if p["met"] is None else ("met" if p["met"] else "NOT MET")
 
@@ -357,13 +376,23 @@ def _met(p: dict) -> str:
 def summary_table(results: dict) -> str:
     """Per experiment: its preconditions, one line per method, and its verdict."""
     lines = []
-    width = max([len(m) for r in results["experiments"].values() for m in r["methods"]] + [20])
+    width = max([len(label(r, m)) for r in results["experiments"].values() for m in r["methods"]] + [20])
+    if any("secondary" in r for r in results["experiments"].values()):
+        width = max(width, len("base model (no training)"))
     for r in results["experiments"].values():
         lines.append(f"{r['title']}  [{r['metric']}]")
         for p in r.get("preconditions", []):
             lines.append(f"  precondition: {p['name']} = {p['value']:+.3f}, needs {p['threshold']}: {_met(p)}")
         for method, stat in r["methods"].items():
-            lines.append(f"  {method:<{width}}  {fmt(stat)}  (n={stat['n']})")
+            lines.append(f"  {label(r, method):<{width}}  {fmt(stat)}  (n={stat['n']})")
+        if _base(r) is not None and "secondary" in r:
+            lines.append(f"  {'base model (no training)':<{width}}  {_base(r):.3f}")
+        secondary = r.get("secondary")
+        if secondary:  # a second metric of the same runs, printed, not judged
+            lines.append(f"  {secondary['metric']}:")
+            for method, stat in secondary["methods"].items():
+                lines.append(f"  {method:<{width}}  {fmt(stat)}  (n={stat['n']})")
+            lines.append(f"  {'base model (no training)':<{width}}  {secondary['base']:.3f}")
         if r["verdict"] == NO_MECHANISM:
             lines.append("  -> NO MECHANISM HERE (a precondition is not met): the claim cannot show in this world")
         else:
@@ -373,6 +402,8 @@ def summary_table(results: dict) -> str:
 
 def write_markdown(path: str, results: dict, plots: dict) -> None:
     preset = results["preset"]
+    # a tiny-world preset's size names its models; a `--real` run's names the real checkpoint
+    models = f"`{preset['size']}`" if "(real)" in preset["size"] else f"tiny `{preset['size']}` models"
     out = [
         "# trl-distill lab report",
         "",
@@ -381,7 +412,7 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
             if "summary" in plots
             else []
         ),
-        f"Preset `{preset['name']}`: {len(preset['seeds'])} seeds {list(preset['seeds'])}, tiny `{preset['size']}` models, "
+        f"Preset `{preset['name']}`: {len(preset['seeds'])} seeds {list(preset['seeds'])}, {models}, "
         f"{preset['pool_prompts']} training prompts, {preset['eval_prompts']} test prompts. Wall time "
         f"{results['wall_seconds']:.0f} s. Every number below is computed by `trl-distill lab` in this run "
         "(mean ± sample std over seeds); the verdicts are computed from them, not written by hand. Numbers vary by "
@@ -421,7 +452,13 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         out += ["", f"**Here: {r['verdict']}.**", ""]
         out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
         for method, stat in r["methods"].items():
-            out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+            out.append(f"| {label(r, method)} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+        secondary = r.get("secondary")
+        if secondary:
+            out += ["", f"| method | {secondary['metric']} | seeds |", "|---|---|---|"]
+            for method, stat in secondary["methods"].items():
+                out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
+            out.append(f"| base model (no training) | {secondary['base']:.3f} | |")
         out += ["", "| method | baseline | difference | standard error | verdict |", "|---|---|---|---|---|"]
         for c in r["comparisons"]:
             out.append(

@@ -3,6 +3,9 @@
 Runs five experiments (SCAS, DMC, OGLS-SD, CaMOPD, quantification), each comparing a method with its baselines at the
 same training budget over several seeds, and writes `report.md`, PNG plots and `results.json` into `--output_dir`.
 Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second run skips them.
+
+`--real` runs the real-model experiment instead (SCAS on SmolLM2-135M-Instruct, `lab/experiments/real_scas.py`): its
+section and `results.json` entry are added to the report already in `--output-dir`, if there is one.
 """
 
 import argparse
@@ -25,6 +28,12 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
     )
     parser.add_argument("--output_dir", default="lab_report", help="report directory (default: lab_report/)")
     parser.add_argument("--experiments", nargs="+", default=None, help="a subset of the experiments, in order")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="the real-model experiment instead (SCAS on SmolLM2-135M-Instruct; presets `default`, `smoke` and `full`, for a GPU), added "
+        "to the report in --output-dir",
+    )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
     )
@@ -81,6 +90,8 @@ def run_lab(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset or ("quick" if args.quick else "default")]
     if args.seeds:
         preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
+    if args.real:
+        return run_real(parser, args)
     names = args.experiments or list(EXPERIMENTS)
     for name in names:
         if name not in EXPERIMENTS:
@@ -105,6 +116,47 @@ def run_lab(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             f"\n({preset.name} preset: a smoke test; its verdicts are not evidence. `trl-distill lab` runs the real one.)"
         )
     print(f"\nreport: {os.path.join(args.output_dir, 'report.md')}  ({results['wall_seconds']:.0f} s)")
+    return 0
+
+
+def run_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """`--real`: the real-model SCAS experiment, its entry added to (or replacing the one in) `--output-dir`'s report."""
+    import json
+
+    import torch
+
+    from ..lab.experiments import real_scas
+    from ..lab.experiments.common import PRESETS, Lab, clean_scratch
+    from ..lab.report import summary_table, write_report
+
+    if args.quick or args.experiments or args.preset == "quick":
+        parser.error(
+            "--real takes --preset default, smoke or full (its own sizes), --seeds, --threads and --output-dir only"
+        )
+    preset = real_scas.REAL_PRESETS[args.preset or "default"]
+    if args.seeds:
+        preset = dataclasses.replace(preset, seeds=tuple(args.seeds))
+    start = time.perf_counter()
+    # the lab's plumbing (scratch directories, worker processes); the tiny-world preset's sizes are not used
+    # on a GPU the runs go one after the other in this process (CUDA does not survive the workers' fork)
+    workers = 1 if torch.cuda.is_available() else args.threads
+    lab = Lab(dataclasses.replace(PRESETS["smoke"], seeds=preset.seeds), args.output_dir, workers=workers)
+    existing = os.path.join(args.output_dir, "results.json")
+    results = {"preset": preset.to_dict(), "experiments": {}, "timings": {}}
+    if os.path.exists(existing):  # a tiny-world report is there: the real experiment becomes one more section of it
+        with open(existing) as f:
+            results = json.load(f)
+        results.pop("plots", None)
+    try:
+        entry = real_scas.run(lab, results["timings"], preset)
+    finally:
+        clean_scratch(lab)
+    entry["wall_seconds"] = round(time.perf_counter() - start, 1)
+    results["experiments"]["real_scas"] = entry
+    results.setdefault("wall_seconds", entry["wall_seconds"])
+    write_report(args.output_dir, results)
+    print(summary_table({"experiments": {"real_scas": entry}}))
+    print(f"\nreport: {os.path.join(args.output_dir, 'report.md')}  (real experiment: {entry['wall_seconds']:.0f} s)")
     return 0
 
 

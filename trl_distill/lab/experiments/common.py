@@ -290,6 +290,8 @@ class Phase:
 
 # --- preconditions ----------------------------------------------------------------------------------------------------
 NO_MECHANISM = "no mechanism here"
+# a method an experiment prints beside the compared ones (`reference_lines` in its results) that its verdict ignores
+REFERENCE_LINE = "reference line, not part of the claim"
 
 
 def precondition(name: str, value: float, threshold: str, met: bool | None, how: str, detail: str = "") -> dict:
