@@ -23,7 +23,7 @@ def test_real_smoke_run_reports_the_precondition_and_three_arms(smollm2_dir, tmp
     from trl_distill.scripts.lab import main
 
     # `smollm2_dir` fetched the checkpoint: the experiment finds it in the cache
-    assert main(["--real", "--preset", "smoke", "--threads", "1", "--output-dir", str(tmp_path)]) == 0
+    assert main(["--real", "--preset", "smoke", "--threads", "1", "--output_dir", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     entry = results["experiments"]["real_scas"]
     assert set(entry["methods"]) == {"best teacher (cot)", "random style", "SCAS"}

@@ -5,7 +5,7 @@ same training budget over several seeds, and writes `report.md`, PNG plots and `
 Models the lab pre-trains are cached on disk (`$TRL_DISTILL_CACHE`), so a second run skips them.
 
 `--real` runs the real-model experiment instead (SCAS on SmolLM2-135M-Instruct, `lab/experiments/real_scas.py`): its
-section and `results.json` entry are added to the report already in `--output-dir`, if there is one.
+section and `results.json` entry are added to the report already in `--output_dir`, if there is one.
 """
 
 import argparse
@@ -32,7 +32,7 @@ def make_parser(prog: str | None = "trl-distill lab") -> argparse.ArgumentParser
         "--real",
         action="store_true",
         help="the real-model experiment instead (SCAS on SmolLM2-135M-Instruct; presets `default`, `smoke` and `full`, for a GPU), added "
-        "to the report in --output-dir",
+        "to the report in --output_dir",
     )
     parser.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="override the preset's seeds (>= 3 advised)"
@@ -120,7 +120,7 @@ def run_lab(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def run_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """`--real`: the real-model SCAS experiment, its entry added to (or replacing the one in) `--output-dir`'s report."""
+    """`--real`: the real-model SCAS experiment, its entry added to (or replacing the one in) `--output_dir`'s report."""
     import json
 
     import torch
@@ -131,7 +131,7 @@ def run_real(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.quick or args.experiments or args.preset == "quick":
         parser.error(
-            "--real takes --preset default, smoke or full (its own sizes), --seeds, --threads and --output-dir only"
+            "--real takes --preset default, smoke or full (its own sizes), --seeds, --threads and --output_dir only"
         )
     preset = real_scas.REAL_PRESETS[args.preset or "default"]
     if args.seeds:
