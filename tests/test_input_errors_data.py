@@ -199,6 +199,13 @@ def test_a_reward_outside_its_range_or_nan_is_refused_not_clipped():
     ):
         quality_per_example(scored)  # main: 0.0
 
+    def signed_reward(prompts, completions, **kwargs):  # a TRL-style reward in [-1, 1]
+        return [1.0 if c == "x" else -1.0 for c in completions]
+
+    with pytest.raises(ValueError, match=r"The verifier gave row 1 .* the reward -1.0, outside \[0, 1\]"):
+        quality_per_example(data, verifier=signed_reward)  # main: clipped to 0.0
+    assert quality_per_example(data, verifier=lambda prompts, completions, **kw: [1.0, 0.0, 1.0]) == [1.0, 0.0, 1.0]
+
 
 # --- the rest of the class: misspelled columns, missing values ----------------------------------------------------
 def test_a_misspelled_column_is_named_with_the_closest_one():

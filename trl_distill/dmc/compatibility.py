@@ -241,7 +241,7 @@ def quality_per_example(
     """Per-example quality `q_i ∈ [0, 1]` of a dataset's responses.
 
     In order of preference: the `reward_column` normalised by `reward_range`, the boolean `correct_column` (as in
-    candidate pools), or `verifier` run on the responses (its rewards clipped to `[0, 1]`).
+    candidate pools), or `verifier` run on the responses (its rewards must lie in `[0, 1]`).
 
     Raises a `ValueError`, naming the column, the row and the value, for a missing reward column, a reward that is
     missing, not a finite number (NaN, a string) or outside `reward_range`, and a `correct` value that is not a
@@ -294,6 +294,14 @@ def quality_per_example(
             )
     elif verifier is not None:
         values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
+        outside = next(((i, v) for i, v in enumerate(values) if v is not None and not 0 <= v <= 1), None)
+        if outside is not None:
+            raise ValueError(
+                f"The verifier gave row {outside[0]} of candidate dataset {name!r} the reward {outside[1]!r}, outside "
+                "[0, 1]; quality is the fraction of verified-correct responses, and a clipped reward would misstate "
+                "it. Wrap the reward to map its range onto [0, 1], or store it as a `reward_column` with its "
+                "`reward_range`."
+            )
     else:
         raise ValueError(
             f"Cannot measure the quality of candidate dataset {name!r}: it has no {correct_column!r} column and no "
@@ -305,7 +313,7 @@ def quality_per_example(
                 f"Row {i} of candidate dataset {name!r} could not be verified (its correctness is None, e.g. no "
                 "reference answer); fill its `correct`/`answer` value or drop the row."
             )
-    return [min(1.0, max(0.0, v)) for v in values]
+    return [float(v) for v in values]
 
 
 # --- relative difficulty L(D, θ) -----------------------------------------------------------------------------------
