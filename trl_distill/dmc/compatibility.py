@@ -230,6 +230,11 @@ def _quality_value(value, i: int, column: str, name: str) -> float | None:
     )
 
 
+def _first_outside_unit(values) -> tuple[int, float] | None:
+    """`(row, value)` of the first value outside `[0, 1]` (`None` values are checked elsewhere), or `None`."""
+    return next(((i, v) for i, v in enumerate(values) if v is not None and not 0 <= v <= 1), None)
+
+
 def quality_per_example(
     dataset: Dataset,
     verifier: Callable | None = None,
@@ -285,7 +290,7 @@ def quality_per_example(
         return [(r - low) / (high - low) for r in rewards]
     if correct_column in dataset.column_names:
         values = [_quality_value(v, i, correct_column, name) for i, v in enumerate(dataset[correct_column])]
-        outside = next(((i, v) for i, v in enumerate(values) if v is not None and not 0 <= v <= 1), None)
+        outside = _first_outside_unit(values)
         if outside is not None:
             raise ValueError(
                 f"Row {outside[0]} of candidate dataset {name!r} has {correct_column!r} = {outside[1]!r}; it must be a "
@@ -294,7 +299,7 @@ def quality_per_example(
             )
     elif verifier is not None:
         values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
-        outside = next(((i, v) for i, v in enumerate(values) if v is not None and not 0 <= v <= 1), None)
+        outside = _first_outside_unit(values)
         if outside is not None:
             raise ValueError(
                 f"The verifier gave row {outside[0]} of candidate dataset {name!r} the reward {outside[1]!r}, outside "
