@@ -328,13 +328,13 @@ def above(stat: dict, reference: float) -> dict:
     return compare(stat, summary([reference]))
 
 
-def each_seed(lab: Lab, train, names, bar) -> list[tuple[str, object]]:
-    """`(name, train((name, seed)))` for every name and every seed of the preset, in that order, the runs side by side
-    in `lab.workers` worker processes (`lab.parallel.parallel_map`: `train` returns what it measured); `bar` counts
-    them."""
+def each_seed(lab: Lab, train, names, bar, seeds=None) -> list[tuple[str, object]]:
+    """`(name, train((name, seed)))` for every name and every seed (the preset's unless `seeds` is given), in that
+    order, the runs side by side in `lab.workers` worker processes (`lab.parallel.parallel_map`: `train` returns what
+    it measured); `bar` counts them."""
     from ..parallel import parallel_map
 
-    runs = [(name, seed) for name in names for seed in lab.preset.seeds]
+    runs = [(name, seed) for name in names for seed in (lab.preset.seeds if seeds is None else seeds)]
     results = parallel_map(train, runs, lab.workers, lambda _: bar.update(1))
     return [(name, result) for (name, _), result in zip(runs, results)]
 

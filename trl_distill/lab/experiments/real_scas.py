@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from datasets import Dataset
 
 from ...core.generation import generate_completions
+from ...core.verifiers import completion_text
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
 from ...scas.scoring import scas_scores
@@ -135,8 +136,7 @@ def last_number_reward(completions, answer, **kwargs) -> list[float]:
     the number its working ends on."""
     rewards = []
     for completion, reference in zip(completions, answer):
-        text = completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
-        found = NUMBER.findall(text.replace(",", ""))
+        found = NUMBER.findall(completion_text(completion).replace(",", ""))
         rewards.append(float(bool(found) and float(found[-1]) == float(reference)))
     return rewards
 
@@ -274,7 +274,7 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
 
     results = {name: [] for name in METHODS}
     with Phase("Real SCAS: training and evaluation", len(METHODS) * len(p.seeds), timings) as bar:
-        for name, result in each_seed_of(lab, train, list(METHODS), p.seeds, bar):
+        for name, result in each_seed(lab, train, list(METHODS), bar, seeds=p.seeds):
             results[name].append(result)
     methods = {name: summary([r["accuracy"] for r in runs]) for name, runs in results.items()}
     nll = {name: summary([completion_nll(r["nll"]) for r in runs]) for name, runs in results.items()}
@@ -335,15 +335,3 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
 
 def fmt_stat(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
-
-
-def each_seed_of(lab: Lab, train, names: list, seeds: tuple, bar):
-    """`each_seed` over this experiment's own seeds (the lab's tiny-world preset does not apply here)."""
-    from dataclasses import replace
-
-    saved = lab.preset
-    lab.preset = replace(saved, seeds=tuple(seeds))
-    try:
-        return each_seed(lab, train, names, bar)
-    finally:
-        lab.preset = saved
