@@ -119,6 +119,40 @@ def scas_select(
     Returns:
         [`SCASSelection`]
     """
+    score_key = _check_args(strategy, score_key, group, num_groups)
+    pool = _as_columns(pool)
+    prompt_ids, teachers, flags = _pool_columns(pool, strategy, only_correct)
+    correct = flags if only_correct else [True] * len(prompt_ids)
+    cost, nll = None, None
+    if strategy in ("scas", "min_nll"):
+        cost, nll = _ranking_scores(pool, scores, strategy, score_key, len(prompt_ids))
+        key, name = (cost, score_key) if strategy == "scas" else (nll, "d_A")
+        correct = _drop_unscored(key, name, correct, prompt_ids, strategy)
+
+    accuracy = teacher_accuracy(teachers, flags) if strategy == "best_teacher" else None
+    indices, selected_prompts, skipped = [], [], []
+    groups = [0] * len(prompt_ids)
+    for prompt_id, rows in prompt_groups(prompt_ids).items():
+        eligible = [i for i in rows if correct[i]]
+        if not eligible:
+            skipped.append(prompt_id)
+            continue
+        rng = random.Random(f"{seed}:{prompt_id}")
+        if strategy == "scas":
+            choice = rng.choice(_pick_group(_rank_groups(eligible, cost, teachers, num_groups, groups), group))
+        elif strategy == "min_nll":
+            choice = min(eligible, key=lambda i: (nll[i], str(teachers[i]), i))
+        elif strategy == "best_teacher":
+            choice = min(eligible, key=lambda i: (-accuracy[teachers[i]], str(teachers[i]), i))
+        else:
+            choice = rng.choice(eligible)
+        indices.append(choice)
+        selected_prompts.append(prompt_id)
+    _report_skipped(skipped, len(indices), only_correct, strict, warn)
+    return SCASSelection(indices=indices, prompt_ids=selected_prompts, skipped=skipped, groups=groups)
+
+
+def _check_args(strategy: str, score_key: str, group: int, num_groups: int) -> str:
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown selection strategy {strategy!r}; choose one of {STRATEGIES}.")
     score_key = "learning_cost" if score_key == "scas_score" else score_key
@@ -126,7 +160,11 @@ def scas_select(
         raise ValueError(f"Unknown score_key {score_key!r}; choose one of {SCORE_KEYS}.")
     if num_groups < 1 or not 1 <= group <= num_groups:
         raise ValueError(f"Need 1 <= group <= num_groups, got group={group}, num_groups={num_groups}.")
-    pool = _as_columns(pool)
+    return score_key
+
+
+def _pool_columns(pool: dict, strategy: str, only_correct: bool) -> tuple[list, list, list[bool] | None]:
+    """`prompt_id`, `teacher` and the parsed `correct` flags (`None` when the pool has none) of a columnar pool."""
     prompt_ids, teachers = _column(pool, "prompt_id"), _column(pool, "teacher")
     if prompt_ids is None or teachers is None:
         raise ValueError(
@@ -141,78 +179,69 @@ def scas_select(
         )
     if strategy == "best_teacher" and flags is None:
         raise ValueError("strategy='best_teacher' ranks teachers by accuracy and needs a `correct` column.")
-    correct = flags if only_correct else [True] * len(prompt_ids)
+    return prompt_ids, teachers, flags
 
-    cost, nll = None, None
-    if strategy in ("scas", "min_nll"):
-        if scores is None:
-            cost, nll = _column(pool, score_key), _column(pool, "d_A")
-        elif any(isinstance(s, dict) for s in scores):  # rows that cannot compete may hold None
-            if len(scores) == len(prompt_ids) and strategy == "scas":
-                missing = next((s for s in scores if s is not None and score_key not in s), None)
-                if missing is not None:
-                    raise ValueError(
-                        f"The scores have no {score_key!r} (keys: {sorted(missing)}); pass scas_scores' output."
-                    )
-            cost = [None if s is None else s.get(score_key) for s in scores]
-            nll = [None if s is None else s.get("d_A") for s in scores]
-        else:
-            cost, nll = list(scores), None
-        key, name = (cost, score_key) if strategy == "scas" else (nll, "d_A")
-        if key is not None and len(key) != len(prompt_ids):
-            raise ValueError(
-                f"Got {len(key)} scores for the {len(prompt_ids)} rows of the pool: too "
-                f"{'many' if len(key) > len(prompt_ids) else 'few'}. Pass one score per long-form row (scas_scores' "
-                "output, in the order of to_long_pool)."
-            )
-        if key is None or any(v is None for v, c in zip(key, correct) if c):
-            raise ValueError(
-                f"Strategy {strategy!r} needs a {name} score for every eligible one of the {len(prompt_ids)} rows; "
-                "pass the output of scas_scores."
-            )
-        nan_rows = [i for i, (v, c) in enumerate(zip(key, correct)) if c and _is_nan(v)]
-        if nan_rows:
-            logger.warning(
-                f"{len(nan_rows)} candidate(s) have a NaN {name} (e.g. row {nan_rows[0]}, prompt_id "
-                f"{prompt_ids[nan_rows[0]]!r}) and do not compete; a NaN score usually means the scoring forward "
-                "overflowed (score in float32 or bfloat16, not float16)."
-            )
-            correct = [c and not _is_nan(v) for v, c in zip(key, correct)]
 
-    accuracy = teacher_accuracy(teachers, flags) if strategy == "best_teacher" else None
-    indices, selected_prompts, skipped = [], [], []
-    groups = [0] * len(prompt_ids)
-    for prompt_id, rows in prompt_groups(prompt_ids).items():
-        eligible = [i for i in rows if correct[i]]
-        if not eligible:
-            skipped.append(prompt_id)
-            continue
-        rng = random.Random(f"{seed}:{prompt_id}")
-        if strategy == "scas":
-            ranked = sorted(eligible, key=lambda i: (cost[i], str(teachers[i]), i))
-            members: dict[int, list[int]] = {}
-            for rank, i in enumerate(ranked, start=1):
-                groups[i] = rank_group(rank, len(ranked), num_groups)
-                members.setdefault(groups[i], []).append(i)
-            choice = rng.choice(_pick_group(members, group))
-        elif strategy == "min_nll":
-            choice = min(eligible, key=lambda i: (nll[i], str(teachers[i]), i))
-        elif strategy == "best_teacher":
-            choice = min(eligible, key=lambda i: (-accuracy[teachers[i]], str(teachers[i]), i))
-        else:
-            choice = rng.choice(eligible)
-        indices.append(choice)
-        selected_prompts.append(prompt_id)
+def _ranking_scores(
+    pool: dict, scores, strategy: str, score_key: str, num_rows: int
+) -> tuple[list | None, list | None]:
+    """The learning costs and the `d_A` NLLs per row, from `scores` or, when omitted, from the pool's columns."""
+    if scores is None:
+        return _column(pool, score_key), _column(pool, "d_A")
+    if not any(isinstance(s, dict) for s in scores):  # bare ranking scores
+        return list(scores), None
+    if len(scores) == num_rows and strategy == "scas":  # rows that cannot compete may hold None
+        missing = next((s for s in scores if s is not None and score_key not in s), None)
+        if missing is not None:
+            raise ValueError(f"The scores have no {score_key!r} (keys: {sorted(missing)}); pass scas_scores' output.")
+    cost = [None if s is None else s.get(score_key) for s in scores]
+    nll = [None if s is None else s.get("d_A") for s in scores]
+    return cost, nll
 
+
+def _drop_unscored(key: list | None, name: str, correct: list[bool], prompt_ids: list, strategy: str) -> list[bool]:
+    """Checks one score per eligible row; rows whose score is NaN stop competing (warned with an example)."""
+    if key is not None and len(key) != len(prompt_ids):
+        raise ValueError(
+            f"Got {len(key)} scores for the {len(prompt_ids)} rows of the pool: too "
+            f"{'many' if len(key) > len(prompt_ids) else 'few'}. Pass one score per long-form row (scas_scores' "
+            "output, in the order of to_long_pool)."
+        )
+    if key is None or any(v is None for v, c in zip(key, correct) if c):
+        raise ValueError(
+            f"Strategy {strategy!r} needs a {name} score for every eligible one of the {len(prompt_ids)} rows; "
+            "pass the output of scas_scores."
+        )
+    nan_rows = [i for i, (v, c) in enumerate(zip(key, correct)) if c and _is_nan(v)]
+    if nan_rows:
+        logger.warning(
+            f"{len(nan_rows)} candidate(s) have a NaN {name} (e.g. row {nan_rows[0]}, prompt_id "
+            f"{prompt_ids[nan_rows[0]]!r}) and do not compete; a NaN score usually means the scoring forward "
+            "overflowed (score in float32 or bfloat16, not float16)."
+        )
+    return [c and not _is_nan(v) for v, c in zip(key, correct)]
+
+
+def _rank_groups(eligible: list[int], cost: list, teachers: list, num_groups: int, groups: list[int]) -> dict:
+    """SCAS's rank groups of one prompt's candidates (1 = lowest learning cost); writes each row's group into
+    `groups` and returns the rows of each group."""
+    ranked = sorted(eligible, key=lambda i: (cost[i], str(teachers[i]), i))
+    members: dict[int, list[int]] = {}
+    for rank, i in enumerate(ranked, start=1):
+        groups[i] = rank_group(rank, len(ranked), num_groups)
+        members.setdefault(groups[i], []).append(i)
+    return members
+
+
+def _report_skipped(skipped: list, num_selected: int, only_correct: bool, strict: bool, warn: bool) -> None:
     if skipped:
         message = (
-            f"{len(skipped)} of {len(skipped) + len(indices)} prompts have no "
+            f"{len(skipped)} of {len(skipped) + num_selected} prompts have no "
             f"{'verified-correct ' if only_correct else ''}candidate (e.g. prompt_id {skipped[0]!r})"
         )
         if strict:
             raise ValueError(f"{message}. Add correct answers for them, drop them, or set strict=False to skip them.")
         if warn:
             logger.warning(f"{message}; they are skipped.")
-    if not indices:
+    if not num_selected:
         raise ValueError("No prompt has an eligible candidate: nothing to train on. Check the `correct` flags.")
-    return SCASSelection(indices=indices, prompt_ids=selected_prompts, skipped=skipped, groups=groups)
