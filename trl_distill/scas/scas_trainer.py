@@ -300,6 +300,8 @@ class SCASTrainer(SFTTrainer):
         }
         # Checks the pool before training (strict mode raises here) and gives the sampler a valid first selection.
         initial = scas_select(pool, strategy="random", only_correct=True, seed=args.selection_seed, strict=args.strict)
+        # trainer state for `_get_train_sampler`: the epoch length (one answer per prompt) and the first selection,
+        # which the callback replaces each round; the selection itself survives a resume through the callback's state
         self._scas_num_prompts = len(initial.indices)
         self._scas_initial = [dataset_index[i] for i in initial.indices]
         self.scas_callback = SCASCallback(
