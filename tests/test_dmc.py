@@ -165,7 +165,8 @@ def test_rank_datasets_orders_by_dmc_and_prints_a_table(tiny_student, tokenizer,
     # similar difficulty for a random model, so twice the quality wins
     assert [row["dataset"] for row in table] == ["good", "flawed"] and table[0]["dmc"] > table[1]["dmc"]
     for row in table:
-        assert row["dmc"] == pytest.approx(compatibility(row["quality"], row["difficulty"], row["capability"]))
+        # DMC = Q / (1 + β·(1 − C)·L) with β = 1, written out (C = 0 here, so Q / (1 + L))
+        assert row["dmc"] == pytest.approx(row["quality"] / (1 + (1 - row["capability"]) * row["difficulty"]))
         assert row["difficulty"] == pytest.approx(
             relative_difficulty(tiny_student, tokenizer, {"good": good, "flawed": flawed}[row["dataset"]], 8)
         )
