@@ -7,6 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from trl_distill.core.verifiers import completion_text
 from trl_distill.dmc.compatibility import (
     capability,
     compatibility,
@@ -99,9 +100,10 @@ def test_capability_is_the_verifier_pass_rate_of_greedy_generations(tiny_student
     seen_columns = []
 
     def parity_verifier(prompts, completions, answer, task, **kwargs):
-        # a stand-in verifier whose pass rate on a random model is neither 0 nor 1
+        # a stand-in verifier whose pass rate on a random model is neither 0 nor 1; the dev prompts are
+        # conversational, so each completion arrives as TRL passes it: one assistant message
         seen_columns.append((len(answer), len(task)))
-        return [float(sum(map(ord, c)) % 2 == 0) for c in completions]
+        return [float(sum(map(ord, c[0]["content"])) % 2 == 0) for c in completions]
 
     # independent reference: one prompt at a time, no padding, plain greedy `generate`
     passes = []
@@ -163,7 +165,8 @@ def test_rank_datasets_orders_by_dmc_and_prints_a_table(tiny_student, tokenizer,
     # similar difficulty for a random model, so twice the quality wins
     assert [row["dataset"] for row in table] == ["good", "flawed"] and table[0]["dmc"] > table[1]["dmc"]
     for row in table:
-        assert row["dmc"] == pytest.approx(compatibility(row["quality"], row["difficulty"], row["capability"]))
+        # DMC = Q / (1 + β·(1 − C)·L) with β = 1, written out (C = 0 here, so Q / (1 + L))
+        assert row["dmc"] == pytest.approx(row["quality"] / (1 + (1 - row["capability"]) * row["difficulty"]))
         assert row["difficulty"] == pytest.approx(
             relative_difficulty(tiny_student, tokenizer, {"good": good, "flawed": flawed}[row["dataset"]], 8)
         )
@@ -211,9 +214,9 @@ def test_a_verifier_returning_nan_or_too_few_rewards_is_named():
     def per_prompt_verifier(prompts, completions, **kwargs):
         return [1.0]
 
-    with pytest.raises(ValueError, match=r"verifier nan_verifier returned nan for completion 1"):
+    with pytest.raises(ValueError, match=r"'nan_verifier' returned nan for completion 1 \(responses of 'dataset'\)"):
         quality_per_example(rows, verifier=nan_verifier)
-    with pytest.raises(ValueError, match=r"verifier per_prompt_verifier returned 1 rewards for 2"):
+    with pytest.raises(ValueError, match=r"'per_prompt_verifier' returned 1 values for 2 completions"):
         quality_per_example(rows, verifier=per_prompt_verifier)
 
 
@@ -221,7 +224,7 @@ def test_capability_refuses_a_nan_verifier(tiny_student, tokenizer, arithmetic):
     def nan_verifier(prompts, completions, **kwargs):
         return [float("nan")] * len(completions)
 
-    with pytest.raises(ValueError, match="nan_verifier returned nan"):
+    with pytest.raises(ValueError, match=r"'nan_verifier' returned nan for completion 0 \(dev generations\)"):
         capability(tiny_student, tokenizer, arithmetic["dev"].select(range(2)), nan_verifier, max_new_tokens=2)
 
 
@@ -267,7 +270,7 @@ def test_plain_text_dev_prompts_are_asked_as_a_user_turn_once_said(tiny_student,
     seen = []
 
     def record(prompts, completions, **kwargs):
-        seen.append(list(completions))
+        seen.append([completion_text(c) for c in completions])  # plain or conversational, as the dev prompt
         return [1.0] * len(completions)
 
     dmc._logged.clear()

@@ -8,7 +8,6 @@ import pytest
 from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
-from trl_distill.dmc.compatibility import compatibility
 from trl_distill.dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback, mixture_weights
 from trl_distill.lab.world.tasks import make_task_splits, task_reward
 
@@ -103,8 +102,9 @@ def test_top_dataset_trains_only_on_the_best_dataset_and_logs_each_round(tmp_pat
     assert [r["step"] for r in rounds] == [0, steps_per_epoch]  # one round per epoch, logged via trainer.log
     for r in rounds:
         for name in ("good", "bad"):
-            expected = compatibility(r[f"dmc/{name}/quality"], r[f"dmc/{name}/difficulty"], r["dmc/capability"])
-            assert r[f"dmc/{name}/dmc"] == pytest.approx(expected)
+            # DMC = Q / (1 + β·(1 − C)·L), β = 1, written out rather than recomputed by `compatibility`
+            q, ell, c = r[f"dmc/{name}/quality"], r[f"dmc/{name}/difficulty"], r["dmc/capability"]
+            assert r[f"dmc/{name}/dmc"] == pytest.approx(q / (1 + (1 - c) * ell))
         assert r["dmc/good/weight"] == 1.0 and r["dmc/bad/weight"] == 0.0
     assert rounds[0]["dmc/good/quality"] == 1.0 and rounds[0]["dmc/bad/quality"] == 0.25
     # the model learned the good dataset between the rounds, so its difficulty was re-measured and fell

@@ -4,6 +4,8 @@ import importlib.util
 import os
 
 import pytest
+import torch
+from safetensors.torch import load_file
 from trl import ModelConfig, TrlParser
 
 from trl_distill.core.verifiers import VERIFIERS
@@ -56,8 +58,12 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
-    example.train(script_args, config, model_args)
-    assert os.path.exists(tmp_path / "out" / "model.safetensors")
+    trainer = example.train(script_args, config, model_args)
+    assert trainer.state.global_step == 1 and trainer.reward_func_names == ["task_reward"]  # the tiny world's verifier
+    # the saved weights are the trained ones
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    trained = trainer.model.state_dict()
+    assert saved and all(torch.equal(value, trained[name].cpu()) for name, value in saved.items())
 
 
 def test_cli_entry_point_trains_on_the_tiny_world(tmp_path, monkeypatch):

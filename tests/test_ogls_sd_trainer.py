@@ -29,7 +29,15 @@ def toy(arithmetic):
 
 
 def make_trainer(
-    tokenizer, dataset, tmp_path, model=None, reward=parity_reward, peft_config=None, opsd=False, **overrides
+    tokenizer,
+    dataset,
+    tmp_path,
+    model=None,
+    reward=parity_reward,
+    peft_config=None,
+    opsd=False,
+    trainer_class=OGLSSDTrainer,
+    **overrides,
 ):
     settings = dict(
         output_dir=str(tmp_path),
@@ -50,7 +58,7 @@ def make_trainer(
     tokenizer = copy.deepcopy(tokenizer)
     tokenizer.padding_side = "left"
     model = tiny_model(tokenizer, "xs", seed=0) if model is None else model
-    return OGLSSDTrainer(
+    return trainer_class(
         model,
         reward_funcs=reward,
         args=OGLSSDConfig.opsd(**settings) if opsd else OGLSSDConfig(**settings),
@@ -518,6 +526,48 @@ def test_rollouts_that_all_fail_warn_once_that_training_is_a_no_op(tokenizer, to
     assert "num_generations=4" in warnings[0] and "easier dataset" in warnings[0] and "softer reward" in warnings[0]
 
 
-def test_a_verifier_name_as_reward_says_how_to_resolve_it(tokenizer, toy, tmp_path):
-    with pytest.raises(TypeError, match=r"got str 'numeric'\. .*resolve_verifier\('numeric'\)"):
-        make_trainer(tokenizer, toy, tmp_path, reward="numeric")
+def test_a_verifier_name_is_a_reward_function_and_an_unknown_one_is_refused(tokenizer, toy, tmp_path):
+    trainer = make_trainer(tokenizer, toy, tmp_path, reward=["numeric", "exact_match"])
+    assert trainer.reward_func_names == ["numeric_reward", "exact_match_reward"]  # as TRL logs them
+    assert trainer.reward_funcs[0](completions=["Answer: 2.0"], answer=["2"]) == [1.0]  # the numeric verifier
+    with pytest.raises(ValueError, match=r"Unknown verifier 'numerik'"):
+        make_trainer(tokenizer, toy, tmp_path, reward="numerik")
+    with pytest.raises(TypeError, match=r"must be callables or verifier names, got int 3"):
+        make_trainer(tokenizer, toy, tmp_path, reward=3)
+
+
+def test_trl_rewards_judge_rollouts_unchanged(tokenizer, toy, tmp_path):
+    from trl.rewards import think_format_reward
+
+    def mentions_answer(completions, answer, **kwargs):  # a user's GRPO reward reading the `answer` column
+        return [float(a in c[0]["content"]) for c, a in zip(completions, answer)]
+
+    trainer = make_trainer(tokenizer, toy, tmp_path, reward=[think_format_reward, mentions_answer])
+    rows = [{**toy[0], "answer": "14"}] * 3
+    prompts = [row["prompt"] for row in rows]
+    texts = ["<think>\nhm\n</think>\nAnswer: 14", "Answer: 14", "Answer: 15"]
+    completions = [[{"role": "assistant", "content": t}] for t in texts]
+    rewards, per_func = trainer._compute_rewards(rows, prompts, completions, [[1]] * 3)
+    assert per_func.tolist() == [[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]
+    assert rewards.tolist() == [2.0, 1.0, 0.0]  # summed with weight 1 each, as GRPOTrainer sums them
+    # through a generation batch: each function's mean is logged under its name, from the returned rewards
+    trainer._generate_and_score_completions([toy[i] for i in ROWS])
+    logged = trainer._metrics["train"]
+    assert logged["rewards/think_format_reward/mean"] == [0.0]  # the tiny random student never writes <think>
+    assert set(logged) >= {"rewards/mentions_answer/mean", "reward", "steering/success_rate"}
+
+
+def test_a_subclass_overrides_the_rewards_step_alone(tokenizer, toy, tmp_path):
+    class FirstRolloutWins(OGLSSDTrainer):
+        """Replaces the scoring step only: rollout 0 of each group succeeds, the others fail."""
+
+        def _compute_rewards(self, inputs, prompts, completions, completion_ids):
+            per_func = torch.tensor([[1.0] if i % self.num_generations == 0 else [0.0] for i in range(len(prompts))])
+            return per_func[:, 0], per_func
+
+    trainer = make_trainer(tokenizer, toy, tmp_path, trainer_class=FirstRolloutWins, per_device_train_batch_size=8)
+    trainer._generate_and_score_completions([toy[i] for i in ROWS])
+    logged = trainer._metrics["train"]
+    # the logging step reads what the override returned: 2 of 8 rollouts succeed, every group is mixed
+    assert logged["reward"] == [0.25] and logged["rewards/parity_reward/mean"] == [0.25]
+    assert logged["steering/success_rate"] == [0.25] and logged["steering/frac_mixed_groups"] == [1.0]

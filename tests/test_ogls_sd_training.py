@@ -119,10 +119,25 @@ def test_plain_text_prompts(tokenizer, tmp_path):
             for i in range(8)
         ]
     )
-    trainer = make_trainer(tokenizer, rows, tmp_path, reward=task_reward, max_steps=1, teacher_model_kind="live")
+    seen = []
+
+    def recorded_task_reward(prompts, completions, **columns):
+        rewards = task_reward(prompts=prompts, completions=completions, **columns)
+        seen.append((prompts, completions, rewards))
+        return rewards
+
+    trainer = make_trainer(
+        tokenizer, rows, tmp_path, reward=recorded_task_reward, max_steps=1, teacher_model_kind="live"
+    )
     assert trainer.teacher_model is None
     trainer.train()
     assert math.isfinite(trainer.state.log_history[0]["loss"])
+    # plain prompts: the reward sees them, and the completions, as plain text (TRL's standard form)
+    for prompts, completions, _ in seen:
+        assert set(prompts) <= set(rows["prompt"]) and all(isinstance(c, str) for c in completions)
+    # the logged reward: the mean, over the step's generation batches, of what the function returned
+    means = [sum(rewards) / len(rewards) for _, _, rewards in seen]
+    assert trainer.state.log_history[0]["reward"] == pytest.approx(sum(means) / len(means))
 
 
 def test_v2_training_logs_the_tail_and_the_clip_and_opsd_trains(tokenizer, toy, tmp_path):

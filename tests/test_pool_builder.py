@@ -174,6 +174,27 @@ def test_killed_run_resumes_to_the_uninterrupted_pool(tmp_path, reference_pool, 
     assert CALLS["shards"] == 0
 
 
+def test_trl_reward_functions_verify_the_pool_unchanged(tmp_path, teacher_dirs, prompts):
+    from trl.rewards import think_format_reward
+
+    def even_length(completions, **kwargs):  # a user's GRPO-style reward, reading TRL's message form
+        return [float(len(c[0]["content"]) % 2 == 0) for c in completions]
+
+    pool = build_pool(
+        dataset=prompts.select(range(3)),
+        output_dir=str(tmp_path / "pool"),
+        **arguments(teacher_dirs, teachers=teacher_dirs[:1], verifier=[think_format_reward, even_length]),
+    )
+    assert len(pool) > 0
+    for row in pool:
+        # the random teacher never writes a <think> block (0), so the sum is the even-length reward
+        expected = float(len(completion_text(row["completion"])) % 2 == 0)
+        assert row["reward"] == expected and row["correct"] == (expected == 1.0)
+    with open(os.path.join(tmp_path, "pool", "manifest.json")) as f:
+        names = json.load(f)["verifier"]
+    assert names[0] == "trl.rewards.format_rewards.think_format_reward" and names[1].endswith("even_length")
+
+
 def test_changed_arguments_are_refused(reference_pool, teacher_dirs, prompts):
     _, output_dir = reference_pool
     before = os.listdir(output_dir)
@@ -229,7 +250,9 @@ def test_bad_inputs_fail_before_any_teacher_is_loaded(tmp_path, prompts):
     def per_prompt(prompts, completions, **columns):  # one reward per distinct prompt: a common slip
         return [1.0] * len(dict.fromkeys(map(str, prompts)))
 
-    with pytest.raises(ValueError, match=r"per_prompt fails on a dry call .* n=2 .*one reward per completion \(4\)"):
+    with pytest.raises(
+        ValueError, match=r"per_prompt fails on a dry call .* n=2 .*returned 2 values for 4 completions"
+    ):
         build_pool(missing_teacher, prompts, out, n=2, verifier=per_prompt)
     assert not os.path.exists(out)
 

@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 
 from trl_distill.core import verifiers as verify
-from trl_distill.core.verifiers import is_math_verify_available, resolve_verifier, run_verifier, verifier_name
+from trl_distill.core.rewards import InvalidRewardError, call_reward_funcs
+from trl_distill.core.verifiers import is_math_verify_available, resolve_verifier, verifier_name
 from trl_distill.lab.world import tasks  # noqa: F401  (registers the `lab_task` verifier)
+
+
+def run_verifier(fn, prompts, completions, columns):
+    """One function's rewards through the shared adapter, `None` where it did not score."""
+    rewards = call_reward_funcs([fn], prompts, completions, columns)[:, 0].tolist()
+    return [None if math.isnan(r) else r for r in rewards]
 
 
 def check(name, completions, answers, **kwargs):
@@ -78,11 +85,11 @@ def test_bad_verifiers_are_named_in_the_error():
     def short(prompts, completions, **kwargs):
         return [1.0]
 
-    with pytest.raises(ValueError, match=r"one reward per completion \(2\), got 1 values"):
+    with pytest.raises(InvalidRewardError, match=r"'short' returned 1 values for 2 completions"):
         run_verifier(short, ["a", "b"], ["x", "y"], {})
     with pytest.raises(ValueError, match="returned nan for completion 0"):
         run_verifier(lambda **kw: [math.nan], ["a"], ["x"], {})
-    with pytest.raises(ValueError, match="returned 'yes' for completion 0"):
+    with pytest.raises(ValueError, match="returned str 'yes' for completion 0"):
         run_verifier(lambda **kw: ["yes"], ["a"], ["x"], {})
 
 

@@ -6,6 +6,7 @@ import importlib
 import os
 
 import pytest
+import yaml
 from trl import TrlParser
 
 
@@ -46,7 +47,20 @@ def test_recipe_parses_with_its_command(recipe, tmp_path):
     if command == "dmc" and recipe.endswith("toy.yaml"):
         argv += ["--lab"]  # DMC's data arguments check their datasets at parse time
     parsed = command_parser(command).parse_args_and_config(args=argv)
-    assert len(parsed) >= 1 and all(p is not None for p in parsed)
+    # every key the recipe sets reaches a parsed field with the recipe's value (read here with yaml, not TrlParser)
+    with open(recipe) as f:
+        written = yaml.safe_load(f)
+    overridden = {arg[2:] for arg in argv if arg.startswith("--")}
+    for key, value in written.items():
+        if key in overridden:
+            continue
+        holders = [p for p in parsed if hasattr(p, key)]
+        assert holders, f"{key} is a field of no parsed config"
+        got = getattr(holders[0], key)
+        got = getattr(got, "value", got)  # enum fields (lr_scheduler_type) hold their string as `.value`
+        if key == "report_to" and value == "none":  # transformers reads "none" as no integration
+            value = []
+        assert got == value or str(got) == str(value), f"{key}: {got!r} != {value!r}"
 
 
 def test_accelerate_configs_match_their_names():

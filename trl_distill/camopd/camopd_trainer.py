@@ -13,7 +13,7 @@ from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 
 from ..core.data import check_local_path
-from ..core.divergence import LMHead, generalized_jsd, token_mean_loss
+from ..core.divergence import LMHead, compute_distillation_loss, generalized_jsd, token_mean_loss
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
 from .coherence import (
@@ -232,7 +232,8 @@ class CaMOPDTrainer(DistillationTrainer):
                 "`rho=1.0`."
             )
         self._check_generation_batch_fits()
-        self._pending_divergence: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # trainer state across steps: the latest micro-batch of each source, kept for the recovery/review cosine
+        # (`_log_gradient_coherence` runs every `gradient_coherence_every` steps on the batches last seen)
         self._latest_batches: dict[str, dict] = {}
         if args.gradient_coherence_every and self._gradients_unreachable:
             logger.warning(
@@ -587,30 +588,39 @@ class CaMOPDTrainer(DistillationTrainer):
 
     # ------------------------------------------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self._pending_divergence = {}
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if len(self.teacher_names) == 1:  # the loss is the token-mean divergence to the one teacher: logged as `loss`
-            return result
+        loss, divergences = compute_distillation_loss(self, model, inputs, num_items_in_batch, self._compute_loss)
+        if len(self.teacher_names) > 1:  # with one teacher the loss is the token-mean divergence: logged as `loss`
+            self._log_divergences(divergences)
+        return (loss, None) if return_outputs else loss
+
+    def _log_divergences(self, divergences: dict) -> None:
+        """Logs `divergence/<teacher>`, the token-mean divergence to each teacher over all processes, from the
+        `(sum, tokens)` per teacher that [`_compute_loss`] returns (a teacher absent from this process counts 0)."""
         mode = "train" if self.model.training else "eval"
         device = self.accelerator.device
         zero = torch.zeros((), device=device)
         local = torch.stack(
             [
                 torch.stack([s.to(device).float(), n.to(device).float()])
-                for s, n in (self._pending_divergence.get(name, (zero, zero)) for name in self.teacher_names)
+                for s, n in (divergences.get(name, (zero, zero)) for name in self.teacher_names)
             ]
         )
         totals = self.accelerator.gather(local).view(-1, len(self.teacher_names), 2).sum(0)
         for name, (div_sum, count) in zip(self.teacher_names, totals.tolist()):
             if count > 0:
                 self._metrics[mode][f"divergence/{name}"].append(div_sum / count)
-        return result
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+        """The divergence of each row to its own teacher, summed over the micro-batch.
+
+        Returns `(loss, entropy_sum, num_valid_tokens, divergences)`: TRL's `_compute_loss` triple, and
+        `divergences`, per teacher of this micro-batch, `(summed divergence, loss tokens)`, which `compute_loss` hands
+        to `_log_divergences`. A subclass overriding this hook returns the same four values.
+        """
         if any(key in inputs for key in MULTIMODAL_KEYS):
             if len(self.teacher_names) > 1 or "teacher_hidden_states" in inputs:
                 raise ValueError("Multimodal prompts are supported with one teacher and `rho=1.0` only.")
-            return super()._compute_loss(unwrapped_student, inputs, num_items_in_batch)
+            return (*super()._compute_loss(unwrapped_student, inputs, num_items_in_batch), {})
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         loss_mask = (
@@ -625,6 +635,7 @@ class CaMOPDTrainer(DistillationTrainer):
         student_hidden, loss_mask = student_hidden.to(device), loss_mask.to(device)
         total = student_hidden.new_zeros((), dtype=torch.float32)
         entropy_sum = total.clone()
+        divergences = {}
         for name, rows in self._teacher_rows(sources):
             if len(rows) == input_ids.size(0):  # the whole micro-batch: no row copies
 
@@ -660,9 +671,9 @@ class CaMOPDTrainer(DistillationTrainer):
                 )
             total = total + divergence.sum()
             entropy_sum = entropy_sum + entropy.sum()
-            self._pending_divergence[name] = (divergence.detach().sum(), take(loss_mask).sum())
+            divergences[name] = (divergence.detach().sum(), take(loss_mask).sum())
         n_valid = loss_mask.sum()
-        return token_mean_loss(total, n_valid, num_items_in_batch), entropy_sum.detach(), n_valid
+        return token_mean_loss(total, n_valid, num_items_in_batch), entropy_sum.detach(), n_valid, divergences
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def training_step(self, model, inputs, num_items_in_batch):
@@ -698,7 +709,6 @@ class CaMOPDTrainer(DistillationTrainer):
             params,
             sharded=self.is_fsdp_enabled,
         )
-        self._pending_divergence = {}
         coherence = self.accelerator.gather(coherence.reshape(1).to(self.accelerator.device)).mean().item()
         self._metrics["train"]["grad_coherence"].append(coherence)
 

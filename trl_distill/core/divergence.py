@@ -159,3 +159,37 @@ def token_mean_loss(total: torch.Tensor, num_tokens: torch.Tensor, num_items_in_
     if isinstance(num_items_in_batch, torch.Tensor):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch
+
+
+def compute_distillation_loss(
+    trainer, model, inputs: dict, num_items_in_batch, loss_terms
+) -> tuple[torch.Tensor, dict]:
+    """`DistillationTrainer.compute_loss` for a trainer whose loss also returns statistics, so they are handed back
+    rather than left on the trainer for the next hook to read.
+
+    The same steps as TRL's: the loss tokens counted over the generated completions (`inputs["num_items_in_batch"]`,
+    per process), the loss run through the DDP/FSDP wrapper (`_forward_redirection`), and the mean student entropy
+    logged as `entropy` in the trainer's `_metrics`, after the wrapped forward (no collective inside it).
+
+    Args:
+        trainer (`DistillationTrainer`): the trainer computing the loss.
+        model: the (wrapped) student, as `compute_loss` receives it.
+        inputs (`dict`): the micro-batch.
+        num_items_in_batch: the Trainer's loss-token count, replaced by the generated one in training.
+        loss_terms (`Callable`): `(unwrapped_student, inputs, num_items_in_batch) -> (loss, entropy_sum,
+            num_valid_tokens, stats)`, `stats` a `dict` of tensors for the caller to log.
+
+    Returns:
+        `tuple[torch.Tensor, dict]`: the loss and `stats`.
+    """
+    if trainer.model.training and inputs.get("num_items_in_batch") is not None:
+        num_items_in_batch = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
+    unwrapped = trainer.accelerator.unwrap_model(model)
+    loss, entropy_sum, num_valid, stats = trainer._forward_redirection(
+        model, unwrapped, loss_terms, unwrapped, inputs, num_items_in_batch
+    )
+    mode = "train" if trainer.model.training else "eval"
+    num_valid = trainer.accelerator.gather_for_metrics(num_valid).sum()
+    entropy_sum = trainer.accelerator.gather_for_metrics(entropy_sum).sum()
+    trainer._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
+    return loss, stats

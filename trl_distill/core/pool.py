@@ -27,6 +27,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from .data import did_you_mean
+from .rewards import as_completions, as_reward_funcs, call_reward_funcs, is_correct, weighted_reward
 
 
 LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
@@ -297,6 +298,37 @@ def to_long_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:
                 }
             )
     return Dataset.from_list(rows)
+
+
+def verify_pool(dataset: Dataset, reward_funcs, correct_threshold: float = 1.0) -> Dataset:
+    """The pool in long form with each answer's `correct` flag set by `reward_funcs`, as the pool builder sets it.
+
+    The reward functions are called as `GRPOTrainer` calls them (see [`trl_distill.core.rewards`]): `prompts` and
+    `completions` as the pool holds them (text, or messages after a conversational prompt), the pool's other columns
+    as keyword arguments. An answer is correct when its summed reward reaches `correct_threshold`; one no function
+    scored (every reward `None`) is not. The summed reward is kept in a `reward` column (`None` where unscored), any
+    earlier `correct` and `reward` columns replaced.
+
+    Args:
+        dataset (`Dataset`): a candidate pool in any form [`to_long_pool`] takes (the `correct` column may be absent).
+        reward_funcs (`Callable`, `str` or `list`): TRL reward functions or verifier names (e.g.
+            `trl.rewards.accuracy_reward`, `"exact_match"`).
+        correct_threshold (`float`, *optional*, defaults to `1.0`): the reward at which an answer is correct.
+
+    Returns:
+        `Dataset`: the long-form pool with `correct` and `reward` columns.
+    """
+    long = to_long_pool(dataset, require_correct=False)
+    long = long.remove_columns([c for c in ("correct", "reward") if c in long.column_names])
+    prompts = long["prompt"]
+    columns = {c: long[c] for c in long.column_names}
+    per_func = call_reward_funcs(
+        as_reward_funcs(reward_funcs), prompts, as_completions(prompts, long["completion"]), columns, where=" (pool)"
+    )
+    rewards = weighted_reward(per_func)
+    return long.add_column("reward", [None if math.isnan(r) else r for r in rewards.tolist()]).add_column(
+        "correct", [bool(c) for c in is_correct(rewards, correct_threshold)]
+    )
 
 
 def to_grouped_pool(dataset: Dataset, require_correct: bool = True) -> Dataset:

@@ -12,16 +12,19 @@ Named verifiers:
   `math-verify` package: `pip install "trl-distill[math]"`);
 - `lab_task`: the tiny world's verifier, dispatching on the `task` column (registered by `trl_distill.lab.world`).
 
-Anything else is either an import path `"package.module:function"` or a callable
-`(prompts, completions, **columns) -> list[float | None]`. A reward of `None` means the answer could not be checked
-(e.g. no reference); such answers are never marked correct.
+Anything else is either an import path `"package.module:function"` (e.g. `"trl.rewards:accuracy_reward"`) or a
+callable `(prompts, completions, **columns) -> list[float | None]`. A reward of `None` means the answer could not be
+checked (e.g. no reference); such answers are never marked correct. [`trl_distill.core.rewards`] calls them.
+
+Only verifiers TRL has no counterpart for live here: `trl.rewards.accuracy_reward` reads a `solution` column from
+one-message conversational completions, while `math_verify` reads `answer` (or `solution`) from plain or
+conversational completions and parses a bare reference (`1+x`) as one expression.
 """
 
 import functools
 import importlib
 import importlib.util
 import math
-import numbers
 import re
 from collections.abc import Callable
 
@@ -189,32 +192,3 @@ def resolve_verifier(verifier: str | Callable, tolerance: float = 1e-6) -> Calla
         f"Unknown verifier {verifier!r}. Choose one of {sorted(VERIFIERS)}, give an import path "
         "'package.module:function', or pass a callable with TRL's reward-function signature."
     )
-
-
-def run_verifier(verifier: Callable, prompts: list, completions: list, columns: dict[str, list]) -> list[float | None]:
-    """Calls `verifier` and checks its answer: one finite number (or `None`) per completion.
-
-    Args:
-        verifier (`Callable`): a resolved reward function.
-        prompts (`list`): the prompt of each completion.
-        completions (`list`): the completions (strings or lists of assistant messages).
-        columns (`dict[str, list]`): the dataset's other columns, one value per completion, passed as keywords.
-    """
-    rewards = verifier(prompts=prompts, completions=completions, **columns)
-    name = verifier_name(verifier)
-    if not isinstance(rewards, list | tuple) or len(rewards) != len(completions):
-        got = f"{len(rewards)} values" if isinstance(rewards, list | tuple) else type(rewards).__name__
-        raise ValueError(f"Verifier {name} must return one reward per completion ({len(completions)}), got {got}.")
-    checked = []
-    for i, reward in enumerate(rewards):
-        if reward is None:
-            checked.append(None)
-            continue
-        if isinstance(reward, bool):
-            reward = float(reward)
-        if not isinstance(reward, numbers.Real) or not math.isfinite(reward):
-            raise ValueError(
-                f"Verifier {name} returned {reward!r} for completion {i}; rewards must be finite or None."
-            )
-        checked.append(float(reward))
-    return checked

@@ -31,6 +31,7 @@ from ..core.engine import distributed_state, score_batches
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
 from ..core.pool import conversational_to_prompt_completion
+from ..core.rewards import InvalidRewardError, as_completions, as_reward_funcs, call_reward_funcs, weighted_reward
 from ..core.tokenizers import ensure_pad_token
 
 
@@ -187,34 +188,23 @@ def probe_indices(num_rows: int, probe_size: int | None, seed: int = 0, what: st
     return sorted(random.Random(seed).sample(range(num_rows), probe_size))
 
 
-def _verify(verifier: Callable, dataset: Dataset, completions: Sequence, where: str) -> list[float | None]:
+def _verify(verifier, dataset: Dataset, completions: Sequence, where: str) -> list[float | None]:
+    """The reward of each completion by `verifier` (TRL reward functions, summed; see [`trl_distill.core.rewards`]),
+    `None` where no function scored it. Texts generated here reach the functions in the dataset's form."""
+    prompts = dataset["prompt"]
     columns = {c: dataset[c] for c in dataset.column_names if c not in ("prompt", "completion")}
     try:
-        rewards = verifier(prompts=dataset["prompt"], completions=list(completions), **columns)
+        per_func = call_reward_funcs(
+            as_reward_funcs(verifier), prompts, as_completions(prompts, completions), columns, where=f" ({where})"
+        )
+    except InvalidRewardError:
+        raise
     except (TypeError, KeyError, ValueError) as error:
         raise ValueError(
             f"The verifier failed on the {where} (columns: {dataset.column_names}): {error}. Give the rows the "
             "columns the verifier reads (e.g. `answer`, `task`), or a boolean `correct` column."
         ) from error
-    name = getattr(verifier, "__name__", None) or type(verifier).__name__
-    if not isinstance(rewards, list | tuple) or len(rewards) != len(completions):
-        got = f"{len(rewards)} rewards" if isinstance(rewards, list | tuple) else f"a {type(rewards).__name__}"
-        raise ValueError(
-            f"The verifier {name} returned {got} for {len(completions)} {where}; it must return one reward (a "
-            "number, or None when it cannot check) per completion."
-        )
-    checked: list[float | None] = []
-    for i, reward in enumerate(rewards):
-        if reward is None:
-            checked.append(None)
-        elif isinstance(reward, numbers.Real) and math.isfinite(reward):
-            checked.append(float(reward))
-        else:
-            raise ValueError(
-                f"The verifier {name} returned {reward!r} for completion {i} of the {where}; rewards must be finite "
-                "numbers, or None when a completion cannot be checked (a NaN would silently count as wrong)."
-            )
-    return checked
+    return [None if math.isnan(r) else r for r in weighted_reward(per_func).tolist()]
 
 
 def _quality_value(value, i: int, column: str, name: str) -> float | None:
@@ -254,7 +244,7 @@ def quality_per_example(
 
     Args:
         dataset (`Dataset`): prompt–completion rows.
-        verifier (`Callable`, *optional*): a TRL reward function `(prompts, completions, **columns)`; used when the
+        verifier (`Callable`, `str` or `list`, *optional*): TRL reward functions (see [`capability`]); used when the
             dataset has neither a reward nor a `correct` column.
         correct_column (`str`, *optional*, defaults to `"correct"`): the verified-correct flag column.
         reward_column (`str`, *optional*): a reward column to use instead of correctness.
@@ -401,6 +391,7 @@ def check_dev_dataset(dev_dataset: Dataset | None, verifier: Callable | None) ->
             "Capability C(θ) is the pass rate of greedy generations by the task's verifier, and no verifier was "
             "given. Pass a TRL reward function, e.g. `trl_distill.core.verifiers.numeric_reward`."
         )
+    as_reward_funcs(verifier)  # an unknown verifier name fails here, before any generation
     if dev_dataset is None or len(dev_dataset) == 0:
         raise ValueError(
             "The dev split for capability C(θ) is empty; give held-out prompts with their reference answers "
@@ -431,7 +422,9 @@ def capability(
         model: the student, in its current state.
         tokenizer: its tokenizer (with a pad token).
         dev_dataset (`Dataset`): held-out rows with a `prompt` column and the columns the verifier reads (`answer`).
-        verifier (`Callable`): a TRL reward function `(prompts, completions, **columns) -> list[float | None]`.
+        verifier (`Callable`, `str` or `list`): TRL reward functions, as `GRPOTrainer`'s `reward_funcs` (e.g.
+            `trl.rewards.accuracy_reward`, or a verifier name), summed; a generation reaches them as a conversational
+            completion when its dev prompt is conversational.
         max_new_tokens (`int`, *optional*, defaults to `64`): generation budget.
         batch_size (`int`, *optional*, defaults to `32`): prompts per `generate` call.
         correct_threshold (`float`, *optional*, defaults to `1.0`): the reward that counts as a pass.
@@ -534,8 +527,8 @@ def rank_datasets(
             list of row dicts or a dict of columns. Two keys of one name (`1` and `"1"`) are refused.
         dev_dataset (`Dataset`): held-out prompts with reference answers for capability (or a list of row dicts /
             a dict of columns).
-        verifier (`Callable`): the task's TRL reward function (capability, and quality where there is no `correct`
-            column).
+        verifier (`Callable`, `str` or `list`): the task's TRL reward functions (see [`capability`]): capability, and
+            quality where there is no `correct` column.
         beta (`float`, *optional*, defaults to `1.0`): `β` of [`compatibility`].
         probe_size (`int`, *optional*, defaults to `128`): probe rows per dataset for `L`.
         dev_size (`int`, *optional*, defaults to `64`): dev rows for `C` (a seeded sample; `None` = all).

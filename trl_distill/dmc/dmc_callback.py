@@ -236,9 +236,10 @@ class DMCCallback(SelectionCallback):
             order). Packing is refused: it merges rows, so row indices would no longer name examples.
         dev_dataset (`Dataset`):
             Held-out rows (`prompt` and the columns the verifier reads, e.g. `answer`) for the capability `C`.
-        verifier (`Callable`):
-            The task's TRL reward function `(prompts, completions, **columns) -> list[float | None]`; also measures
-            quality where a dataset has no `correct` (or `reward_column`) column.
+        verifier (`Callable`, `str` or `list`):
+            The task's TRL reward functions `(prompts, completions, **columns) -> list[float | None]`, as
+            `GRPOTrainer`'s `reward_funcs` (e.g. `trl.rewards.accuracy_reward`, or a verifier name; several are
+            summed); also measures quality where a dataset has no `correct` (or `reward_column`) column.
         args ([`DMCArguments`], *optional*):
             The settings; keyword arguments override its fields (`DMCCallback(..., strategy="top_dataset")`).
         trainer (`transformers.Trainer`, *optional*):

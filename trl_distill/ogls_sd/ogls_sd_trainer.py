@@ -1,7 +1,6 @@
 """OGLS-SD: on-policy self-distillation (OPSD) with an outcome-guided, steered privileged teacher."""
 
 import math
-import numbers
 import textwrap
 import warnings
 from collections.abc import Callable
@@ -12,11 +11,18 @@ from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
-from trl import DistillationTrainer, SyncRefModelCallback, is_conversational
+from trl import DistillationTrainer, SyncRefModelCallback
 from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx, pad
 
-from ..core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits, token_mean_loss
+from ..core.divergence import (
+    LMHead,
+    compute_distillation_loss,
+    generalized_jsd,
+    generalized_jsd_from_logits,
+    token_mean_loss,
+)
+from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, reward_func_name, weighted_reward
 from ..core.teachers import load_teacher
 from ..core.verifiers import completion_text
 from .clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
@@ -127,10 +133,11 @@ class OGLSSDTrainer(DistillationTrainer):
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
             The student, and the teacher it becomes when shown privileged context.
-        reward_funcs (`Callable` or `list[Callable]`):
-            Verifiers with TRL's reward-function signature, `(prompts, completions, completion_ids, **columns) ->
-            list[float | None]`; dataset columns arrive as keyword arguments. `None` marks a rollout the function does
-            not apply to.
+        reward_funcs (`Callable`, `str` or `list` of them):
+            Reward functions as `GRPOTrainer` takes them (e.g. `trl.rewards.accuracy_reward`): callables
+            `(prompts, completions, completion_ids, trainer_state, **columns) -> list[float | None]`, with dataset
+            columns as keyword arguments and `None` for a rollout the function does not apply to, or verifier names
+            of [`trl_distill.core.verifiers`] (`"numeric"`, ...) and import paths; see [`trl_distill.core.rewards`].
         args ([`OGLSSDConfig`], *optional*):
             Configuration; a default one when `None`.
         train_dataset ([`~datasets.Dataset`]):
@@ -147,7 +154,8 @@ class OGLSSDTrainer(DistillationTrainer):
     Raises (before training): a `ValueError` for no reward function or mismatched `reward_weights`, an
     `IterableDataset` or empty dataset, a missing `prompt` (or, for the privileged anchor, `privileged_context`)
     column or `None` contexts, a train dataset with fewer prompts than one generation batch needs (training would run
-    zero steps), and an EMA teacher for a PEFT student; a `TypeError` for a reward that is not callable. During
+    zero steps), and an EMA teacher for a PEFT student, or an unknown verifier name; a `TypeError` for a reward that is neither
+    callable nor a name. During
     generation, a reward function that returns the wrong number of values, NaN, a string, or `None` for every
     completion raises, naming the function. Logs one warning when a training generation batch has no group with both
     outcomes and no positive-tail token: the target then is the student's initial self, and training is a no-op.
@@ -184,20 +192,8 @@ class OGLSSDTrainer(DistillationTrainer):
             args = OGLSSDConfig(f"{str(name).split('/')[-1] or 'model'}-OGLS-SD")
         if not isinstance(args, OGLSSDConfig):
             raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")
-        self.reward_funcs = list(reward_funcs) if isinstance(reward_funcs, list | tuple) else [reward_funcs]
-        if not self.reward_funcs:
-            raise ValueError(
-                "OGLS-SD needs at least one reward function to tell successful rollouts from failed ones."
-            )
-        for func in self.reward_funcs:
-            if not callable(func):
-                hint = (
-                    f" To use a named verifier, resolve it first: trl_distill.core.verifiers.resolve_verifier({func!r})."
-                    if isinstance(func, str)
-                    else ""
-                )
-                raise TypeError(f"Reward functions must be callables, got {type(func).__name__} {func!r:.60}.{hint}")
-        self.reward_func_names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        self.reward_funcs = as_reward_funcs(reward_funcs)
+        self.reward_func_names = [reward_func_name(f) for f in self.reward_funcs]
         weights = args.reward_weights or [1.0] * len(self.reward_funcs)
         if len(weights) != len(self.reward_funcs):
             raise ValueError(
@@ -253,6 +249,7 @@ class OGLSSDTrainer(DistillationTrainer):
                 self.add_callback(_EMATeacherCallback(self))
         self.num_generations = args.num_generations
         self._check_generation_batch_fits(train_dataset)
+        # trainer state: the no-outcome-signal warning is said once per run (see `_warn_if_no_outcome_signal`)
         self._warned_no_outcome_signal = False
 
         heads = [LMHead.of(self.accelerator.unwrap_model(self.model))]
@@ -422,60 +419,23 @@ class OGLSSDTrainer(DistillationTrainer):
 
     def _compute_rewards(
         self, inputs: list[dict], prompts: list, completions: list, completion_ids: list
-    ) -> torch.Tensor:
-        """Weighted reward per rollout, `NaN` where every function returned `None`; validates what the functions return."""
-        n = len(prompts)
-        columns = {key: [row[key] for row in inputs] for key in inputs[0] if key not in ("prompt", "completion")}
-        per_func = torch.full((n, len(self.reward_funcs)), math.nan)
-        for i, (func, name) in enumerate(zip(self.reward_funcs, self.reward_func_names)):
-            values = func(
-                prompts=prompts,
-                completions=completions,
-                completion_ids=completion_ids,
-                trainer_state=self.state,
-                **columns,
-            )
-            if values is None or not hasattr(values, "__len__") or len(values) != n:
-                got = (
-                    "None"
-                    if values is None
-                    else f"{len(values)} values"
-                    if hasattr(values, "__len__")
-                    else repr(values)
-                )
-                raise ValueError(
-                    f"Reward function {name!r} returned {got} for {n} completions; it must return a list with one float "
-                    "(or None where it does not apply) per completion."
-                )
-            for j, value in enumerate(values):
-                if value is None:
-                    continue
-                if isinstance(value, torch.Tensor) and value.numel() == 1:
-                    value = value.item()
-                if isinstance(value, str | bytes) or not isinstance(value, numbers.Real):
-                    raise TypeError(
-                        f"Reward function {name!r} returned {type(value).__name__} {value!r:.60} for completion {j}; "
-                        "it must return a number (or None where it does not apply) per completion, e.g. "
-                        "float(answer_is_right) rather than a string."
-                    )
-                value = float(value)
-                if not math.isfinite(value):  # an infinite reward would make the logged mean (and weights) inf/NaN
-                    raise ValueError(
-                        f"Reward function {name!r} returned {value} for completion {j} ({completions[j]!r:.80}). Return "
-                        "None for a completion the function does not apply to, and a finite number otherwise."
-                    )
-                per_func[j, i] = value
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Calls the reward functions as `GRPOTrainer` does (see [`trl_distill.core.rewards`]).
+
+        Returns `(rewards, rewards_per_func)`: the weighted reward per rollout (`NaN` where every function returned
+        `None`) and the `(N, F)` rewards of each function (`NaN` for `None`), which `_log_steering` logs.
+        """
+        columns = {key: [row[key] for row in inputs] for key in inputs[0]}
+        per_func = call_reward_funcs(
+            self.reward_funcs, prompts, completions, columns, completion_ids=completion_ids, trainer_state=self.state
+        ).float()
         if torch.isnan(per_func).all():
             raise ValueError(
-                f"Every reward function ({', '.join(self.reward_func_names)}) returned None for all {n} completions, so "
-                "no rollout can be judged a success or a failure. Check that the dataset has the columns they read "
-                f"(available: {sorted(columns)})."
+                f"Every reward function ({', '.join(self.reward_func_names)}) returned None for all {len(prompts)} "
+                "completions, so no rollout can be judged a success or a failure. Check that the dataset has the "
+                f"columns they read (available: {sorted(k for k in columns if k not in ('prompt', 'completion'))})."
             )
-        scored = ~torch.isnan(per_func).all(dim=1)
-        rewards = torch.nansum(per_func * self.reward_weights, dim=1)
-        rewards[~scored] = math.nan
-        self._last_rewards_per_func = per_func
-        return rewards
+        return weighted_reward(per_func, self.reward_weights), per_func
 
     # ------------------------------------------------------------------ generation batch
 
@@ -498,12 +458,9 @@ class OGLSSDTrainer(DistillationTrainer):
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids, completion_mask)]
         texts = self.processing_class.batch_decode(ids_list, skip_special_tokens=True)
-        if is_conversational({"prompt": prompts[0]}):
-            completions = [[{"role": "assistant", "content": text}] for text in texts]
-        else:
-            completions = texts
+        completions = as_completions(prompts, texts)
 
-        rewards = self._compute_rewards(inputs, prompts, completions, ids_list)
+        rewards, rewards_per_func = self._compute_rewards(inputs, prompts, completions, ids_list)
         success = torch.where(torch.isnan(rewards), -1, (rewards >= args.correct_threshold).long())
         success = success.to(completion_mask.device)
 
@@ -561,7 +518,7 @@ class OGLSSDTrainer(DistillationTrainer):
             if direction is not None and args.normalize_direction:
                 direction = normalize_steering_direction(direction, G, projection, distill)
             teacher = features if direction is None else steered_teacher(features, direction, args.steering_alpha, G)
-            self._log_steering(mode, rewards, success, mixed, direction, distill, tail, projection)
+            self._log_steering(mode, rewards, rewards_per_func, success, mixed, direction, distill, tail, projection)
         if mode == "train":
             self._warn_if_no_outcome_signal(mixed, tail)
         loss_tokens = (distill != 0).sum() + (tail != 0).sum()
@@ -624,14 +581,14 @@ class OGLSSDTrainer(DistillationTrainer):
             full[rows] = part
             yield full
 
-    def _log_steering(self, mode, rewards, success, mixed, direction, distill, tail, projection):
+    def _log_steering(self, mode, rewards, rewards_per_func, success, mixed, direction, distill, tail, projection):
         device = self.accelerator.device
         gather = self.accelerator.gather
         all_rewards = gather(rewards.to(device))
         scored = ~torch.isnan(all_rewards)
         self._metrics[mode]["reward"].append(all_rewards[scored].mean().item() if scored.any() else math.nan)
         self._metrics[mode]["reward_std"].append(all_rewards[scored].std().item() if scored.sum() > 1 else 0.0)
-        per_func = gather(self._last_rewards_per_func.to(device))
+        per_func = gather(rewards_per_func.to(device))
         for i, name in enumerate(self.reward_func_names):
             column = per_func[:, i]
             valid = column[~torch.isnan(column)]
@@ -688,6 +645,13 @@ class OGLSSDTrainer(DistillationTrainer):
         return nll.view(tail.shape)
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
+        """The steered divergence and the positive-tail NLL of one micro-batch.
+
+        Returns `(loss, entropy_sum, n_distill, stats)`: TRL's `_compute_loss` triple (the loss, the summed student
+        entropy, the count of distribution-matched tokens) and `stats`, this process's sums for the logged metrics
+        (`divergence_sum`, `n_distill`, `nll_sum`, `n_tail`, `n_clipped`: `NaN` without the per-token clip), which
+        `compute_loss` hands to `_log_loss_stats`. A subclass overriding this hook returns the same four values.
+        """
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         targets = inputs["completion_ids"]
@@ -735,17 +699,28 @@ class OGLSSDTrainer(DistillationTrainer):
         # `0·h` keeps the graph connected when a micro-batch has no loss token (e.g. all rollouts correct, no tail)
         total = divergence_sum + self.args.positive_tail_weight * nll_sum + 0.0 * student_hidden.sum()
         loss = token_mean_loss(total, n_distill + n_tail, num_items_in_batch)
-        self._loss_stats = torch.stack(
-            [divergence_sum.detach(), n_distill, nll_sum.detach(), n_tail, n_clipped]
-        ).float()
-        return loss, entropy.sum().detach(), n_distill
+        stats = {
+            "divergence_sum": divergence_sum.detach(),
+            "n_distill": n_distill,
+            "nll_sum": nll_sum.detach(),
+            "n_tail": n_tail,
+            "n_clipped": n_clipped,
+        }
+        return loss, entropy.sum().detach(), n_distill, stats
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss, stats = compute_distillation_loss(self, model, inputs, num_items_in_batch, self._compute_loss)
+        self._log_loss_stats(stats)
+        return (loss, None) if return_outputs else loss
+
+    def _log_loss_stats(self, stats: dict) -> None:
+        """Logs `divergence`, `divergence/clipped_frac` and `positive_tail/nll`, token means over all processes, from
+        the `stats` of [`_compute_loss`]."""
         mode = "train" if self.model.training else "eval"
-        div_sum, n_distill, nll_sum, n_tail, n_clipped = self.accelerator.gather_for_metrics(
-            self._loss_stats.unsqueeze(0)
-        ).sum(0)
+        local = torch.stack(
+            [stats[k].float() for k in ("divergence_sum", "n_distill", "nll_sum", "n_tail", "n_clipped")]
+        )
+        div_sum, n_distill, nll_sum, n_tail, n_clipped = self.accelerator.gather_for_metrics(local.unsqueeze(0)).sum(0)
         if n_distill > 0:
             if self.args.positive_tail_weight > 0:  # without a tail term the loss is this divergence: logged as `loss`
                 self._metrics[mode]["divergence"].append((div_sum / n_distill).item())
@@ -753,4 +728,3 @@ class OGLSSDTrainer(DistillationTrainer):
                 self._metrics[mode]["divergence/clipped_frac"].append((n_clipped / n_distill).item())
         if n_tail > 0:
             self._metrics[mode]["positive_tail/nll"].append((nll_sum / n_tail).item())
-        return result

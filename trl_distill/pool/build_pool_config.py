@@ -122,8 +122,9 @@ class BuildPoolConfig:
         n (`int`, *optional*, defaults to `4`):
             Answers per teacher per prompt.
         verifier (`str`, *optional*, defaults to `"exact_match"`):
-            `exact_match`, `numeric`, `math_verify`, `lab_task`, or an import path `package.module:function`
-            ([`build_pool`] also takes a callable).
+            `exact_match`, `numeric`, `math_verify`, `lab_task`, or an import path `package.module:function` (e.g.
+            `trl.rewards:accuracy_reward`); [`build_pool`] also takes TRL reward functions (a callable or a list,
+            summed), as `GRPOTrainer`'s `reward_funcs`.
         tolerance (`float`, *optional*, defaults to `1e-6`):
             Relative and absolute tolerance of the `numeric` verifier.
         correct_threshold (`float`, *optional*, defaults to `1.0`):
@@ -203,8 +204,11 @@ class BuildPoolConfig:
             raise ValueError(f"tolerance must be >= 0, got {self.tolerance}.")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}.")
-        if not (isinstance(self.verifier, str) and self.verifier) and not callable(self.verifier):
-            raise ValueError(f"verifier must be a name, an import path or a callable, got {self.verifier!r}.")
+        verifiers = self.verifier if isinstance(self.verifier, list | tuple) else [self.verifier]
+        if not verifiers or not all((isinstance(v, str) and v) or callable(v) for v in verifiers):
+            raise ValueError(
+                f"verifier must be a name, an import path, a callable or a list of them, got {self.verifier!r}."
+            )
         TeacherSpec(
             model="defaults",
             name="defaults of all teachers",

@@ -16,6 +16,7 @@ import gc
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -30,8 +31,9 @@ from tqdm.auto import tqdm
 from ..core.engine import distributed_state
 from ..core.generation import generate_completions, render_prompt
 from ..core.pool import validate_pool
+from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, is_correct, weighted_reward
 from ..core.tokenizers import ensure_pad_token
-from ..core.verifiers import resolve_verifier, run_verifier, verifier_name
+from ..core.verifiers import verifier_name
 from .build_pool_config import BuildPoolConfig, TeacherSpec
 
 
@@ -46,7 +48,7 @@ def build_pool(
     dataset: Dataset,
     output_dir: str,
     n: int = 4,
-    verifier: str | Callable = "exact_match",
+    verifier: str | Callable | list = "exact_match",
     show_progress: bool = True,
     **settings,
 ) -> Dataset:
@@ -64,8 +66,10 @@ def build_pool(
         output_dir (`str`): where the pool is written (see the module docstring). Rerunning with the same arguments
             resumes; other arguments are refused unless `overwrite=True`.
         n (`int`, defaults to 4): answers per teacher per prompt.
-        verifier (`str` or `Callable`, defaults to `"exact_match"`): a name (see `trl_distill.core.verifiers`), an
-            import path, or a callable `(prompts, completions, **columns) -> list[float | None]`.
+        verifier (`str`, `Callable` or `list`, defaults to `"exact_match"`): TRL reward functions, as `reward_funcs`
+            of `GRPOTrainer` (e.g. `trl.rewards.accuracy_reward`): a name (see `trl_distill.core.verifiers`), an
+            import path, a callable `(prompts, completions, **columns) -> list[float | None]`, or a list of them
+            (summed, see [`trl_distill.core.rewards`]).
         show_progress (`bool`, defaults to `True`): a progress bar per teacher and the summary table.
         **settings: the other fields of [`BuildPoolConfig`] (generation defaults, `shard_size`, `seed`, ...).
 
@@ -111,6 +115,13 @@ def _is_empty(completion) -> bool:
     return not text.strip()
 
 
+def _verifier_names(verifier) -> str | list[str]:
+    """The manifest's name of the verifier: one name, or a list for several reward functions."""
+    if isinstance(verifier, list | tuple):
+        return [verifier_name(v) for v in verifier]
+    return verifier_name(verifier)
+
+
 class PoolBuilder:
     """Runs one `build_pool` call; see [`build_pool`]. Split out so each step reads on its own."""
 
@@ -119,7 +130,7 @@ class PoolBuilder:
         self.dataset = dataset
         self.show_progress = show_progress
         self.state = distributed_state()
-        self.verifier = resolve_verifier(config.verifier, config.tolerance)
+        self.reward_funcs = as_reward_funcs(config.verifier, config.tolerance)
         self.extra_columns = self._check_dataset()
         has_ids = "prompt_id" in dataset.column_names
         self.prompt_ids = list(dataset["prompt_id"]) if has_ids else list(range(len(dataset)))
@@ -158,10 +169,10 @@ class PoolBuilder:
         completions = ["" if isinstance(p, str) else [{"role": "assistant", "content": ""}] for p in prompts]
         columns = {c: [v for v in rows[c] for _ in range(n)] for c in self.extra_columns}
         try:
-            run_verifier(self.verifier, prompts, completions, columns)
+            call_reward_funcs(self.reward_funcs, prompts, completions, columns)
         except Exception as error:
             raise ValueError(
-                f"The verifier {verifier_name(self.verifier)} fails on a dry call with the first "
+                f"The verifier {_verifier_names(self.config.verifier)} fails on a dry call with the first "
                 f"{len(rows['prompt'])} prompt(s) × n={n} empty completions ({len(completions)} completions) and the "
                 f"dataset's columns {self.extra_columns}: {error}"
             ) from error
@@ -180,7 +191,7 @@ class PoolBuilder:
             "version": MANIFEST_VERSION,
             "teachers": [asdict(spec) for spec in config.teacher_specs],
             "n": config.n,
-            "verifier": verifier_name(config.verifier),
+            "verifier": _verifier_names(config.verifier),
             "tolerance": config.tolerance,
             "correct_threshold": config.correct_threshold,
             "seed": config.seed,
@@ -270,17 +281,17 @@ class PoolBuilder:
         n, seed = self.config.n, self.shard_seed(spec, shard)
         prompts = rows["prompt"]
         answers = backend.generate(prompts, n, seed)
-        completions = [
-            text if isinstance(prompts[i // n], str) else [{"role": "assistant", "content": text}]
-            for i, (text, _) in enumerate(answers)
-        ]
+        asked = [prompts[i // n] for i in range(len(answers))]
+        completions = as_completions(asked, [text for text, _ in answers])
         columns = {c: [rows[c][i // n] for i in range(len(completions))] for c in self.extra_columns}
-        rewards = run_verifier(self.verifier, [prompts[i // n] for i in range(len(completions))], completions, columns)
+        summed = weighted_reward(call_reward_funcs(self.reward_funcs, asked, completions, columns))
+        rewards = [None if math.isnan(r) else r for r in summed.tolist()]
+        passed = is_correct(summed, self.config.correct_threshold)
         generation = {k: getattr(spec, k) for k in ("temperature", "top_p", "max_new_tokens", "system", "backend")}
         generation["seed"] = seed
         first_id = shard * self.config.shard_size
         records = []
-        for i, ((_, num_tokens), completion, reward) in enumerate(zip(answers, completions, rewards)):
+        for i, ((_, num_tokens), completion, reward, ok) in enumerate(zip(answers, completions, rewards, passed)):
             records.append(
                 {
                     "prompt_id": self.prompt_ids[first_id + i // n],
@@ -288,9 +299,7 @@ class PoolBuilder:
                     "completion": completion,
                     "teacher": spec.name,
                     # an empty answer teaches nothing, whatever a lenient verifier says
-                    "correct": reward is not None
-                    and reward >= self.config.correct_threshold
-                    and not _is_empty(completion),
+                    "correct": bool(ok) and not _is_empty(completion),
                     "reward": reward,
                     "sample_index": i % n,
                     "completion_tokens": num_tokens,

@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
@@ -44,6 +45,9 @@ class SCASConfig(SFTConfig):
             `G`, the number of rank groups `g(r) = min(G, max(1, ceil(r·G/n)))`.
         only_correct (`bool`, *optional*, defaults to `True`):
             Only verified-correct candidates (`correct` column) compete.
+        correct_threshold (`float`, *optional*, defaults to `1.0`):
+            With `reward_funcs` given to [`SCASTrainer`], a candidate is correct when its summed reward is at or above
+            this value (binary verifiers give 1.0 for a right answer).
         strict (`bool`, *optional*, defaults to `False`):
             Raise an error, before training, on prompts without an eligible candidate instead of skipping them with a
             warning.
@@ -78,6 +82,9 @@ class SCASConfig(SFTConfig):
     selection_group: int = field(default=1, metadata={"help": "SCAS rank group to draw from (1 = lowest cost)."})
     num_groups: int = field(default=5, metadata={"help": "Number of rank groups G."})
     only_correct: bool = field(default=True, metadata={"help": "Only verified-correct candidates compete."})
+    correct_threshold: float = field(
+        default=1.0, metadata={"help": "With reward_funcs: the summed reward at which a candidate is correct."}
+    )
     strict: bool = field(default=False, metadata={"help": "Error on prompts without an eligible candidate."})
     rescore_every: int = field(
         default=1, metadata={"help": "Re-score and re-select every this many epochs; 0 = once, before training."}
@@ -98,6 +105,8 @@ class SCASConfig(SFTConfig):
             self.selection_score_key = "learning_cost"
         if self.selection_score_key not in SCORE_KEYS:
             raise ValueError(f"selection_score_key must be one of {SCORE_KEYS}, got {self.selection_score_key!r}.")
+        if not math.isfinite(self.correct_threshold):
+            raise ValueError(f"correct_threshold must be a finite number, got {self.correct_threshold}.")
         if self.num_groups < 1:
             raise ValueError(f"num_groups must be >= 1, got {self.num_groups}.")
         if not 1 <= self.selection_group <= self.num_groups:

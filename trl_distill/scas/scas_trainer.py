@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from transformers import TrainingArguments
 from trl import SFTTrainer
 
-from ..core.pool import POOL_MARKERS, as_dataset, is_candidate_pool, parse_correct, to_long_pool
+from ..core.pool import POOL_MARKERS, as_dataset, is_candidate_pool, parse_correct, to_long_pool, verify_pool
 from ..core.sampler import SelectionSampler, add_selection_to_model_card
 from .scas_callback import SCASCallback
 from .scas_config import SCASConfig
@@ -143,6 +143,10 @@ class SCASTrainer(SFTTrainer):
         eval_dataset (`Dataset` or `dict[str, Dataset]`, *optional*): a candidate pool is evaluated on its answers
             as SFT rows, without those verified wrong when `only_correct` (see [`eval_pool_rows`]); any other eval
             set as `SFTTrainer` evaluates it.
+        reward_funcs (`Callable`, `str` or `list`, *optional*): TRL reward functions, as `GRPOTrainer` takes them
+            (e.g. `trl.rewards.accuracy_reward`, or a verifier name such as `"exact_match"`). When given, each
+            candidate of a pool (train and eval) is verified with them before training: `correct` is whether its
+            summed reward reaches `args.correct_threshold` (see [`verify_pool`]), replacing any `correct` column.
         **kwargs: every other [`~trl.SFTTrainer`] argument, unchanged.
     """
 
@@ -160,7 +164,16 @@ class SCASTrainer(SFTTrainer):
         ),
     }
 
-    def __init__(self, model, args=None, data_collator=None, train_dataset=None, eval_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        args=None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        reward_funcs=None,
+        **kwargs,
+    ):
         if args is None:
             name = model if isinstance(model, str) else model.config._name_or_path
             args = SCASConfig(f"{str(name).split('/')[-1] or 'model'}-SCAS")
@@ -172,6 +185,9 @@ class SCASTrainer(SFTTrainer):
         check_train_dataset_type(train_dataset)
         if isinstance(train_dataset, str | os.PathLike | list | dict):
             train_dataset = as_dataset(train_dataset, "train_dataset")
+        if reward_funcs is not None:
+            train_dataset = self._verified(train_dataset, reward_funcs, args.correct_threshold)
+            eval_dataset = self._verified(eval_dataset, reward_funcs, args.correct_threshold)
         eval_dataset = self._eval_rows(eval_dataset, args)
         # Only a candidate pool is SCAS's business; every other dataset (any format SFTTrainer takes, or bad data
         # that SFTTrainer's own checks report) goes to SFTTrainer untouched.
@@ -200,6 +216,15 @@ class SCASTrainer(SFTTrainer):
         self.scas_callback = None
         if self._scas_pool is not None:
             self._setup_selection()
+
+    @staticmethod
+    def _verified(dataset, reward_funcs, correct_threshold: float):
+        """`dataset` with its candidates verified by `reward_funcs` when it is a pool (each of a dict of eval sets)."""
+        if isinstance(dataset, dict):
+            return {k: SCASTrainer._verified(v, reward_funcs, correct_threshold) for k, v in dataset.items()}
+        if isinstance(dataset, Dataset) and is_candidate_pool(dataset):
+            return verify_pool(dataset, reward_funcs, correct_threshold)
+        return dataset
 
     @staticmethod
     def _eval_rows(eval_dataset, args):
@@ -275,6 +300,8 @@ class SCASTrainer(SFTTrainer):
         }
         # Checks the pool before training (strict mode raises here) and gives the sampler a valid first selection.
         initial = scas_select(pool, strategy="random", only_correct=True, seed=args.selection_seed, strict=args.strict)
+        # trainer state for `_get_train_sampler`: the epoch length (one answer per prompt) and the first selection,
+        # which the callback replaces each round; the selection itself survives a resume through the callback's state
         self._scas_num_prompts = len(initial.indices)
         self._scas_initial = [dataset_index[i] for i in initial.indices]
         self.scas_callback = SCASCallback(
