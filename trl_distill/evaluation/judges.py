@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm.auto import tqdm
 
-from ..core.tokenizers import ensure_pad_token
 from ..core.http_client import ChatCompletionsClient
+from ..core.tokenizers import ensure_pad_token
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact
 from .rubrics import (  # noqa: F401  (the rubric names stay importable from here)
     ICE_RUBRIC,
