@@ -354,6 +354,8 @@ class CaMOPDTrainer(DistillationTrainer):
 
     def _served_teacher(self, name: str, spec) -> ServedTeacher:
         """A served teacher, checked against the student's tokenizer and vocabulary before training."""
+        if isinstance(spec, str):
+            spec = {"url": spec, "top_k": self.args.served_teacher_top_k}
         teacher = ServedTeacher.from_spec(spec)
         teacher.check_tokenizer(self._tokenizer, vocab_size(self.accelerator.unwrap_model(self.model)), name)
         return teacher
