@@ -38,7 +38,7 @@ FULL = {
     "camopd": ["--length", "64", "--batch", "4", "--steps", "3", "--rounds", "2", "--coherence"],
     "dmc": ["--length", "64", "--train_size", "1024", "--batch", "8", "--sft_steps", "3", "--rounds", "2"],
     "pool_builder": ["--length", "32", "--prompts", "16", "--n", "2", "--rounds", "2"],
-    "served_teacher": ["--length", "64", "--batch", "4", "--rounds", "3"],
+    "served_teacher": ["--length", "32", "--batch", "4", "--rounds", "3"],
 }  # fmt: skip
 QUICK = {
     "scas": ["--vocab", "4096", "--length", "16", "--candidates", "4", "--batch", "2", "--rounds", "2"],

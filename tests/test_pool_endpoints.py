@@ -153,3 +153,28 @@ def test_endpoint_spec_parsing_and_pool_identity():
         BuildPoolConfig(teachers=[{"model": "m", "backend": "endpoint"}], output_dir="x")
     with pytest.raises(ValueError, match="requests_per_second must be > 0"):
         BuildPoolConfig(teachers=[{"model": "m", "base_url": "http://h/v1", "requests_per_second": 0}], output_dir="x")
+
+
+def test_pool_from_serve_teacher_loaded_by_its_command_line(tmp_path, tokenizer):
+    """`serve-teacher` end to end: its command line loads a saved model, its chat endpoint answers a pool's
+    requests, and a fixed seed gives the same answers twice."""
+    from trl_distill.lab.world.models import tiny_model
+    from trl_distill.scripts.serve_teacher import load_server, make_parser
+
+    path = str(tmp_path / "teacher")
+    tiny_model(tokenizer, "xs", "llama", seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    server = load_server(make_parser().parse_args([path, "--port", "0", "--device", "cpu"]))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = {"name": "served", "model": path, "base_url": server.url, "max_new_tokens": 4, "temperature": 0.9}
+        pools = [
+            build_pool([spec], Dataset.from_dict({"prompt": PROMPTS[:3]}), str(tmp_path / f"pool{i}"), n=2,
+                       verifier=always_right, show_progress=False)
+            for i in range(2)
+        ]  # fmt: skip
+    finally:
+        server.stop()
+    assert len(pools[0]) == 6 and pools[0]["completion"] == pools[1]["completion"]
+    assert all(0 < tokens <= 4 for tokens in pools[0]["completion_tokens"])
+    assert server.requests["/chat/completions"] == 12

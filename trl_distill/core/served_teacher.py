@@ -240,9 +240,13 @@ class ServedTeacher:
 
     @property
     def info(self) -> dict:
-        """The first entry of `{url}/models` (fetched once)."""
+        """The entry of `{url}/models` for `model` (fetched once): the one with its id, else the first (a router
+        listing several models)."""
         if self._info is None:
-            self._info = self._request("/models", None, lambda payload: payload["data"][0])
+            entries = self._request("/models", None, lambda payload: list(payload["data"]))
+            if not entries:
+                raise ValueError(f"The served teacher at {self.url} lists no model at {self.url}/models.")
+            self._info = next((e for e in entries if e.get("id") == self._model), entries[0])
         return self._info
 
     @property

@@ -258,10 +258,10 @@ def make_parser(prog: str | None = "trl-distill serve-teacher") -> argparse.Argu
     parser.add_argument("model", help="a model id or local path (a Hub id needs the model in the local cache)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
-    parser.add_argument("--served-model-name", default=None, help="the name /v1/models reports (default: MODEL)")
+    parser.add_argument("--served_model_name", default=None, help="the name /v1/models reports (default: MODEL)")
     parser.add_argument("--dtype", default="auto", help="torch dtype of the weights: auto, float32, bfloat16, ...")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when visible)")
-    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--trust_remote_code", action="store_true", help="allow the model's own code (Hub models)")
     return parser
 
 
