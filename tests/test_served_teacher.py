@@ -270,3 +270,21 @@ def test_models_endpoint_declares_the_tokenizer(server, left_tokenizer):
     with urlopen(f"{server.url}/models") as response:
         entry = json.load(response)["data"][0]
     assert entry["tokenizer"]["vocab_size"] == VOCAB and entry["tokenizer"]["size"] == len(left_tokenizer)
+
+
+def test_token_diagnostics_against_a_served_teacher(server, teacher, left_tokenizer):
+    from trl_distill.evaluation.diagnostics import DIAGNOSTIC_KEYS, token_diagnostics
+
+    student = tiny_model(left_tokenizer, "xs", "qwen2", seed=0)
+    texts = ["12+30=42", "sort: cba -> abc"]
+    local = token_diagnostics(student, teacher, left_tokenizer, texts, top_k=8)
+    exact = token_diagnostics(student, ServedTeacher(server.url, top_k=VOCAB, dtype="float32"), left_tokenizer, texts)
+    for key in DIAGNOSTIC_KEYS:
+        assert exact[key] == pytest.approx(local[key], rel=1e-4, abs=1e-6), key
+    top20 = token_diagnostics(student, server.url, left_tokenizer, texts, top_k=8)  # a URL: top-20, float16
+    for key in ("top1_agreement", "topk_overlap"):
+        assert top20[key] == local[key], key
+    assert top20["student_mass_on_teacher_topk"] == pytest.approx(local["student_mass_on_teacher_topk"], rel=1e-2)
+    for key in ("forward_kl", "reverse_kl", "js", "teacher_mass_on_student_topk"):
+        assert top20[key] <= local[key] * 1.001, key  # lower bounds below the full vocabulary
+    assert top20["reverse_kl"] < 0.9 * local["reverse_kl"]  # and not trivially equal on these near-uniform models
