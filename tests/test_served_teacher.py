@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import test_camopd
 import torch
 import torch.nn.functional as F
 from test_camopd import brute_force_gap, camopd_args, explicit_loss, make_batch
@@ -15,26 +16,12 @@ from trl_distill.core.divergence import topk_tail_jsd
 from trl_distill.core.http_client import EndpointError
 from trl_distill.core.served_teacher import SCORE_KEYS, ServedTeacher
 from trl_distill.lab.world.models import tiny_model
-from trl_distill.lab.world.tasks import make_task_splits
 from trl_distill.lab.world.tokenizer import build_tokenizer
 from trl_distill.scripts.serve_teacher import TeacherServer, _Handler
 
 
 VOCAB = 259  # the lab tokenizer's model vocabulary (rows of the tiny models' heads)
-
-
-@pytest.fixture(scope="module")
-def sources():
-    general = make_task_splits(("reverse", "sort", "count", "copy"), 24, 4, 4, seed=0)["train"]
-    domain = make_task_splits(("arithmetic",), 24, 4, 4, seed=0)["train"]
-    return {"general": general, "domain": domain}
-
-
-@pytest.fixture
-def left_tokenizer():
-    tokenizer = build_tokenizer()
-    tokenizer.padding_side = "left"
-    return tokenizer
+left_tokenizer, sources = test_camopd.left_tokenizer, test_camopd.sources  # the CaMOPD tests' fixtures
 
 
 class FaultyHandler(_Handler):
