@@ -16,6 +16,7 @@ from trl_distill.core.divergence import topk_tail_jsd
 from trl_distill.core.http_client import EndpointError
 from trl_distill.core.served_teacher import SCORE_KEYS, ServedTeacher
 from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.tasks import make_task_splits
 from trl_distill.lab.world.tokenizer import build_tokenizer
 from trl_distill.scripts.serve_teacher import TeacherServer, _Handler
 
@@ -275,3 +276,27 @@ def test_token_diagnostics_against_a_served_teacher(server, teacher, left_tokeni
     for key in ("forward_kl", "reverse_kl", "js", "teacher_mass_on_student_topk"):
         assert top20[key] <= local[key] * 1.001, key  # lower bounds below the full vocabulary
     assert top20["reverse_kl"] < 0.9 * local["reverse_kl"]  # and not trivially equal on these near-uniform models
+
+
+def test_alternating_training_with_a_served_teacher_matches_the_local_one(tmp_path, left_tokenizer, server, teacher):
+    """The whole CaMOPD step (alternating schedule, gap selection, GCG and the recovery/review cosine) with the
+    general teacher served at k = V logs what it logs with the same teacher in process."""
+    tasks = {"general": ("reverse", "sort", "count", "copy"), "domain": ("arithmetic",)}
+    data = {name: make_task_splits(kinds, 12, 2, 2, seed=0)["train"] for name, kinds in tasks.items()}
+    logs = []
+    for general in (teacher, served(server, top_k=VOCAB, dtype="float32")):
+        args = camopd_args(
+            tmp_path, review_every=1, rho=0.5, per_device_train_batch_size=2, max_steps=2, seed=1,
+            gradient_coherence_every=1,
+        )  # fmt: skip
+        domain = tiny_model(left_tokenizer, "xs", "qwen2", seed=2)
+        student = tiny_model(left_tokenizer, "xs", "qwen2", seed=0)
+        trainer = CaMOPDTrainer(student, {"general": general, "domain": domain}, args, data, processing_class=left_tokenizer)  # fmt: skip
+        trainer.train()
+        logs.append([log for log in trainer.state.log_history if "loss" in log])
+    keys = ("loss", "gap/kept", "coherence/full", "coherence/selected", "gcg", "grad_coherence")
+    assert {"gap/general", "gcg", "grad_coherence"} <= set(logs[1][0]) | set(logs[1][1])
+    for local, remote in zip(*logs):
+        for key in keys:
+            if key in local:
+                assert remote[key] == pytest.approx(local[key], rel=1e-3, abs=1e-5), key

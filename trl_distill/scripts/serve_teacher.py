@@ -115,9 +115,14 @@ class TeacherServer(ThreadingHTTPServer):
         starts = body.get("prompt_logprobs_start") or [1] * len(sequences)
         choices = []
         for index, sequence in enumerate(sequences):
-            choice = {"index": index, "text": self._continue(sequence, body), "finish_reason": "length"}
+            if k is None or int(body.get("max_tokens") or 16) > 1:
+                text = self._continue(sequence, body)
+            choice = {"index": index, "finish_reason": "length"}
             if k is not None:
                 logprobs = self._prompt_logprobs(sequence, scale)
+                if int(body.get("max_tokens") or 16) <= 1:  # a scoring request: its one token from the same forward
+                    text = self.tokenizer.decode([int(logprobs[-1].argmax())], skip_special_tokens=True)
+                logprobs = logprobs[:-1]
                 if compact:
                     choice["prompt_logprobs_compact"] = _compact(
                         sequence, logprobs, int(k), int(starts[index]), body.get("logprobs_dtype", "float16")
@@ -127,7 +132,7 @@ class TeacherServer(ThreadingHTTPServer):
                         _position_json(self.tokenizer, logprobs[t - 1], int(k), sequence[t])
                         for t in range(1, len(sequence))
                     ]
-            choices.append(choice)
+            choices.append({**choice, "text": text})
         return {"object": "text_completion", "model": self.name, "choices": choices}
 
     def chat_completions(self, body: dict) -> dict:
@@ -150,10 +155,11 @@ class TeacherServer(ThreadingHTTPServer):
     # ---- model --------------------------------------------------------------------------------------------------
 
     def _prompt_logprobs(self, sequence: list[int], temperature: float) -> torch.Tensor:
-        """`(len − 1, V)` log-probabilities: row `t − 1` is the distribution predicting `sequence[t]`."""
+        """`(len, V)` log-probabilities: row `t − 1` is the distribution predicting `sequence[t]`, the last row the
+        next token's."""
         device = self.model.get_output_embeddings().weight.device
         with self.lock, torch.no_grad():
-            logits = self.model(input_ids=torch.tensor([sequence], device=device)).logits[0, :-1]
+            logits = self.model(input_ids=torch.tensor([sequence], device=device)).logits[0]
         return torch.log_softmax(logits.float() / temperature, dim=-1).cpu()
 
     def _generate(self, ids: list[int], body: dict) -> list[int]:
