@@ -227,8 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
+        self.server.bytes_sent += len(data)  # before the write: a client that has read the reply sees it counted
         self.wfile.write(data)
-        self.server.bytes_sent += len(data)
 
     def _route(self, routes: dict) -> None:
         path = self.path.rstrip("/")
