@@ -15,7 +15,7 @@ from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 from ..core.data import check_local_path
 from ..core.divergence import LMHead, generalized_jsd, token_mean_loss, topk_tail_generalized_jsd
 from ..core.served_teacher import SCORE_KEYS, ServedTeacher, TeacherScores, is_served_teacher
-from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher, vocab_size
+from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
 from .coherence import (
     coherence,
@@ -329,12 +329,13 @@ class CaMOPDTrainer(DistillationTrainer):
         loaded: dict = {}
         teachers = {}
         for name, spec in specs.items():
-            if is_served_teacher(spec):
-                teachers[name] = self._served_teacher(name, spec)
-                continue
+            if isinstance(spec, str) and is_served_teacher(spec):  # a URL: the config's top-k
+                spec = {"url": spec, "top_k": args.served_teacher_top_k}
             if isinstance(spec, str):
                 kwargs = {**(args.teacher_model_init_kwargs or {}), **per_teacher.get(name, {})}
                 key = (spec, repr(sorted(kwargs.items())))
+            elif is_served_teacher(spec):
+                kwargs, key = None, repr(spec)
             else:
                 kwargs, key = None, id(spec)
             if key not in loaded:
@@ -351,14 +352,6 @@ class CaMOPDTrainer(DistillationTrainer):
                 )
             teachers[name] = loaded[key]
         return teachers
-
-    def _served_teacher(self, name: str, spec) -> ServedTeacher:
-        """A served teacher, checked against the student's tokenizer and vocabulary before training."""
-        if isinstance(spec, str):
-            spec = {"url": spec, "top_k": self.args.served_teacher_top_k}
-        teacher = ServedTeacher.from_spec(spec)
-        teacher.check_tokenizer(self._tokenizer, vocab_size(self.accelerator.unwrap_model(self.model)), name)
-        return teacher
 
     def _served_scores(self, name: str, output: dict, rows: torch.Tensor | None = None) -> TeacherScores:
         """Served teacher `name`'s scores of the batch's rows `rows` (all when `None`); raises when the server fails
