@@ -300,3 +300,27 @@ def test_alternating_training_with_a_served_teacher_matches_the_local_one(tmp_pa
         for key in keys:
             if key in local:
                 assert remote[key] == pytest.approx(local[key], rel=1e-3, abs=1e-5), key
+
+
+class UndeclaredServer(TeacherServer):
+    """A server like vLLM: `/v1/models` declares no tokenizer, `/tokenize` answers."""
+
+    def models(self):
+        listing = super().models()
+        del listing["data"][0]["tokenizer"]
+        return listing
+
+
+def test_a_server_without_a_declared_tokenizer_is_probed_with_tokenize(teacher, left_tokenizer):
+    from chat_tokenizers import build_chat_tokenizer
+
+    same = UndeclaredServer(teacher, left_tokenizer).start()
+    other = UndeclaredServer(teacher, build_chat_tokenizer("llama31")).start()
+    try:
+        ServedTeacher(same.url).check_tokenizer(left_tokenizer)
+        assert same.requests["/tokenize"] == 1
+        with pytest.raises(ValueError, match=rf"{other.url} .* tokenizes .* they are different tokenizers"):
+            ServedTeacher(other.url).check_tokenizer(left_tokenizer, name="general")
+    finally:
+        same.stop()
+        other.stop()

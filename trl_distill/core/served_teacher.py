@@ -278,12 +278,8 @@ class ServedTeacher:
                     f"has vocab_size {served_vocab}. Use a teacher with the student's vocabulary."
                 )
             return
-        try:
-            served_ids = self._request(
-                "/tokenize", {"model": self.model, "prompt": PROBE_TEXT, "add_special_tokens": False},
-                lambda payload: list(payload["tokens"]),
-            )  # fmt: skip
-        except EndpointError:
+        served_ids = self._probe_tokenize()
+        if served_ids is None:
             warnings.warn(
                 f"The served teacher {name!r} at {self.url} declares no tokenizer and has no /tokenize endpoint, so "
                 f"it was not checked against the student's tokenizer {student_label}. Make sure they are the same."
@@ -296,6 +292,21 @@ class ServedTeacher:
                 f"{served_ids[:12]}..., the student's tokenizer {student_label} as {student_ids[:12]}...: they are "
                 "different tokenizers. Serve a teacher that uses the student's tokenizer."
             )
+
+    def _probe_tokenize(self) -> list[int] | None:
+        """The server's token ids of `PROBE_TEXT` from `{url}/tokenize`, or vLLM's `/tokenize` at the server root
+        (beside `/v1`); `None` when neither answers."""
+        body = {"model": self.model, "prompt": PROBE_TEXT, "add_special_tokens": False}
+        root = self.url.removesuffix("/v1")
+        for url in dict.fromkeys((f"{self.url}/tokenize", f"{root}/tokenize")):
+            try:
+                return post_json(
+                    url, body, headers=self.headers, timeout=self.timeout, max_retries=0,
+                    parse=lambda payload: list(payload["tokens"]),
+                )  # fmt: skip
+            except EndpointError:
+                continue
+        return None
 
     # ---- scoring -------------------------------------------------------------------------------------------------
 
@@ -332,6 +343,8 @@ class ServedTeacher:
         Raises:
             [`~trl_distill.core.http_client.EndpointError`]: a request still failed after its retries.
         """
+        if not sequences:
+            return []
         if any(start < 1 for start in starts):
             raise ValueError("Every sequence needs at least one prompt token before the scored ones (start >= 1).")
         chunks = [
