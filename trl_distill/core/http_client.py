@@ -192,7 +192,8 @@ class ChatCompletionsClient:
         return auth_headers(self.api_key_env)
 
     def reply(self, messages: list[dict], **sampling) -> dict:
-        """The first choice of the reply to one conversation: `{"content": str, "completion_tokens": int | None}`.
+        """The first choice of the reply to one conversation: `{"content": str | None, "completion_tokens": int |
+        None}` (`content` is `None` when the server sent none, e.g. a refusal).
 
         Args:
             messages (`list[dict]`): the conversation.
@@ -206,7 +207,7 @@ class ChatCompletionsClient:
 
         def parse(payload):
             content = payload["choices"][0]["message"]["content"]
-            if not isinstance(content, str):
+            if content is not None and not isinstance(content, str):
                 raise TypeError(f"message content is {type(content).__name__}, not text")
             return {"content": content, "completion_tokens": (payload.get("usage") or {}).get("completion_tokens")}
 

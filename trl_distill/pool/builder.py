@@ -600,14 +600,15 @@ class _EndpointBackend:
                 except EndpointError as error:
                     failures.append({"key": f"{i}:{j}", "error": str(error), "time": time.time()})
                     return
+                content = reply["content"] or ""  # no content (a refusal) is an empty answer: counted, not pooled
                 tokens = reply["completion_tokens"]
                 if tokens is None:  # a server without `usage`: words stand in for tokens
-                    tokens = len(reply["content"].split())
-                line = json.dumps({"key": f"{i}:{j}", "content": reply["content"], "completion_tokens": tokens})
+                    tokens = len(content.split())
+                line = json.dumps({"key": f"{i}:{j}", "content": content, "completion_tokens": tokens})
                 with self.lock:
                     out.write(line + "\n")
                     out.flush()
-                    answered[f"{i}:{j}"] = (reply["content"], tokens)
+                    answered[f"{i}:{j}"] = (content, tokens)
 
             with ThreadPoolExecutor(self.spec.max_concurrency) as pool:
                 list(pool.map(ask, todo))
