@@ -87,6 +87,11 @@ def test_served_loss_equals_local_when_k_covers_the_vocabulary(tmp_path, left_to
         assert set(trainer._metrics["train"]) >= {"divergence/general", "divergence/domain"}
     loss.backward()  # the gradient reaches the student through the checkpointed top-k path
     assert student.lm_head.weight.grad.abs().sum() > 0
+    # k = 20: below the full loss (the tail's inner divergence is left out), not zero
+    teachers = {"general": served(server, top_k=20), "domain": domain}
+    trainer = CaMOPDTrainer(student, teachers, args, sources, processing_class=left_tokenizer)
+    top20 = trainer.compute_loss(trainer.model, {**batch, "sources": ["general", "domain", "general"]}).item()
+    assert 0 < top20 < reference
 
 
 def test_top_k_tail_loss_misses_exactly_the_tail_divergence():
