@@ -102,3 +102,16 @@ def test_dmc_and_pool_builder_benchmarks_smallest():
     argv = ["--vocab", "512", "--length", "4", "--prompts", "4", "--n", "1", "--shard", "2", "--rounds", "1"]
     rows = bench_pool_builder.main(argv)
     assert all(r["value"] > 0 for r in rows)
+
+
+def test_served_teacher_benchmark_smallest():
+    import bench_served_teacher
+
+    argv = ["--vocab", "512", "--length", "4", "--batch", "2", "--rounds", "1", "--wire_ks", "1", "20"]
+    rows = bench_served_teacher.main(argv)
+    assert [r["measure"] for r in rows] == [
+        "served (k=20) / in-process step time",
+        "JSON / compact bytes per position, k=1",
+        "JSON / compact bytes per position, k=20",
+    ]
+    assert rows[0]["value"] > 0 and rows[2]["target"] == ">= 5" and rows[2]["met"]

@@ -83,6 +83,11 @@ def test_recipe_parses_into_config(recipe, tmp_path):
     assert config.n >= 2 and all(spec.temperature > 0 for spec in config.teacher_specs)
     if recipe == "toy.yaml":
         assert all(spec.model.startswith("lab:") for spec in config.teacher_specs) and config.verifier == "lab_task"
+    elif recipe == "endpoint-teachers.yaml":
+        backends = [spec.backend for spec in config.teacher_specs]
+        assert backends == ["endpoint", "endpoint", "endpoint", "vllm"]
+        hosted = next(spec for spec in config.teacher_specs if spec.name == "hosted")
+        assert hosted.api_key_env == "HOSTED_API_KEY" and hosted.requests_per_second == 5
     else:
         assert config.dataset_name and config.backend == "vllm" and config.verifier == "math_verify"
         r1 = next(spec for spec in config.teacher_specs if spec.name.startswith("r1"))

@@ -6,6 +6,7 @@ import ast
 import importlib
 import json
 import os
+import threading
 import warnings
 
 import pytest
@@ -351,3 +352,23 @@ def test_lab_student_ignores_quantization_flags_with_a_warning():
             )
             is None
         )
+
+
+def test_camopd_command_trains_and_resumes_with_a_served_general_teacher(files, tmp_path):
+    """`--general_teacher http://...`: the general teacher is `serve-teacher` on loopback, the domain teacher the
+    student's frozen copy; two steps with a LoRA student, then a resume from the first checkpoint."""
+    from trl_distill.scripts.serve_teacher import load_server, make_parser
+
+    server = load_server(make_parser().parse_args([str(files / "teacher"), "--port", "0", "--device", "cpu"]))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = str(tmp_path / "out")
+        argv = [*job_args("camopd", files), "--output_dir", out, "--general_teacher", server.url]
+        trainer = run_job("camopd", argv)
+        assert trainer.state.global_step == 2 and type(trainer.teachers["general"]).__name__ == "ServedTeacher"
+        scored = server.requests["/completions"]
+        assert scored >= 1  # the recovery step scored its completions on the server
+        resumed = run_job("camopd", [*argv, "--max_steps", "3", "--resume_from_checkpoint", f"{out}/checkpoint-1"])
+        assert resumed.state.global_step == 3 and server.requests["/completions"] > scored
+    finally:
+        server.stop()

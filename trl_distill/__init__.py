@@ -23,6 +23,8 @@ _EXPORTS = {
     "core.data": ["load_data"],
     "core.checkpoints": ["fetch_checkpoint"],
     "core.teachers": ["load_teacher"],
+    "core.served_teacher": ["ServedTeacher"],
+    "core.http_client": ["ChatCompletionsClient"],
     "core.tokenizers": ["ensure_pad_token"],
     "core.sampler": ["SelectionSampler", "SelectionCallback"],
     "core.divergence": ["generalized_jsd", "generalized_jsd_from_logits", "LMHead"],

@@ -22,6 +22,10 @@ COMMANDS = {
     "camopd": ("trl_distill.scripts.camopd", "train with CaMOPDTrainer (multi-teacher on-policy distillation)"),
     "evaluate": ("trl_distill.scripts.evaluate", "RSE / ICE distillation quantification"),
     "build-pool": ("trl_distill.scripts.build_pool", "build a verified multi-teacher candidate pool"),
+    "serve-teacher": (
+        "trl_distill.scripts.serve_teacher",
+        "serve a teacher over HTTP (vLLM's scoring and chat subset)",
+    ),
     "scas-score": ("trl_distill.scripts.scas_score", "score a candidate pool for a student and write the selection"),
     "dmc-rank": ("trl_distill.scripts.dmc_rank", "rank candidate datasets by data-model compatibility"),
     "fetch-model": (
@@ -36,7 +40,7 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: trl-distill [--version] <command> [--config recipe.yaml] [options]", "", "commands:"]
-    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`trl-distill <command> --help` lists a command's options."]
     return "\n".join(lines)
 

@@ -25,7 +25,12 @@ class CaMOPDConfig(DistillationConfig):
         teacher_models (`dict[str, str]`, *optional*):
             Teacher names mapped to model ids or paths, loaded like `teacher_model_name_or_path`. Used when the trainer
             gets no `teacher_model`. Typical: `{"general": "<original general model>", "domain": "<frozen copy of the
-            specialised model>"}`.
+            specialised model>"}`. A teacher may be a URL (`"http://10.0.0.5:8000/v1"`): a served teacher (vLLM or
+            `trl-distill serve-teacher`), or a mapping of [`~trl_distill.core.served_teacher.ServedTeacher`]'s
+            arguments (`{"url": ..., "top_k": 100, "wire": "json"}`); see docs/distributed.md.
+        served_teacher_top_k (`int`, *optional*, defaults to `20`):
+            Teacher log-probabilities per completion token requested from a teacher given as a URL. The loss over
+            the top-k plus one tail bucket is exact when k covers the vocabulary, an approximation below.
         teachers_init_kwargs (`dict[str, dict[str, Any]]`, *optional*):
             Per-teacher keyword arguments for `AutoModelForCausalLM.from_pretrained`, merged over
             `teacher_model_init_kwargs` (which applies to every teacher loaded from a path).
@@ -90,6 +95,10 @@ class CaMOPDConfig(DistillationConfig):
         default=None,
         metadata={"help": "Teacher names mapped to model ids or paths (JSON on the command line)."},
     )
+    served_teacher_top_k: int = field(
+        default=20,
+        metadata={"help": "Top-k log-probabilities per token requested from a teacher given as a URL."},
+    )
     teachers_init_kwargs: dict[str, dict[str, Any]] | str | None = field(
         default=None,
         metadata={"help": "Per-teacher `from_pretrained` kwargs, merged over `teacher_model_init_kwargs`."},
@@ -137,6 +146,8 @@ class CaMOPDConfig(DistillationConfig):
                 f"rho must lie in (0, 1] (the fraction of generated samples kept by gap), got {self.rho}. "
                 "Use 1.0 to disable gap-based selection, or leave it unset (auto)."
             )
+        if self.served_teacher_top_k < 1:
+            raise ValueError(f"served_teacher_top_k must be >= 1, got {self.served_teacher_top_k}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         if self.review_every < 1:

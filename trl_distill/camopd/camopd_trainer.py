@@ -13,7 +13,14 @@ from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 
 from ..core.data import check_local_path
-from ..core.divergence import LMHead, compute_distillation_loss, generalized_jsd, token_mean_loss
+from ..core.divergence import (
+    LMHead,
+    compute_distillation_loss,
+    generalized_jsd,
+    token_mean_loss,
+    topk_tail_generalized_jsd,
+)
+from ..core.served_teacher import SCORE_KEYS, ServedTeacher, TeacherScores, is_served_teacher
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
 from .coherence import (
@@ -220,9 +227,13 @@ class CaMOPDTrainer(DistillationTrainer):
         check_tokenizer_fits(self._tokenizer, self.model, "student")
         self.teachers = self._load_teachers(teacher_specs, args)
         self._teacher_width = {
-            name: _hidden_size(self.accelerator.unwrap_model(teacher)) for name, teacher in self.teachers.items()
+            name: _hidden_size(self.accelerator.unwrap_model(teacher))
+            for name, teacher in self.teachers.items()
+            if not isinstance(teacher, ServedTeacher)
         }
-        self.teacher_model = self.teachers[self.teacher_names[0]]  # what DistillationTrainer's own paths read
+        local = [name for name in self.teacher_names if name in self._teacher_width]
+        # what DistillationTrainer's own paths read (the multimodal one); None when every teacher is served
+        self.teacher_model = self.teachers[local[0]] if local else None
 
         self._batch_local = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self._pool_local = pool_size(self._batch_local, self.rho)
@@ -299,9 +310,9 @@ class CaMOPDTrainer(DistillationTrainer):
                 f"`teachers_init_kwargs` names teachers {unknown} that were not given; the teachers are "
                 f"{sorted(teacher_model)}."
             )
-        paths = {name: t for name, t in teacher_model.items() if isinstance(t, str)}
+        paths = {name: t for name, t in teacher_model.items() if isinstance(t, str) and not is_served_teacher(t)}
         for name in teacher_model:
-            if name not in paths and name in per_teacher:
+            if name not in paths and name in per_teacher and not is_served_teacher(teacher_model[name]):
                 raise ValueError(
                     f"`teachers_init_kwargs[{name!r}]` is set but teacher {name!r} is already instantiated."
                 )
@@ -325,9 +336,13 @@ class CaMOPDTrainer(DistillationTrainer):
         loaded: dict = {}
         teachers = {}
         for name, spec in specs.items():
+            if isinstance(spec, str) and is_served_teacher(spec):  # a URL: the config's top-k
+                spec = {"url": spec, "top_k": args.served_teacher_top_k}
             if isinstance(spec, str):
                 kwargs = {**(args.teacher_model_init_kwargs or {}), **per_teacher.get(name, {})}
                 key = (spec, repr(sorted(kwargs.items())))
+            elif is_served_teacher(spec):
+                kwargs, key = None, repr(spec)
             else:
                 kwargs, key = None, id(spec)
             if key not in loaded:
@@ -344,6 +359,13 @@ class CaMOPDTrainer(DistillationTrainer):
                 )
             teachers[name] = loaded[key]
         return teachers
+
+    def _served_scores(self, name: str, output: dict, rows: torch.Tensor | None = None) -> TeacherScores:
+        """Served teacher `name`'s scores of the batch's rows `rows` (all when `None`); raises when the server fails
+        after its retries, so that no step trains on a failed response."""
+        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        tensors = [output[key] if rows is None else output[key][rows.to(output[key].device)] for key in keys]
+        return self.teachers[name].score_completions(*tensors, temperature=self.temperature)
 
     # ------------------------------------------------------------------------------------------------------ data
     def get_train_dataloader(self):
@@ -459,8 +481,16 @@ class CaMOPDTrainer(DistillationTrainer):
                 student_hidden, LMHead.of(student), completion_ids, loss_mask, self.temperature
             )
             teacher_logprobs = torch.zeros_like(student_logprobs)
-            teacher_hidden = None
+            teacher_hidden = served = None
             for name, rows in self._teacher_rows(sources):
+                if isinstance(self.teachers[name], ServedTeacher):
+                    if len(rows):
+                        scores = self._served_scores(name, output, rows)
+                        teacher_logprobs[rows.to(teacher_logprobs.device)] = scores.sampled_logprobs.to(
+                            teacher_logprobs.device
+                        )
+                        served = TeacherScores.merge(served, scores, rows, size)
+                    continue
                 run = rows if len(rows) else torch.zeros(1, dtype=torch.long)
                 run = run.to(input_ids.device)
                 hidden = self._teacher_hidden(name, input_ids[run], attention_mask[run], logits_to_keep)
@@ -480,10 +510,13 @@ class CaMOPDTrainer(DistillationTrainer):
         kept = select_by_gap(gaps, num_keep)
         self._log_gaps(gaps, kept, sources, loss_mask)
         if self._diagnostics_due():
-            self._log_coherence_gain(input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept)
+            self._log_coherence_gain(input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept, served)
 
         output = subset_batch(output, kept, size)
-        output["teacher_hidden_states"] = teacher_hidden[kept.to(teacher_hidden.device)]
+        if teacher_hidden is not None:
+            output["teacher_hidden_states"] = teacher_hidden[kept.to(teacher_hidden.device)]
+        if served is not None:  # the served teachers' scores travel with the kept rows: no second request
+            output.update(zip(SCORE_KEYS, served.rows(kept).tensors()))
         if self.pad_to_multiple_of is None:  # drop the padding columns no kept sample needs
             first = int(output["prompt_mask"].any(0).nonzero().min())
             last = int(output["completion_mask"].any(0).nonzero().max()) + 1
@@ -491,7 +524,7 @@ class CaMOPDTrainer(DistillationTrainer):
                 output["prompt_ids"][:, first:],
                 output["prompt_mask"][:, first:],
             )
-            for key in ("completion_ids", "completion_mask", "tool_mask", "teacher_hidden_states"):
+            for key in ("completion_ids", "completion_mask", "tool_mask", "teacher_hidden_states", *SCORE_KEYS):
                 if key in output:
                     output[key] = output[key][:, :last]
         kept_mask = (
@@ -510,7 +543,9 @@ class CaMOPDTrainer(DistillationTrainer):
             and self.state.global_step % every == 0
         )
 
-    def _log_coherence_gain(self, input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept) -> None:
+    def _log_coherence_gain(
+        self, input_ids, attention_mask, loss_mask, teacher_hidden, sources, kept, served=None
+    ) -> None:
         """Logs `coherence/full`, `coherence/selected` and `gcg` (see `coherence.py`) on the current generation batch.
 
         Per-sample gradient `g_i` = gradient of sample i's summed per-token divergence (its share of the loss, up to the
@@ -531,7 +566,12 @@ class CaMOPDTrainer(DistillationTrainer):
             with torch.enable_grad(), recorded_outputs(module) as outputs:
                 hidden = self._get_last_hidden_state(student, input_ids[rows], attention_mask[rows], loss_mask.size(1))
                 losses = self._per_sample_divergence(
-                    hidden, head, teacher_hidden[rows], loss_mask[rows], sources[rows]
+                    hidden,
+                    head,
+                    None if teacher_hidden is None else teacher_hidden[rows],
+                    loss_mask[rows],
+                    sources[rows],
+                    None if served is None else served.rows(torch.arange(len(sources))[rows]),
                 )
                 grads.append(per_sample_gradients(losses, params, outputs))
         grads = torch.cat(grads)
@@ -547,13 +587,23 @@ class CaMOPDTrainer(DistillationTrainer):
         metrics["gcg"].append(gain)
         metrics["coherence/seconds"].append(time.perf_counter() - start)
 
-    def _per_sample_divergence(self, student_hidden, student_head, teacher_hidden, loss_mask, sources) -> torch.Tensor:
+    def _per_sample_divergence(
+        self, student_hidden, student_head, teacher_hidden, loss_mask, sources, served=None
+    ) -> torch.Tensor:
         """`(B,)` summed per-token divergence of each sample against its source's teacher (gradients flow)."""
         device = student_head.weight.device
         student_hidden, loss_mask = student_hidden.to(device), loss_mask.to(device)
         losses = torch.zeros(student_hidden.size(0), device=device, dtype=torch.float32)
         for name, rows in teacher_rows(self.routing, self.source_names, sources):
             rows = rows.to(device)
+            if isinstance(self.teachers[name], ServedTeacher):
+                scores = served.rows(rows)
+                divergence, _ = topk_tail_generalized_jsd(
+                    student_hidden[rows], student_head, scores.topk_ids, scores.topk_logprobs, loss_mask[rows],
+                    self.beta, self.temperature,
+                )  # fmt: skip
+                losses = losses.index_add(0, rows, divergence.sum(-1))
+                continue
             teacher_head = LMHead.of(self.accelerator.unwrap_model(self.teachers[name]))
             divergence, _ = generalized_jsd(
                 student_hidden[rows],
@@ -648,6 +698,16 @@ class CaMOPDTrainer(DistillationTrainer):
                 def take(tensor, run=run):
                     return tensor[run.to(tensor.device)]
 
+            if isinstance(self.teachers[name], ServedTeacher):
+                if not len(rows):
+                    continue
+                divergence, entropy = self._served_divergence(
+                    name, inputs, rows, take, student_hidden, student_head, loss_mask
+                )
+                total = total + divergence.sum()
+                entropy_sum = entropy_sum + entropy.sum()
+                self._pending_divergence[name] = (divergence.detach().sum(), take(loss_mask).sum())
+                continue
             if "teacher_hidden_states" in inputs:  # cached by the gap scoring: no second teacher pass
                 teacher_hidden = take(inputs["teacher_hidden_states"])[..., : self._teacher_width[name]]
             else:
@@ -674,6 +734,20 @@ class CaMOPDTrainer(DistillationTrainer):
             divergences[name] = (divergence.detach().sum(), take(loss_mask).sum())
         n_valid = loss_mask.sum()
         return token_mean_loss(total, n_valid, num_items_in_batch), entropy_sum.detach(), n_valid, divergences
+
+    def _served_divergence(self, name, inputs, rows, take, student_hidden, student_head, loss_mask):
+        """Per-token top-k + tail divergence to served teacher `name` on rows `rows` (see
+        [`~trl_distill.core.divergence.topk_tail_generalized_jsd`]), from the scores cached by gap selection or, without
+        them, from a request now."""
+        if SCORE_KEYS[0] in inputs:
+            scores = TeacherScores(*(take(inputs[key]) for key in SCORE_KEYS))
+        else:
+            scores = self._served_scores(name, inputs, None if len(rows) == loss_mask.size(0) else rows)
+        with maybe_gather_lm_head_ctx(student_head.weight, student_head.bias):
+            return topk_tail_generalized_jsd(
+                take(student_hidden), student_head, scores.topk_ids, scores.topk_logprobs, take(loss_mask),
+                self.beta, self.temperature,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def training_step(self, model, inputs, num_items_in_batch):

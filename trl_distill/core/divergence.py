@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 
 
@@ -193,3 +194,99 @@ def compute_distillation_loss(
     entropy_sum = trainer.accelerator.gather_for_metrics(entropy_sum).sum()
     trainer._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
     return loss, stats
+
+
+# a finite stand-in for log 0 on the sparse support: exp() of it is 0, and 0·(log 0 − x) stays 0 instead of NaN
+LOG_ZERO = -1e4
+# the tail bucket's mass is at least this, so its log stays finite when the top-k covers (almost) all of the mass
+MIN_TAIL_LOG_SUM = -1e-7
+
+
+def with_tail_bucket(logprobs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """`(..., K)` log-probabilities of a top-k support → `(..., K+1)`: invalid entries set to log 0, and one tail
+    element `log(1 − Σ_k p_k)` holding the mass outside the support (clamped at `MIN_TAIL_LOG_SUM`)."""
+    logprobs = torch.where(valid, logprobs, torch.full_like(logprobs, LOG_ZERO))
+    log_sum = torch.logsumexp(logprobs, dim=-1, keepdim=True).clamp(max=MIN_TAIL_LOG_SUM)
+    return torch.cat([logprobs, torch.log(-torch.expm1(log_sum))], dim=-1)
+
+
+def topk_tail_jsd(
+    student_topk_logprobs: torch.Tensor, teacher_topk_logprobs: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Generalized JSD_β over the teacher's top-k support plus one tail bucket, per position.
+
+    Both arguments are *normalised* log-probabilities (over the whole vocabulary) of the same `K` token ids, `(..., K)`;
+    a teacher entry of `-inf` marks a missing one. Each side becomes a distribution over `K + 1` outcomes (the `K`
+    tokens, and "any other token" with mass `1 − Σ_k p_k`), and the divergence is taken between those. Exact (equal
+    to the full-vocabulary divergence) when the `K` ids cover the vocabulary; otherwise it treats the tail as one token,
+    which lowers it: by the data-processing inequality, never above the full divergence.
+
+    Returns:
+        `torch.Tensor`: shape `(...)`.
+    """
+    valid = torch.isfinite(teacher_topk_logprobs)
+    student = with_tail_bucket(student_topk_logprobs.float(), valid)
+    teacher = with_tail_bucket(teacher_topk_logprobs.float(), valid)
+    return generalized_jsd_from_logits(student, teacher, beta)
+
+
+def topk_tail_generalized_jsd(
+    student_hidden: torch.Tensor,
+    student_head: LMHead,
+    teacher_topk_ids: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+    chunk_size: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[`generalized_jsd`]'s counterpart for a teacher known only by its top-k (a served teacher): per-token
+    [`topk_tail_jsd`] and student entropy, from the student's hidden states.
+
+    The student's full softmax (for its normaliser and the tail) is taken `chunk_size` tokens at a time under
+    activation checkpointing, so `(tokens, V)` logits never exist in full, in the forward or the backward.
+
+    Args:
+        student_hidden (`torch.Tensor`): `(B, T, H)` student final hidden states aligned with the predicted tokens.
+        student_head (`LMHead`): the student's output projection.
+        teacher_topk_ids (`torch.Tensor`): `(B, T, K)` the teacher's top-k token ids.
+        teacher_topk_logprobs (`torch.Tensor`): `(B, T, K)` their teacher log-probabilities (already at
+            `temperature`); `-inf` where missing.
+        mask (`torch.Tensor`): `(B, T)`, nonzero where the divergence is wanted.
+        beta (`float`): see [`generalized_jsd_from_logits`].
+        temperature (`float`, defaults to 1.0): the student's softmax temperature.
+        chunk_size (`int`, defaults to 512): tokens per checkpointed chunk.
+
+    Returns:
+        `(divergence, entropy)`, each `(B, T)` with zeros outside the mask.
+    """
+    _check_beta(beta)
+    valid = mask.reshape(-1) != 0
+    hidden = student_hidden.reshape(-1, student_hidden.size(-1))[valid]
+    ids = teacher_topk_ids.reshape(-1, teacher_topk_ids.size(-1))[valid.to(teacher_topk_ids.device)]
+    teacher = teacher_topk_logprobs.reshape(-1, teacher_topk_logprobs.size(-1))[valid.to(teacher_topk_ids.device)]
+    rows = _vocab_rows(student_head.weight)
+    if ids.numel() and int(ids.max()) >= rows:
+        raise ValueError(
+            f"The served teacher returned token id {int(ids.max())}, past the student's vocabulary ({rows} rows): the "
+            "teacher uses another tokenizer."
+        )
+
+    def chunk(h, chunk_ids, chunk_teacher):
+        log_p = F.log_softmax(student_head.logits(h) / temperature, dim=-1)
+        divergence = topk_tail_jsd(log_p.gather(-1, chunk_ids), chunk_teacher, beta)
+        return divergence, -(log_p.exp() * log_p).sum(-1)
+
+    divergence = student_hidden.new_zeros(valid.shape, dtype=torch.float32)
+    entropy = divergence.clone()
+    if hidden.size(0):
+        parts = [
+            torch.utils.checkpoint.checkpoint(
+                chunk, hidden[i : i + chunk_size], ids[i : i + chunk_size].to(hidden.device),
+                teacher[i : i + chunk_size].to(hidden.device), use_reentrant=False,
+            )
+            for i in range(0, hidden.size(0), chunk_size)
+        ]  # fmt: skip
+        divergence = divergence.masked_scatter(valid, torch.cat([d for d, _ in parts]))
+        entropy = entropy.masked_scatter(valid, torch.cat([e for _, e in parts]).detach())
+    return divergence.view(mask.shape), entropy.view(mask.shape)

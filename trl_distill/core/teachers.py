@@ -22,6 +22,7 @@ from trl.models import prepare_deepspeed
 from trl.trainer.utils import create_model_from_path
 
 from .data import check_local_path
+from .served_teacher import ServedTeacher, is_served_teacher
 
 
 logger = get_logger(__name__)
@@ -226,7 +227,10 @@ def load_teacher(
     """Loads, checks and prepares one frozen teacher.
 
     Args:
-        teacher (`str` or [`~transformers.PreTrainedModel`]): a model id or local path, or an instantiated model.
+        teacher (`str`, [`~transformers.PreTrainedModel`] or [`~trl_distill.core.served_teacher.ServedTeacher`]): a
+            model id or local path, an instantiated model, or a served teacher (its URL, a mapping of its arguments,
+            or itself), which is returned as a [`ServedTeacher`] checked against `tokenizer` and `student`'s
+            vocabulary (nothing is loaded or prepared).
         args ([`~transformers.TrainingArguments`]): the trainer's arguments (distributed state, `trust_remote_code`,
             DeepSpeed plugin).
         name (`str`, defaults to `"teacher"`): how errors and logs name this teacher.
@@ -253,6 +257,11 @@ def load_teacher(
     Returns:
         [`~transformers.PreTrainedModel`]: the teacher in eval mode (wrapped when `accelerator` is given).
     """
+    if is_served_teacher(teacher):
+        served = ServedTeacher.from_spec(teacher)
+        if tokenizer is not None:
+            served.check_tokenizer(tokenizer, None if student is None else vocab_size(student), name)
+        return served
     if not isinstance(teacher, str) and copy:
         if _is_zero3(args):
             source = teacher.config.name_or_path

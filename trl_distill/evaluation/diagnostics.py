@@ -13,6 +13,12 @@ On the same token sequence, at every position `t` that predicts a scored token, 
 
 Reported values are means over all scored tokens of all texts (token-weighted). The divergences themselves come from
 [`~trl_distill.core.divergence.generalized_jsd_from_logits`], the one place the formulas live.
+
+The teacher may be served ([`~trl_distill.core.served_teacher.ServedTeacher`] or its URL): it is then known by its
+top-`K` log-probabilities per position ([`served_per_token_diagnostics`]). `top1_agreement`,
+`student_mass_on_teacher_topk` and `topk_overlap` stay exact while `top_k <= K`; the three divergences are taken over
+the top-`K` plus one tail bucket and `teacher_mass_on_student_topk` counts only the teacher mass it knows: all four
+exact when `K` covers the vocabulary, lower bounds below (see docs/distributed.md, "Teachers as services").
 """
 
 from collections.abc import Sequence
@@ -21,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from ..core.divergence import generalized_jsd_from_logits
+from ..core.divergence import generalized_jsd_from_logits, topk_tail_jsd
+from ..core.served_teacher import ServedTeacher, is_served_teacher
 from ..core.teachers import check_teacher_tokenizer
 from ..core.tokenizers import ensure_pad_token
 
@@ -138,6 +145,49 @@ def per_token_diagnostics(
     }
 
 
+def served_per_token_diagnostics(
+    student_logits: torch.Tensor,
+    teacher_topk_ids: torch.Tensor,
+    teacher_topk_logprobs: torch.Tensor,
+    top_k: int = 8,
+    temperature: float = 1.0,
+) -> dict[str, torch.Tensor]:
+    """[`per_token_diagnostics`] against a teacher known by its top-`K` (sorted, `K >= top_k`) log-probabilities at
+    `temperature`: `(..., V)` student logits, `(..., K)` teacher ids and log-probabilities. See the module docstring
+    for which values are exact."""
+    width = teacher_topk_ids.size(-1)
+    if not 1 <= top_k <= width:
+        raise ValueError(f"top_k must lie in [1, the served teacher's top_k = {width}], got {top_k}.")
+    log_s = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    s_at_t = log_s.gather(-1, teacher_topk_ids)
+    t = teacher_topk_logprobs.float()
+    top_s = log_s.topk(top_k, dim=-1).indices
+    # teacher mass on the student's top-k: the teacher ids it knows that are among them
+    known = (teacher_topk_ids.unsqueeze(-1) == top_s.unsqueeze(-2)).any(-1) & torch.isfinite(t)
+    overlap = (teacher_topk_ids[..., :top_k].unsqueeze(-1) == top_s.unsqueeze(-2)).any(-1)
+    return {
+        "forward_kl": topk_tail_jsd(s_at_t, t, beta=0.0),
+        "reverse_kl": topk_tail_jsd(s_at_t, t, beta=1.0),
+        "js": topk_tail_jsd(s_at_t, t, beta=0.5),
+        "top1_agreement": (log_s.argmax(-1) == teacher_topk_ids[..., 0]).float(),
+        "teacher_mass_on_student_topk": (t.exp() * known).sum(-1),
+        "student_mass_on_teacher_topk": s_at_t[..., :top_k].exp().sum(-1),
+        "topk_overlap": overlap.sum(-1).float() / top_k,
+    }
+
+
+def _served_logprobs(teacher: ServedTeacher, input_ids, attention_mask, temperature: float):
+    """`(B, L-1, K)` ids and log-probabilities of a served teacher, position `t-1` predicting token `t`."""
+    sequences = [row[mask.bool()].tolist() for row, mask in zip(input_ids.cpu(), attention_mask.cpu())]
+    batch, length = input_ids.size(0), input_ids.size(1) - 1
+    ids = torch.zeros(batch, length, teacher.top_k, dtype=torch.long)
+    logprobs = torch.full((batch, length, teacher.top_k), float("-inf"))
+    for i, (row_ids, row_logprobs, _) in enumerate(teacher.score(sequences, [1] * batch, temperature)):
+        ids[i, : len(row_ids)] = torch.from_numpy(row_ids)
+        logprobs[i, : len(row_ids)] = torch.from_numpy(row_logprobs)
+    return ids.to(input_ids.device), logprobs.to(input_ids.device)
+
+
 @torch.no_grad()
 def token_diagnostics(
     student,
@@ -168,8 +218,9 @@ def token_diagnostics(
     Args:
         student (`PreTrainedModel`):
             The student causal LM.
-        teacher (`PreTrainedModel`):
-            The teacher causal LM; must use the same tokenizer (vocabulary) as the student.
+        teacher (`PreTrainedModel`, [`~trl_distill.core.served_teacher.ServedTeacher`] or `str`):
+            The teacher causal LM; must use the same tokenizer (vocabulary) as the student. A served teacher (or its
+            URL) is known by its top-k log-probabilities: see the module docstring for what stays exact.
         tokenizer (`PreTrainedTokenizerBase`):
             The shared tokenizer. It needs a pad token (or an EOS token, used for padding).
         texts (`Sequence[str]`):
@@ -203,14 +254,20 @@ def token_diagnostics(
         raise TypeError("`texts` must be a list of strings, not a single string; wrap it: `[text]`.")
     if len(texts) == 0:
         raise ValueError("`texts` is empty; pass at least one text to compare the student and the teacher on.")
-    if check_tokenizer:
+    served = is_served_teacher(teacher)
+    if served:
+        teacher = ServedTeacher.from_spec(teacher)
+        if check_tokenizer:
+            teacher.check_tokenizer(tokenizer, student.get_output_embeddings().weight.shape[0])
+    elif check_tokenizer:
         check_teacher_tokenizer(tokenizer, teacher)
     pad_token_id = ensure_pad_token(tokenizer)
     features = _encode(tokenizer, texts, prompts)
     device = _device_of(student)
-    modes = (student.training, teacher.training)
+    modes = (student.training, None if served else teacher.training)
     student.eval()
-    teacher.eval()
+    if not served:
+        teacher.eval()
     sums = dict.fromkeys(DIAGNOSTIC_KEYS, 0.0)
     num_tokens = 0
     per_token: list[dict] = []
@@ -220,29 +277,30 @@ def token_diagnostics(
             batch = features[start : start + batch_size]
             input_ids, attention_mask, score_mask = _collate(batch, pad_token_id, device)
             s_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+            mask = score_mask[:, 1:]  # logits at position t-1 predict token t, so the mask shifts left by one
+            if served:
+                t_ids, t_logprobs = _served_logprobs(teacher, input_ids, attention_mask, temperature)
+                values = served_per_token_diagnostics(
+                    s_logits[mask], t_ids[mask], t_logprobs[mask], top_k=top_k, temperature=temperature
+                )
+                sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token if return_per_token else None)
+                continue
             t_logits = teacher(
                 input_ids=input_ids.to(_device_of(teacher)), attention_mask=attention_mask.to(_device_of(teacher))
             ).logits[:, :-1]
             t_logits = t_logits.to(s_logits.device)
             vocab_size = _shared_vocab_size(s_logits, t_logits, tokenizer)
-            # logits at position t-1 predict token t, so the mask shifts left by one
-            mask = score_mask[:, 1:]
             values = per_token_diagnostics(
                 s_logits[..., :vocab_size][mask],
                 t_logits[..., :vocab_size][mask],
                 top_k=top_k,
                 temperature=temperature,
             )
-            for key in DIAGNOSTIC_KEYS:
-                sums[key] += values[key].sum().item()
-            num_tokens += int(mask.sum().item())
-            if return_per_token:
-                lengths = mask.sum(-1).tolist()
-                split = {key: values[key].cpu().split(lengths) for key in DIAGNOSTIC_KEYS}
-                per_token += [{key: split[key][i] for key in DIAGNOSTIC_KEYS} for i in range(len(batch))]
+            sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token if return_per_token else None)
     finally:
         student.train(modes[0])
-        teacher.train(modes[1])
+        if not served:
+            teacher.train(modes[1])
     if num_tokens == 0:
         raise ValueError(
             "No token was scored: every text is at most one token long (or every completion is empty). Pass longer "
@@ -254,6 +312,17 @@ def token_diagnostics(
     if return_per_token:
         result["per_token"] = per_token
     return result
+
+
+def _accumulate(sums: dict, num_tokens: int, values: dict, mask: torch.Tensor, per_token: list | None):
+    """Adds one batch's per-token values to the running sums (and, when kept, to the per-text lists)."""
+    for key in DIAGNOSTIC_KEYS:
+        sums[key] += values[key].sum().item()
+    if per_token is not None:
+        lengths = mask.sum(-1).tolist()
+        split = {key: values[key].cpu().split(lengths) for key in DIAGNOSTIC_KEYS}
+        per_token += [{key: split[key][i] for key in DIAGNOSTIC_KEYS} for i in range(mask.size(0))]
+    return sums, num_tokens + int(mask.sum().item())
 
 
 class TokenDiagnosticsCallback(TrainerCallback):
@@ -310,7 +379,11 @@ class TokenDiagnosticsCallback(TrainerCallback):
             raise ValueError(f"log_every must be a positive number of steps, got {log_every}.")
         if len(texts) == 0:
             raise ValueError("`texts` is empty; pass a few held-out texts to compare the student and teacher on.")
-        check_teacher_tokenizer(tokenizer, teacher)  # once here, not at every logging step
+        if is_served_teacher(teacher):  # once here, not at every logging step
+            teacher = ServedTeacher.from_spec(teacher)
+            teacher.check_tokenizer(tokenizer)
+        else:
+            check_teacher_tokenizer(tokenizer, teacher)
         self.teacher = teacher
         self.tokenizer = tokenizer
         self.texts = list(texts)

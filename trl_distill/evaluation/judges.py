@@ -11,7 +11,7 @@ Two kinds of judges:
   known model or organisation).
 
 The rubrics and reply parsing live in [`~trl_distill.evaluation.rubrics`], the HTTP client in
-[`~trl_distill.evaluation.http_client`]; this module holds the judges.
+[`~trl_distill.core.http_client`]; this module holds the judges.
 """
 
 import inspect
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tqdm.auto import tqdm
 
+from ..core.http_client import ChatCompletionsClient
 from ..core.tokenizers import ensure_pad_token
-from .http_client import ChatCompletionsClient
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact
 from .rubrics import (  # noqa: F401  (the rubric names stay importable from here)
     ICE_RUBRIC,
@@ -280,7 +280,7 @@ class OpenAICompatibleJudge(ChatJudge):
             See [`ChatJudge`].
         **client_kwargs:
             The transport and sampling settings (e.g. `api_key_env`, `timeout`, `max_http_retries`), passed unchanged
-            to [`~trl_distill.evaluation.http_client.ChatCompletionsClient`]: see it for each and its default.
+            to [`~trl_distill.core.http_client.ChatCompletionsClient`]: see it for each and its default.
     """
 
     def __init__(

@@ -4,7 +4,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "endpoint")
+# settings of an endpoint teacher that change how fast it answers, not what: left out of the pool's identity
+ENDPOINT_THROUGHPUT = ("api_key_env", "max_concurrency", "requests_per_second", "timeout", "max_retries", "backoff")
+ENDPOINT_FIELDS = ("base_url", *ENDPOINT_THROUGHPUT)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -14,7 +17,9 @@ class TeacherSpec:
 
     Written on the command line as a path (`./qwen-7b`) or as comma-separated `key=value` pairs
     (`name=qwen,model=Qwen/Qwen2.5-7B-Instruct,temperature=0.7,backend=vllm,tensor_parallel_size=4`); in a YAML recipe
-    also as a mapping with the same keys.
+    also as a mapping with the same keys. A teacher with a `base_url` is an OpenAI-compatible chat endpoint (vLLM,
+    SGLang, `trl-distill serve-teacher`, a hosted API): `model` is then the model name sent in each request
+    (`name=big,model=Qwen/Qwen2.5-72B-Instruct,base_url=http://10.0.0.5:8000/v1,max_concurrency=16`).
 
     Args:
         model (`str`): model path or Hub id.
@@ -27,6 +32,16 @@ class TeacherSpec:
         backend (`str`, *optional*): `"transformers"` or `"vllm"`.
         dtype (`str`, *optional*): weights dtype: `"auto"`, `"float32"`, `"bfloat16"` or `"float16"`.
         tensor_parallel_size (`int`, *optional*): GPUs one vLLM teacher is split over.
+        base_url (`str`, *optional*): the API root of an endpoint teacher (e.g. `http://10.0.0.5:8000/v1`); implies
+            `backend="endpoint"`.
+        api_key_env (`str`, *optional*): the environment variable holding the endpoint's API key (never the key).
+        max_concurrency (`int`, *optional*, defaults to 8 for endpoints): requests in flight at once.
+        requests_per_second (`float`, *optional*): a rate limit on the endpoint's requests.
+        timeout (`float`, *optional*, defaults to 120 for endpoints): seconds to wait for one answer.
+        max_retries (`int`, *optional*, defaults to 4 for endpoints): retries after 429, 5xx, timeouts and malformed
+            replies, with exponential backoff.
+        backoff (`float`, *optional*, defaults to 1 for endpoints): the first wait between retries in seconds, doubled
+            each retry.
     """
 
     model: str
@@ -38,6 +53,13 @@ class TeacherSpec:
     backend: str | None = None
     dtype: str | None = None
     tensor_parallel_size: int | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    max_concurrency: int | None = None
+    requests_per_second: float | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    backoff: float | None = None
 
     @classmethod
     def parse(cls, value) -> "TeacherSpec":
@@ -63,7 +85,9 @@ class TeacherSpec:
             raise ValueError(f"Teacher spec {value!r}: unknown key(s) {unknown}; known keys are {sorted(known)}.")
         if not items.get("model"):
             raise ValueError(f"Teacher spec {value!r} has no `model` (a path or Hub id).")
-        converters = {"temperature": float, "top_p": float, "max_new_tokens": int, "tensor_parallel_size": int}
+        converters = {"temperature": float, "top_p": float, "max_new_tokens": int, "tensor_parallel_size": int,
+                      "max_concurrency": int, "requests_per_second": float, "timeout": float, "max_retries": int,
+                      "backoff": float}  # fmt: skip
         try:
             items = {k: converters[k](v) if k in converters and v is not None else v for k, v in items.items()}
         except ValueError as error:
@@ -73,6 +97,11 @@ class TeacherSpec:
     def resolved(self, defaults: "BuildPoolConfig") -> "TeacherSpec":
         """A copy with every unset field taken from `defaults` and a name derived from the model when unset."""
         values = asdict(self)
+        if values["base_url"] and values["backend"] is None:
+            values["backend"] = "endpoint"
+        if values["backend"] == "endpoint":
+            for key, default in (("max_concurrency", 8), ("timeout", 120.0), ("max_retries", 4), ("backoff", 1.0)):
+                values[key] = default if values[key] is None else values[key]
         for key in ("temperature", "top_p", "max_new_tokens", "system", "backend", "dtype", "tensor_parallel_size"):
             if values[key] is None:
                 values[key] = getattr(defaults, key)
@@ -96,6 +125,25 @@ class TeacherSpec:
             raise ValueError(f"{where}: unknown dtype {self.dtype!r}; choose one of {DTYPES}.")
         if self.tensor_parallel_size is not None and self.tensor_parallel_size < 1:
             raise ValueError(f"{where}: tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}.")
+        if self.backend == "endpoint" and not (self.base_url or "").startswith(("http://", "https://")):
+            raise ValueError(
+                f"{where}: an endpoint teacher needs a `base_url` starting with http:// or https:// (e.g. "
+                f"base_url=http://10.0.0.5:8000/v1), got {self.base_url!r}."
+            )
+        if self.backend not in (None, "endpoint") and self.base_url:
+            raise ValueError(f"{where}: `base_url` is set but backend={self.backend!r}; drop one of them.")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"{where}: max_concurrency must be >= 1, got {self.max_concurrency}.")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError(f"{where}: requests_per_second must be > 0, got {self.requests_per_second}.")
+
+    def identity(self) -> dict:
+        """What makes this teacher's answers what they are (the manifest entry): the settings, without an endpoint's
+        throughput knobs, and without the endpoint fields for a local teacher (so older manifests still match)."""
+        values = asdict(self)
+        if self.backend != "endpoint":
+            return {k: v for k, v in values.items() if k not in ENDPOINT_FIELDS}
+        return {k: v for k, v in values.items() if k not in ENDPOINT_THROUGHPUT}
 
 
 @dataclass
@@ -139,7 +187,8 @@ class BuildPoolConfig:
             Default system message for conversational prompts.
         backend (`str`, *optional*, defaults to `"transformers"`):
             Default backend: `"transformers"` (batched `generate`, data-parallel over accelerate processes) or
-            `"vllm"` (one process, tensor-parallel over `tensor_parallel_size` GPUs).
+            `"vllm"` (one process, tensor-parallel over `tensor_parallel_size` GPUs). A teacher with a `base_url` uses
+            `"endpoint"` (an OpenAI-compatible chat server, see [`TeacherSpec`]).
         dtype (`str`, *optional*, defaults to `"auto"`):
             Default weights dtype.
         tensor_parallel_size (`int`, *optional*, defaults to `1`):

@@ -8,6 +8,10 @@ Layout of `output_dir`:
   atomically as soon as they are verified. A rerun skips the shards that exist; each shard is seeded from
   `(seed, teacher, shard)`, so a killed-and-resumed run writes the same pool as an uninterrupted one, whatever the
   number of processes.
+- `shards/<k>-<teacher>/<shard>.answers.jsonl` and `<shard>.failed.jsonl` (endpoint teachers): each answered
+  request, appended as it arrives, and each request that failed after its retries. A rerun re-asks only what is not
+  in the answers file; the shard itself is written only once every request of it is answered, so a failed request
+  is never written as an answer.
 - `pool.jsonl`: the long-form pool (see `trl_distill.core.pool`), rows ordered by prompt, then teacher, then sample.
 - `summary.json`: per teacher, the accuracy, the answer length and the share of prompts with a correct answer.
 """
@@ -20,8 +24,10 @@ import math
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from accelerate import PartialState
@@ -30,6 +36,7 @@ from tqdm.auto import tqdm
 
 from ..core.engine import distributed_state
 from ..core.generation import generate_completions, render_prompt
+from ..core.http_client import ChatCompletionsClient, EndpointError
 from ..core.pool import validate_pool
 from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, is_correct, weighted_reward
 from ..core.tokenizers import ensure_pad_token
@@ -41,6 +48,11 @@ MANIFEST_VERSION = 1
 # columns the builder writes; a prompt dataset may not bring its own
 POOL_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct", "reward", "sample_index",
                 "completion_tokens", "teacher_model", "generation")  # fmt: skip
+
+
+class PoolIncompleteError(RuntimeError):
+    """Some requests to an endpoint teacher failed after their retries: their shards are not written, the answered
+    requests are kept, and rerunning the same command asks only the rest."""
 
 
 def build_pool(
@@ -189,7 +201,7 @@ class PoolBuilder:
             dataset_hash.update(json.dumps([self.prompt_ids[start : start + 1024], rows], default=str).encode())
         return {
             "version": MANIFEST_VERSION,
-            "teachers": [asdict(spec) for spec in config.teacher_specs],
+            "teachers": [spec.identity() for spec in config.teacher_specs],
             "n": config.n,
             "verifier": _verifier_names(config.verifier),
             "tolerance": config.tolerance,
@@ -250,6 +262,7 @@ class PoolBuilder:
             if mine:
                 self._generate_teacher(teacher_index, spec, mine)
             self.state.wait_for_everyone()
+        self._check_complete()
         if self.state.is_main_process:
             summary = self._merge()
             if self.show_progress:
@@ -268,19 +281,26 @@ class PoolBuilder:
             with progress:
                 for shard in shards:
                     rows = self.dataset[shard * size : (shard + 1) * size]
-                    records = self._answer_shard(backend, spec, shard, rows)
+                    path = self.shard_path(teacher_index, shard)
+                    try:
+                        records = self._answer_shard(backend, spec, shard, rows, path)
+                    except _UnansweredRequests:  # recorded in the shard's failed file; reported once all have run
+                        progress.update(len(rows["prompt"]))
+                        continue
                     _write_atomic(
                         self.shard_path(teacher_index, shard),
                         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
                     )
                     progress.update(len(rows["prompt"]))
+                    if os.path.exists(_sidecar(path, "answers")):  # the shard holds them now
+                        os.remove(_sidecar(path, "answers"))
         finally:
             backend.close()
 
-    def _answer_shard(self, backend, spec: TeacherSpec, shard: int, rows: dict) -> list[dict]:
+    def _answer_shard(self, backend, spec: TeacherSpec, shard: int, rows: dict, path: str) -> list[dict]:
         n, seed = self.config.n, self.shard_seed(spec, shard)
         prompts = rows["prompt"]
-        answers = backend.generate(prompts, n, seed)
+        answers = backend.generate(prompts, n, seed, path)
         asked = [prompts[i // n] for i in range(len(answers))]
         completions = as_completions(asked, [text for text, _ in answers])
         columns = {c: [rows[c][i // n] for i in range(len(completions))] for c in self.extra_columns}
@@ -309,6 +329,23 @@ class PoolBuilder:
                 }
             )
         return records
+
+    def _check_complete(self) -> None:
+        """Raises [`PoolIncompleteError`] when a shard is missing (its endpoint requests failed), naming the files."""
+        missing = [
+            self.shard_path(t, k)
+            for t in range(len(self.config.teacher_specs))
+            for k in range(self.num_shards)
+            if not os.path.exists(self.shard_path(t, k))
+        ]
+        if missing:
+            failed = [_sidecar(path, "failed") for path in missing if os.path.exists(_sidecar(path, "failed"))]
+            raise PoolIncompleteError(
+                f"{len(missing)} shard(s) are not finished because requests to an endpoint teacher failed after their "
+                f"retries; the failures are listed in {failed[:3]}{' ...' if len(failed) > 3 else ''}. Answered "
+                "requests are kept: rerun the same command to ask only the others (raise `max_retries` or `timeout`, "
+                "or lower `max_concurrency` / `requests_per_second`, if the server is overloaded)."
+            )
 
     # ---- merge and summary -------------------------------------------------------------------------------------------
 
@@ -416,6 +453,8 @@ def _differences(previous: dict, current: dict) -> str:
 
 
 def _load_backend(spec: TeacherSpec, config: BuildPoolConfig, state: PartialState):
+    if spec.backend == "endpoint":
+        return _EndpointBackend(spec)
     if spec.backend == "vllm":
         return _VLLMBackend(spec, config, state)
     return _TransformersBackend(spec, config, state)
@@ -435,7 +474,7 @@ class _TransformersBackend:
             spec.model, dtype=dtype, trust_remote_code=config.trust_remote_code
         ).to(state.device)
 
-    def generate(self, prompts: list, n: int, seed: int) -> list[tuple[str, int]]:
+    def generate(self, prompts: list, n: int, seed: int, shard_path: str) -> list[tuple[str, int]]:
         spec = self.spec
         texts = generate_completions(
             self.model,
@@ -484,7 +523,7 @@ class _VLLMBackend:
         )
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: list, n: int, seed: int) -> list[tuple[str, int]]:
+    def generate(self, prompts: list, n: int, seed: int, shard_path: str) -> list[tuple[str, int]]:
         from vllm import SamplingParams
 
         spec = self.spec
@@ -516,3 +555,80 @@ class _VLLMBackend:
             pass
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _sidecar(shard_path: str, kind: str) -> str:
+    """`<shard>.answers.jsonl` / `<shard>.failed.jsonl` beside `<shard>.jsonl`."""
+    return shard_path.removesuffix(".jsonl") + f".{kind}.jsonl"
+
+
+class _UnansweredRequests(Exception):
+    pass
+
+
+class _EndpointBackend:
+    """An OpenAI-compatible chat endpoint: one request per answer (`seed` = shard seed + answer index), at most
+    `max_concurrency` in flight, spaced by `requests_per_second`, retried with backoff on 429/5xx/timeouts; each
+    answer appended to the shard's answers file as it arrives, so a killed run re-asks nothing answered."""
+
+    def __init__(self, spec: TeacherSpec):
+        self.spec = spec
+        self.client = ChatCompletionsClient(
+            spec.base_url, spec.model, api_key_env=spec.api_key_env, timeout=spec.timeout,
+            max_http_retries=spec.max_retries, backoff=spec.backoff, temperature=spec.temperature, max_tokens=spec.max_new_tokens,
+            requests_per_second=spec.requests_per_second,
+        )  # fmt: skip
+        self.lock = threading.Lock()
+
+    def _messages(self, prompt) -> list[dict]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if self.spec.system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.spec.system}] + messages
+        return messages
+
+    def generate(self, prompts: list, n: int, seed: int, shard_path: str) -> list[tuple[str, int]]:
+        answers_path, failed_path = _sidecar(shard_path, "answers"), _sidecar(shard_path, "failed")
+        answered = {}
+        if os.path.exists(answers_path):
+            with open(answers_path, encoding="utf-8") as f:
+                for line in f:
+                    try:  # a kill mid-append leaves a cut last line: that request is asked again
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    answered[record["key"]] = (record["content"], record["completion_tokens"])
+        todo = [(i, j) for i in range(len(prompts)) for j in range(n) if f"{i}:{j}" not in answered]
+        os.makedirs(os.path.dirname(answers_path), exist_ok=True)
+        failures = []
+        with open(answers_path, "a", encoding="utf-8") as out:
+
+            def ask(index):
+                i, j = index
+                try:
+                    reply = self.client.reply(self._messages(prompts[i]), top_p=self.spec.top_p, seed=seed + i * n + j)
+                except EndpointError as error:
+                    failures.append({"key": f"{i}:{j}", "error": str(error), "time": time.time()})
+                    return
+                content = reply["content"] or ""  # no content (a refusal) is an empty answer: counted, not pooled
+                tokens = reply["completion_tokens"]
+                if tokens is None:  # a server without `usage`: words stand in for tokens
+                    tokens = len(content.split())
+                line = json.dumps({"key": f"{i}:{j}", "content": content, "completion_tokens": tokens})
+                with self.lock:
+                    out.write(line + "\n")
+                    out.flush()
+                    answered[f"{i}:{j}"] = (content, tokens)
+
+            with ThreadPoolExecutor(self.spec.max_concurrency) as pool:
+                list(pool.map(ask, todo))
+            os.fsync(out.fileno())
+        if failures:
+            with open(failed_path, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(failure) + "\n" for failure in failures)
+            raise _UnansweredRequests(len(failures))
+        if os.path.exists(failed_path):  # every earlier failure is answered now
+            os.remove(failed_path)
+        return [answered[f"{i}:{j}"] for i in range(len(prompts)) for j in range(n)]
+
+    def close(self) -> None:
+        pass

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..core.data import check_local_path, load_data
 from ..pool.build_pool_config import BuildPoolConfig
-from ..pool.builder import build_pool
+from ..pool.builder import PoolIncompleteError, build_pool
 from .utils import lab_tokenizer
 
 
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             if not config.dataset_name:
                 raise ValueError("Give the prompt dataset with --dataset_name (a Hub id, a directory or a data file).")
             for teacher in config.teacher_specs:
+                if teacher.backend == "endpoint":
+                    continue
                 check_local_path(teacher.model, f"teacher {teacher.name!r} (--teachers)")
             dataset = load_data(config.dataset_name, config.dataset_config, config.dataset_split)
         if config.max_prompts is not None:
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except PoolIncompleteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"Pool written to {os.path.join(config.output_dir, 'pool.jsonl')}")
     return 0
 

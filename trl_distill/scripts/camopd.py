@@ -19,6 +19,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 from ..camopd.camopd_config import CaMOPDConfig
 from ..camopd.camopd_trainer import CaMOPDTrainer
 from ..core.data import check_local_path, load_data
+from ..core.served_teacher import is_served_teacher
 from .utils import (
     check_quantization,
     finish,
@@ -38,7 +39,8 @@ class CaMOPDScriptArguments:
 
     Args:
         general_teacher (`str`, *optional*):
-            General teacher (e.g. the original general model the student was specialised from).
+            General teacher (e.g. the original general model the student was specialised from): a model id, a path,
+            or the URL of a served teacher (`http://host:8000/v1`, vLLM or `trl-distill serve-teacher`).
         domain_teacher (`str`, *optional*):
             Domain teacher; defaults to a frozen copy of the student (`model_name_or_path`).
         general_prompts (`str`, *optional*):
@@ -110,8 +112,9 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: Mode
         general_teacher = script_args.general_teacher
         domain_teacher = script_args.domain_teacher or student
         check_local_path(student, "student (--model_name_or_path)")
-        check_local_path(general_teacher, "general teacher (--general_teacher)")
-        check_local_path(domain_teacher, "domain teacher (--domain_teacher)")
+        for teacher, flag in ((general_teacher, "general"), (domain_teacher, "domain")):
+            if not is_served_teacher(teacher):  # a URL is a served teacher, checked when the trainer is built
+                check_local_path(teacher, f"{flag} teacher (--{flag}_teacher)")
         if os.path.normpath(script_args.general_prompts) == os.path.normpath(script_args.domain_prompts):
             raise ValueError(
                 f"--general_prompts and --domain_prompts are both {script_args.general_prompts!r}: CaMOPD recovers "
