@@ -706,7 +706,7 @@ class CaMOPDTrainer(DistillationTrainer):
                 )
                 total = total + divergence.sum()
                 entropy_sum = entropy_sum + entropy.sum()
-                self._pending_divergence[name] = (divergence.detach().sum(), take(loss_mask).sum())
+                divergences[name] = (divergence.detach().sum(), take(loss_mask).sum())
                 continue
             if "teacher_hidden_states" in inputs:  # cached by the gap scoring: no second teacher pass
                 teacher_hidden = take(inputs["teacher_hidden_states"])[..., : self._teacher_width[name]]
