@@ -13,11 +13,6 @@ from trl_distill.lab.world import models
 from trl_distill.lab.world.models import SHIPPED_DIR, prebuild
 
 
-@pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory):
-    return ship.preset_runs("quick", str(tmp_path_factory.mktemp("lab")))
-
-
 def shipped_weights(run) -> dict:
     return load_file(os.path.join(SHIPPED_DIR, os.path.basename(run.path), "model.safetensors"))
 
@@ -26,8 +21,12 @@ def cached_weights(run) -> dict:
     return load_file(os.path.join(run.path, "model.safetensors"))
 
 
-def test_every_model_of_the_default_and_quick_presets_is_shipped_and_nothing_else(quick_runs, tmp_path):
-    keys = {os.path.basename(run.path) for run in quick_runs + ship.preset_runs("default", str(tmp_path))}
+def test_every_model_of_the_default_and_quick_presets_is_shipped_and_nothing_else(tmp_path):
+    keys = {
+        os.path.basename(run.path)
+        for preset in ("default", "quick")
+        for run in ship.preset_runs(preset, str(tmp_path))
+    }
     assert len(keys) == 20  # 10 models per preset
     shipped = set(os.listdir(SHIPPED_DIR))
     missing, stale = sorted(keys - shipped), sorted(shipped - keys)
@@ -39,7 +38,7 @@ def test_every_model_of_the_default_and_quick_presets_is_shipped_and_nothing_els
             assert key.startswith(json.load(f)["name"] + "-")
 
 
-def test_a_shipped_model_is_copied_into_the_cache_without_training(quick_runs, tmp_path, monkeypatch, tokenizer):
+def test_a_shipped_model_is_copied_into_the_cache_without_training(tmp_path, monkeypatch, tokenizer):
     def no_training(*args, **kwargs):
         raise AssertionError("a shipped model was pre-trained")
 
@@ -60,10 +59,11 @@ def test_a_shipped_model_is_copied_into_the_cache_without_training(quick_runs, t
         runs[0].build(tokenizer)
 
 
-def test_pretraining_still_reproduces_the_cheapest_shipped_model(quick_runs, tmp_path, monkeypatch, tokenizer):
-    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+def test_pretraining_still_reproduces_the_cheapest_shipped_model(tmp_path, monkeypatch, tokenizer):
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))  # before the runs: their paths lie in it
     monkeypatch.setenv("TRL_DISTILL_SHIPPED_MODELS", "0")  # what the ship script does: train, ignore the package's
-    cheapest = min((run for run in quick_runs if run.start is None), key=lambda run: run.cost())
+    runs = ship.preset_runs("quick", str(tmp_path))
+    cheapest = min((run for run in runs if run.start is None), key=lambda run: run.cost())
     assert prebuild(tokenizer, [cheapest]) == 1
     got, want = cached_weights(cheapest), shipped_weights(cheapest)
     assert got.keys() == want.keys()

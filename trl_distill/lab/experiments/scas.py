@@ -88,7 +88,9 @@ def run(lab: Lab, timings: dict) -> dict:
     # every run in one phase, so no worker idles between the precondition's runs and the others; the precondition's
     # (SFT on the best teacher's verified answers must improve the student over its base) start first and are judged
     # before any method is compared
-    with Phase("SCAS: training (best-teacher SFT, the precondition, first)", len(METHODS) * len(p.seeds), timings) as bar:
+    with Phase(
+        "SCAS: training (best-teacher SFT, the precondition, first)", len(METHODS) * len(p.seeds), timings
+    ) as bar:
         train_all(list(METHODS), bar)
     gain = above(summary(accuracies["best teacher"]), base)
     weakest = min(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
