@@ -21,8 +21,8 @@ from ..world.tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    `default` from a fresh clone with an empty model cache (`time make demo`, install included, 2 threads): 6 min 14 s,
-    7 min 13 s and 8 min 41 s on three 2-core machines, 2026-12-02 (docs/lab.md); times vary by machine.
+    The `default` and `quick` presets' pre-trained models ship in the package (`python -m trl_distill.lab.ship`), so
+    from an empty cache they pre-train nothing; a run ends with its per-phase timing table (docs/lab.md has today's).
 
     Args:
         name (`str`): the preset's name.
