@@ -201,6 +201,27 @@ def test_report_prints_every_precondition_before_the_comparison(tmp_path):
     assert "NO MECHANISM HERE" in table
 
 
+def test_the_run_ends_with_a_timing_table_of_every_phase_and_their_total(tmp_path):
+    from trl_distill.lab.report import summary_table, write_report
+
+    results = _fake_results()
+    results["timings"] = {"Lab: start-up (imports, world data)": 2.5, "Toy: training": 4.25}
+    write_report(str(tmp_path), results)  # times its own plots into the same table
+    report_seconds = results["timings"]["Lab: report and plots"]
+    assert report_seconds > 0
+    lines = summary_table(results).splitlines()
+    table = lines[lines.index("Timings (wall seconds per phase)") + 1 :]
+    assert [line.split()[-1] for line in table] == [
+        "2.5",
+        "4.2",
+        f"{report_seconds:.1f}",
+        f"{6.75 + report_seconds:.1f}",
+    ]
+    assert table[0].startswith("  Lab: start-up (imports, world data)") and table[-1].startswith("  total")
+    report = (tmp_path / "report.md").read_text()
+    assert "| Toy: training | 4.25 |" in report and f"| **total** | {round(6.75 + report_seconds, 2)} |" in report
+
+
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     from trl_distill.scripts.lab import main

@@ -1,11 +1,14 @@
 """The lab's progress output: live bars on a terminal, one line per phase otherwise (CI logs, `make demo > log`)."""
 
 import sys
+import time
 from functools import partialmethod
 
 from tqdm.auto import tqdm
 
 
+# when the lab's command began (its first import of this module): the start of its start-up phase (imports, world)
+STARTED = time.perf_counter()
 QUIET = False  # set in the lab's worker processes (`lab.parallel`): their parent draws the bars
 
 

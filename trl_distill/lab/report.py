@@ -4,6 +4,7 @@ import json
 import math
 import os
 import textwrap
+import time
 
 from .experiments.common import NO_MECHANISM, REFERENCE_LINE
 
@@ -397,7 +398,19 @@ def summary_table(results: dict) -> str:
             lines.append("  -> NO MECHANISM HERE (a precondition is not met): the claim cannot show in this world")
         else:
             lines.append(f"  -> paper's claim {r['verdict'].upper()} here")
+    if results.get("timings"):
+        lines += ["", *timing_table(results["timings"])]
     return "\n".join(lines)
+
+
+def timing_table(timings: dict) -> list[str]:
+    """The per-phase wall times of a run (start-up, pre-training, each experiment's phases, the report), with their
+    total, one line each."""
+    width = max(len(phase) for phase in timings)
+    lines = ["Timings (wall seconds per phase)"]
+    lines += [f"  {phase:<{width}}  {seconds:7.1f}" for phase, seconds in timings.items()]
+    lines.append(f"  {'total':<{width}}  {sum(timings.values()):7.1f}")
+    return lines
 
 
 def write_markdown(path: str, results: dict, plots: dict) -> None:
@@ -469,8 +482,10 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
         out.append("")
         for f in plots.get(name, []):
             out += [f"![{f}]({f})", "", f"*{CAPTIONS.get(f.removeprefix(name + '_'), '')}*", ""]
+    timings = results["timings"]
     out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in results["timings"].items()]
+    out += [f"| {k} | {v} |" for k, v in timings.items()]
+    out += [f"| **total** | {round(sum(timings.values()), 2)} |"] if timings else []
     with open(path, "w") as f:
         f.write("\n".join(out) + "\n")
 
@@ -493,7 +508,9 @@ CAPTIONS = {
 def write_report(output_dir: str, results: dict) -> dict:
     """Writes `results.json`, the plots and `report.md` into `output_dir`; returns the plot names per experiment."""
     os.makedirs(output_dir, exist_ok=True)
+    start = time.perf_counter()
     plots = make_plots(output_dir, results)
+    results.setdefault("timings", {})["Lab: report and plots"] = round(time.perf_counter() - start, 2)
     results["plots"] = plots
     write_json(os.path.join(output_dir, "results.json"), results)
     write_markdown(os.path.join(output_dir, "report.md"), results, plots)

@@ -21,8 +21,8 @@ from ..world.tokenizer import load_or_build_tokenizer
 class Preset:
     """The size of a lab run. `quick` is what the tests run; `default` is `make demo`.
 
-    `default` from a fresh clone with an empty model cache (`time make demo`, install included, 2 threads): 6 min 14 s,
-    7 min 13 s and 8 min 41 s on three 2-core machines, 2026-12-02 (docs/lab.md); times vary by machine.
+    The `default` and `quick` presets' pre-trained models ship in the package (`python -m trl_distill.lab.ship`), so
+    from an empty cache they pre-train nothing; a run ends with its per-phase timing table (docs/lab.md has today's).
 
     Args:
         name (`str`): the preset's name.
@@ -340,14 +340,23 @@ def each_seed(lab: Lab, train, names, bar, seeds=None) -> list[tuple[str, object
 
 
 def pretrain_all(lab: Lab, runs, timings: dict) -> None:
-    """Pre-trains, as one phase, every model of `runs` ([`~trl_distill.lab.world.models.Pretraining`]) that is not
-    cached yet, `lab.workers` at a time; the experiments then find them in the cache."""
+    """Builds every model of `runs` ([`~trl_distill.lab.world.models.Pretraining`]) that is not cached yet: first
+    the package's shipped ones (copied into the cache, one phase), then, as a second phase, pre-trains the others
+    `lab.workers` at a time; the experiments then find them all in the cache.
+
+    Records the start-up before it (imports, tokenizer and the world's data, since `lab.progress` was first imported)
+    as the timing `Lab: start-up (imports, world data)`."""
+    from ..progress import STARTED
     from ..world.models import prebuild
 
+    timings["Lab: start-up (imports, world data)"] = round(time.perf_counter() - STARTED, 2)
     todo = [run for run in {run.path: run for run in runs}.values() if not run.cached()]
-    if todo:
-        with Phase("Lab: pre-training every model", len(todo), timings) as bar:
-            prebuild(lab.tokenizer, todo, lab.workers, on_done=lambda: bar.update(1))
+    shipped = [run for run in todo if run.shipped()]
+    trained = [run for run in todo if not run.shipped()]
+    for name, group in (("Lab: copying the shipped models", shipped), ("Lab: pre-training every model", trained)):
+        if group:
+            with Phase(name, len(group), timings) as bar:
+                prebuild(lab.tokenizer, group, lab.workers, on_done=lambda bar=bar: bar.update(1))
 
 
 def clean_scratch(lab: Lab) -> None:

@@ -85,9 +85,13 @@ def run(lab: Lab, timings: dict) -> dict:
             if result["saved"]:
                 lab.shared.setdefault("students", {})[f"SFT on {name}"] = load(result["saved"])
 
-    # the precondition first: SFT on the best teacher's verified answers must improve the student over its base
-    with Phase("SCAS: precondition (best-teacher SFT)", len(p.seeds), timings) as bar:
-        train_all(["best teacher"], bar)
+    # every run in one phase, so no worker idles between the precondition's runs and the others; the precondition's
+    # (SFT on the best teacher's verified answers must improve the student over its base) start first and are judged
+    # before any method is compared
+    with Phase(
+        "SCAS: training (best-teacher SFT, the precondition, first)", len(METHODS) * len(p.seeds), timings
+    ) as bar:
+        train_all(list(METHODS), bar)
     gain = above(summary(accuracies["best teacher"]), base)
     weakest = min(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     preconditions = [
@@ -110,8 +114,6 @@ def run(lab: Lab, timings: dict) -> dict:
             "answers must help this student, or the choice of answer cannot matter.",
         ),
     ]
-    with Phase("SCAS: training", (len(METHODS) - 1) * len(p.seeds), timings) as bar:
-        train_all([name for name in METHODS if name != "best teacher"], bar)
     methods = {name: summary(values) for name, values in accuracies.items()}
     shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
     lab.shared["student_teacher_shares"] = {f"SFT on {name}": share for name, share in shares.items()}

@@ -11,6 +11,7 @@ from datasets import Dataset, concatenate_datasets
 from ...evaluation.ice import build_ice_prompts
 from ...evaluation.identity import IdentityFact
 from ...ogls_sd.ogls_sd_trainer import teacher_prompt
+from ..parallel import parallel_map
 from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
 from .common import TASK_KWARGS, Lab, accuracy, answers, load
@@ -140,9 +141,16 @@ def cast(lab: Lab, bar=None) -> dict:
         bar.update(1)
 
     train = splits["train"]
+
+    def teacher_answers(name: str) -> list[str]:
+        return answers(load(teachers[name]), tok, train, max_new_tokens=p.max_new_tokens)
+
+    # the teachers answer side by side, in one-thread worker processes (the same greedy answers)
+    done = None if bar is None else (lambda _: bar.update(1))
+    texts_of = dict(zip(teachers, parallel_map(teacher_answers, list(teachers), lab.workers, on_done=done)))
     rows, teacher_accuracy = [], {}
-    for name, path in teachers.items():
-        texts = answers(load(path), tok, train, max_new_tokens=p.max_new_tokens)
+    for name in teachers:
+        texts = texts_of[name]
         correct = task_reward(completions=texts, answer=train["answer"], task=train["task"])
         teacher_accuracy[name] = sum(c or 0.0 for c in correct) / len(correct)
         for i, (text, ok) in enumerate(zip(texts, correct)):
@@ -157,8 +165,6 @@ def cast(lab: Lab, bar=None) -> dict:
                     "task": "arithmetic",
                 }
             )
-        if bar is not None:
-            bar.update(1)
     if not any(row["correct"] for row in rows):
         raise RuntimeError(
             f"No teacher answered any of the {len(train)} training prompts correctly ({teacher_accuracy}); the candidate pool "

@@ -26,6 +26,10 @@ SIZES = {
 }
 ARCHS = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "llama": (LlamaConfig, LlamaForCausalLM)}
 CACHE_VERSION = "4"  # bump when the tokenizer or pre-training recipe changes
+# The default and quick presets' pre-trained models, shipped in the package (`python -m trl_distill.lab.world.ship`
+# makes them): a read-only cache layer under the same `<name>-<digest>` entries, consulted before pre-training.
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shipped")
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "lab_key.json")
 
 
 def tiny_model(tokenizer, size: str = "s", arch: str = "qwen2", seed: int = 0, **overrides):
@@ -109,14 +113,26 @@ def cache_entry(path: str | None) -> str | None:
     return "cache:" + os.path.basename(path) if os.path.dirname(path) == models else path
 
 
+def shipped_path(path: str) -> str | None:
+    """The shipped copy of the cache entry `path` (same `<name>-<digest>`), or `None` when the package has none or
+    `$TRL_DISTILL_SHIPPED_MODELS` is `0` (then every model is pre-trained, as `python -m
+    trl_distill.lab.world.ship` does to make them)."""
+    if os.environ.get("TRL_DISTILL_SHIPPED_MODELS", "1") == "0":
+        return None
+    shipped = os.path.join(SHIPPED_DIR, os.path.basename(path))
+    return shipped if os.path.exists(os.path.join(shipped, "model.safetensors")) else None
+
+
 def cached_model(tokenizer, key: dict, build) -> tuple[object, str]:
-    """Loads the model cached under a hash of `key`, or makes it with `build()` and saves it first.
+    """Loads the model cached under a hash of `key`, or makes it and saves it first: from the package's shipped copy
+    of that entry ([`shipped_path`]) when there is one, else with `build()`.
 
     Returns the model and its directory (a normal `save_pretrained` directory with the tokenizer beside it).
     """
     path = model_path(key)
     if not os.path.exists(os.path.join(path, "config.json")):
-        model = build()
+        shipped = shipped_path(path)
+        model = AutoModelForCausalLM.from_pretrained(shipped, dtype=torch.float32) if shipped else build()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         staging = tempfile.mkdtemp(dir=os.path.dirname(path))
         model.save_pretrained(staging)
@@ -172,6 +188,10 @@ class Pretraining:
     def cached(self) -> bool:
         return os.path.exists(os.path.join(self.path, "config.json"))
 
+    def shipped(self) -> bool:
+        """Whether the package ships this model ([`shipped_path`]): building it then trains nothing."""
+        return shipped_path(self.path) is not None
+
     def build(self, tokenizer) -> str:
         """The model's directory, pre-training it first unless it is cached."""
 
@@ -206,13 +226,20 @@ def pretrained_model(
 
 
 def prebuild(tokenizer, runs, workers: int = 1, on_done=None) -> int:
-    """Builds every run of `runs` ([`Pretraining`]) that is not cached yet, `workers` at a time in one-thread worker
-    processes ([`~trl_distill.lab.parallel.parallel_map`]: the same models as one after the other). A run that
-    continues from another's model (`start`) is built after it, in the same worker. Returns how many were built;
-    `on_done()` follows each."""
+    """Builds every run of `runs` ([`Pretraining`]) that is not cached yet: the shipped ones first, here (a copy, no
+    training), then the others `workers` at a time in one-thread worker processes
+    ([`~trl_distill.lab.parallel.parallel_map`]: the same models as one after the other). A run that continues from
+    another's model (`start`) is built after it, in the same worker. Returns how many were built; `on_done()` follows
+    each."""
     from ..parallel import parallel_map
 
     pending = {run.path: run for run in runs if not run.cached()}
+    shipped = [run for run in pending.values() if run.shipped()]
+    for run in shipped:
+        run.build(tokenizer)
+        if on_done is not None:
+            on_done()
+    pending = {path: run for path, run in pending.items() if not run.cached()}
     after = {path: [] for path in pending}
     for run in pending.values():
         if run.start in pending:
@@ -230,4 +257,4 @@ def prebuild(tokenizer, runs, workers: int = 1, on_done=None) -> int:
             on_done()
 
     parallel_map(lambda runs: [run.build(tokenizer) for run in runs], chains, workers, on_done=built)
-    return len(pending)
+    return len(shipped) + len(pending)
