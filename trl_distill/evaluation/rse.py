@@ -218,20 +218,33 @@ def rse(
     datasets = _as_datasets(prompts)
     if not any(datasets.values()):
         raise ValueError("`prompts` holds no prompt; give at least one dataset with prompts.")
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
+    responses, references = _responses_and_references(
+        datasets, responses, references, model, tokenizer, reference_model, reference_tokenizer, gen
+    )
+    judge = as_judge(judge, default=AutomaticJudge())
+    flat = [(name, i) for name, ps in datasets.items() for i in range(len(ps))]
+    scores = _judge_pairs(judge, flat, datasets, responses, references)
+    return _result(judge, flat, scores, datasets, responses, references)
+
+
+def _responses_and_references(
+    datasets, responses, references, model, tokenizer, reference_model, reference_tokenizer, gen
+) -> tuple[dict[str, list], dict[str, list]]:
+    """RSE's first step: both sides' texts, generated where a model is given, aligned with the prompts per dataset."""
     if (responses is None) == (model is None):
         raise ValueError("Pass exactly one of `responses` (texts) or `model` (to generate them) for the tested model.")
     if (references is None) == (reference_model is None):
         raise ValueError("Pass exactly one of `references` (texts) or `reference_model` (to generate them).")
-    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
     if responses is None:
         responses = _generate(model, tokenizer, datasets, "responses", **gen)
     if references is None:
         references = _generate(reference_model, reference_tokenizer or tokenizer, datasets, "references", **gen)
-    responses = _aligned("responses", responses, datasets)
-    references = _aligned("references", references, datasets)
+    return _aligned("responses", responses, datasets), _aligned("references", references, datasets)
 
-    judge = as_judge(judge, default=AutomaticJudge())
-    flat = [(name, i) for name, ps in datasets.items() for i in range(len(ps))]
+
+def _pairs_without_text(flat, responses, references) -> set[tuple[str, int]]:
+    # a pair with no response or no reference is never judged: warned about here, counted as failed in the means
     missing = [(n, i) for n, i in flat if responses[n][i] is None or references[n][i] is None]
     if missing:
         logger.warning(
@@ -240,7 +253,12 @@ def rse(
             len(missing),
             ", ".join(f"{n}[{i}]" for n, i in missing[:20]) + (" ..." if len(missing) > 20 else ""),
         )
-    missing = set(missing)
+    return set(missing)
+
+
+def _judge_pairs(judge: Judge, flat, datasets, responses, references) -> list[SimilarityScore | None]:
+    """RSE's second step: one score per pair in `flat` order (identical texts score 5 unasked, `None` = failed)."""
+    missing = _pairs_without_text(flat, responses, references)
     identical = [(n, i) not in missing and responses[n][i].strip() == references[n][i].strip() for n, i in flat]
     to_judge = [k for k, same in enumerate(identical) if not same and flat[k] not in missing]
     judged = judge.score_similarity(
@@ -262,7 +280,11 @@ def rse(
             # identical texts are "nearly identical" by definition; LLM aspects are 2 each, automatic judges rate none
             aspect = 2.0 if judge.comparable_to_llm_judges else None
             scores[k] = SimilarityScore(overall=5.0, style=aspect, logic=aspect, content=aspect)
+    return scores
 
+
+def _result(judge: Judge, flat, scores, datasets, responses, references) -> RSEResult:
+    """RSE's last step: the scores grouped by dataset and averaged ([`rse_scores`]), with every pair kept."""
     by_dataset: dict[str, list] = {name: [] for name in datasets}
     pairs = []
     for (name, i), score in zip(flat, scores):
