@@ -98,23 +98,30 @@ def build_ice_prompts(
                 "Pass your own `questions=` and `templates=` for other languages."
             )
         lang_templates += mutate_templates(lang_templates, num_mutations, seed=seed, llm_mutator=llm_mutator)
-        for template in lang_templates:
-            names_other = bool(matcher.mentions(template["text"]))
-            for question in lang_questions:
-                records.append(
-                    {
-                        "prompt": template["text"].replace(PLACEHOLDER, question["text"]),
-                        "question_id": question["id"],
-                        "category": question["category"],
-                        "language": language,
-                        "template_id": template["id"],
-                        "mutation": template.get("mutation"),
-                        "template_names_other": names_other,
-                    }
-                )
+        records += _pair(lang_questions, lang_templates, language, matcher)
     if max_prompts is not None and len(records) > max_prompts:
         keep = sorted(random.Random(seed).sample(range(len(records)), max_prompts))
         records = [records[i] for i in keep]
+    return records
+
+
+def _pair(questions: list[dict], templates: list[dict], language: str, matcher: IdentityMatcher) -> list[dict]:
+    # every question inside every template; a template naming another model is flagged, and left out of Hard
+    records = []
+    for template in templates:
+        names_other = bool(matcher.mentions(template["text"]))
+        for question in questions:
+            records.append(
+                {
+                    "prompt": template["text"].replace(PLACEHOLDER, question["text"]),
+                    "question_id": question["id"],
+                    "category": question["category"],
+                    "language": language,
+                    "template_id": template["id"],
+                    "mutation": template.get("mutation"),
+                    "template_names_other": names_other,
+                }
+            )
     return records
 
 
@@ -326,35 +333,51 @@ def ice(
         prompts = prompts.to_list()
     if (model is None) == (responses is None):
         raise ValueError("Pass exactly one of `model` (to generate responses) or `responses` (pre-generated).")
-    matcher = IdentityMatcher(known_identities, identity)
     if prompts is None and (model is not None or all(isinstance(r, str) for r in responses)):
         prompts = build_ice_prompts(
             identity, languages, num_mutations=num_mutations, seed=seed, max_prompts=max_prompts,
             known_identities=known_identities,
         )  # fmt: skip
     if model is not None:
-        if tokenizer is None:
-            raise ValueError("Generating ICE responses needs the model's tokenizer: pass `tokenizer=`.")
-        from ..core.generation import generate_completions
-
-        chat = getattr(tokenizer, "chat_template", None) is not None
-        inputs = [[{"role": "user", "content": p["prompt"]}] if chat else p["prompt"] for p in prompts]
-        texts = generate_completions(
-            model, tokenizer, inputs, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
-            desc="ICE responses", show_progress=show_progress,
-        )  # fmt: skip
-        records = [{**p, "response": t} for p, t in zip(prompts, texts)]
+        gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
+        records = _ask(model, tokenizer, prompts, **gen)
     else:
-        records = _read_response_records(responses, prompts, matcher)
+        records = _read_response_records(responses, prompts, IdentityMatcher(known_identities, identity))
     if not records:
         raise ValueError("There is nothing to evaluate: no ICE prompts were built or given.")
     judge = as_judge(judge, default=IdentityClaimJudge(known_identities))
+    _judge_records(judge, records, identity)
+    return _result(judge, records, identity)
+
+
+def _ask(model, tokenizer, prompts: Sequence[dict], max_new_tokens, batch_size, system, show_progress) -> list[dict]:
+    """ICE's asking step: the model answers each prompt greedily (one user turn, its chat template when it has one)."""
+    if tokenizer is None:
+        raise ValueError("Generating ICE responses needs the model's tokenizer: pass `tokenizer=`.")
+    from ..core.generation import generate_completions
+
+    chat = getattr(tokenizer, "chat_template", None) is not None
+    inputs = [[{"role": "user", "content": p["prompt"]}] if chat else p["prompt"] for p in prompts]
+    texts = generate_completions(
+        model, tokenizer, inputs, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
+        desc="ICE responses", show_progress=show_progress,
+    )  # fmt: skip
+    return [{**p, "response": t} for p, t in zip(prompts, texts)]
+
+
+def _judge_records(judge: Judge, records: list[dict], identity: IdentityFact) -> None:
+    """ICE's judging step: each record gets the judge's `conflict` (c_i), `claims_other_model` (o_i) and
+    `claimed_name`, all `None` where the judge failed."""
     verdicts = judge.judge_identity([r["prompt"] for r in records], [r["response"] for r in records], identity)
     verdicts = _checked_verdicts(judge, verdicts, len(records))
     for record, verdict in zip(records, verdicts):
         record["conflict"] = None if verdict is None else verdict.conflict
         record["claims_other_model"] = None if verdict is None else verdict.claims_other_model
         record["claimed_name"] = None if verdict is None else verdict.claimed_name
+
+
+def _result(judge: Judge, records: list[dict], identity: IdentityFact) -> ICEResult:
+    """ICE's last step: Loose/Strict/Hard ([`ice_scores`]) over all records, per category and per language."""
     per_category = {
         c: ice_scores([r for r in records if r["category"] == c])
         for c in [*CATEGORIES, *sorted({r["category"] for r in records} - set(CATEGORIES))]
