@@ -254,13 +254,7 @@ def token_diagnostics(
         raise TypeError("`texts` must be a list of strings, not a single string; wrap it: `[text]`.")
     if len(texts) == 0:
         raise ValueError("`texts` is empty; pass at least one text to compare the student and the teacher on.")
-    served = is_served_teacher(teacher)
-    if served:
-        teacher = ServedTeacher.from_spec(teacher)
-        if check_tokenizer:
-            teacher.check_tokenizer(tokenizer, student.get_output_embeddings().weight.shape[0])
-    elif check_tokenizer:
-        check_teacher_tokenizer(tokenizer, teacher)
+    teacher, served = _checked_teacher(teacher, student, tokenizer, check_tokenizer)
     pad_token_id = ensure_pad_token(tokenizer)
     features = _encode(tokenizer, texts, prompts)
     device = _device_of(student)
@@ -276,25 +270,9 @@ def token_diagnostics(
         for start in tqdm(starts, desc="token diagnostics", leave=False, disable=not show_progress):
             batch = features[start : start + batch_size]
             input_ids, attention_mask, score_mask = _collate(batch, pad_token_id, device)
-            s_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
             mask = score_mask[:, 1:]  # logits at position t-1 predict token t, so the mask shifts left by one
-            if served:
-                t_ids, t_logprobs = _served_logprobs(teacher, input_ids, attention_mask, temperature)
-                values = served_per_token_diagnostics(
-                    s_logits[mask], t_ids[mask], t_logprobs[mask], top_k=top_k, temperature=temperature
-                )
-                sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token if return_per_token else None)
-                continue
-            t_logits = teacher(
-                input_ids=input_ids.to(_device_of(teacher)), attention_mask=attention_mask.to(_device_of(teacher))
-            ).logits[:, :-1]
-            t_logits = t_logits.to(s_logits.device)
-            vocab_size = _shared_vocab_size(s_logits, t_logits, tokenizer)
-            values = per_token_diagnostics(
-                s_logits[..., :vocab_size][mask],
-                t_logits[..., :vocab_size][mask],
-                top_k=top_k,
-                temperature=temperature,
+            values = _batch_diagnostics(
+                student, teacher, served, tokenizer, input_ids, attention_mask, mask, top_k, temperature
             )
             sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token if return_per_token else None)
     finally:
@@ -312,6 +290,41 @@ def token_diagnostics(
     if return_per_token:
         result["per_token"] = per_token
     return result
+
+
+def _checked_teacher(teacher, student, tokenizer, check_tokenizer: bool):
+    """The teacher (a served one built from its spec) and whether it is served, its tokenizer checked if asked."""
+    served = is_served_teacher(teacher)
+    if served:
+        teacher = ServedTeacher.from_spec(teacher)
+        if check_tokenizer:
+            teacher.check_tokenizer(tokenizer, student.get_output_embeddings().weight.shape[0])
+    elif check_tokenizer:
+        check_teacher_tokenizer(tokenizer, teacher)
+    return teacher, served
+
+
+def _batch_diagnostics(
+    student, teacher, served: bool, tokenizer, input_ids, attention_mask, mask, top_k: int, temperature: float
+) -> dict[str, torch.Tensor]:
+    """One batch: both models read the sequences; the diagnostics at each scored position (`mask`), flattened."""
+    s_logits = student(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    if served:
+        t_ids, t_logprobs = _served_logprobs(teacher, input_ids, attention_mask, temperature)
+        return served_per_token_diagnostics(
+            s_logits[mask], t_ids[mask], t_logprobs[mask], top_k=top_k, temperature=temperature
+        )
+    t_logits = teacher(
+        input_ids=input_ids.to(_device_of(teacher)), attention_mask=attention_mask.to(_device_of(teacher))
+    ).logits[:, :-1]
+    t_logits = t_logits.to(s_logits.device)
+    vocab_size = _shared_vocab_size(s_logits, t_logits, tokenizer)
+    return per_token_diagnostics(
+        s_logits[..., :vocab_size][mask],
+        t_logits[..., :vocab_size][mask],
+        top_k=top_k,
+        temperature=temperature,
+    )
 
 
 def _accumulate(sums: dict, num_tokens: int, values: dict, mask: torch.Tensor, per_token: list | None):
