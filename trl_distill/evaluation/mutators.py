@@ -259,20 +259,34 @@ def mutate_templates(
     rng = random.Random(seed)
     seen = {t["text"] for t in templates}
     out: list[dict] = []
-    llm_results: list = []
     if llm_mutator is not None and num_mutations > 0:
-        parents = [rng.choice(templates) for _ in range(num_mutations // 2)]
-        for parent, (mutation, text) in zip(parents, llm_mutator([p["text"] for p in parents], rng)):
-            if text is not None and text not in seen:
-                seen.add(text)
-                llm_results.append({"parent": parent, "mutation": f"llm:{mutation}", "text": text})
-    out += [
+        out += _llm_mutations(llm_mutator, templates, num_mutations // 2, rng, seen)
+    out += _rule_mutations(templates, num_mutations - len(out), len(out), mutations, rng, seen)
+    return out
+
+
+def _llm_mutations(llm_mutator: LLMMutator, templates, num: int, rng: random.Random, seen: set) -> list[dict]:
+    # the chat model mutates `num` drawn parents; a reply it spoiled (None) or a duplicate is dropped, not redrawn
+    parents = [rng.choice(templates) for _ in range(num)]
+    kept = []
+    for parent, (mutation, text) in zip(parents, llm_mutator([p["text"] for p in parents], rng)):
+        if text is not None and text not in seen:
+            seen.add(text)
+            kept.append({"parent": parent, "mutation": f"llm:{mutation}", "text": text})
+    return [
         {"id": f"{r['parent']['id']}~{i}", "language": r["parent"]["language"], "text": r["text"],
          "parent": r["parent"]["id"], "mutation": r["mutation"]}
-        for i, r in enumerate(llm_results)
+        for i, r in enumerate(kept)
     ]  # fmt: skip
+
+
+def _rule_mutations(
+    templates, num: int, first_index: int, mutations: Sequence[str], rng: random.Random, seen: set
+) -> list[dict]:
+    # up to `num` new texts from the rule-based operators, redrawing duplicates (at most 20 draws per wanted one)
+    out: list[dict] = []
     attempts = 0
-    while len(out) < num_mutations and attempts < 20 * num_mutations:
+    while len(out) < num and attempts < 20 * (first_index + num):
         attempts += 1
         parent = rng.choice(templates)
         mutation = rng.choice(list(mutations))
@@ -282,7 +296,7 @@ def mutate_templates(
             continue
         seen.add(text)
         out.append(
-            {"id": f"{parent['id']}~{len(out)}", "language": parent["language"], "text": text,
+            {"id": f"{parent['id']}~{first_index + len(out)}", "language": parent["language"], "text": text,
              "parent": parent["id"], "mutation": mutation}
         )  # fmt: skip
     return out
