@@ -39,6 +39,16 @@ def truncate_at_stop(ids: list[int], stop_ids) -> list[int]:
     return ids
 
 
+def _left_padded(tokenizer, texts: Sequence[str], add_special_tokens: Sequence[bool], device) -> dict:
+    # one generate() batch: each text tokenized on its own (special tokens only where asked), then padded on the
+    # tokenizer's side, which the caller has set to the left
+    ids = [
+        tokenizer(text, add_special_tokens=special)["input_ids"] for text, special in zip(texts, add_special_tokens)
+    ]
+    enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
 def generate_completions(
     model,
     tokenizer,
@@ -79,6 +89,16 @@ def generate_completions(
     # a rendered chat template holds its special tokens already; a plain prompt gets the tokenizer's (its BOS), as
     # SFTTrainer tokenizes it in training
     plain = [isinstance(p, str) and not system for p in prompts]
+    settings = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=top_p if do_sample else None,
+        top_k=None,
+        num_return_sequences=num_return_sequences,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=stop_ids,
+    )
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
@@ -87,26 +107,12 @@ def generate_completions(
     try:
         bar_kwargs = {} if show_progress else {"disable": True}  # keeps TQDM_DISABLE working
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, **bar_kwargs):
-            ids = [
-                tokenizer(text, add_special_tokens=plain[start + i])["input_ids"]
-                for i, text in enumerate(texts[start : start + batch_size])
-            ]
-            enc = tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
-            enc = {k: v.to(device) for k, v in enc.items()}
+            batch = slice(start, start + batch_size)
+            enc = _left_padded(tokenizer, texts[batch], plain[batch], device)
             if seed is not None:
                 torch.manual_seed(seed + start)
             with torch.no_grad():
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=do_sample,
-                    temperature=temperature if do_sample else None,
-                    top_p=top_p if do_sample else None,
-                    top_k=None,
-                    num_return_sequences=num_return_sequences,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=stop_ids,
-                )
+                out = model.generate(**enc, **settings)
             completions = [truncate_at_stop(row, stop_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
             outputs += tokenizer.batch_decode(completions, skip_special_tokens=True)
     finally:
