@@ -454,51 +454,52 @@ def load_released_pool(directory, default_system: str | None = RELEASED_DEFAULT_
         corpora = sorted({p.parent.name for p in directory.glob("*/*.jsonl")})
         hint = f" It has sub-directories with JSONL files ({corpora}): pass one of them." if corpora else ""
         raise ValueError(f"{str(directory)!r} holds no `<teacher>.jsonl` candidate files.{hint}")
-    rows = []
-    for file_teacher, path in files.items():
-        with open(path, encoding="utf-8") as f:
-            for line_number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path.name}, line {line_number}"
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"{where}: not valid JSON ({error}).") from None
-                completion = row.get("teacher_output") or row.get("output")
-                if row.get("id") is None or not row.get("instruction") or not completion:
-                    raise ValueError(
-                        f"{where}: a candidate needs `id`, `instruction` and `teacher_output` (or `output`); got the "
-                        f"fields {sorted(k for k, v in row.items() if v not in (None, ''))}."
-                    )
-                system = row.get("system") or default_system
-                correct = row.get("is_common_correct")
-                extra = {
-                    k: v
-                    for k, v in row.items()
-                    if k
-                    not in (
-                        "id",
-                        "instruction",
-                        "teacher_output",
-                        "output",
-                        "teacher",
-                        "teacher_name",
-                        "is_common_correct",
-                    )
-                }
-                rows.append(
-                    {
-                        "prompt_id": row["id"],
-                        "prompt": ([{"role": "system", "content": system}] if system else [])
-                        + [{"role": "user", "content": row["instruction"]}],
-                        "completion": [{"role": "assistant", "content": completion}],
-                        "teacher": str(row.get("teacher_name") or row.get("teacher") or file_teacher),
-                        **extra,
-                        "correct": True if correct is None else parse_correct(correct, where),
-                    }
-                )
+    rows = [
+        _released_candidate(row, where, file_teacher, default_system)
+        for file_teacher, path in files.items()
+        for where, row in _jsonl_rows(path)
+    ]
     return _from_rows(rows)
+
+
+def _jsonl_rows(path: Path):
+    """`(where, row)` for each non-blank line of a JSONL file, `where` naming the file and line for errors."""
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}, line {line_number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not valid JSON ({error}).") from None
+
+
+# the released fields that become the candidate's own columns; every other field is kept as it is
+_RELEASED_CANDIDATE_FIELDS = ("id", "instruction", "teacher_output", "output", "teacher", "teacher_name",
+                              "is_common_correct")  # fmt: skip
+
+
+def _released_candidate(row: dict, where: str, file_teacher: str, default_system: str | None) -> dict:
+    """One released row as a long-pool candidate (see [`load_released_pool`] for the mapping)."""
+    completion = row.get("teacher_output") or row.get("output")
+    if row.get("id") is None or not row.get("instruction") or not completion:
+        raise ValueError(
+            f"{where}: a candidate needs `id`, `instruction` and `teacher_output` (or `output`); got the "
+            f"fields {sorted(k for k, v in row.items() if v not in (None, ''))}."
+        )
+    system = row.get("system") or default_system
+    correct = row.get("is_common_correct")
+    extra = {k: v for k, v in row.items() if k not in _RELEASED_CANDIDATE_FIELDS}
+    return {
+        "prompt_id": row["id"],
+        "prompt": ([{"role": "system", "content": system}] if system else [])
+        + [{"role": "user", "content": row["instruction"]}],
+        "completion": [{"role": "assistant", "content": completion}],
+        "teacher": str(row.get("teacher_name") or row.get("teacher") or file_teacher),
+        **extra,
+        "correct": True if correct is None else parse_correct(correct, where),
+    }
 
 
 def _from_rows(rows: list[dict]) -> Dataset:
