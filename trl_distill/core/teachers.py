@@ -245,14 +245,14 @@ def load_teacher(
         tokenizer (*optional*): the student's tokenizer; when given it must fit the teacher's embedding and, for a path
             teacher saved with a tokenizer, equal that tokenizer (vocabulary and special tokens). A path teacher saved
             without a loadable tokenizer is not compared, with a warning naming it.
+        accelerator (`accelerate.Accelerator`, *optional*): when given, the teacher is prepared for inference
+            (`prepare_deepspeed` under DeepSpeed, otherwise `prepare_model(..., evaluation_mode=True)`).
 
     Raises:
         `FileNotFoundError` for a local-looking path that does not exist, `OSError` for a path that is neither a local
         model nor a loadable Hub id, and `ValueError` for init kwargs given with an instantiated teacher, a vocab_size
         different from the student's, a tokenizer larger than the teacher's embedding, or a teacher tokenizer that
         maps ids to other tokens or marks other tokens special.
-        accelerator (`accelerate.Accelerator`, *optional*): when given, the teacher is prepared for inference
-            (`prepare_deepspeed` under DeepSpeed, otherwise `prepare_model(..., evaluation_mode=True)`).
 
     Returns:
         [`~transformers.PreTrainedModel`]: the teacher in eval mode (wrapped when `accelerator` is given).
@@ -263,37 +263,9 @@ def load_teacher(
             served.check_tokenizer(tokenizer, None if student is None else vocab_size(student), name)
         return served
     if not isinstance(teacher, str) and copy:
-        if _is_zero3(args):
-            source = teacher.config.name_or_path
-            if not source:
-                raise ValueError(
-                    f"With DeepSpeed ZeRO-3 the frozen copy {name!r} is loaded again from the model's path, but the "
-                    "model has no `name_or_path`. Pass the model as a path or hub id."
-                )
-            if init_kwargs is None:
-                init_kwargs = {"dtype": str(teacher.dtype).removeprefix("torch.")}
-            teacher = source
-        else:
-            teacher = copy_module.deepcopy(teacher).requires_grad_(False)
+        teacher, init_kwargs = _frozen_copy(teacher, args, name, init_kwargs)
     if isinstance(teacher, str):
-        check_local_path(teacher, f"teacher {name!r}")
-        path = teacher
-        kwargs = teacher_init_kwargs(args, init_kwargs, revision, load_in_4bit, name)
-        if tokenizer is not None:
-            # before the weights load, and before the vocab_size check: a teacher of another tokenizer (e.g. Gemma-3
-            # for a SmolLM2 student) fails at once with an error naming both tokenizers, not only two sizes
-            teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"], name)
-            if teacher_tokenizer is not None:
-                check_tokenizers_match(tokenizer, teacher_tokenizer, name)
-        try:
-            teacher = create_model_from_path(path, **kwargs)
-        except OSError as error:
-            if os.path.exists(path):
-                raise
-            raise OSError(
-                f"Teacher {name!r}: {path!r} is not a local path and could not be loaded as a Hub id ({error})."
-            ) from error
-        teacher.requires_grad_(False)  # loaded here, so nothing else trains it
+        teacher = _load_path_teacher(teacher, args, name, init_kwargs, revision, load_in_4bit, tokenizer)
     elif init_kwargs is not None:
         raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
     teacher.eval()
@@ -304,6 +276,43 @@ def load_teacher(
     if accelerator is not None:
         teacher = prepare_teacher(teacher, accelerator)
     return teacher
+
+
+def _frozen_copy(model: PreTrainedModel, args, name: str, init_kwargs: dict | None):
+    """`(teacher, init_kwargs)` for a frozen copy of `model`: a deep copy, or under ZeRO-3 (whose shards a deep copy
+    would clone empty) the model's path with its dtype, for [`load_teacher`] to load again."""
+    if not _is_zero3(args):
+        return copy_module.deepcopy(model).requires_grad_(False), init_kwargs
+    source = model.config.name_or_path
+    if not source:
+        raise ValueError(
+            f"With DeepSpeed ZeRO-3 the frozen copy {name!r} is loaded again from the model's path, but the "
+            "model has no `name_or_path`. Pass the model as a path or hub id."
+        )
+    if init_kwargs is None:
+        init_kwargs = {"dtype": str(model.dtype).removeprefix("torch.")}
+    return source, init_kwargs
+
+
+def _load_path_teacher(path: str, args, name: str, init_kwargs, revision, load_in_4bit: bool, tokenizer):
+    """A teacher from a model id or local path, frozen; its saved tokenizer is checked against `tokenizer` first."""
+    check_local_path(path, f"teacher {name!r}")
+    kwargs = teacher_init_kwargs(args, init_kwargs, revision, load_in_4bit, name)
+    if tokenizer is not None:
+        # before the weights load, and before the vocab_size check: a teacher of another tokenizer (e.g. Gemma-3
+        # for a SmolLM2 student) fails at once with an error naming both tokenizers, not only two sizes
+        teacher_tokenizer = _teacher_tokenizer(path, kwargs.get("revision"), kwargs["trust_remote_code"], name)
+        if teacher_tokenizer is not None:
+            check_tokenizers_match(tokenizer, teacher_tokenizer, name)
+    try:
+        teacher = create_model_from_path(path, **kwargs)
+    except OSError as error:
+        if os.path.exists(path):
+            raise
+        raise OSError(
+            f"Teacher {name!r}: {path!r} is not a local path and could not be loaded as a Hub id ({error})."
+        ) from error
+    return teacher.requires_grad_(False)  # loaded here, so nothing else trains it
 
 
 def prepare_teacher(teacher: PreTrainedModel, accelerator) -> torch.nn.Module:
