@@ -64,7 +64,7 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _shard(n: int, process_index: int, num_processes: int) -> list[int]:
+def shard_indices(n: int, process_index: int, num_processes: int) -> list[int]:
     """This process's indices of `n` sequences: a contiguous block, padded by repeating an index so that every
     process runs the same number of forward passes (a repeat writes the same result to the index it repeats)."""
     per_rank = math.ceil(n / num_processes) if n else 0
@@ -105,7 +105,7 @@ def score_batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     state = distributed_state()
     n = len(features)
-    shard = _shard(n, state.process_index, state.num_processes)
+    shard = shard_indices(n, state.process_index, state.num_processes)
     order = sorted(range(len(shard)), key=lambda i: len(features[shard[i]]["input_ids"])) if sort_by_length else None
     order = order or list(range(len(shard)))
 

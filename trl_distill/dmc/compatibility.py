@@ -253,50 +253,11 @@ def quality_per_example(
         name (`str`): the dataset's name, for error messages.
     """
     if reward_column is not None:
-        if reward_column not in dataset.column_names:
-            raise ValueError(
-                f"Candidate dataset {name!r} has no reward column {reward_column!r} (columns: {dataset.column_names})."
-                + did_you_mean(reward_column, dataset.column_names)
-            )
-        low, high = reward_range
-        if not high > low:
-            raise ValueError(f"reward_range must be (low, high) with high > low, got {reward_range}.")
-        rewards = [_quality_value(r, i, reward_column, name) for i, r in enumerate(dataset[reward_column])]
-        missing = [i for i, r in enumerate(rewards) if r is None]
-        if missing:
-            raise ValueError(
-                f"Candidate dataset {name!r} has no reward in {reward_column!r} for row(s) {missing[:10]}; fill them "
-                "or drop the rows."
-            )
-        outside = next(((i, r) for i, r in enumerate(rewards) if not low <= r <= high), None)
-        if outside is not None:
-            raise ValueError(
-                f"Row {outside[0]} of candidate dataset {name!r} has {reward_column!r} = {outside[1]!r}, outside "
-                f"reward_range {reward_range}; quality needs rewards in that range (mapped onto [0, 1]), and a "
-                "clipped reward would misstate it. Rescale the column with your rewards' bounds `lo`, `hi`: "
-                f"`dataset.map(lambda row: {{{reward_column!r}: (row[{reward_column!r}] - lo) / (hi - lo)}})` "
-                "(`quality_per_example` takes `reward_range=(lo, hi)` instead)."
-            )
-        return [(r - low) / (high - low) for r in rewards]
+        return _reward_quality(dataset, reward_column, reward_range, name)
     if correct_column in dataset.column_names:
-        values = [_quality_value(v, i, correct_column, name) for i, v in enumerate(dataset[correct_column])]
-        outside = _first_outside_unit(values)
-        if outside is not None:
-            raise ValueError(
-                f"Row {outside[0]} of candidate dataset {name!r} has {correct_column!r} = {outside[1]!r}; it must be a "
-                "boolean or a number in [0, 1]. Give a reward in another range as `reward_column` with its "
-                "`reward_range`."
-            )
+        values = _correct_quality(dataset, correct_column, name)
     elif verifier is not None:
-        values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
-        outside = _first_outside_unit(values)
-        if outside is not None:
-            raise ValueError(
-                f"The verifier gave row {outside[0]} of candidate dataset {name!r} the reward {outside[1]!r}, outside "
-                "[0, 1]; quality is the fraction of verified-correct responses, and a clipped reward would misstate "
-                "it. Wrap the reward to map its range onto [0, 1], or store it as a `reward_column` with its "
-                "`reward_range`."
-            )
+        values = _verified_quality(dataset, verifier, name)
     else:
         raise ValueError(
             f"Cannot measure the quality of candidate dataset {name!r}: it has no {correct_column!r} column and no "
@@ -309,6 +270,62 @@ def quality_per_example(
                 "reference answer); fill its `correct`/`answer` value or drop the row."
             )
     return [float(v) for v in values]
+
+
+def _reward_quality(dataset: Dataset, reward_column: str, reward_range: tuple[float, float], name: str) -> list[float]:
+    """`q_i` from a reward column: each reward, all present and inside `reward_range`, mapped linearly onto [0, 1]."""
+    if reward_column not in dataset.column_names:
+        raise ValueError(
+            f"Candidate dataset {name!r} has no reward column {reward_column!r} (columns: {dataset.column_names})."
+            + did_you_mean(reward_column, dataset.column_names)
+        )
+    low, high = reward_range
+    if not high > low:
+        raise ValueError(f"reward_range must be (low, high) with high > low, got {reward_range}.")
+    rewards = [_quality_value(r, i, reward_column, name) for i, r in enumerate(dataset[reward_column])]
+    missing = [i for i, r in enumerate(rewards) if r is None]
+    if missing:
+        raise ValueError(
+            f"Candidate dataset {name!r} has no reward in {reward_column!r} for row(s) {missing[:10]}; fill them "
+            "or drop the rows."
+        )
+    outside = next(((i, r) for i, r in enumerate(rewards) if not low <= r <= high), None)
+    if outside is not None:
+        raise ValueError(
+            f"Row {outside[0]} of candidate dataset {name!r} has {reward_column!r} = {outside[1]!r}, outside "
+            f"reward_range {reward_range}; quality needs rewards in that range (mapped onto [0, 1]), and a "
+            "clipped reward would misstate it. Rescale the column with your rewards' bounds `lo`, `hi`: "
+            f"`dataset.map(lambda row: {{{reward_column!r}: (row[{reward_column!r}] - lo) / (hi - lo)}})` "
+            "(`quality_per_example` takes `reward_range=(lo, hi)` instead)."
+        )
+    return [(r - low) / (high - low) for r in rewards]
+
+
+def _correct_quality(dataset: Dataset, correct_column: str, name: str) -> list[float | None]:
+    """`q_i` from the verified-correct column: booleans or numbers in [0, 1] (`None` where a row has none)."""
+    values = [_quality_value(v, i, correct_column, name) for i, v in enumerate(dataset[correct_column])]
+    outside = _first_outside_unit(values)
+    if outside is not None:
+        raise ValueError(
+            f"Row {outside[0]} of candidate dataset {name!r} has {correct_column!r} = {outside[1]!r}; it must be a "
+            "boolean or a number in [0, 1]. Give a reward in another range as `reward_column` with its "
+            "`reward_range`."
+        )
+    return values
+
+
+def _verified_quality(dataset: Dataset, verifier, name: str) -> list[float | None]:
+    """`q_i` as the verifier's reward of each response, which must lie in [0, 1] (`None` where it cannot judge)."""
+    values = _verify(verifier, dataset, dataset["completion"], f"responses of {name!r}")
+    outside = _first_outside_unit(values)
+    if outside is not None:
+        raise ValueError(
+            f"The verifier gave row {outside[0]} of candidate dataset {name!r} the reward {outside[1]!r}, outside "
+            "[0, 1]; quality is the fraction of verified-correct responses, and a clipped reward would misstate "
+            "it. Wrap the reward to map its range onto [0, 1], or store it as a `reward_column` with its "
+            "`reward_range`."
+        )
+    return values
 
 
 # --- relative difficulty L(D, θ) -----------------------------------------------------------------------------------
