@@ -27,7 +27,7 @@ from trl import maybe_convert_to_chatml
 
 from ..core.data import did_you_mean
 from ..core.divergence import LMHead
-from ..core.engine import distributed_state, score_batches
+from ..core.engine import distributed_state, score_batches, shard_indices
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
 from ..core.pool import conversational_to_prompt_completion
@@ -459,10 +459,8 @@ def capability(
     check_dev_dataset(dev_dataset, verifier)
     prompts = _dev_prompts(dev_dataset["prompt"], tokenizer, plain_prompts_as_chat)
     state = distributed_state()
-    n = len(dev_dataset)
-    per_rank = math.ceil(n / state.num_processes)
-    shard = list(range(state.process_index * per_rank, min(n, (state.process_index + 1) * per_rank)))
-    shard += [shard[-1] if shard else n - 1] * (per_rank - len(shard))  # equal generate calls on every rank
+    # equal generate calls on every rank
+    shard = shard_indices(len(dev_dataset), state.process_index, state.num_processes)
     rows = dev_dataset.select(shard)
     completions = generate_completions(
         model,
@@ -580,24 +578,32 @@ def rank_datasets(
         system=system,
         plain_prompts_as_chat=plain_prompts_as_chat_for(datasets),
     )
-    table = []
-    for name, dataset in datasets.items():
-        q = float(np.mean(quality_per_example(dataset, verifier, reward_column=reward_column, name=name)))
-        ell = relative_difficulty(model, tokenizer, dataset, probe_size, seed, scoring_batch_size, system)
-        table.append(
-            {
-                "dataset": name,
-                "rows": len(dataset),
-                "quality": q,
-                "difficulty": ell,
-                "capability": c,
-                "dmc": compatibility(q, ell, c, beta),
-            }
-        )
+    table = [
+        _dmc_row(name, dataset, c, model, tokenizer, verifier, beta, probe_size, scoring_batch_size, reward_column,
+                 system, seed)
+        for name, dataset in datasets.items()
+    ]  # fmt: skip
     table.sort(key=lambda row: (-row["dmc"], row["dataset"]))
     if print_table and distributed_state().is_main_process:
         print(format_table(table))
     return table
+
+
+def _dmc_row(
+    name, dataset, c, model, tokenizer, verifier, beta, probe_size, scoring_batch_size, reward_column, system, seed
+) -> dict:
+    """One dataset's row of [`rank_datasets`]: its quality Q, relative difficulty L and, with the capability C
+    measured once, its DMC."""
+    q = float(np.mean(quality_per_example(dataset, verifier, reward_column=reward_column, name=name)))
+    ell = relative_difficulty(model, tokenizer, dataset, probe_size, seed, scoring_batch_size, system)
+    return {
+        "dataset": name,
+        "rows": len(dataset),
+        "quality": q,
+        "difficulty": ell,
+        "capability": c,
+        "dmc": compatibility(q, ell, c, beta),
+    }
 
 
 def format_table(table: Sequence[dict]) -> str:
