@@ -196,6 +196,21 @@ def learning_cost_batch(
         raise ValueError(f"q_nll_scope must be one of {Q_NLL_SCOPES}, got {q_nll_scope!r}.")
     if not isinstance(feature_module, torch.nn.Module):
         feature_module = resolve_feature_module(model, feature_module)
+    answer, prompt, answer_nll, prompt_nll = _token_masks(batch, q_nll_scope)
+    nll, features = _nll_and_features(model, batch, feature_module, answer_nll | prompt_nll)
+    columns = _cost_columns(nll, features, answer, prompt, answer_nll, prompt_nll, lmbda)
+    integers = ("num_answer_tokens", "num_prompt_tokens")
+    values = {k: v.tolist() for k, v in columns.items()}
+    return [
+        asdict(LearningCost(**{k: (int if k in integers else float)(values[k][b]) for k in columns}))
+        for b in range(batch.input_ids.shape[0])
+    ]
+
+
+def _token_masks(batch: SequenceBatch, q_nll_scope: str):
+    """`(answer, prompt, answer_nll, prompt_nll)`: the answer and prompt tokens (no padding, no special tokens) whose
+    features are averaged, and those whose NLL is (position 0, which nothing predicts, left out; with
+    `"prompt_no_gen"`, the assistant header too)."""
     kept = (batch.attention_mask != 0) & (batch.special_mask == 0)
     answer = kept & (batch.completion_mask != 0)
     prompt = kept & (batch.completion_mask == 0)
@@ -203,14 +218,26 @@ def learning_cost_batch(
     answer_nll, prompt_nll = answer & predicted, prompt & predicted
     if q_nll_scope == "prompt_no_gen" and batch.generation_prompt_mask is not None:
         prompt_nll = prompt_nll & (batch.generation_prompt_mask == 0)
+    return answer, prompt, answer_nll, prompt_nll
+
+
+def _nll_and_features(model, batch: SequenceBatch, feature_module, nll_mask: torch.Tensor):
+    """One forward of the student: per-token NLL where `nll_mask` is set, and the unit-normalised up-projection
+    features of every token."""
     with _capture_output(feature_module) as captured:
         hidden = last_hidden_states(model, batch)
     if "output" not in captured:
         raise RuntimeError(f"The feature module {type(feature_module).__name__} did not run in the forward pass.")
     head = LMHead.of(model)
-    nll = -token_logprobs_from_hidden(hidden, head, batch.input_ids, (answer_nll | prompt_nll).long())
+    nll = -token_logprobs_from_hidden(hidden, head, batch.input_ids, nll_mask.long())
     features = captured["output"].float()
     features = features / features.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return nll, features
+
+
+def _cost_columns(nll, features, answer, prompt, answer_nll, prompt_nll, lmbda: float) -> dict[str, torch.Tensor]:
+    """The per-sequence statistics of [`LearningCost`]: mean NLLs `d_A`, `d_Q`, feature similarities `AA`, `AQ`
+    (and `AA` without the diagonal), and the learning cost with its ablations."""
     d_A, d_Q = _masked_mean(nll, answer_nll), _masked_mean(nll, prompt_nll)
     mean_A, mean_Q = _masked_mean(features, answer), _masked_mean(features, prompt)
     AA = (mean_A * mean_A).sum(-1)
@@ -219,7 +246,7 @@ def learning_cost_batch(
     n = n_A.to(features.dtype)
     sum_sq_norms = torch.einsum("bl,bl->b", answer.to(features.dtype), (features * features).sum(-1))
     AA_no_diag = mean_cosine_no_diag(mean_A * n[:, None], sum_sq_norms, n)
-    columns = {
+    return {
         "learning_cost": learning_cost(d_A, d_Q, AA, AQ, lmbda),
         "d_A": d_A,
         "d_Q": d_Q,
@@ -234,12 +261,6 @@ def learning_cost_batch(
         "similarity_score_no_diag": similarity_score(AA_no_diag, AQ, lmbda),
         "answer_mean_nll_score": d_A,
     }
-    integers = ("num_answer_tokens", "num_prompt_tokens")
-    values = {k: v.tolist() for k, v in columns.items()}
-    return [
-        asdict(LearningCost(**{k: (int if k in integers else float)(values[k][b]) for k in columns}))
-        for b in range(batch.input_ids.shape[0])
-    ]
 
 
 def template_rows(dataset) -> list[dict]:
