@@ -68,17 +68,10 @@ make_parser = build_parser  # the name every command module exports (as `trl/scr
 
 def main(argv=None) -> dict:
     """Runs the scoring command; returns a summary (also written to `summary.json`)."""
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     args = parse_args_with_config(build_parser(), argv)  # also reads `--config scoring.yaml`
     check_local_path(args.model, "student (--model)")
     state = distributed_state()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(state.device)
-
+    model, tokenizer = _load_student(args.model, args.dtype, state.device)
     long = to_long_pool(load_data(args.pool), require_correct=not args.all_candidates)
     scores = score_features(
         model,
@@ -100,7 +93,6 @@ def main(argv=None) -> dict:
         strict=args.strict,
         score_key=args.score_key,
     )
-    chosen = set(selection.indices)
     summary = {
         "prompts": len(selection.indices) + len(selection.skipped),
         "selected": len(selection.indices),
@@ -109,24 +101,39 @@ def main(argv=None) -> dict:
         "mean_learning_cost": sum(scores[i]["learning_cost"] for i in selection.indices) / len(selection.indices),
     }
     if state.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        keep = [c for c in ("prompt_id", "teacher", "correct") if c in long.column_names]
-        rows = [
-            {**{c: long[c][i] for c in keep}, **score, "group": selection.groups[i], "selected": i in chosen}
-            for i, score in enumerate(scores)
-        ]
-        _write(Dataset.from_list(rows), os.path.join(args.output_dir, f"scores.{args.format}"), args.format)
-        drop = [c for c in ("prompt_id", "correct") if c in long.column_names]
-        _write(
-            long.select(selection.indices).remove_columns(drop),
-            os.path.join(args.output_dir, f"selected.{args.format}"),
-            args.format,
-        )
-        with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=1)
-        print(json.dumps(summary, indent=1))
+        _write_outputs(args.output_dir, args.format, long, scores, selection, summary)
     state.wait_for_everyone()
     return summary
+
+
+def _load_student(model_path: str, dtype: str, device):
+    """The student and its tokenizer, from a local path or Hub id, on this process's device."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device), tokenizer
+
+
+def _write_outputs(output_dir: str, fmt: str, long, scores: list[dict], selection, summary: dict) -> None:
+    """`scores.<fmt>` (every candidate's scores, group and whether it was selected), `selected.<fmt>` (the chosen
+    rows, ready for SFT) and `summary.json`, which is also printed."""
+    from datasets import Dataset
+
+    os.makedirs(output_dir, exist_ok=True)
+    chosen = set(selection.indices)
+    keep = [c for c in ("prompt_id", "teacher", "correct") if c in long.column_names]
+    rows = [
+        {**{c: long[c][i] for c in keep}, **score, "group": selection.groups[i], "selected": i in chosen}
+        for i, score in enumerate(scores)
+    ]
+    _write(Dataset.from_list(rows), os.path.join(output_dir, f"scores.{fmt}"), fmt)
+    drop = [c for c in ("prompt_id", "correct") if c in long.column_names]
+    _write(long.select(selection.indices).remove_columns(drop), os.path.join(output_dir, f"selected.{fmt}"), fmt)
+    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
