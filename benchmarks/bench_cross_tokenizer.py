@@ -123,12 +123,17 @@ class Gold:
         from trl.experimental.gold.gold_config import GOLDConfig
         from trl.experimental.gold.gold_trainer import ULDLoss
 
+        from trl_distill.core.cross_tokenizer import _decoder_kind
+
         self.student, self.teacher = student, teacher
         self.student_tok, self.teacher_tok = student_tok, teacher_tok
         self.device = next(student.parameters()).device
+        # GOLD's byte-offset alignment (extended ULD) takes ByteLevel BPE tokenizers only: with Gemma's SentencePiece
+        # tokenizer it raises NotImplementedError, so GOLD runs its positional ULD there (no alignment), as it can
+        self.extended = all(_decoder_kind(tok) == "byte_level" for tok in (student_tok, teacher_tok))
         config = GOLDConfig(
             output_dir=tempfile.mkdtemp(), use_cpu=self.device.type == "cpu", bf16=False, use_uld_loss=True,
-            use_extended_uld=True, uld_use_hybrid_loss=True, beta=1.0, report_to=[],
+            use_extended_uld=self.extended, uld_use_hybrid_loss=True, beta=1.0, report_to=[],
         )  # fmt: skip
         self.loss = ULDLoss(config, student_tok, teacher_tok, device=self.device)
         self.prompt_texts = {
@@ -141,7 +146,7 @@ class Gold:
         from trl.experimental.gold.gold_trainer import build_teacher_inputs_from_texts
 
         sides = {
-            which: [t.to(self.device) for t in build_teacher_inputs_from_texts(tok, self.prompt_texts[which], self.completions)]
+            which: [t.to(self.device) for t in build_teacher_inputs_from_texts(tok, self.prompt_texts[which], self.completions, self.extended)]
             for which, tok in (("student", self.student_tok), ("teacher", self.teacher_tok))
         }  # fmt: skip
         s_ids, s_labels, s_mask, s_offsets = sides["student"]
@@ -237,7 +242,10 @@ def main(argv=None):
         "align_tokens_per_second": tokens / align,
         "align_share_of_step": align / ours,
     }
+    result["gold_mode"] = "extended ULD (byte-offset alignment)" if runners["gold"].extended else (
+        "positional ULD: GOLD's byte-offset alignment supports ByteLevel BPE only, not this teacher's tokenizer")  # fmt: skip
     print(f"pair: {pair}; batch: {result['batch']}; device: {'cuda' if common.cuda() else 'cpu'}")
+    print(f"GOLD mode: {result['gold_mode']}")
     print(f"step time   ours {ours:.3f}s  GOLD {gold:.3f}s  ratio {result['step_time_ratio']:.2f} (target <= 1.2)")
     print(f"peak memory ours {memory['ours']:.0f} MiB  GOLD {memory['gold']:.0f} MiB  ratio "
           f"{result['peak_memory_ratio']:.2f} (target <= 1.2)")  # fmt: skip

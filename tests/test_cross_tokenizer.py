@@ -444,3 +444,23 @@ def test_camopd_refuses_bad_teacher_tokenizer_specs(tmp_path, prompts):
     with pytest.raises(ValueError, match=r"Teacher 'default'.*no chat template"):
         CaMOPDTrainer(student, other, args, prompts, processing_class=tokenizer,
                       teacher_tokenizers={"default": no_template})  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ diagnostics
+def test_span_diagnostics_identity_equals_token_diagnostics_and_cross_pair_runs(teacher_tok):
+    from trl_distill.core.cross_tokenizer import span_diagnostics
+    from trl_distill.evaluation.diagnostics import token_diagnostics
+
+    tokenizer = build_tokenizer()
+    student, teacher = tiny_model(tokenizer, "xs", "qwen2", seed=0), tiny_model(tokenizer, "xs", "llama", seed=1)
+    prompts = ["Say something: "] * 3  # plain prompts: token_diagnostics scores the completion and the eos
+    texts = TEXTS[:3]
+    ours = span_diagnostics(student, teacher, TeacherTokenizerBridge(tokenizer, tokenizer, "self"), texts, prompts)
+    theirs = token_diagnostics(student, teacher, tokenizer, texts, prompts=prompts, check_tokenizer=False)
+    assert ours["num_spans"] == theirs["num_tokens"]
+    for key in ("forward_kl", "reverse_kl", "js", "top1_agreement"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+    other = tiny_model(teacher_tok, "xs", "llama", seed=1)
+    cross = span_diagnostics(student, other, TeacherTokenizerBridge(tokenizer, teacher_tok, "t"), texts, prompts)
+    assert all(math.isfinite(cross[k]) and cross[k] >= 0 for k in ("forward_kl", "reverse_kl", "js", "gap"))
+    assert 0 < cross["multi_token_spans"] < 1 and cross["num_spans"] < ours["num_spans"]

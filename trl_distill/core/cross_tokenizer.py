@@ -586,3 +586,72 @@ def _place(spans, student: SpanSide, aligned: AlignedBatch, mask, device):
         divergence = divergence.index_put((first,), spans.float() * flat_mask[first])
         entropy = entropy.index_put((token_index,), student.entropy.detach().float() * flat_mask[token_index])
     return divergence.view(mask.shape), entropy.view(mask.shape)
+
+
+# ---------------------------------------------------------------------------------------------------- diagnostics
+SPAN_DIAGNOSTIC_KEYS = ("forward_kl", "reverse_kl", "js", "top1_agreement", "gap")
+
+
+def _completion_hidden(model, input_ids, attention_mask, keep: int) -> torch.Tensor:
+    """Final hidden states that predict the last `keep` tokens (prompt left-padded, completion right-padded)."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.hidden_states[-1][:, -keep - 1 : -1]
+
+
+@torch.no_grad()
+def span_diagnostics(student, teacher, bridge: TeacherTokenizerBridge, texts, prompts, temperature: float = 1.0):
+    """[`~trl_distill.evaluation.diagnostics.token_diagnostics`] on aligned spans, for a teacher with its own
+    tokenizer: forward KL, reverse KL and JS between the two sides' coarsened distributions at each span's first token
+    (see [`coarsened_logprobs`]), top-1 agreement on those shared outcomes, and the span gap
+    `|log T(span) − log S(span)|`; span-weighted means. With one tokenizer every span is one token and the first four
+    equal `token_diagnostics`' (tested).
+
+    Args:
+        student, teacher ([`~transformers.PreTrainedModel`]): the two causal LMs.
+        bridge ([`TeacherTokenizerBridge`]): the pair's bridge (student tokenizer, teacher tokenizer).
+        texts (`list[str]`): completions to score, each followed by the student's end of turn (aligned with the
+            teacher's).
+        prompts (`list[str | list[dict]]`): one prompt per completion, rendered with each side's own template.
+        temperature (`float`, defaults to 1.0): softmax temperature of both models.
+
+    Returns:
+        `dict`: a float per key of `SPAN_DIAGNOSTIC_KEYS`, `"num_spans"` and `"multi_token_spans"` (the fraction of
+        spans with several tokens on a side).
+    """
+    tokenizer = bridge.student_tokenizer
+    device = next(student.parameters()).device
+    prompt_rows = [tokenizer(render_messages(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+    end = [end_of_turn_id(tokenizer)]  # each completion is scored as a finished answer, closed by the end of turn
+    rows = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"] + end, dtype=torch.long) for t in texts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = pad_sequence(rows, batch_first=True, padding_value=pad)
+    mask = pad_sequence([torch.ones_like(r) for r in rows], batch_first=True, padding_value=0)
+    aligned = bridge.align(prompts, ids, mask, prompt_rows)
+    prompt_ids = pad_sequence([torch.tensor(r) for r in prompt_rows], True, pad, padding_side="left")
+    prompt_mask = pad_sequence([torch.ones(len(r), dtype=torch.long) for r in prompt_rows], True, 0, "left")
+    hidden_s = _completion_hidden(
+        student, torch.cat([prompt_ids, ids], 1).to(device), torch.cat([prompt_mask, mask], 1).to(device), ids.size(1)
+    )
+    hidden_t = _completion_hidden(teacher, aligned.input_ids.to(device), aligned.attention_mask.to(device),
+                                  aligned.logits_to_keep)  # fmt: skip
+    head_s, head_t = LMHead.of(student), LMHead.of(teacher)
+    s = span_side(hidden_s, head_s, ids, aligned.student_spans, aligned.num_spans, temperature)
+    t = span_side(hidden_t, head_t, aligned.completion_ids, aligned.teacher_spans, aligned.num_spans, temperature)
+    log_ps = F.log_softmax(head_s.logits(s.hidden[s.first]) / temperature, dim=-1)
+    log_pt = F.log_softmax(head_t.logits(t.hidden[t.first]) / temperature, dim=-1)
+    s_pos, t_pos = bridge.positions(log_ps.device)
+    first_positions = torch.stack([s_pos[s.ids[s.first]], t_pos[t.ids[t.first]]], dim=-1)
+    coarse_s = coarsened_logprobs(log_ps, bridge.student_matched.to(device), first_positions, s.span_logprobs)
+    coarse_t = coarsened_logprobs(log_pt, bridge.teacher_matched.to(device), first_positions, t.span_logprobs)
+    values = {
+        "forward_kl": generalized_jsd_from_logits(coarse_s, coarse_t, 0.0),
+        "reverse_kl": generalized_jsd_from_logits(coarse_s, coarse_t, 1.0),
+        "js": generalized_jsd_from_logits(coarse_s, coarse_t, 0.5),
+        "top1_agreement": (coarse_s.argmax(-1) == coarse_t.argmax(-1)).float(),
+        "gap": (t.span_logprobs - s.span_logprobs).abs(),
+    }
+    sizes = torch.bincount(s.spans, minlength=len(s.first)), torch.bincount(t.spans, minlength=len(t.first))
+    result = {key: value.float().mean().item() for key, value in values.items()}
+    result["num_spans"] = len(s.first)
+    result["multi_token_spans"] = ((sizes[0] > 1) | (sizes[1] > 1)).float().mean().item()
+    return result
