@@ -39,6 +39,7 @@ FULL = {
     "dmc": ["--length", "64", "--train_size", "1024", "--batch", "8", "--sft_steps", "3", "--rounds", "2"],
     "pool_builder": ["--length", "32", "--prompts", "16", "--n", "2", "--rounds", "2"],
     "served_teacher": ["--length", "32", "--batch", "4", "--rounds", "3"],
+    "cross_tokenizer": ["--rows", "4", "--words", "40", "--rounds", "2"],
 }  # fmt: skip
 QUICK = {
     "scas": ["--vocab", "4096", "--length", "16", "--candidates", "4", "--batch", "2", "--rounds", "2"],
@@ -51,8 +52,9 @@ QUICK = {
     "dmc": ["--vocab", "4096", "--length", "8", "--train_size", "16", "--sft_steps", "2", "--rounds", "1"],
     "pool_builder": ["--vocab", "4096", "--length", "8", "--prompts", "8", "--n", "1", "--shard", "4", "--rounds", "1"],
     "served_teacher": ["--vocab", "4096", "--length", "8", "--batch", "2", "--rounds", "1"],
+    "cross_tokenizer": ["--quick"],
 }  # fmt: skip
-ORDER = ("scas", "dmc", "ogls_sd", "camopd", "pool_builder", "served_teacher")
+ORDER = ("scas", "dmc", "ogls_sd", "camopd", "pool_builder", "served_teacher", "cross_tokenizer")
 
 
 def machine() -> str:

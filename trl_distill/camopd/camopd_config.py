@@ -37,6 +37,17 @@ class CaMOPDConfig(DistillationConfig):
         teacher_load_in_4bit (`bool`, *optional*, defaults to `False`):
             Load teachers given as paths in 4-bit (NF4, bf16 compute) through a bitsandbytes quantization config.
             Needs a CUDA device and `bitsandbytes`.
+        teacher_tokenizers (`dict[str, str]`, *optional*):
+            Teachers with their own tokenizer (cross-tokenizer distillation, docs/cross_tokenizer.md): teacher names
+            mapped to a tokenizer id or path, or `"auto"` for the tokenizer saved beside the teacher's checkpoint.
+            Such a teacher reads the conversation rendered with its own chat template and the rollout re-tokenized;
+            the loss and the gap are taken on byte-aligned spans. Teachers not named here must share the student's
+            tokenizer (today's path, unchanged).
+        cross_tokenizer_uld_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the ULD sorted-probability distance on the pieces without a counterpart in the other
+            vocabulary (cross-tokenizer teachers only; 0 leaves it out).
+        cross_tokenizer_uld_top_k (`int`, *optional*, defaults to `256`):
+            Sorted probabilities compared by that distance per span (the rest as one mass).
 
         > Parameters that control the prompt sources
 
@@ -89,6 +100,7 @@ class CaMOPDConfig(DistillationConfig):
         "teacher_models",
         "teachers_init_kwargs",
         "source_teachers",
+        "teacher_tokenizers",
     ]
 
     teacher_models: dict[str, str] | str | None = field(
@@ -106,6 +118,18 @@ class CaMOPDConfig(DistillationConfig):
     teacher_load_in_4bit: bool = field(
         default=False,
         metadata={"help": "Load teachers given as paths in 4-bit through bitsandbytes (CUDA only)."},
+    )
+    teacher_tokenizers: dict[str, str] | str | None = field(
+        default=None,
+        metadata={"help": "Teachers with their own tokenizer: name -> tokenizer id/path, or 'auto' (beside it)."},
+    )
+    cross_tokenizer_uld_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the ULD distance on unmatched pieces (cross-tokenizer teachers)."},
+    )
+    cross_tokenizer_uld_top_k: int = field(
+        default=256,
+        metadata={"help": "Sorted probabilities per span compared by the ULD distance."},
     )
     source_teachers: dict[str, str] | str | None = field(
         default=None,
@@ -146,6 +170,11 @@ class CaMOPDConfig(DistillationConfig):
                 f"rho must lie in (0, 1] (the fraction of generated samples kept by gap), got {self.rho}. "
                 "Use 1.0 to disable gap-based selection, or leave it unset (auto)."
             )
+        if self.cross_tokenizer_uld_weight < 0 or self.cross_tokenizer_uld_top_k < 1:
+            raise ValueError(
+                f"cross_tokenizer_uld_weight must be >= 0 and cross_tokenizer_uld_top_k >= 1, got "
+                f"{self.cross_tokenizer_uld_weight} and {self.cross_tokenizer_uld_top_k}."
+            )
         if self.served_teacher_top_k < 1:
             raise ValueError(f"served_teacher_top_k must be >= 1, got {self.served_teacher_top_k}.")
         if self.schedule not in SCHEDULES:
@@ -161,7 +190,7 @@ class CaMOPDConfig(DistillationConfig):
                 f"gradient_coherence_every must be >= 0 (0 disables the diagnostic), got "
                 f"{self.gradient_coherence_every}."
             )
-        for name in ("teacher_models", "source_teachers", "teachers_init_kwargs"):
+        for name in ("teacher_models", "source_teachers", "teachers_init_kwargs", "teacher_tokenizers"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 raise ValueError(

@@ -8,10 +8,18 @@ import torch
 from accelerate.logging import get_logger
 from datasets import Dataset, IterableDataset
 from torch.utils.data import Sampler
-from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
+from transformers import (
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    TrainerCallback,
+)
 from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 
+from ..core.cross_tokenizer import TeacherTokenizerBridge, cross_tokenizer_divergence, span_gap, span_side
 from ..core.data import check_local_path
 from ..core.divergence import (
     LMHead,
@@ -20,6 +28,7 @@ from ..core.divergence import (
     token_mean_loss,
     topk_tail_generalized_jsd,
 )
+from ..core.generation import stop_token_ids
 from ..core.served_teacher import SCORE_KEYS, ServedTeacher, TeacherScores, is_served_teacher
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
@@ -126,6 +135,13 @@ class CaMOPDTrainer(DistillationTrainer):
             teachers, a plain dataset needs a `"prompt_source"` column.
         processing_class, callbacks, optimizers, quantization_config, peft_config, tools:
             As for [`~trl.DistillationTrainer`].
+        teacher_tokenizers (`dict[str, PreTrainedTokenizerBase | str]`, *optional*):
+            Teachers with their own tokenizer, by name: a tokenizer, a tokenizer id or path, or `"auto"` (the one
+            saved beside the teacher's checkpoint); merged over `args.teacher_tokenizers`. Such a teacher may have
+            another vocabulary and chat template: it reads the conversation in its own template, and the loss and the
+            gap are taken on byte-aligned spans (see [`~trl_distill.core.cross_tokenizer`] and
+            docs/cross_tokenizer.md). Its tokenizer is checked at construction (a `ValueError` names the teacher and
+            what is missing). Teachers not named keep the same-tokenizer path.
 
     Raises (before training): a `ValueError` for no teacher, unknown teacher or source names, a source without a
     `prompt` column, an iterable source among several (or with gap selection), the same dataset given as two sources
@@ -162,6 +178,7 @@ class CaMOPDTrainer(DistillationTrainer):
         quantization_config: "BitsAndBytesConfig | None" = None,
         peft_config=None,
         tools: list[Callable] | None = None,
+        teacher_tokenizers: "dict[str, PreTrainedTokenizerBase | str] | None" = None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else model.config.name_or_path or ""
@@ -176,6 +193,7 @@ class CaMOPDTrainer(DistillationTrainer):
         if isinstance(model, str):
             check_local_path(model, "model")  # before the hub client turns a missing path into a repo-id error
         teacher_specs = self._teacher_specs(teacher_model, args)
+        self._tokenizer_specs = self._teacher_tokenizer_specs(teacher_tokenizers, args, teacher_specs)
         sources = named_sources(train_dataset)
         self.source_names = list(sources)
         self.teacher_names = list(teacher_specs)
@@ -226,6 +244,7 @@ class CaMOPDTrainer(DistillationTrainer):
 
         check_tokenizer_fits(self._tokenizer, self.model, "student")
         self.teachers = self._load_teachers(teacher_specs, args)
+        self.bridges = self._build_bridges(teacher_specs)
         self._teacher_width = {
             name: _hidden_size(self.accelerator.unwrap_model(teacher))
             for name, teacher in self.teachers.items()
@@ -246,6 +265,11 @@ class CaMOPDTrainer(DistillationTrainer):
         # trainer state across steps: the latest micro-batch of each source, kept for the recovery/review cosine
         # (`_log_gradient_coherence` runs every `gradient_coherence_every` steps on the batches last seen)
         self._latest_batches: dict[str, dict] = {}
+        if args.gradient_coherence_every and self.bridges and self.rho < 1:
+            logger.warning(
+                "The gradient coherence gain (gcg) is not logged with cross-tokenizer teachers "
+                f"{sorted(self.bridges)}; grad_coherence (the recovery/review cosine) is."
+            )
         if args.gradient_coherence_every and self._gradients_unreachable:
             logger.warning(
                 f"gradient_coherence_every is ignored under {self._gradients_unreachable}: neither the recovery/review "
@@ -345,6 +369,8 @@ class CaMOPDTrainer(DistillationTrainer):
                 kwargs, key = None, repr(spec)
             else:
                 kwargs, key = None, id(spec)
+            if name in self._tokenizer_specs:
+                key = ("cross", key)  # loaded without the shared-tokenizer checks
             if key not in loaded:
                 loaded[key] = load_teacher(
                     spec,
@@ -353,12 +379,117 @@ class CaMOPDTrainer(DistillationTrainer):
                     init_kwargs=kwargs,
                     revision=args.teacher_model_revision if single else None,
                     load_in_4bit=args.teacher_load_in_4bit and isinstance(spec, str),
-                    student=self.model,
-                    tokenizer=self._tokenizer,
+                    student=None if name in self._tokenizer_specs else self.model,
+                    tokenizer=None if name in self._tokenizer_specs else self._tokenizer,
                     accelerator=self.accelerator,
                 )
             teachers[name] = loaded[key]
         return teachers
+
+    @staticmethod
+    def _teacher_tokenizer_specs(teacher_tokenizers, args: CaMOPDConfig, teacher_specs: dict) -> dict:
+        """The teachers with their own tokenizer, by name (`args.teacher_tokenizers` updated by the trainer's
+        argument), checked against the teacher names before anything is loaded."""
+        specs = {**(args.teacher_tokenizers or {}), **(teacher_tokenizers or {})}
+        unknown = sorted(set(specs) - set(teacher_specs))
+        if unknown:
+            raise ValueError(
+                f"`teacher_tokenizers` names teachers {unknown} that were not given; the teachers are "
+                f"{sorted(teacher_specs)}."
+            )
+        for name in specs:
+            if is_served_teacher(teacher_specs[name]):
+                raise ValueError(
+                    f"Teacher {name!r} is served and has its own tokenizer: a served teacher returns top-k ids of its "
+                    "vocabulary for the student's tokens, which cannot be aligned. Load it locally for cross-tokenizer "
+                    "distillation, or serve a teacher that shares the student's tokenizer."
+                )
+        return specs
+
+    def _build_bridges(self, teacher_specs: dict) -> dict[str, TeacherTokenizerBridge]:
+        """A [`TeacherTokenizerBridge`] per teacher with its own tokenizer (its tokenizer loaded when given as a path
+        or `"auto"`), checked against its embedding."""
+        bridges = {}
+        stops = stop_token_ids(self.accelerator.unwrap_model(self.model), self._tokenizer)
+        for name, spec in self._tokenizer_specs.items():
+            tokenizer = spec
+            if isinstance(spec, str):
+                source = teacher_specs[name] if spec == "auto" else spec
+                if not isinstance(source, str):
+                    source = getattr(source.config, "_name_or_path", "") or ""
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.args.trust_remote_code)
+                except (OSError, ValueError) as error:
+                    raise ValueError(
+                        f"Teacher {name!r}: its tokenizer ({spec!r}) could not be loaded from {source!r} ({error}). "
+                        "Pass the tokenizer itself in `teacher_tokenizers`, or save it beside the teacher."
+                    ) from error
+            teacher = self.accelerator.unwrap_model(self.teachers[name])
+            check_tokenizer_fits(tokenizer, teacher, f"teacher {name!r}")
+            bridges[name] = TeacherTokenizerBridge(self._tokenizer, tokenizer, name, stop_ids=stops)
+        return bridges
+
+    def _align(self, name: str, batch: dict, rows: torch.Tensor | None = None):
+        """The teacher `name`'s view of the batch's rows `rows` (all when `None`), aligned with the student's."""
+        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
+        prompt_ids, prompt_mask, completion_ids, completion_mask = (
+            batch[key] if rows is None else batch[key][rows.to(batch[key].device)] for key in keys
+        )
+        prompts = batch["prompts"] if rows is None else [batch["prompts"][i] for i in rows.tolist()]
+        student_prompts = [ids[mask != 0].tolist() for ids, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())]
+        return self.bridges[name].align(prompts, completion_ids, completion_mask, student_prompts)
+
+    def _aligned_teacher_hidden(self, name: str, aligned) -> torch.Tensor:
+        device = self.accelerator.device
+        return self._teacher_hidden(
+            name, aligned.input_ids.to(device), aligned.attention_mask.to(device), aligned.logits_to_keep
+        )
+
+    def _cross_gap(self, name: str, output: dict, rows: torch.Tensor, student_hidden, student_head) -> torch.Tensor:
+        """Per-row gap to cross-tokenizer teacher `name` on aligned spans (see [`span_gap`]), for rows `rows`."""
+        aligned = self._align(name, output, rows)
+        teacher_hidden = self._aligned_teacher_hidden(name, aligned)
+        teacher_head = LMHead.of(self.accelerator.unwrap_model(self.teachers[name]))
+        teacher = span_side(teacher_hidden, teacher_head, aligned.completion_ids, aligned.teacher_spans,
+                            aligned.num_spans, self.temperature)  # fmt: skip
+        rows_s = rows.to(student_hidden.device)
+        student = span_side(student_hidden[rows_s], student_head, output["completion_ids"][rows_s],
+                            aligned.student_spans, aligned.num_spans, self.temperature)  # fmt: skip
+        self._log_misaligned(aligned)
+        return span_gap(student, teacher, aligned.num_spans)
+
+    def _cross_divergence(self, name, inputs, rows, student_hidden, student_head, loss_mask):
+        """Per-token divergence and entropy to cross-tokenizer teacher `name` on rows `rows` (see
+        [`~trl_distill.core.cross_tokenizer.cross_tokenizer_divergence`]); `(None, None)` for no rows (the teacher
+        still runs one row under DeepSpeed, in lockstep)."""
+        whole = len(rows) == loss_mask.size(0)
+        run = None if whole else (rows if len(rows) else torch.zeros(1, dtype=torch.long))
+        aligned = self._align(name, inputs, run)
+        teacher_hidden = self._aligned_teacher_hidden(name, aligned)
+        if not len(rows):
+            return None, None
+        self._log_misaligned(aligned)
+
+        def take(tensor):
+            return tensor if whole else tensor[run.to(tensor.device)]
+
+        teacher_head = LMHead.of(self.accelerator.unwrap_model(self.teachers[name]))
+        args = self.args
+        heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
+        with maybe_gather_lm_head_ctx(*heads):
+            return cross_tokenizer_divergence(
+                take(student_hidden), student_head, teacher_hidden, teacher_head, take(inputs["completion_ids"]),
+                aligned, take(loss_mask), self.bridges[name], self.beta, self.temperature,
+                args.cross_tokenizer_uld_weight, args.cross_tokenizer_uld_top_k,
+            )  # fmt: skip
+
+    def _log_misaligned(self, aligned) -> None:
+        """Counts rows whose text did not re-tokenize to the same bytes (trained on nothing), and warns."""
+        bad = int(aligned.misaligned.sum())
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["cross_tokenizer/misaligned_rows"].append(float(bad))
+        if bad:
+            logger.warning(f"{bad} rollouts did not re-tokenize to the same bytes for a teacher; they add no loss.")
 
     def _served_scores(self, name: str, output: dict, rows: torch.Tensor | None = None) -> TeacherScores:
         """Served teacher `name`'s scores of the batch's rows `rows` (all when `None`); raises when the server fails
@@ -441,6 +572,8 @@ class CaMOPDTrainer(DistillationTrainer):
         sources = [self._source_of(x) for x in inputs]
         output = super()._generate_and_score_completions(inputs)
         output["sources"] = sources
+        if self.bridges:  # cross-tokenizer teachers re-render the conversation in their own template
+            output["prompts"] = [x["prompt"] for x in inputs]
         mode = "train" if self.model.training else "eval"
         if mode == "train":  # one value per optimizer step (one generation per step); eval batches follow no schedule
             counts = torch.tensor([sources.count(s) for s in self.source_names], device=self.accelerator.device)
@@ -482,7 +615,13 @@ class CaMOPDTrainer(DistillationTrainer):
             )
             teacher_logprobs = torch.zeros_like(student_logprobs)
             teacher_hidden = served = None
+            cross_gaps = []
             for name, rows in self._teacher_rows(sources):
+                if name in self.bridges:  # gap on aligned spans; the loss runs this teacher again on the kept rows
+                    run = rows if len(rows) else torch.zeros(1, dtype=torch.long)
+                    gaps_here = self._cross_gap(name, output, run, student_hidden, LMHead.of(student))
+                    cross_gaps.append((rows, gaps_here[: len(rows)]))
+                    continue
                 if isinstance(self.teachers[name], ServedTeacher):
                     if len(rows):
                         scores = self._served_scores(name, output, rows)
@@ -507,6 +646,8 @@ class CaMOPDTrainer(DistillationTrainer):
 
         # gap = (1/n) Σ_t |log T(y_t) − log S(y_t)|  (docs/methods.md §4)
         gaps = gap(student_logprobs, teacher_logprobs, loss_mask)
+        for rows, cross in cross_gaps:
+            gaps[rows.to(gaps.device)] = cross.to(gaps.device, gaps.dtype)
         kept = select_by_gap(gaps, num_keep)
         self._log_gaps(gaps, kept, sources, loss_mask)
         if self._diagnostics_due():
@@ -540,6 +681,7 @@ class CaMOPDTrainer(DistillationTrainer):
             bool(every)
             and self.model.training
             and not self._gradients_unreachable
+            and not self.bridges
             and self.state.global_step % every == 0
         )
 
@@ -698,6 +840,16 @@ class CaMOPDTrainer(DistillationTrainer):
                 def take(tensor, run=run):
                     return tensor[run.to(tensor.device)]
 
+            if name in self.bridges:
+                divergence, entropy = self._cross_divergence(
+                    name, inputs, rows, student_hidden, student_head, loss_mask
+                )
+                if divergence is None:
+                    continue
+                total = total + divergence.sum()
+                entropy_sum = entropy_sum + entropy.sum()
+                divergences[name] = (divergence.detach().sum(), take(loss_mask).sum())
+                continue
             if isinstance(self.teachers[name], ServedTeacher):
                 if not len(rows):
                     continue
