@@ -54,7 +54,7 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     example = load_example()
     parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
-    args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
+    args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--model_name_or_path", "lab:ogls_sd_student?pretrain_steps=3"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
@@ -70,7 +70,8 @@ def test_cli_entry_point_trains_on_the_tiny_world(tmp_path, monkeypatch):
     from trl_distill.cli import main
 
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
-    args = ["ogls-sd", "--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "2"]
+    args = ["ogls-sd", "--config", os.path.join(RECIPES, "toy.yaml")]
+    args += ["--model_name_or_path", "lab:ogls_sd_student?pretrain_steps=2"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4", "--steering", "contextual"]
     assert main(args) == 0
