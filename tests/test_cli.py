@@ -92,7 +92,14 @@ def peft_args(job: str, output_dir: str) -> list[str]:
     return (
         args
         + {
-            "scas": ["--dataset_name", "lab:scas_pool?prompts=8", "--model_name_or_path", "lab:scas_student?size=xs", "--per_device_train_batch_size", "4"],
+            "scas": [
+                "--dataset_name",
+                "lab:scas_pool?prompts=8",
+                "--model_name_or_path",
+                "lab:scas_student?size=xs",
+                "--per_device_train_batch_size",
+                "4",
+            ],
             "dmc": [
                 "--per_device_train_batch_size",
                 "4",

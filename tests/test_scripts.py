@@ -84,7 +84,8 @@ def test_import_graph_has_no_arrow_from_a_method_to_lab_or_scripts_and_no_cycle(
 def test_the_graph_parser_sees_relative_and_nested_imports(tmp_path):
     module = os.path.join(PACKAGE, "scas", "scas_trainer.py")
     assert "core" in imported_subpackages(module)
-    assert {"lab", "scas"} <= imported_subpackages(os.path.join(PACKAGE, "scripts", "scas.py"))
+    assert {"scas", "scripts"} <= imported_subpackages(os.path.join(PACKAGE, "scripts", "scas.py"))
+    assert "lab" in imported_subpackages(os.path.join(PACKAGE, "scripts", "lab.py"))
 
 
 # --- the common flags, on local files -------------------------------------------------------------------------

@@ -76,8 +76,12 @@ def expand_lab_alias(command: str, argv: list[str]) -> list[str]:
     if not lab or (has_config and command != "dmc-rank"):
         return rest
     from .lab.sources import toy_arguments
+    from .scripts.recipes import recipe_path
 
-    return [*toy_arguments(command), *rest]
+    toy = toy_arguments(command)
+    if toy[0] == "--config":
+        toy[1] = recipe_path(toy[1])
+    return [*toy, *rest]
 
 
 def main(argv: list[str] | None = None) -> int:

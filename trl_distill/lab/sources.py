@@ -150,10 +150,8 @@ DMC_RANK_TOY = [
 
 
 def toy_arguments(command: str) -> list[str]:
-    """What `--lab` stands for in `trl-distill <command>`: the command's toy recipe (`--config <job>/toy`), or, for
-    `dmc-rank`, the toy world's flags."""
-    from ..scripts.recipes import recipe_path
-
+    """What `--lab` stands for in `trl-distill <command>`: the command's packaged toy recipe by name
+    (`--config <job>/toy`), or, for `dmc-rank`, the toy world's flags."""
     if command == "dmc-rank":
         return list(DMC_RANK_TOY)
-    return ["--config", recipe_path(f"{command.replace('-', '_')}/toy")]
+    return ["--config", f"{command.replace('-', '_')}/toy"]
