@@ -20,12 +20,13 @@ from ..camopd.camopd_config import CaMOPDConfig
 from ..camopd.camopd_trainer import CaMOPDTrainer
 from ..core.data import load_data
 from ..core.served_teacher import is_served_teacher
-from ..core.sources import resolve_model_path
+from ..core.sources import resolve_model, resolve_model_path
 from .utils import (
+    cast_to_dtype,
     check_quantization,
     finish,
-    load_student,
     run_training_command,
+    student_init_kwargs,
     student_quantization_config,
     training_parser,
 )
@@ -76,7 +77,7 @@ class CaMOPDScriptArguments:
     )
 
 
-def load_models_and_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig):
+def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: ModelConfig):
     """The student, tokenizer (left padding), teachers by name and prompt sources by name the arguments ask for.
 
     Returns:
@@ -85,7 +86,9 @@ def load_models_and_prompts(script_args: CaMOPDScriptArguments, training_args: C
     """
     if not (script_args.general_teacher and script_args.general_prompts and script_args.domain_prompts):
         raise ValueError("Give --model_name_or_path, --general_teacher, --general_prompts and --domain_prompts.")
-    student, tokenizer = load_student(model_args, training_args)
+    student, tokenizer = resolve_model(model_args.model_name_or_path, "student (--model_name_or_path)")
+    if not isinstance(student, str):
+        student = cast_to_dtype(student, model_args)
     general_teacher = script_args.general_teacher
     domain_teacher = script_args.domain_teacher or model_args.model_name_or_path  # default: a copy of the student
     teachers = {}
@@ -127,7 +130,8 @@ def load_eval_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDC
 def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model_args: ModelConfig) -> CaMOPDTrainer:
     """Builds the [`CaMOPDTrainer`], trains and saves the model to `training_args.output_dir`."""
     check_quantization(model_args)  # before anything is loaded
-    student, tokenizer, teachers, sources = load_models_and_prompts(script_args, training_args, model_args)
+    student, tokenizer, teachers, sources = load_models_and_prompts(script_args, model_args)
+    training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
     trainer = CaMOPDTrainer(
         model=student,
         teacher_model=teachers,
