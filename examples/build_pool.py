@@ -25,7 +25,7 @@ written in shards, so a killed run resumes where it stopped.
 # Tiny world (CPU, a couple of minutes the first time): two `xs` teachers pre-trained on arithmetic written in two
 # styles (cached locally), held-out arithmetic prompts, the tiny world's verifier
 ```bash
-python examples/build_pool.py --config recipes/build_pool/toy.yaml --lab
+python examples/build_pool.py --config recipes/build_pool/toy.yaml
 ```
 
 # Real scale (one teacher at a time through vLLM)
@@ -34,7 +34,7 @@ python examples/build_pool.py --config recipes/build_pool/deepmath-4teachers.yam
 ```
 
 The same as a command: `trl-distill build-pool --config recipes/build_pool/deepmath-4teachers.yaml` (or
-`--config recipes/build_pool/toy.yaml --lab`).
+`--config recipes/build_pool/toy.yaml`).
 """
 
 import sys

@@ -25,7 +25,7 @@ steps with one domain-review step and training on the largest-gap samples.
 
 # Tiny world (CPU, a couple of minutes): an arithmetic-specialised student, a general (string-task) teacher
 ```bash
-python examples/camopd.py --config recipes/camopd/toy.yaml --lab
+python examples/camopd.py --config recipes/camopd/toy.yaml
 ```
 
 # Real scale

@@ -24,7 +24,7 @@ top-DMC dataset, a softmax(DMC/τ) mixture, or the top fraction of examples, wit
 
 # Tiny world (CPU, a few minutes; no download)
 ```bash
-python examples/dmc.py --config recipes/dmc/toy.yaml --lab
+python examples/dmc.py --config recipes/dmc/toy.yaml
 ```
 
 # Real scale (8 GPUs, ZeRO-3)

@@ -25,7 +25,7 @@ along the direction that separates the teacher's view of successful rollouts fro
 # Tiny world (CPU, a few minutes): an `xs` student briefly pre-trained on arithmetic, privileged context = the
 # reference solution, verifier = the tiny world's task reward
 ```bash
-python examples/ogls_sd.py --config recipes/ogls_sd/toy.yaml --lab
+python examples/ogls_sd.py --config recipes/ogls_sd/toy.yaml
 ```
 
 # Real scale

@@ -24,7 +24,7 @@ answers and re-chosen every epoch.
 
 # Tiny world (CPU, about a minute; no download)
 ```bash
-python examples/scas.py --config recipes/scas/toy.yaml --lab
+python examples/scas.py --config recipes/scas/toy.yaml
 ```
 
 # Real scale (8 GPUs, ZeRO-3)

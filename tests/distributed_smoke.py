@@ -17,17 +17,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # overrides that shrink each toy recipe to two optimizer steps on tiny models
 OVERRIDES = {
-    "scas": "--lab_prompts 8 --lab_model_size xs --per_device_train_batch_size 4",
+    "scas": "--dataset_name lab:scas_pool?prompts=8 --model_name_or_path lab:scas_student?size=xs "
+    "--per_device_train_batch_size 4",
     "dmc": "--per_device_train_batch_size 4 --probe_size 8 --dev_size 4 --max_new_tokens 4",
-    "ogls-sd": "--lab_pretrain_steps 2 --per_device_train_batch_size 4 --max_completion_length 4",
-    "camopd": "--lab_pretrain_steps 2 --per_device_train_batch_size 2 --max_completion_length 4 "
+    "ogls-sd": "--model_name_or_path lab:ogls_sd_student?pretrain_steps=2 --per_device_train_batch_size 4 --max_completion_length 4",
+    "camopd": "--model_name_or_path lab:camopd_student?pretrain_steps=2 "
+    "--general_teacher lab:camopd_general_teacher?pretrain_steps=2 --per_device_train_batch_size 2 --max_completion_length 4 "
     "--gradient_coherence_every 0",
 }
 
 
 def job_args(job: str, output_dir: str) -> list[str]:
     recipe = os.path.join(ROOT, "recipes", job.replace("-", "_"), "toy.yaml")
-    common = ["--config", recipe, "--lab", "--output_dir", output_dir, "--max_steps", "2", "--logging_steps", "1"]
+    common = ["--config", recipe, "--output_dir", output_dir, "--max_steps", "2", "--logging_steps", "1"]
     return common + ["--save_strategy", "no", "--report_to", "none", *OVERRIDES[job].split()]
 
 

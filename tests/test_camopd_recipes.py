@@ -36,7 +36,13 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     example = load_example()
     parser = TrlParser((example.make_parser().dataclass_types[0], CaMOPDConfig, ModelConfig))
-    args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
+    args = [
+        "--config",
+        os.path.join(RECIPES, "toy.yaml"),
+        "--model_name_or_path",
+        "lab:camopd_student?pretrain_steps=3",
+    ]
+    args += ["--general_teacher", "lab:camopd_general_teacher?pretrain_steps=3"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "2", "--gradient_coherence_every", "0"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)

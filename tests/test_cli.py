@@ -35,7 +35,7 @@ def test_training_commands_show_the_config_fields_in_help(job, capsys):
         cli.main([job, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "--output_dir" in text and "--use_peft" in text and "--lab" in text
+    assert "--output_dir" in text and "--use_peft" in text and "--model_name_or_path" in text
 
 
 def test_argparse_commands_read_config_and_flags_override_it(tmp_path):
@@ -77,13 +77,29 @@ def test_scas_score_reads_a_config(tmp_path, tokenizer_dir):
         assert json.load(f)["selected"] == 4
 
 
+# the toy recipe's student and general teacher pre-trained 2 steps (a smaller `lab:` source than the recipe's)
+CAMOPD_TWO_STEPS = [
+    "--model_name_or_path",
+    "lab:camopd_student?pretrain_steps=2",
+    "--general_teacher",
+    "lab:camopd_general_teacher?pretrain_steps=2",
+]
+
+
 def peft_args(job: str, output_dir: str) -> list[str]:
-    args = ["--config", toy(job), "--lab", "--output_dir", output_dir, "--max_steps", "2", "--save_strategy", "no"]
+    args = ["--config", toy(job), "--output_dir", output_dir, "--max_steps", "2", "--save_strategy", "no"]
     args += ["--use_peft", "--lora_r", "4", "--lora_target_modules", "q_proj", "v_proj", "--learning_rate", "0.05"]
     return (
         args
         + {
-            "scas": ["--lab_prompts", "8", "--lab_model_size", "xs", "--per_device_train_batch_size", "4"],
+            "scas": [
+                "--dataset_name",
+                "lab:scas_pool?prompts=8",
+                "--model_name_or_path",
+                "lab:scas_student?size=xs",
+                "--per_device_train_batch_size",
+                "4",
+            ],
             "dmc": [
                 "--per_device_train_batch_size",
                 "4",
@@ -99,16 +115,15 @@ def peft_args(job: str, output_dir: str) -> list[str]:
                 # target is the student itself and the gradient is zero, so train against the privileged anchor
                 "--steering_anchor",
                 "privileged",
-                "--lab_pretrain_steps",
-                "2",
+                "--model_name_or_path",
+                "lab:ogls_sd_student?pretrain_steps=2",
                 "--per_device_train_batch_size",
                 "4",
                 "--max_completion_length",
                 "4",
             ],
             "camopd": [
-                "--lab_pretrain_steps",
-                "2",
+                *CAMOPD_TWO_STEPS,
                 "--per_device_train_batch_size",
                 "2",
                 "--max_completion_length",
@@ -158,7 +173,7 @@ def test_bitsandbytes_on_cpu_fails_early_with_a_clear_message(tmp_path, monkeypa
     with pytest.raises(ValueError, match="needs a CUDA device"):  # the command itself stops there too
         cli.main(["scas", *argv])
     # 4-bit teachers (CaMOPD): refused while loading the first teacher, before training
-    argv = ["--config", toy("camopd"), "--lab", "--lab_pretrain_steps", "2", "--output_dir", str(tmp_path / "out")]
+    argv = ["--config", toy("camopd"), *CAMOPD_TWO_STEPS, "--output_dir", str(tmp_path / "out")]
     argv += ["--teacher_load_in_4bit", "true"]
     with pytest.raises(ValueError, match="teacher_load_in_4bit=True` needs a CUDA device"):
         train_from_cli("camopd", argv)
@@ -169,7 +184,7 @@ def test_bitsandbytes_on_cpu_fails_early_with_a_clear_message(tmp_path, monkeypa
 def test_camopd_trains_with_a_4bit_teacher_on_gpu(tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
-    argv = ["--config", toy("camopd"), "--lab", "--lab_pretrain_steps", "2", "--output_dir", str(tmp_path / "out")]
+    argv = ["--config", toy("camopd"), *CAMOPD_TWO_STEPS, "--output_dir", str(tmp_path / "out")]
     argv += [
         "--teacher_load_in_4bit",
         "true",

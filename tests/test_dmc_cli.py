@@ -49,14 +49,15 @@ def test_command_needs_its_inputs():
 def test_recipes_parse_into_the_config_classes(recipe):
     parser = TrlParser((DMCDataArguments, DMCArguments, SFTConfig, ModelConfig))
     # use_cpu lets the bf16 GPU recipe validate on a CPU-only machine
-    argv = ["--config", recipe, "--use_cpu", "true"] + (["--lab"] if recipe.endswith("toy.yaml") else [])
+    argv = ["--config", recipe, "--use_cpu", "true"]
     data_args, dmc_args, training_args, model_args = parser.parse_args_and_config(argv)
     assert dmc_args.strategy in ("top_dataset", "mixture", "top_fraction") and dmc_args.reselect_every >= 1
     assert not training_args.packing
     with open(recipe) as f:
         head = f.readline()
-    if recipe.endswith("toy.yaml"):
-        assert data_args.lab
+    if recipe.endswith("toy.yaml"):  # the tiny world's sources, resolved when loaded
+        assert model_args.model_name_or_path == "lab:dmc_student" and data_args.verifier == "lab:task"
+        assert len(data_args.datasets) == 4 and data_args.dev_dataset == "lab:dmc_dev"
     else:
         assert head.startswith("# Expected hardware:")
         assert model_args.model_name_or_path and len(data_args.datasets) >= 2 and data_args.dev_dataset

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from trl import ModelConfig, TrlParser
 
-from trl_distill.core.verifiers import VERIFIERS
+from trl_distill.core.verifiers import VERIFIERS, resolve_verifier
 from trl_distill.ogls_sd.ogls_sd_config import OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, OPSD_SETTINGS, OGLSSDConfig
 
 
@@ -34,7 +34,8 @@ def test_recipe_parses_into_config(recipe, tmp_path):
     assert isinstance(config, OGLSSDConfig)
     assert config.teacher_model_kind == "initial" and config.num_generations >= 2
     assert "{privileged_context}" in config.teacher_prompt_template
-    assert script_args.reward in VERIFIERS
+    assert script_args.reward in VERIFIERS or script_args.reward == "lab:task"  # the toy recipe's source
+    assert callable(resolve_verifier(script_args.reward))
     if "opsd" in recipe:  # the OPSD baseline: the named configuration with the released clip and guard
         released = {**OPSD_SETTINGS, "jsd_token_clip": 0.05}
         assert {key: getattr(config, key) for key in OPSD_SETTINGS} == released
@@ -54,7 +55,12 @@ def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
     example = load_example()
     parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
-    args = ["--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "3"]
+    args = [
+        "--config",
+        os.path.join(RECIPES, "toy.yaml"),
+        "--model_name_or_path",
+        "lab:ogls_sd_student?pretrain_steps=3",
+    ]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4"]
     script_args, config, model_args = parser.parse_args_and_config(args=args)
@@ -70,7 +76,8 @@ def test_cli_entry_point_trains_on_the_tiny_world(tmp_path, monkeypatch):
     from trl_distill.cli import main
 
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
-    args = ["ogls-sd", "--config", os.path.join(RECIPES, "toy.yaml"), "--lab", "--lab_pretrain_steps", "2"]
+    args = ["ogls-sd", "--config", os.path.join(RECIPES, "toy.yaml")]
+    args += ["--model_name_or_path", "lab:ogls_sd_student?pretrain_steps=2"]
     args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
     args += ["--per_device_train_batch_size", "4", "--steering", "contextual"]
     assert main(args) == 0

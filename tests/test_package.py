@@ -89,14 +89,20 @@ def test_recipes_cp_copies_a_recipe_and_refuses_to_overwrite(tmp_path, capsys):
 
 
 def test_config_names_and_lab_without_a_config_use_the_packaged_recipes(tmp_path):
+    from trl_distill.cli import expand_lab_alias
+
     toy = os.path.join(recipes.recipes_dir(), "scas", "toy.yaml")
-    assert os.path.samefile(training_argv("scas", ["--lab"])[1], toy)
-    assert training_argv("scas", ["--lab"])[0] == "--config"
-    assert training_argv("scas", ["--lab", "false"]) == ["--lab", "false"]  # no lab, no recipe added
-    assert training_argv("scas", ["--config", "scas/toy", "--lab"]) == ["--config", toy, "--lab"]
+    assert os.path.samefile(expand_lab_alias("scas", ["--lab"])[1], toy)
+    assert expand_lab_alias("scas", ["--lab"])[0] == "--config"
+    assert expand_lab_alias("scas", ["--lab=true", "--max_steps", "1"])[2:] == ["--max_steps", "1"]
+    assert expand_lab_alias("scas", ["--lab", "false"]) == []  # no lab, no recipe added
+    assert training_argv("scas", ["--config", "scas/toy"]) == ["--config", toy]
     mine = tmp_path / "mine.yaml"
     mine.write_text("max_steps: 1\n")
-    assert training_argv("scas", ["--lab", "--config", str(mine)]) == ["--lab", "--config", str(mine)]
+    assert expand_lab_alias("scas", ["--lab", "--config", str(mine)]) == ["--config", str(mine)]  # the user's recipe
+    # dmc-rank has no recipe: --lab stands for the toy world's flags
+    flags = expand_lab_alias("dmc-rank", ["--lab"])
+    assert flags[:2] == ["--model_name_or_path", "lab:dmc_student"] and "lab:task" in flags
     with pytest.raises(FileNotFoundError, match="--config scas/tyo: no such file.*scas/toy"):
         training_argv("scas", ["--config", "scas/tyo"])
 
@@ -105,7 +111,8 @@ def test_config_names_and_lab_without_a_config_use_the_packaged_recipes(tmp_path
 def test_lab_student_honours_dtype(dtype, tmp_path):
     from trl_distill.scripts.scas import load_model_and_pool, make_parser
 
-    argv = training_argv("scas", ["--lab", "--lab_prompts", "2", "--lab_model_size", "xs", "--dtype", dtype])
+    argv = training_argv("scas", ["--config", "scas/toy", "--dataset_name", "lab:scas_pool?prompts=2"])
+    argv += ["--model_name_or_path", "lab:scas_student?size=xs", "--dtype", dtype]
     script_args, training_args, model_args = make_parser().parse_args_and_config(
         args=[*argv, "--output_dir", str(tmp_path)]
     )
@@ -141,7 +148,8 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_from_an_empty_folder(tmp_pa
     listed = run([trl_distill, "recipes"], str(empty), PYTHONPATH="")
     assert "accelerate/multi_cpu" in listed.stdout and "scas/toy" in listed.stdout
 
-    argv = [trl_distill, "scas", "--lab", "--max_steps", "1", "--lab_prompts", "4", "--lab_model_size", "xs"]
+    argv = [trl_distill, "scas", "--lab", "--max_steps", "1", "--dataset_name", "lab:scas_pool?prompts=4"]
+    argv += ["--model_name_or_path", "lab:scas_student?size=xs"]
     train = run(
         [*argv, "--per_device_train_batch_size", "4"], str(empty), PYTHONPATH="", TRL_DISTILL_CACHE=str(tmp_path)
     )
@@ -237,17 +245,18 @@ def test_accelerate_config_and_num_processes_relaunch_the_command_under_accelera
     assert os.path.samefile(args.config_file, os.path.join(ROOT, "recipes", "accelerate", "zero3.yaml"))
     assert args.num_processes == 2 and args.module and args.training_script == "trl_distill.cli"
     toy = recipes.recipe_path("ogls_sd/toy")
-    assert args.training_script_args == ["ogls-sd", "--config", toy, "--lab", "--max_steps", "1"]
+    assert args.training_script_args == ["ogls-sd", "--config", toy, "--max_steps", "1"]  # --lab: the toy recipe
 
     # multi_cpu without an mpirun hostfile: torch.distributed.run starts the CPU processes
     commands = []
-    argv = ["--lab", "--accelerate_config", "multi_cpu", "--max_steps", "1"]
+    argv = ["--config", "scas/toy", "--accelerate_config", "multi_cpu", "--max_steps", "1"]
     assert relaunch_under_accelerate("scas", argv, run=lambda cmd, check: commands.append(cmd))
     (command,) = commands
     assert command[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node", "2"]  # multi_cpu.yaml's count
-    assert command[5:] == ["-m", "trl_distill.cli", "scas", "--lab", "--max_steps", "1"]
+    assert command[5:] == ["-m", "trl_distill.cli", "scas", "--config", "scas/toy", "--max_steps", "1"]
 
-    assert not relaunch_under_accelerate("scas", ["--lab"], launch_command=launched.append) and len(launched) == 1
+    assert not relaunch_under_accelerate("scas", ["--config", "scas/toy"], launch_command=launched.append)
+    assert len(launched) == 1
     with pytest.raises(FileNotFoundError, match="--accelerate_config zero4: no such file.*accelerate/zero3"):
         relaunch_under_accelerate("scas", ["--accelerate_config", "zero4"], launch_command=launched.append)
     with pytest.raises(ValueError, match="--num_processes must be a positive integer, got '0'"):
@@ -258,7 +267,8 @@ def test_accelerate_config_and_num_processes_relaunch_the_command_under_accelera
 def test_multi_cpu_runs_two_processes_for_real(tmp_path):
     """Two gloo ranks on CPU through `--accelerate_config multi_cpu`: 4 prompts, 2 per device, one step is one epoch."""
     argv = [sys.executable, "-m", "trl_distill.cli", "scas", "--lab", "--accelerate_config", "multi_cpu"]
-    argv += ["--max_steps", "1", "--lab_prompts", "4", "--lab_model_size", "xs", "--per_device_train_batch_size", "2"]
+    argv += ["--max_steps", "1", "--dataset_name", "lab:scas_pool?prompts=4", "--model_name_or_path"]
+    argv += ["lab:scas_student?size=xs", "--per_device_train_batch_size", "2"]
     result = run([*argv, "--output_dir", str(tmp_path / "out")], ROOT, TRL_DISTILL_CACHE=str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "out" / "README.md") as f:

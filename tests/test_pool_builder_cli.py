@@ -11,7 +11,7 @@ from trl import TrlParser
 
 from trl_distill.pool.build_pool_config import BuildPoolConfig
 from trl_distill.pool.builder import load_pool
-from trl_distill.scripts.build_pool import LabArguments, main
+from trl_distill.scripts.build_pool import main
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,15 +74,16 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_pool(tmp_path, cli_args,
 
 @pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
 def test_recipe_parses_into_config(recipe, tmp_path):
-    parser = TrlParser((BuildPoolConfig, LabArguments))
-    config, lab_args = parser.parse_args_and_config(
+    parser = TrlParser((BuildPoolConfig,))
+    (config,) = parser.parse_args_and_config(
         args=["--config", os.path.join(RECIPES, recipe), "--output_dir", str(tmp_path)]
     )
     assert isinstance(config, BuildPoolConfig) and len(config.teacher_specs) >= 2
     assert len({spec.name for spec in config.teacher_specs}) == len(config.teacher_specs)
     assert config.n >= 2 and all(spec.temperature > 0 for spec in config.teacher_specs)
     if recipe == "toy.yaml":
-        assert all(spec.model.startswith("lab:") for spec in config.teacher_specs) and config.verifier == "lab_task"
+        assert all(spec.model.startswith("lab:") for spec in config.teacher_specs) and config.verifier == "lab:task"
+        assert config.dataset_name == "lab:pool_prompts?prompts=64"
     elif recipe == "endpoint-teachers.yaml":
         backends = [spec.backend for spec in config.teacher_specs]
         assert backends == ["endpoint", "endpoint", "endpoint", "vllm"]

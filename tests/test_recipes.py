@@ -44,8 +44,6 @@ def test_recipe_parses_with_its_command(recipe, tmp_path):
     argv = ["--config", recipe, "--output_dir", str(tmp_path)]
     if command != "build-pool":  # let the bf16 GPU recipes validate on a CPU-only machine
         argv += ["--use_cpu", "true", "--bf16", "false"]
-    if command == "dmc" and recipe.endswith("toy.yaml"):
-        argv += ["--lab"]  # DMC's data arguments check their datasets at parse time
     parsed = command_parser(command).parse_args_and_config(args=argv)
     # every key the recipe sets reaches a parsed field with the recipe's value (read here with yaml, not TrlParser)
     with open(recipe) as f:
@@ -151,7 +149,6 @@ def test_accelerate_config_and_recipe_agree_on_precision(pair, monkeypatch, tmp_
         monkeypatch.setenv(key, value)
     command = COMMAND_OF[recipe.split("/")[1]]
     argv = ["--config", os.path.join(ROOT, recipe), "--output_dir", str(tmp_path), "--use_cpu", "true"]
-    argv += ["--lab"] if command == "dmc" and recipe.endswith("toy.yaml") else []
     try:
         parsed = command_parser(command).parse_args_and_config(args=argv)
         (args,) = [p for p in parsed if isinstance(p, TrainingArguments)]

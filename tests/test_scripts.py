@@ -84,7 +84,8 @@ def test_import_graph_has_no_arrow_from_a_method_to_lab_or_scripts_and_no_cycle(
 def test_the_graph_parser_sees_relative_and_nested_imports(tmp_path):
     module = os.path.join(PACKAGE, "scas", "scas_trainer.py")
     assert "core" in imported_subpackages(module)
-    assert {"lab", "scas"} <= imported_subpackages(os.path.join(PACKAGE, "scripts", "scas.py"))
+    assert {"scas", "scripts"} <= imported_subpackages(os.path.join(PACKAGE, "scripts", "scas.py"))
+    assert "lab" in imported_subpackages(os.path.join(PACKAGE, "scripts", "lab.py"))
 
 
 # --- the common flags, on local files -------------------------------------------------------------------------
@@ -143,12 +144,12 @@ def job_args(job: str, root) -> list[str]:
                 "--dev_dataset",
                 str(root / "dev.jsonl"),
                 "--verifier",
-                "lab_task",
+                "lab:task",
                 "--per_device_train_batch_size",
                 "4",
             ]
             + ["--probe_size", "4", "--dev_size", "4", "--max_new_tokens", "4"],
-            "ogls-sd": ["--dataset_name", str(root / "ogls.jsonl"), "--reward", "lab_task"]
+            "ogls-sd": ["--dataset_name", str(root / "ogls.jsonl"), "--reward", "lab:task"]
             + ["--per_device_train_batch_size", "4", "--max_completion_length", "4"],
             "camopd": ["--general_teacher", str(root / "teacher"), "--general_prompts", str(root / "general.jsonl")]
             + ["--domain_prompts", str(root / "domain.jsonl"), "--per_device_train_batch_size", "2"]
@@ -238,13 +239,14 @@ def test_the_one_loader_reads_files_directories_and_names_a_missing_path(tmp_pat
 def test_one_verifier_registry_serves_every_command():
     from trl_distill.core.verifiers import VERIFIERS, resolve_verifier
     from trl_distill.lab.world.tasks import task_reward
-    from trl_distill.scripts.utils import verifier
 
-    assert verifier("lab_task") is task_reward and verifier("task") is task_reward  # the lab registers itself
+    assert resolve_verifier("lab:task") is task_reward  # a source: the lab registers itself on first use
     assert VERIFIERS["lab_task"] is task_reward and resolve_verifier("lab_task") is task_reward
-    assert verifier("exact_match") is VERIFIERS["exact_match"]
+    assert resolve_verifier("exact_match") is VERIFIERS["exact_match"]
     with pytest.raises(ValueError, match="Unknown verifier"):
-        verifier("nope")
+        resolve_verifier("nope")
+    with pytest.raises(ValueError, match="lab:scas_pool is a dataset, not a reward"):
+        resolve_verifier("lab:scas_pool")
 
 
 def test_scas_score_reads_a_released_pool_directory_and_selects_by_any_score_key(tmp_path, tokenizer):
@@ -336,22 +338,18 @@ def test_the_selection_rounds_go_into_the_model_card_once_before_the_citations(t
     assert path.read_text() == "# Model\n\n## Training procedure\n\ntext\n\n" + expected + "\n## Citations\n\nbib\n"
 
 
-def test_lab_student_ignores_quantization_flags_with_a_warning():
+def test_source_student_ignores_quantization_flags_with_a_warning():
     from types import SimpleNamespace
 
     from trl_distill.scripts.utils import student_quantization_config
 
-    quantized = SimpleNamespace(load_in_4bit=True, load_in_8bit=False)
-    with pytest.warns(UserWarning, match="--lab trains the tiny world's student in full precision"):
-        assert student_quantization_config(SimpleNamespace(lab=True), quantized) is None
+    quantized = SimpleNamespace(model_name_or_path="lab:scas_student", load_in_4bit=True, load_in_8bit=False)
+    with pytest.warns(UserWarning, match="'lab:scas_student' is built in full precision"):
+        assert student_quantization_config(quantized) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no flag, no warning
-        assert (
-            student_quantization_config(
-                SimpleNamespace(lab=True), SimpleNamespace(load_in_4bit=False, load_in_8bit=False)
-            )
-            is None
-        )
+        plain = SimpleNamespace(model_name_or_path="lab:scas_student", load_in_4bit=False, load_in_8bit=False)
+        assert student_quantization_config(plain) is None
 
 
 def test_camopd_command_trains_and_resumes_with_a_served_general_teacher(files, tmp_path):

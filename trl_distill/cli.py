@@ -1,14 +1,18 @@
 """`trl-distill`: one subcommand per job. Each dispatches to the `main(argv)` of its module in `trl_distill/scripts/`.
 
 ```bash
-trl-distill scas --config recipes/scas/toy.yaml --lab              # a recipe, as `trl sft --config ...`
-trl-distill scas --config recipes/scas/toy.yaml --lab --num_train_epochs 1   # flags override the recipe
+trl-distill scas --config recipes/scas/toy.yaml              # a recipe, as `trl sft --config ...`
+trl-distill scas --config recipes/scas/toy.yaml --num_train_epochs 1   # flags override the recipe
+trl-distill scas --lab --max_steps 1                         # --lab: the command's toy recipe (`scas/toy`)
 accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli camopd --config ...
 ```
 
 The dispatcher imports only the chosen command's module, so `trl-distill --help`, `--version`, `env` and `recipes` do
 not load TRL. Training commands parse with TRL's `TrlParser` (dataclass fields as flags, `--config recipe.yaml`); the other commands
 use `argparse` and accept `--config` through [`~trl_distill.scripts.utils.parse_args_with_config`].
+
+`--lab` is an alias, expanded here before the command sees its arguments ([`expand_lab_alias`]): the command's toy
+recipe, whose models and datasets are the tiny world's `lab:` sources. The commands themselves know nothing of it.
 """
 
 import importlib
@@ -45,6 +49,41 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+LAB_COMMANDS = ("scas", "dmc", "ogls-sd", "camopd", "build-pool", "dmc-rank")
+
+
+def expand_lab_alias(command: str, argv: list[str]) -> list[str]:
+    """
+    `argv` with `--lab` (`--lab`, `--lab true`, `--lab=true`; `false` drops it) replaced by what it stands for in
+    `command`: its packaged toy recipe (`--config <job>/toy`) unless a `--config` is given (a toy recipe already names
+    the `lab:` sources), or for `dmc-rank` the toy world's flags ([`~trl_distill.lab.sources.toy_arguments`]). Given
+    first, so that the other flags override them.
+    """
+    rest, lab = [], False
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--lab" or arg.startswith("--lab="):
+            value = arg.partition("=")[2] or "true"
+            if arg == "--lab" and index + 1 < len(argv) and argv[index + 1].lower() in ("true", "false", "1", "0"):
+                value = argv[index + 1]
+                index += 1
+            lab = value.lower() in ("true", "1", "yes")
+        else:
+            rest.append(arg)
+        index += 1
+    has_config = any(arg == "--config" or arg.startswith("--config=") for arg in rest)
+    if not lab or (has_config and command != "dmc-rank"):
+        return rest
+    from .lab.sources import toy_arguments
+    from .scripts.recipes import recipe_path
+
+    toy = toy_arguments(command)
+    if toy[0] == "--config":
+        toy[1] = recipe_path(toy[1])
+    return [*toy, *rest]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs `trl-distill <command> ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -60,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"trl-distill: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if command in LAB_COMMANDS and any(arg == "--lab" or arg.startswith("--lab=") for arg in rest):
+        rest = expand_lab_alias(command, rest)
     module = importlib.import_module(COMMANDS[command][0])
     status = module.main(rest)
     # some commands return their result (a summary, a table) for Python callers: that is success

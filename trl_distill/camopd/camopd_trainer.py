@@ -29,6 +29,7 @@ from ..core.divergence import (
     topk_tail_generalized_jsd,
 )
 from ..core.generation import stop_token_ids
+from ..core.parameters import full_shape
 from ..core.served_teacher import SCORE_KEYS, ServedTeacher, TeacherScores, is_served_teacher
 from ..core.teachers import INIT_KWARGS_WITH_INSTANCE, check_tokenizer_fits, load_teacher
 from .camopd_config import CaMOPDConfig
@@ -940,5 +941,4 @@ class CaMOPDTrainer(DistillationTrainer):
 
 
 def _hidden_size(model) -> int:
-    weight = model.get_output_embeddings().weight
-    return int(getattr(weight, "ds_shape", weight.shape)[-1])
+    return int(full_shape(model.get_output_embeddings().weight)[-1])

@@ -1,4 +1,5 @@
-"""The one dataset loader every job uses: a local data file, a directory, or a Hub dataset name.
+"""The one dataset loader every job uses: a local data file, a directory, a Hub dataset name, or a source
+(`lab:scas_pool`, [`~trl_distill.core.sources`]).
 
 A local path that does not exist is reported as such, not passed on to the Hub (whose error would be
 `Repo id must be in the form ...`).
@@ -69,7 +70,8 @@ def load_data(name_or_path: str, config: str | None = None, split: str = "train"
             A `.jsonl`/`.json`/`.parquet`/`.csv` file (one split, `train`: the whole file), a `save_to_disk`
             directory, a directory of data files (split by file name as `datasets.load_dataset` does: `train.jsonl`,
             `test.jsonl`, ...), a directory in the released SCAS pool layout (one `<teacher>.jsonl` per teacher, see
-            [`~trl_distill.core.pool.load_released_pool`]; one split, `train`), or a Hub dataset id.
+            [`~trl_distill.core.pool.load_released_pool`]; one split, `train`), a Hub dataset id, or a source name
+            (`scheme:name?options`, built by [`~trl_distill.core.sources.resolve_source`] for `split`).
         config (`str`, *optional*):
             The Hub dataset's configuration name.
         split (`str`, *optional*, defaults to `"train"`):
@@ -91,6 +93,10 @@ def load_data(name_or_path: str, config: str | None = None, split: str = "train"
     """
     from datasets import load_dataset, load_from_disk
 
+    from .sources import is_source, resolve_source
+
+    if is_source(name_or_path):
+        return resolve_source(name_or_path, kind="dataset", split=split)
     path = os.path.expanduser(str(name_or_path))
     if os.path.isfile(path):
         suffix = os.path.splitext(path)[1].lower()

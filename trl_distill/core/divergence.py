@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from trl.kernels.chunked_divergence import ChunkedDivergenceFunction
 
+from .parameters import full_shape
+
 
 @dataclass
 class LMHead:
@@ -142,8 +144,7 @@ def generalized_jsd(
 
 
 def _vocab_rows(weight: torch.Tensor) -> int:
-    # A ZeRO-3 partitioned parameter is empty outside a gather; `ds_shape` keeps its real shape.
-    return getattr(weight, "ds_shape", weight.shape)[0]
+    return full_shape(weight)[0]
 
 
 def _check_beta(beta: float) -> None:

@@ -22,6 +22,7 @@ from trl.models import prepare_deepspeed
 from trl.trainer.utils import create_model_from_path
 
 from .data import check_local_path
+from .parameters import full_shape
 from .served_teacher import ServedTeacher, is_served_teacher
 
 
@@ -36,14 +37,12 @@ MAX_LISTED = 5
 
 def vocab_size(model) -> int:
     """Rows of the output projection: the vocabulary the divergence compares (ZeRO-3 keeps the shape in `ds_shape`)."""
-    weight = model.get_output_embeddings().weight
-    return int(getattr(weight, "ds_shape", weight.shape)[0])
+    return int(full_shape(model.get_output_embeddings().weight)[0])
 
 
 def embedding_size(model) -> int:
     """Rows of the input embedding: the largest token id the model can read, plus one."""
-    weight = model.get_input_embeddings().weight
-    return int(getattr(weight, "ds_shape", weight.shape)[0])
+    return int(full_shape(model.get_input_embeddings().weight)[0])
 
 
 def _describe_tokenizer(tokenizer) -> str:

@@ -12,7 +12,7 @@ Named verifiers:
   `math-verify` package: `pip install "trl-distill[math]"`);
 - `lab_task`: the tiny world's verifier, dispatching on the `task` column (registered by `trl_distill.lab.world`).
 
-Anything else is either an import path `"package.module:function"` (e.g. `"trl.rewards:accuracy_reward"`) or a
+A source name (`lab:task`, [`~trl_distill.core.sources`]) is built by its source. Anything else is either an import path `"package.module:function"` (e.g. `"trl.rewards:accuracy_reward"`) or a
 callable `(prompts, completions, **columns) -> list[float | None]`. A reward of `None` means the answer could not be
 checked (e.g. no reference); such answers are never marked correct. [`trl_distill.core.rewards`] calls them.
 
@@ -170,6 +170,10 @@ def resolve_verifier(verifier: str | Callable, tolerance: float = 1e-6) -> Calla
         return verifier
     if not isinstance(verifier, str):
         raise TypeError(f"`verifier` must be a name or a callable, got {type(verifier).__name__}.")
+    from .sources import is_source, resolve_source
+
+    if is_source(verifier):
+        return resolve_source(verifier, kind="reward")
     if verifier == "numeric":
         return functools.partial(numeric_reward, tolerance=tolerance)
     if verifier == "math_verify" and not is_math_verify_available():

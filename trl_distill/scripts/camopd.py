@@ -1,7 +1,7 @@
-"""`trl-distill camopd`: train with [`CaMOPDTrainer`] from a recipe (`--config`), on prompt datasets or the tiny world.
+"""`trl-distill camopd`: train with [`CaMOPDTrainer`] from a recipe (`--config`), on prompt datasets.
 
 ```bash
-trl-distill camopd --config recipes/camopd/toy.yaml --lab
+trl-distill camopd --config camopd/toy     # the packaged toy recipe: offline, CPU, a few minutes
 accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli camopd \
     --config recipes/camopd/qwen2.5-7b-medical.yaml --model_name_or_path <specialised model> \
     --general_teacher Qwen/Qwen2.5-7B-Instruct --general_prompts general.jsonl --domain_prompts domain.jsonl
@@ -18,12 +18,13 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from ..camopd.camopd_config import CaMOPDConfig
 from ..camopd.camopd_trainer import CaMOPDTrainer
-from ..core.data import check_local_path, load_data
+from ..core.data import load_data
 from ..core.served_teacher import is_served_teacher
+from ..core.sources import resolve_model, resolve_model_path
 from .utils import (
+    cast_to_dtype,
     check_quantization,
     finish,
-    lab_tokenizer,
     run_training_command,
     student_init_kwargs,
     student_quantization_config,
@@ -49,11 +50,6 @@ class CaMOPDScriptArguments:
             Domain prompts, in the same formats.
         dataset_split (`str`, *optional*, defaults to `"train"`):
             Split to read from hub datasets.
-        lab (`bool`, *optional*, defaults to `False`):
-            Run on the offline tiny world: an arithmetic-specialised tiny student, a general teacher pre-trained on
-            the string tasks, lab prompts for both sources (all built and cached locally).
-        lab_pretrain_steps (`int`, *optional*, defaults to `150`):
-            Pre-training steps of the tiny-world student and general teacher.
         general_eval_prompts (`str`, *optional*):
             Eval prompts of the general source, loaded when `eval_strategy` is not `"no"` (as TRL's scripts load
             `dataset_test_split`); defaults to `general_prompts` at `eval_split`.
@@ -63,7 +59,6 @@ class CaMOPDScriptArguments:
             Split of the eval prompts. A `--*_eval_prompts` file of its own is the eval split whole; a single
             `--*_prompts` file has no other split than `train` and is refused here (it would evaluate on the training
             prompts): give eval prompts, a directory with `train`/`test` files, or a slice such as `train[90%:]`.
-            With `lab`, the tiny world's prompts.
     """
 
     general_teacher: str | None = field(default=None, metadata={"help": "General teacher model id or path."})
@@ -71,8 +66,6 @@ class CaMOPDScriptArguments:
     general_prompts: str | None = field(default=None, metadata={"help": "Proxy general prompts (hub id or file)."})
     domain_prompts: str | None = field(default=None, metadata={"help": "Domain prompts (hub id or file)."})
     dataset_split: str = field(default="train", metadata={"help": "Split of hub datasets."})
-    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
-    lab_pretrain_steps: int = field(default=150, metadata={"help": "Pre-training steps of the tiny-world models."})
     general_eval_prompts: str | None = field(
         default=None, metadata={"help": "Eval prompts of the general source (default: general_prompts' eval_split)."}
     )
@@ -85,71 +78,52 @@ class CaMOPDScriptArguments:
 
 
 def load_models_and_prompts(script_args: CaMOPDScriptArguments, model_args: ModelConfig):
-    """The student path, tokenizer (left padding), teachers by name and prompt sources by name the arguments ask for.
+    """The student, tokenizer (left padding), teachers by name and prompt sources by name the arguments ask for.
 
     Returns:
-        `tuple`: `(student, tokenizer, teachers, sources)`: teachers `{"general": ..., "domain": ...}` (paths) and
-        sources `{"general": Dataset, "domain": Dataset}`.
+        `tuple`: `(student, tokenizer, teachers, sources)`: teachers `{"general": ..., "domain": ...}` (paths or
+        served-teacher URLs) and sources `{"general": Dataset, "domain": Dataset}`.
     """
-    if script_args.lab:
-        from ..lab.world.toys import camopd_world
-
-        tokenizer = lab_tokenizer()
-        world = camopd_world(tokenizer, script_args.lab_pretrain_steps)
-        student, general_teacher, domain_teacher = world["student"], world["general_teacher"], world["domain_teacher"]
-        general, domain = world["general"], world["domain"]
-    else:
-        if not (
-            model_args.model_name_or_path
-            and script_args.general_teacher
-            and script_args.general_prompts
-            and script_args.domain_prompts
-        ):
-            raise ValueError(
-                "Give --model_name_or_path, --general_teacher, --general_prompts and --domain_prompts, or use --lab."
-            )
-        student = model_args.model_name_or_path
-        general_teacher = script_args.general_teacher
-        domain_teacher = script_args.domain_teacher or student
-        check_local_path(student, "student (--model_name_or_path)")
-        for teacher, flag in ((general_teacher, "general"), (domain_teacher, "domain")):
-            if not is_served_teacher(teacher):  # a URL is a served teacher, checked when the trainer is built
-                check_local_path(teacher, f"{flag} teacher (--{flag}_teacher)")
-        if os.path.normpath(script_args.general_prompts) == os.path.normpath(script_args.domain_prompts):
-            raise ValueError(
-                f"--general_prompts and --domain_prompts are both {script_args.general_prompts!r}: CaMOPD recovers "
-                "general ability on general prompts while reviewing the domain on domain prompts, so the two must "
-                "differ. Give proxy general prompts to --general_prompts."
-            )
+    if not (script_args.general_teacher and script_args.general_prompts and script_args.domain_prompts):
+        raise ValueError("Give --model_name_or_path, --general_teacher, --general_prompts and --domain_prompts.")
+    student, tokenizer = resolve_model(model_args.model_name_or_path, "student (--model_name_or_path)")
+    if not isinstance(student, str):
+        student = cast_to_dtype(student, model_args)
+    general_teacher = script_args.general_teacher
+    domain_teacher = script_args.domain_teacher or model_args.model_name_or_path  # default: a copy of the student
+    teachers = {}
+    for teacher, flag in ((general_teacher, "general"), (domain_teacher, "domain")):
+        # a URL is a served teacher, checked when the trainer is built
+        what = f"{flag} teacher (--{flag}_teacher)"
+        teachers[flag] = teacher if is_served_teacher(teacher) else resolve_model_path(teacher, what)
+    if os.path.normpath(script_args.general_prompts) == os.path.normpath(script_args.domain_prompts):
+        raise ValueError(
+            f"--general_prompts and --domain_prompts are both {script_args.general_prompts!r}: CaMOPD recovers "
+            "general ability on general prompts while reviewing the domain on domain prompts, so the two must "
+            "differ. Give proxy general prompts to --general_prompts."
+        )
+    if tokenizer is None:
         tokenizer = AutoTokenizer.from_pretrained(student, revision=model_args.model_revision)
-        general = load_data(script_args.general_prompts, split=script_args.dataset_split)
-        domain = load_data(script_args.domain_prompts, split=script_args.dataset_split)
+    general = load_data(script_args.general_prompts, split=script_args.dataset_split)
+    domain = load_data(script_args.domain_prompts, split=script_args.dataset_split)
     tokenizer.padding_side = "left"
-    return (
-        student,
-        tokenizer,
-        {"general": general_teacher, "domain": domain_teacher},
-        {"general": general, "domain": domain},
-    )
+    return student, tokenizer, teachers, {"general": general, "domain": domain}
 
 
-def load_eval_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, sources: dict) -> dict | None:
+def load_eval_prompts(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig) -> dict | None:
     """The eval prompts by CaMOPD source name when `training_args.eval_strategy` is not `"no"`, else `None`."""
     if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
         return None
-    if script_args.lab:
-        general, domain = sources["general"], sources["domain"]
-    else:
-        # an eval file of its own is the eval split; the training file must have one (else it is the training rows)
-        general, domain = (
-            load_data(own, split=script_args.eval_split, whole_file=True)
-            if own
-            else load_data(train, split=script_args.eval_split)
-            for own, train in (
-                (script_args.general_eval_prompts, script_args.general_prompts),
-                (script_args.domain_eval_prompts, script_args.domain_prompts),
-            )
+    # an eval file of its own is the eval split; the training file must have one (else it is the training rows)
+    general, domain = (
+        load_data(own, split=script_args.eval_split, whole_file=True)
+        if own
+        else load_data(train, split=script_args.eval_split)
+        for own, train in (
+            (script_args.general_eval_prompts, script_args.general_prompts),
+            (script_args.domain_eval_prompts, script_args.domain_prompts),
         )
+    )
     return {training_args.recovery_source: general, training_args.review_source: domain}
 
 
@@ -166,10 +140,10 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
             training_args.recovery_source: sources["general"],
             training_args.review_source: sources["domain"],
         },
-        eval_dataset=load_eval_prompts(script_args, training_args, sources),
+        eval_dataset=load_eval_prompts(script_args, training_args),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        quantization_config=student_quantization_config(script_args, model_args),
+        quantization_config=student_quantization_config(model_args),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     finish(trainer, training_args)

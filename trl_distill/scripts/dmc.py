@@ -1,7 +1,7 @@
 """`trl-distill dmc`: SFT over several candidate datasets, reselected by data–model compatibility ([`DMCCallback`]).
 
 ```bash
-trl-distill dmc --config recipes/dmc/toy.yaml --lab
+trl-distill dmc --config dmc/toy     # the packaged toy recipe: offline, CPU, a few minutes
 accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli dmc \
     --config recipes/dmc/qwen2.5-1.5b-math.yaml --datasets qwq=data/qwq.jsonl r1=data/r1.jsonl --dev_dataset dev.jsonl
 ```
@@ -13,15 +13,15 @@ script.
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from ..core.data import check_local_path, load_data
+from ..core.data import load_data
+from ..core.sources import resolve_model
 from ..core.tokenizers import ensure_pad_token
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
 from .utils import (
+    cast_to_dtype,
     check_quantization,
     finish,
-    lab_dtype,
-    lab_tokenizer,
     quantization_config,
     run_training_command,
     student_init_kwargs,
@@ -29,34 +29,24 @@ from .utils import (
 )
 
 
-def load_student(data_args: DMCDataArguments, training_args: SFTConfig, model_args: ModelConfig):
-    """The student and its tokenizer: the toy world's briefly pre-trained student with `lab`, else
-    `model_args.model_name_or_path` (loaded after the config is parsed, so DeepSpeed's `zero3_init_flag` applies)."""
-    if data_args.lab:
-        from ..lab.world.toys import toy_student
-
-        tokenizer = lab_tokenizer()
-        model, _ = toy_student(tokenizer)
-        return lab_dtype(model, model_args), tokenizer
-    if not model_args.model_name_or_path:
-        raise ValueError("Give the student with --model_name_or_path (or use --lab).")
-    check_local_path(model_args.model_name_or_path, "student (--model_name_or_path)")
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+def load_model(training_args: SFTConfig, model_args: ModelConfig):
+    """The student and its tokenizer, `model_args.model_name_or_path` loaded after the config is parsed (so
+    DeepSpeed's `zero3_init_flag` applies), or the model its source builds."""
+    model, tokenizer = resolve_model(model_args.model_name_or_path, "student (--model_name_or_path)")
+    if not isinstance(model, str):
+        return cast_to_dtype(model, model_args), tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(model, revision=model_args.model_revision)
     ensure_pad_token(tokenizer)
     kwargs = student_init_kwargs(model_args, training_args)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, quantization_config=quantization_config(model_args), **kwargs
-    )
+    model = AutoModelForCausalLM.from_pretrained(model, quantization_config=quantization_config(model_args), **kwargs)
     return model, tokenizer
 
 
-def load_eval_rows(data_args: DMCDataArguments, training_args: SFTConfig, datasets: dict):
+def load_eval_rows(data_args: DMCDataArguments, training_args: SFTConfig):
     """The SFT eval rows when `training_args.eval_strategy` is not `"no"` (as TRL's scripts load
     `dataset_test_split`), else `None`. Raises, naming `--eval_dataset`, when evaluation is asked without one."""
     if str(training_args.eval_strategy) in ("no", "IntervalStrategy.NO"):
         return None
-    if data_args.lab:
-        return next(iter(datasets.values()))
     if not data_args.eval_dataset:
         raise ValueError(
             f"--eval_strategy {training_args.eval_strategy} needs rows to evaluate on: give --eval_dataset "
@@ -71,13 +61,13 @@ def train(
     """Builds an [`~trl.SFTTrainer`] over the concatenated candidates with a [`DMCCallback`], trains and saves."""
     check_quantization(model_args)  # before anything is loaded
     datasets, dev, verifier = data_args.load()
-    model, tokenizer = load_student(data_args, training_args, model_args)
+    model, tokenizer = load_model(training_args, model_args)
     candidates = CandidateDatasets(datasets)
     trainer = SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=candidates.train_dataset,
-        eval_dataset=load_eval_rows(data_args, training_args, datasets),
+        eval_dataset=load_eval_rows(data_args, training_args),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
     )

@@ -3,7 +3,6 @@
 ```bash
 trl-distill dmc-rank --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
     --datasets cot=data/cot.jsonl short=data/short.jsonl --dev_dataset data/dev.jsonl --verifier numeric
-trl-distill dmc-rank --lab   # the offline toy world
 trl-distill dmc-rank --config ranking.yaml   # keys = the flags below
 ```
 """
@@ -14,11 +13,13 @@ from dataclasses import asdict, dataclass, field
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
-from ..core.data import check_local_path, load_data
+from ..core.data import load_data
+from ..core.sources import resolve_model
 from ..core.tokenizers import ensure_pad_token
+from ..core.verifiers import resolve_verifier
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import lab_tokenizer, verifier, with_docstring_help
+from .utils import with_docstring_help
 
 
 @dataclass
@@ -30,7 +31,8 @@ class DMCDataArguments:
     Parameters:
         datasets (`list[str]`, *optional*, defaults to `[]`):
             Candidate datasets as `name=path`: a `save_to_disk` directory, a `.json`/`.jsonl`/`.parquet`/`.csv` file,
-            or a Hub dataset id. Rows need `prompt`, `completion` and a `correct` flag or what the verifier reads.
+            a Hub dataset id or a source (`name=scheme:source`). Rows need `prompt`, `completion` and a `correct` flag
+            or what the verifier reads.
             Refused: a spec without `name=`, and two datasets of one name.
         dataset_split (`str`, *optional*, defaults to `"train"`):
             Split of the candidate datasets to use.
@@ -39,13 +41,11 @@ class DMCDataArguments:
         dev_split (`str`, *optional*, defaults to `"test"`):
             Split of `dev_dataset` to use (a single file, held out of its own, is the dev split whole).
         verifier (`str`, *optional*, defaults to `"numeric"`):
-            A verifier name of the registry (`"numeric"`, `"exact_match"`, `"math_verify"`, `"lab_task"`: the tiny
-            world's dispatcher) or a `module:function` reward function.
-        lab (`bool`, *optional*, defaults to `False`):
-            Use the toy world instead (offline, seconds): its candidate datasets, dev split, verifier and student.
+            A verifier name of the registry (`"numeric"`, `"exact_match"`, `"math_verify"`), a source (`"scheme:name"`)
+            or a `module:function` reward function.
         eval_dataset (`str` or `None`, *optional*, defaults to `None`):
             SFT evaluation rows (`prompt`, `completion`) for `trl-distill dmc`, loaded when `eval_strategy` is not
-            `"no"`; required then (with `lab`: the toy world's first candidate dataset).
+            `"no"`; required then.
         eval_split (`str`, *optional*, defaults to `"test"`):
             Split of `eval_dataset` (a single file is its own split).
     """
@@ -60,9 +60,8 @@ class DMCDataArguments:
     dev_split: str = field(default="test", metadata={"help": "Split of dev_dataset."})
     verifier: str = field(
         default="numeric",
-        metadata={"help": "Verifier: numeric, exact_match, math_verify, lab_task or module:function."},
+        metadata={"help": "Verifier: numeric, exact_match, math_verify, a source (scheme:name) or module:function."},
     )
-    lab: bool = field(default=False, metadata={"help": "Use the offline toy world (datasets, dev split, student)."})
     eval_dataset: str | None = field(
         default=None,
         metadata={"help": "SFT eval rows (prompt, completion), loaded when eval_strategy is set (trl-distill dmc)."},
@@ -70,13 +69,10 @@ class DMCDataArguments:
     eval_split: str = field(default="test", metadata={"help": "Split of eval_dataset."})
 
     def __post_init__(self):
-        if not self.lab:
-            if not self.datasets:
-                raise ValueError(
-                    "Give candidate datasets with `--datasets name=path [name=path ...]` (or use `--lab`)."
-                )
-            if not self.dev_dataset:
-                raise ValueError("Give held-out prompts with answers with `--dev_dataset` to measure capability.")
+        if not self.datasets:
+            raise ValueError("Give candidate datasets with `--datasets name=path [name=path ...]`.")
+        if not self.dev_dataset:
+            raise ValueError("Give held-out prompts with answers with `--dev_dataset` to measure capability.")
         paths: dict[str, str] = {}
         for spec in self.datasets:
             if "=" not in spec or not spec.split("=", 1)[0]:
@@ -91,16 +87,11 @@ class DMCDataArguments:
 
     def load(self):
         """The candidate datasets by name, the dev split and the verifier."""
-        if self.lab:
-            from ..lab.world.toys import toy_candidates
-
-            datasets, dev = toy_candidates()
-            return datasets, dev, verifier("lab_task")
         datasets = {
             name: load_data(path, split=self.dataset_split) for name, path in (s.split("=", 1) for s in self.datasets)
         }
         dev = load_data(self.dev_dataset, split=self.dev_split, whole_file=True)  # a file of its own: the dev split
-        return datasets, dev, verifier(self.verifier)
+        return datasets, dev, resolve_verifier(self.verifier)
 
 
 @dataclass
@@ -110,7 +101,7 @@ class DMCRankArguments(DMCDataArguments):
 
     Parameters:
         model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
-            The student (a local directory or a Hub id). Required unless `lab`.
+            The student (a local directory, a Hub id or a source).
         output_json (`str` or `None`, *optional*, defaults to `None`):
             Also write the table to this JSON file.
     """
@@ -120,8 +111,8 @@ class DMCRankArguments(DMCDataArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.lab and not self.model_name_or_path:
-            raise ValueError("Give the student with `--model_name_or_path` (or use `--lab`).")
+        if not self.model_name_or_path:
+            raise ValueError("Give the student with `--model_name_or_path`.")
 
 
 def make_parser(prog: str | None = "trl-distill dmc-rank") -> TrlParser:
@@ -135,16 +126,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = make_parser()
     rank_args, dmc_args = parser.parse_args_and_config(args=argv)
     datasets, dev, verifier = rank_args.load()
-    if rank_args.lab:
-        from ..lab.world.toys import toy_student
-
-        tokenizer = lab_tokenizer()
-        model, _ = toy_student(tokenizer)
-    else:
-        check_local_path(rank_args.model_name_or_path, "student (--model_name_or_path)")
-        tokenizer = AutoTokenizer.from_pretrained(rank_args.model_name_or_path)
+    model, tokenizer = resolve_model(rank_args.model_name_or_path, "student (--model_name_or_path)")
+    if isinstance(model, str):
+        tokenizer = AutoTokenizer.from_pretrained(model)
         ensure_pad_token(tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(rank_args.model_name_or_path, dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
     settings = asdict(dmc_args)
     for unused in ("strategy", "temperature", "top_fraction", "reselect_every"):  # training-time
         settings.pop(unused)

@@ -1,18 +1,16 @@
 """What every command-line job shares, so a flag means the same in each: `--config` for `argparse` commands, the
-student's loading kwargs and 4-bit check, the dataset loader and verifier names, the tiny world's switch, and the end of
-a training run (save, push, end)."""
+student's loading kwargs and 4-bit check, the dataset loader and verifier names, and the end of a training run (save,
+push, end). Models, datasets and rewards may be named by source (`scheme:name`, [`~trl_distill.core.sources`]): the
+loaders here resolve them."""
 
 import argparse
 import importlib.util
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field
-
-from trl import ScriptArguments
 
 from ..core.data import load_data
-from ..core.verifiers import resolve_verifier
+from ..core.sources import is_source, resolve_model
 
 
 def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,15 +80,15 @@ def quantization_config(model_args):
     return get_quantization_config(model_args)
 
 
-def student_quantization_config(script_args, model_args):
-    """[`quantization_config`] of the user's student; `None` with `--lab`: the tiny world's student is a small model
-    the lab builds, trained in full precision."""
-    if not script_args.lab:
+def student_quantization_config(model_args):
+    """[`quantization_config`] of a student given as a checkpoint; `None` for a student named by source
+    ([`~trl_distill.core.sources`]): such a model is built small and trained in full precision."""
+    if not is_source(model_args.model_name_or_path):
         return quantization_config(model_args)
     if model_args.load_in_4bit or model_args.load_in_8bit:
         warnings.warn(
-            "--lab trains the tiny world's student in full precision: --load_in_4bit/--load_in_8bit are ignored for it "
-            "(they apply to a student given by --model_name_or_path).",
+            f"The student {model_args.model_name_or_path!r} is built in full precision: --load_in_4bit/--load_in_8bit "
+            "are ignored for it (they apply to a student checkpoint given by --model_name_or_path).",
             UserWarning,
             stacklevel=2,
         )
@@ -112,22 +110,7 @@ def student_init_kwargs(model_args, training_args) -> dict:
     return {**kwargs, **(training_args.model_init_kwargs or {})}
 
 
-@dataclass
-class DistillScriptArguments(ScriptArguments):
-    r"""
-    TRL's [`~trl.ScriptArguments`] (`dataset_name`, `dataset_config`, `dataset_train_split`, `dataset_test_split`) plus
-    the tiny-world switch every training command has.
-
-    Args:
-        lab (`bool`, *optional*, defaults to `False`):
-            Run offline on the tiny world (`trl_distill.lab.world`): its student, data and verifier replace the model
-            and dataset arguments.
-    """
-
-    lab: bool = field(default=False, metadata={"help": "Run on the offline tiny world."})
-
-
-def load_train_eval(script_args: ScriptArguments, training_args) -> tuple:
+def load_train_eval(script_args, training_args) -> tuple:
     """The train split of `script_args.dataset_name` and, when `training_args.eval_strategy` is not `"no"`, its
     `dataset_test_split` (as TRL's scripts do). A single data file has no `test` split and is refused then (see
     [`load_data`]): give a directory with one file per split, or slices (`train[:90%]`, `train[90%:]`)."""
@@ -137,32 +120,30 @@ def load_train_eval(script_args: ScriptArguments, training_args) -> tuple:
     return train, load_data(name, config, script_args.dataset_test_split) if evaluate else None
 
 
-def verifier(name: str):
-    """The reward function named `name` from the one registry ([`~trl_distill.core.verifiers.resolve_verifier`]);
-    the tiny world's `lab_task` (alias `task`) is registered on first use."""
-    if name in ("lab_task", "task"):
-        from ..lab.world import tasks  # noqa: F401  (registers `lab_task`)
+def load_student(model_args, training_args, what: str = "student (--model_name_or_path)", **context):
+    """
+    The student `model_args.model_name_or_path` names, as `(model, tokenizer)`: a path (with `tokenizer` `None`,
+    loaded by the caller or the trainer) whose `from_pretrained` kwargs ([`student_init_kwargs`]) are set on
+    `training_args.model_init_kwargs`, or a model built by its source ([`~trl_distill.core.sources.resolve_model`]),
+    cast to `--dtype` ([`cast_to_dtype`]), with the source's tokenizer. `context` goes to the source (`seed`).
+    """
+    model, tokenizer = resolve_model(model_args.model_name_or_path, what, **context)
+    if isinstance(model, str):
+        # As TRL's `trl sft`: the trainer loads the path, so DeepSpeed ZeRO-3 (`zero3_init_flag`) shards it at load time.
+        training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
+        return model, tokenizer
+    return cast_to_dtype(model, model_args), tokenizer
 
-        name = "lab_task"
-    return resolve_verifier(name)
 
-
-def lab_dtype(model, model_args):
-    """The tiny world's in-memory student cast to `--dtype` (`float32`, `bfloat16`, `float16`); `auto`/unset keeps
-    the float32 it is built in. Students given as paths get `dtype` through [`student_init_kwargs`] instead."""
+def cast_to_dtype(model, model_args):
+    """An in-memory student (built by its source) cast to `--dtype` (`float32`, `bfloat16`, `float16`); `auto`/unset
+    keeps the dtype it is built in. Students given as paths get `dtype` through [`student_init_kwargs`] instead."""
     import torch
 
     dtype = getattr(model_args, "dtype", None)
     if dtype in (None, "auto"):
         return model
     return model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-
-
-def lab_tokenizer():
-    """The tiny world's byte-level tokenizer."""
-    from ..lab.world.tokenizer import build_tokenizer
-
-    return build_tokenizer()
 
 
 def finish(trainer, training_args, dataset_name: str | None = None) -> None:
@@ -201,26 +182,10 @@ def end_processes() -> None:
         dist.destroy_process_group()
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    """The value given to `flag` in `argv` (`--flag v`, `--flag=v`; `"true"` for a bare boolean flag), else `None`."""
-    for index, arg in enumerate(argv):
-        if arg == flag:
-            following = argv[index + 1] if index + 1 < len(argv) else None
-            return following if following is not None and not following.startswith("--") else "true"
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def training_argv(job: str, argv: list[str] | None) -> list[str]:
-    """
-    A training command's arguments with the packaged recipes applied, before [`~trl.TrlParser`] reads them:
-
-    - `--config NAME` that is not a file names a packaged recipe (`scas/toy`; `trl-distill recipes` lists them);
-    - `--lab` without `--config` runs the job's packaged toy recipe (`<job>/toy`: CPU-safe, `use_cpu: true`, full
-      precision), so `pip install trl-distill && trl-distill scas --lab` works outside a clone.
-    """
-    from .recipes import recipe_path, resolve_config
+    """A training command's arguments with `--config NAME` that is not a file resolved to the packaged recipe of that
+    name (`scas/toy`; `trl-distill recipes` lists them), before [`~trl.TrlParser`] reads them."""
+    from .recipes import resolve_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
     for index, arg in enumerate(argv):
@@ -228,9 +193,6 @@ def training_argv(job: str, argv: list[str] | None) -> list[str]:
             argv[index + 1] = resolve_config(argv[index + 1])
         elif arg.startswith("--config="):
             argv[index] = "--config=" + resolve_config(arg.split("=", 1)[1])
-    lab = _flag_value(argv, "--lab")
-    if lab is not None and lab.lower() in ("true", "1", "yes") and _flag_value(argv, "--config") is None:
-        argv = ["--config", recipe_path(f"{job}/toy"), *argv]
     return argv
 
 
@@ -357,8 +319,7 @@ def relaunch_under_accelerate(command: str, argv: list[str], launch_command=None
 LAUNCH_EPILOG = (
     "launching: --accelerate_config NAME (a file, or a packaged config: single_device, multi_cpu, multi_gpu, zero2, "
     "zero3, zero3_cpu, fsdp2) and --num_processes N re-run this command under `accelerate launch`, as `trl` does. "
-    "--config NAME takes a packaged recipe (`trl-distill recipes` lists them); --lab without --config runs the "
-    "command's toy recipe."
+    "--config NAME takes a packaged recipe (`trl-distill recipes` lists them: <command>/toy runs offline)."
 )
 
 

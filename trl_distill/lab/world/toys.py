@@ -1,13 +1,14 @@
-"""The toy pools, datasets and models that `--lab` runs on: one builder per job, plain arguments, cached models.
+"""The toy pools, datasets and models of the tiny world: plain arguments, cached models.
 
-Used by the `trl-distill <job> --lab` scripts, the examples, the tests and the benchmarks.
+Used by the `lab:` sources ([`~trl_distill.lab.sources`], which the toy recipes name), the examples, the tests and
+the benchmarks.
 """
 
 from datasets import Dataset
 from transformers import AutoModelForCausalLM
 
 from .models import pretrained_model
-from .tasks import DOMAIN_TASKS, GENERAL_TASKS, make_task_splits, task_reward
+from .tasks import make_task_splits, task_reward
 
 
 def toy_pool(
@@ -104,44 +105,9 @@ def toy_student(tokenizer, size: str = "xs", steps: int = 60, seed: int = 0):
     return AutoModelForCausalLM.from_pretrained(path), path
 
 
-def ogls_sd_world(tokenizer, pretrain_steps: int = 150, seed: int = 0):
-    """OGLS-SD's toy world: a briefly pre-trained `xs` student (cached) and arithmetic rows whose privileged context
-    is the reference solution.
-
-    Returns:
-        `tuple[str, Dataset]`: the student's path and the training rows (`prompt`, `answer`, `task`,
-        `privileged_context`).
-    """
-    splits = make_task_splits(("arithmetic",), 512, 32, 32, seed=seed)
-    path = pretrained_model(tokenizer, "ogls-sd-student", splits["train"], pretrain_steps)
-    rows = splits["train"].map(lambda row: {"privileged_context": row["completion"][0]["content"]})
-    return path, rows
-
-
-def camopd_world(tokenizer, pretrain_steps: int = 150, seed: int = 0) -> dict:
-    """CaMOPD's toy world: a student specialised on arithmetic, a general teacher trained on the string tasks
-    (both cached), and the prompts of both sources.
-
-    Returns:
-        `dict` with `student`, `general_teacher`, `domain_teacher` (paths; the domain teacher is the student's copy),
-        `general` and `domain` (prompt datasets).
-    """
-    general = make_task_splits(GENERAL_TASKS, 512, 32, 32, seed=seed)
-    domain = make_task_splits(DOMAIN_TASKS, 512, 32, 32, seed=seed)
-    student = pretrained_model(tokenizer, "camopd-student", domain["train"], pretrain_steps, seed=0)
-    teacher = pretrained_model(tokenizer, "camopd-general", general["train"], pretrain_steps, seed=1)
-    return {
-        "student": student,
-        "general_teacher": teacher,
-        "domain_teacher": student,
-        "general": general["train"],
-        "domain": domain["train"],
-    }
-
-
 def pool_teacher(tokenizer, style: str, pretrain_steps: int = 300, seed: int = 0) -> str:
     """The path of a cached `xs` Llama teacher pre-trained on arithmetic written in `style` (`cot`, `terse`,
-    `verbose`, `equation`): what a `lab:<style>` teacher of `trl-distill build-pool --lab` stands for."""
+    `verbose`, `equation`): what a `lab:teacher?style=<style>` source stands for."""
     train = make_task_splits(("arithmetic",), 1024, 16, 16, seed=0, style=style)["train"]
     return pretrained_model(tokenizer, f"pool-teacher-{style}", train, pretrain_steps, seed=seed, arch="llama")
 
