@@ -6,11 +6,15 @@
     python -m trl_distill.lab.probes dmc --train cot-medium --max_values 10 11 --seeds 0 1
     python -m trl_distill.lab.probes dmc --train cot-medium --without reference
     python -m trl_distill.lab.probes dmc --train verbose-strong --student_styles cot verbose explained equation
+    python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2
+    python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --noise answers
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
 recipe (`experiments.teachers.student_data`) on a given number of pre-training problems; the datasets are reference
 solutions of the lab's arithmetic task (`world.tasks`) written in a given style. Each prints one line per measurement.
+`dmc` measures the lab's DMC candidates (the cast's answers); `dmc-stage` the world designed from DMC's formula
+(`experiments.dmc_formula`: its student and `CANDIDATES`), the precondition at step 0 and after the first stage.
 """
 
 import argparse
@@ -30,7 +34,7 @@ from .world.tasks import STYLES, make_task_splits, task_reward
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trl_distill.lab.probes", description=__doc__.split("\n\n")[0])
-    parser.add_argument("probe", choices=("students", "sft", "difficulty", "dmc"), help="what to measure")
+    parser.add_argument("probe", choices=("students", "sft", "difficulty", "dmc", "dmc-stage"), help="what to measure")
     parser.add_argument(
         "--train",
         nargs="+",
@@ -46,6 +50,13 @@ def make_parser() -> argparse.ArgumentParser:
         choices=STYLES,
         help="dmc: start from a student pre-trained (`--student_steps`) on the first `--problems` count of problems, "
         "shared among these answer styles, instead of the lab's cot student",
+    )
+    parser.add_argument(
+        "--noise",
+        choices=("slips", "answers"),
+        default="slips",
+        help="dmc-stage: how a candidate's wrong rows are wrong (an arithmetic slip the answer follows, or a wrong "
+        "final answer under right working)",
     )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
@@ -81,10 +92,10 @@ def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     lab = Lab(PRESETS[args.preset], args.output_dir, workers=args.threads)
-    if args.probe == "dmc":
+    if args.probe in ("dmc", "dmc-stage"):
         restore = silence_other_bars()  # one line per number, not DMC's scoring bars
         try:
-            return dmc_transfer(lab, args)
+            return dmc_transfer(lab, args) if args.probe == "dmc" else dmc_stage(lab, args)
         finally:
             restore()
     tok, test = lab.tokenizer, splits(args)["test"]
@@ -162,6 +173,53 @@ def dmc_transfer(lab: Lab, args) -> int:
         config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
         trainer = fit(SFTTrainer(load(student), args=config, train_dataset=datasets[name], processing_class=tok))
         show(trainer.model, f"after SFT on {name} ({steps} steps, seed {seed})")
+    return 0
+
+
+def dmc_stage(lab: Lab, args) -> int:
+    """The precondition of the DMC world designed from the formula (`experiments.dmc_formula`): `rank_datasets` (Q, L, C, DMC of every candidate)
+    on its base student (step 0) and on the checkpoint after the first stage of plain SFT on the step-0 choice, per
+    `--seeds`; then Spearman ρ between the two rankings and the capability at which each dataset would overtake the
+    step-0 choice. The run stops at the stage's end (the checkpoint is that of the full budget's schedule)."""
+    from .experiments.common import pretrain_all
+    from .experiments.dmc_formula import (
+        RankAt,
+        budget,
+        candidate_datasets,
+        pretraining,
+        ranking,
+        stage_precondition,
+        stage_steps,
+        student_run,
+        table_text,
+    )
+    from .experiments.teachers import domain_splits
+
+    p, tok = lab.preset, lab.tokenizer
+    pretrain_all(lab, pretraining(lab), {})
+    student, dev = student_run(lab).build(tok), domain_splits(lab)["dev"]
+    datasets = candidate_datasets(lab, args.noise)
+    step0 = ranking(lab, datasets, dev, load(student))
+    top, steps, stage = step0[0]["dataset"], budget(p), stage_steps(p)
+    print(
+        f"preset {p.name}: {len(dev)} dev prompts, {p.pool_prompts} rows per dataset, stage {stage} steps of {steps}"
+    )
+    print(f"step 0: {table_text(step0)}", flush=True)
+    staged = []
+    for seed in args.seeds:
+        config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+        trainer = SFTTrainer(load(student), args=config, train_dataset=datasets[top], processing_class=tok)
+        at = RankAt(stage, lambda model: ranking(lab, datasets, dev, model), stop=True)
+        trainer.add_callback(at)
+        fit(trainer)
+        staged.append(at.result)
+        print(f"after stage 1 of SFT on {top} (step {stage}, seed {seed}): {table_text(at.result)}", flush=True)
+    result = stage_precondition(step0, staged, stage, top)
+    print(
+        f"precondition: {result['name']} = {result['value']:+.3f}, needs {result['threshold']}: "
+        f"{'met' if result['met'] else 'NOT MET'}"
+    )
+    print(f"  {result['detail']}")
     return 0
 
 

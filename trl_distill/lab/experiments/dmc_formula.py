@@ -1,0 +1,203 @@
+"""A DMC world designed from DMC's formula (issue 30, part 2), measured by `python -m trl_distill.lab.probes dmc-stage`;
+the lab's DMC experiment (`experiments/dmc.py`) does not use it: its precondition was not met (docs/lab.md).
+
+The world is built from DMC's formula (issue 30). `DMC = Q / (1 + β(1 − C)L)` re-ranks two datasets only when one is
+cleaner and harder (`Q_A > Q_B`, `L_A > L_B`) and the capability `C` crosses the point where the difficulty penalty
+stops mattering: with `x = β(1 − C)`, `DMC_A > DMC_B` iff `x < (Q_A − Q_B) / (Q_B·L_A − Q_A·L_B)`. So:
+
+- a student that starts weak and grows within one stage (`student_run`): pre-trained to compute the lab's arithmetic
+  in the cot style, but only one solution in `ANSWER_EVERY` states its answer on an `Answer:` line, so its greedy
+  answers rarely end with one (`C` ≈ 0 at step 0) while the working is mostly right; a stage of SFT on any candidate
+  teaches it to state the answer it already computes, so `C` rises to near its hidden skill;
+- candidates that trade quality against difficulty (`CANDIDATES`): the training prompts' reference solutions in an
+  answer style (sets `L`: cot is the student's own, equation a new one-line format, verbose a longer new format) with a
+  share of rows carrying an arithmetic slip that the final answer follows (sets `Q`), chosen so that the cheap noisy dataset leads while
+  `C` ≈ 0 and the clean hard one leads once `C` is high (docs/lab.md has the arithmetic).
+
+The precondition is measured (`stage_precondition`) on checkpoints of a plain SFT run on the step-0 choice: the ranking at step 0 against the
+ranking after the first stage (DMCCallback's reselection interval, one epoch of its candidates).
+"""
+
+import math
+import random
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from ...dmc.compatibility import overtaking_capability, rank_datasets
+from ..world.models import Pretraining
+from ..world.tasks import make_task_splits, task_reward
+from .common import TASK_KWARGS, Lab, precondition, spearman
+from .dmc import overtaking
+
+
+COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
+# name -> (answer style, share of rows with a slip, so a wrong final answer): Q = 1 − share, L set by the style (see the module docstring)
+CANDIDATES = {
+    "cot-noisy": ("cot", 0.6),
+    "equation-noisy": ("equation", 0.4),
+    "verbose-clean": ("verbose", 0.0),
+}
+DMC_STUDENT_PROBLEMS = 1024  # distinct pre-training problems of the DMC student (as many as a teacher's)
+ANSWER_EVERY = 8  # one pre-training solution in this many keeps its `Answer:` line
+
+
+def student_data(problems: int = DMC_STUDENT_PROBLEMS) -> Dataset:
+    """The DMC student's pre-training rows: cot solutions of `problems` problems, the `Answer:` line kept on one row in
+    `ANSWER_EVERY` (the working alone on the others)."""
+    rows = make_task_splits(("arithmetic",), problems, 1, 1, seed=400, style="cot", **TASK_KWARGS)["train"]
+
+    def working_only(row, i):
+        if i % ANSWER_EVERY == 0:
+            return row
+        body = row["completion"][0]["content"].rpartition("Answer: ")[0].rstrip("\n")
+        return {"completion": [{"role": "assistant", "content": body}]}
+
+    return rows.map(working_only, with_indices=True)
+
+
+def student_run(lab: Lab) -> Pretraining:
+    """The DMC student's pre-training: as long as the strongest teacher's (`teacher_steps`), the lab's size."""
+    return Pretraining("lab-dmc-student", student_data(), lab.preset.teacher_steps, lab.preset.size, seed=1)
+
+
+def pretraining(lab: Lab) -> list[Pretraining]:
+    """The models this experiment needs pre-trained (`experiments.pretraining`): its student."""
+    return [student_run(lab)]
+
+
+def with_slips(rows: Dataset, share: float, seed: int = 0) -> Dataset:
+    """`rows` with an arithmetic slip in `round(share · len(rows))` seeded rows: the last step's result is off by 1 to
+    9 either way and the final answer follows it, as a careless teacher's would (its answer agrees with its own
+    working; only the arithmetic is wrong), and a `correct` column from the task's verifier."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share of wrong answers must be in [0, 1], got {share}.")
+    rng = random.Random(seed)
+    wrong = set(rng.sample(range(len(rows)), round(share * len(rows))))
+    offsets = [rng.choice([d for d in range(-9, 10) if d]) for _ in range(len(rows))]
+
+    def slip(row, i):
+        if i not in wrong:
+            return row
+        text, value = row["completion"][0]["content"], row["answer"]
+        slipped = str(int(value) + offsets[i])
+        working, _, _ = text.rpartition(f"Answer: {value}")
+        head, _, tail = working.rpartition(f"={value}")  # the last step's result (or the equation's)
+        text = f"{head}={slipped}{tail}Answer: {slipped}"
+        return {"completion": [{"role": "assistant", "content": text}]}
+
+    rows = rows.map(slip, with_indices=True)
+    correct = task_reward(completions=rows["completion"], answer=rows["answer"], task=rows["task"])
+    return rows.add_column("correct", [bool(c) for c in correct]).select_columns(COLUMNS)
+
+
+def with_wrong_answers(rows: Dataset, share: float, seed: int = 0) -> Dataset:
+    """`rows` with the final answer of `round(share · len(rows))` seeded rows replaced by a wrong number (the correct
+    one moved by 1 to 9 either way) while the working stays right, and a `correct` column from the task's verifier:
+    the first design's noise (its answers disagree with their own working)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share of wrong answers must be in [0, 1], got {share}.")
+    rng = random.Random(seed)
+    wrong = set(rng.sample(range(len(rows)), round(share * len(rows))))
+    offsets = [rng.choice([d for d in range(-9, 10) if d]) for _ in range(len(rows))]
+
+    def corrupt(row, i):
+        if i not in wrong:
+            return row
+        head, _, value = row["completion"][0]["content"].rpartition("Answer: ")
+        return {"completion": [{"role": "assistant", "content": f"{head}Answer: {int(value) + offsets[i]}"}]}
+
+    rows = rows.map(corrupt, with_indices=True)
+    correct = task_reward(completions=rows["completion"], answer=rows["answer"], task=rows["task"])
+    return rows.add_column("correct", [bool(c) for c in correct]).select_columns(COLUMNS)
+
+
+NOISE = {"slips": with_slips, "answers": with_wrong_answers}
+
+
+def candidate_datasets(lab: Lab, noise: str = "slips") -> dict[str, Dataset]:
+    """`CANDIDATES` on the lab's training prompts (the same prompts in each, `teachers.domain_splits`' draw), their
+    wrong rows made by `NOISE[noise]`."""
+    if noise not in NOISE:
+        raise ValueError(f"Unknown noise {noise!r}; choose one of {sorted(NOISE)}.")
+    p, datasets = lab.preset, {}
+    for k, (name, (style, share)) in enumerate(CANDIDATES.items()):
+        splits = make_task_splits(
+            ("arithmetic",), p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, style=style, **TASK_KWARGS
+        )  # fmt: skip
+        datasets[name] = NOISE[noise](splits["train"], share, seed=k)
+    return datasets
+
+
+def stage_steps(preset) -> int:
+    """Optimizer steps of one stage: one epoch of DMCCallback's candidates (`pool_prompts` rows), its reselection
+    interval."""
+    return math.ceil(preset.pool_prompts / preset.batch_size)
+
+
+def budget(preset) -> int:
+    """Optimizer steps of every SFT run of this experiment: `dmc_epochs` stages."""
+    return preset.dmc_epochs * stage_steps(preset)
+
+
+class RankAt(TrainerCallback):
+    """Calls `measure(model)` when training reaches optimizer step `step` (a checkpoint of the run, measured in
+    place), keeps the result in `.result`, and stops the run there when `stop`."""
+
+    def __init__(self, step: int, measure, stop: bool = False):
+        self.step, self.measure, self.stop, self.result = step, measure, stop, None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            self.result = self.measure(model)
+            control.should_training_stop = self.stop
+        return control
+
+
+def crossing(table: list[dict], top: str, beta: float = 1.0) -> dict[str, float | None]:
+    """For each other dataset of a ranking `table`, the capability `C` above which it overtakes `top` under DMC's
+    formula with the table's `Q` and `L` ([`overtaking_capability`]; `None`: never)."""
+    rows = {row["dataset"]: (row["quality"], row["difficulty"]) for row in table}
+    return {n: overtaking_capability(rows[top], qd, beta) for n, qd in rows.items() if n != top}
+
+
+def table_text(table: list[dict]) -> str:
+    """A ranking in one line: `C`, then each dataset's `Q`, `L` and DMC, best first."""
+    return f"C {table[0]['capability']:.3f}: " + ", ".join(
+        f"{r['dataset']} {r['dmc']:.3f} (Q {r['quality']:.3f}, L {r['difficulty']:.3f})" for r in table
+    )
+
+
+def ranking(lab: Lab, datasets: dict, dev: Dataset, model) -> list[dict]:
+    """`rank_datasets` of every candidate (all rows, every dev prompt, β = 1) for `model` as it is now."""
+    return rank_datasets(
+        model, lab.tokenizer, datasets, dev, task_reward, probe_size=None, dev_size=None,
+        max_new_tokens=lab.preset.max_new_tokens,
+    )  # fmt: skip
+
+
+def stage_precondition(step0: list[dict], staged: list[list[dict]], stage: int, top: str) -> dict:
+    """The precondition from rankings at step 0 (`step0`) and after the first stage of plain SFT on the step-0 choice
+    `top` (`staged`, one per seed): Spearman ρ between them, the top after the stage and the crossover capabilities."""
+    names = [row["dataset"] for row in step0]
+    dmc0 = {row["dataset"]: row["dmc"] for row in step0}
+    rhos = []
+    for table in staged:
+        dmc = {row["dataset"]: row["dmc"] for row in table}
+        rho = spearman([dmc0[n] for n in names], [dmc[n] for n in names])
+        rhos.append(0.0 if math.isnan(rho) else rho)  # a constant side keeps no ranking: it moved
+    rho = sum(rhos) / len(rhos)
+    tops = [table[0]["dataset"] for table in staged]
+    return precondition(
+        "Spearman ρ of the DMC ranking after the first stage against step 0",
+        rho,
+        "< 1 on every seed (the ranking changes during the first stage)",
+        all(r < 1.0 - 1e-9 for r in rhos),
+        f"`rank_datasets` (β = 1) on the base student (step 0) and on the checkpoint after the first stage ({stage} "
+        f"steps: one epoch of DMCCallback's candidates, its reselection interval) of plain SFT on the step-0 choice "
+        f"({top}), per seed (mean ρ over {len(staged)} seeds): if the ranking does not move, reselecting has nothing "
+        "to find.",
+        detail=f"ρ per seed: {', '.join(f'{r:+.3f}' for r in rhos)}; top at step 0: {top}, after the first stage: "
+        + ", ".join(tops)
+        + f"; at step 0, {overtaking(top, [step0])}; after the first stage, {overtaking(top, staged)}",
+    )
