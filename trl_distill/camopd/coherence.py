@@ -13,7 +13,8 @@
 Per-sample gradients of the whole model would cost one backward pass and one model-sized vector per sample, so the
 trainer takes them over a small parameter subset ([`coherence_parameters`]: the trainable parameters of the last
 module before the output head — the final norm in full fine-tuning, the last LoRA matrix with PEFT), and
-[`per_sample_gradients`] back-propagates the head and the divergence once per batch, then that module once per sample.
+[`per_sample_gradients`] back-propagates the head and the divergence once per batch, then that module once per sample
+([`selection_coherence`] puts the two together over the generation batch).
 
 The recovery/review cosine is over all trainable parameters, so [`streamed_gradient_coherence`] never flattens a
 gradient: it keeps the first loss's gradient as autograd returns it and takes the second one parameter at a time, as
@@ -118,6 +119,40 @@ def coherence_gain(grads: torch.Tensor, selected: Sequence[int] | torch.Tensor) 
     full = coherence(grads)
     kept = coherence(grads[torch.as_tensor(selected, dtype=torch.long, device=grads.device)])
     return (kept - full) / full
+
+
+def selection_coherence(
+    model: torch.nn.Module,
+    per_sample_losses: Callable[[slice], torch.Tensor],
+    num_samples: int,
+    kept: torch.Tensor,
+    micro_batch_size: int,
+) -> torch.Tensor:
+    """`[Coh(full), Coh(selected), GCG]` of gap-based selection over the per-sample gradients `g_i` of `model`'s
+    [`coherence_parameters`].
+
+    Args:
+        model (`torch.nn.Module`): the student.
+        per_sample_losses (`Callable[[slice], torch.Tensor]`): the losses of the samples in a slice of rows, with
+            gradients (one forward of `model`, whose [`coherence_module`] output is recorded).
+        num_samples (`int`): how many samples were generated (the full set).
+        kept (`torch.Tensor`): indices of the samples gap selection kept.
+        micro_batch_size (`int`): samples per forward.
+
+    Returns:
+        `torch.Tensor`: `(3,)`, the coherence of all samples, of the kept ones, and the gain.
+    """
+    params = [p for _, p in coherence_parameters(model)]
+    module = coherence_module(model)
+    grads = []
+    for begin in range(0, num_samples, micro_batch_size):
+        with torch.enable_grad(), recorded_outputs(module) as outputs:
+            losses = per_sample_losses(slice(begin, begin + micro_batch_size))
+            grads.append(per_sample_gradients(losses, params, outputs))
+    grads = torch.cat(grads)
+    kept = kept.to(grads.device)
+    # Coh(A) = ‖Σ g_i‖ / Σ ‖g_i‖; GCG = (Coh(selected) − Coh(full)) / Coh(full)   (docs/methods.md §4)
+    return torch.stack([coherence(grads), coherence(grads[kept]), coherence_gain(grads, kept)])
 
 
 def coherence_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:

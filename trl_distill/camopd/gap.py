@@ -17,6 +17,17 @@ from ..core.divergence import LMHead
 from ..core.logprobs import token_logprobs_from_hidden
 
 
+AUTO_RHO_SEVERAL_SOURCES = 0.5
+
+
+def resolve_rho(rho: float | None, num_sources: int) -> float:
+    """ρ the trainer uses: `rho` when set; with `rho=None` ("auto"), 1.0 (no gap selection, the loss of
+    `trl.DistillationTrainer`) for one prompt source and 0.5 (CaMOPD's gap selection) for several."""
+    if rho is not None:
+        return rho
+    return AUTO_RHO_SEVERAL_SOURCES if num_sources > 1 else 1.0
+
+
 def pool_size(batch_size: int, rho: float) -> int:
     """Number of samples to generate so that keeping the top-`rho` leaves `batch_size`: `ceil(batch_size / rho)`."""
     if not 0.0 < rho <= 1.0:

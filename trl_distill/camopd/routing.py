@@ -172,16 +172,3 @@ def teacher_rows(
         rows = [i for i, source in enumerate(sources) if routing[source] == name]
         if rows or lockstep:
             yield name, torch.tensor(rows, dtype=torch.long)
-
-
-def subset_batch(batch: dict, rows: torch.Tensor, size: int) -> dict:
-    """The rows `rows` of every per-sample entry (tensors and lists of length `size`) of a generation batch."""
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor) and value.ndim > 0 and value.size(0) == size:
-            out[key] = value[rows.to(value.device)]
-        elif isinstance(value, list) and len(value) == size:
-            out[key] = [value[i] for i in rows.tolist()]
-        else:
-            out[key] = value
-    return out

@@ -20,6 +20,21 @@ def alternating_pattern(review_every: int, recovery_source: str, review_source: 
     return [recovery_source] * review_every + [review_source]
 
 
+def check_schedule_sources(
+    schedule: str, source_names: Sequence[str], recovery_source: str, review_source: str
+) -> None:
+    """Raises unless the `alternating` schedule over several sources has exactly its recovery and review sources."""
+    if schedule != "alternating" or len(source_names) <= 1:
+        return
+    expected = {recovery_source, review_source}
+    if set(source_names) != expected:
+        raise ValueError(
+            f"The alternating schedule needs exactly the prompt sources {sorted(expected)} "
+            f"(`recovery_source`, `review_source`), got {sorted(source_names)}. Rename the sources, set "
+            "`recovery_source`/`review_source`, or use `schedule='mixed'`."
+        )
+
+
 class AlternatingSourceSampler(Sampler):
     """Yields generation groups drawn from one source each, following a repeating pattern of source names.
 
