@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from trl import DistillationConfig, DistillationTrainer
+from trl.trainer.utils import pad
 
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer, gradient_coherence, route_sources
@@ -51,21 +52,18 @@ def make_batch(tokenizer, prompts, completion_lengths, seed=0):
     """A generation batch as `DistillationTrainer._generate_and_score_completions` returns it."""
     generator = torch.Generator().manual_seed(seed)
     prompt_ids = [
-        tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        torch.tensor(
+            tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        )
         for p in prompts
     ]
-    width_p, width_c = max(map(len, prompt_ids)), max(completion_lengths)
+    completion_ids = [torch.randint(10, len(tokenizer), (n,), generator=generator) for n in completion_lengths]
     batch = {
-        "prompt_ids": torch.full((len(prompts), width_p), tokenizer.pad_token_id),
-        "prompt_mask": torch.zeros(len(prompts), width_p, dtype=torch.long),
-        "completion_ids": torch.full((len(prompts), width_c), tokenizer.pad_token_id),
-        "completion_mask": torch.zeros(len(prompts), width_c, dtype=torch.long),
+        "prompt_ids": pad(prompt_ids, tokenizer.pad_token_id, padding_side="left"),
+        "prompt_mask": pad([torch.ones_like(ids) for ids in prompt_ids], 0, padding_side="left"),
+        "completion_ids": pad(completion_ids, tokenizer.pad_token_id),
+        "completion_mask": pad([torch.ones_like(ids) for ids in completion_ids], 0),
     }
-    for i, (ids, n) in enumerate(zip(prompt_ids, completion_lengths)):
-        batch["prompt_ids"][i, width_p - len(ids) :] = torch.tensor(ids)
-        batch["prompt_mask"][i, width_p - len(ids) :] = 1
-        batch["completion_ids"][i, :n] = torch.randint(10, len(tokenizer), (n,), generator=generator)
-        batch["completion_mask"][i, :n] = 1
     batch["num_items_in_batch"] = batch["completion_mask"].sum()
     return batch
 
