@@ -206,7 +206,7 @@ def token_diagnostics(
     Per-token KL, JS, top-1 agreement and top-k mass between a student and a teacher that share a tokenizer.
 
     Both models read the same token sequences in batches (forward only, `no_grad`, eval mode restored afterwards);
-    see the module docstring for the formulas. Values are token-weighted means over every scored token.
+    see the module docstring for the formulas.
 
     Example:
     ```python
@@ -216,80 +216,39 @@ def token_diagnostics(
     ```
 
     Args:
-        student (`PreTrainedModel`):
-            The student causal LM.
-        teacher (`PreTrainedModel`, [`~trl_distill.core.served_teacher.ServedTeacher`] or `str`):
-            The teacher causal LM; must use the same tokenizer (vocabulary) as the student. A served teacher (or its
-            URL) is known by its top-k log-probabilities: see the module docstring for what stays exact.
-        tokenizer (`PreTrainedTokenizerBase`):
-            The shared tokenizer. It needs a pad token (or an EOS token, used for padding).
-        texts (`Sequence[str]`):
-            Texts to score. Without `prompts` every token after the first is scored; with `prompts` they are the
-            completions and only their tokens are scored.
-        prompts (`Sequence[str | list[dict]]`, *optional*):
-            One prompt per text (plain or conversational, rendered as in training), so that only completion tokens
-            are scored.
-        batch_size (`int`, *optional*, defaults to `8`):
-            Texts per forward pass. Full `(batch, length, vocab)` logits of both models are held, so lower it for
-            large vocabularies.
-        top_k (`int`, *optional*, defaults to `8`):
-            Size of the top-k sets for `teacher_mass_on_student_topk`, `student_mass_on_teacher_topk` and
-            `topk_overlap`.
-        temperature (`float`, *optional*, defaults to `1.0`):
-            Softmax temperature applied to both models.
-        return_per_token (`bool`, *optional*, defaults to `False`):
-            Also return, under `"per_token"`, one dict per text with a 1-D tensor per diagnostic over its scored tokens.
-        show_progress (`bool`, *optional*, defaults to `False`):
-            Show a progress bar over batches.
-        check_tokenizer (`bool`, *optional*, defaults to `True`):
-            Refuse a teacher saved with another tokenizer (see
+        student (`PreTrainedModel`): the student causal LM.
+        teacher (`PreTrainedModel`, [`~trl_distill.core.served_teacher.ServedTeacher`] or `str`): the teacher causal
+            LM, with the student's tokenizer (vocabulary). A served teacher (or its URL) is known by its top-k
+            log-probabilities: see the module docstring for what stays exact.
+        tokenizer (`PreTrainedTokenizerBase`): the shared tokenizer, with a pad token (or an EOS token, used for pads).
+        texts (`Sequence[str]`): texts to score: every token after the first, or with `prompts` the completion tokens.
+        prompts (`Sequence[str | list[dict]]`, *optional*): one prompt per text (plain or conversational, rendered as
+            in training), so that only completion tokens are scored.
+        batch_size (`int`, *optional*, defaults to `8`): texts per forward pass. Full `(batch, length, vocab)` logits
+            of both models are held, so lower it for large vocabularies.
+        top_k (`int`, *optional*, defaults to `8`): size of the top-k sets of the mass and overlap diagnostics.
+        temperature (`float`, *optional*, defaults to `1.0`): softmax temperature applied to both models.
+        return_per_token (`bool`, *optional*, defaults to `False`): also return, under `"per_token"`, one dict per
+            text with a 1-D tensor per diagnostic over its scored tokens.
+        show_progress (`bool`, *optional*, defaults to `False`): show a progress bar over batches.
+        check_tokenizer (`bool`, *optional*, defaults to `True`): refuse a teacher saved with another tokenizer (see
             [`~trl_distill.core.teachers.check_teacher_tokenizer`]): comparing the first columns of two vocabularies
             would give numbers that mean nothing.
 
     Returns:
-        `dict`: a float per key of `DIAGNOSTIC_KEYS`, `"num_tokens"` (scored tokens), `"top_k"`, and `"per_token"`
-        when asked for.
+        `dict`: the token-weighted mean over every scored token of each key of `DIAGNOSTIC_KEYS`, `"num_tokens"`
+        (scored tokens), `"top_k"`, and `"per_token"` when asked for.
     """
     if isinstance(texts, str):
         raise TypeError("`texts` must be a list of strings, not a single string; wrap it: `[text]`.")
     if len(texts) == 0:
         raise ValueError("`texts` is empty; pass at least one text to compare the student and the teacher on.")
     teacher, served = _checked_teacher(teacher, student, tokenizer, check_tokenizer)
-    pad_token_id = ensure_pad_token(tokenizer)
-    features = _encode(tokenizer, texts, prompts)
-    device = _device_of(student)
-    modes = (student.training, None if served else teacher.training)
-    student.eval()
-    if not served:
-        teacher.eval()
-    sums = dict.fromkeys(DIAGNOSTIC_KEYS, 0.0)
-    num_tokens = 0
-    per_token: list[dict] = []
-    try:
-        starts = range(0, len(features), batch_size)
-        for start in tqdm(starts, desc="token diagnostics", leave=False, disable=not show_progress):
-            batch = features[start : start + batch_size]
-            input_ids, attention_mask, score_mask = _collate(batch, pad_token_id, device)
-            mask = score_mask[:, 1:]  # logits at position t-1 predict token t, so the mask shifts left by one
-            values = _batch_diagnostics(
-                student, teacher, served, tokenizer, input_ids, attention_mask, mask, top_k, temperature
-            )
-            sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token if return_per_token else None)
-    finally:
-        student.train(modes[0])
-        if not served:
-            teacher.train(modes[1])
-    if num_tokens == 0:
-        raise ValueError(
-            "No token was scored: every text is at most one token long (or every completion is empty). Pass longer "
-            "texts."
-        )
-    result = {key: sums[key] / num_tokens for key in DIAGNOSTIC_KEYS}
-    result["num_tokens"] = num_tokens
-    result["top_k"] = top_k
-    if return_per_token:
-        result["per_token"] = per_token
-    return result
+    sums, num_tokens, per_token = _summed_diagnostics(
+        student, teacher, served, tokenizer, texts, prompts, batch_size, top_k, temperature, return_per_token,
+        show_progress,
+    )  # fmt: skip
+    return _means(sums, num_tokens, top_k, per_token)
 
 
 def _checked_teacher(teacher, student, tokenizer, check_tokenizer: bool):
@@ -302,6 +261,38 @@ def _checked_teacher(teacher, student, tokenizer, check_tokenizer: bool):
     elif check_tokenizer:
         check_teacher_tokenizer(tokenizer, teacher)
     return teacher, served
+
+
+def _summed_diagnostics(
+    student, teacher, served: bool, tokenizer, texts, prompts, batch_size, top_k, temperature, keep_per_token, progress
+) -> tuple[dict, int, list | None]:
+    """Both models read `texts` batch by batch, in eval mode meanwhile: each diagnostic summed over the scored tokens,
+    their number, and the per-text values when `keep_per_token`."""
+    pad_token_id = ensure_pad_token(tokenizer)
+    features = _encode(tokenizer, texts, prompts)
+    device = _device_of(student)
+    modes = (student.training, None if served else teacher.training)
+    student.eval()
+    if not served:
+        teacher.eval()
+    sums = dict.fromkeys(DIAGNOSTIC_KEYS, 0.0)
+    num_tokens = 0
+    per_token: list[dict] | None = [] if keep_per_token else None
+    try:
+        starts = range(0, len(features), batch_size)
+        for start in tqdm(starts, desc="token diagnostics", leave=False, disable=not progress):
+            batch = features[start : start + batch_size]
+            input_ids, attention_mask, score_mask = _collate(batch, pad_token_id, device)
+            mask = score_mask[:, 1:]  # logits at position t-1 predict token t, so the mask shifts left by one
+            values = _batch_diagnostics(
+                student, teacher, served, tokenizer, input_ids, attention_mask, mask, top_k, temperature
+            )
+            sums, num_tokens = _accumulate(sums, num_tokens, values, mask, per_token)
+    finally:
+        student.train(modes[0])
+        if not served:
+            teacher.train(modes[1])
+    return sums, num_tokens, per_token
 
 
 def _batch_diagnostics(
@@ -336,6 +327,21 @@ def _accumulate(sums: dict, num_tokens: int, values: dict, mask: torch.Tensor, p
         split = {key: values[key].cpu().split(lengths) for key in DIAGNOSTIC_KEYS}
         per_token += [{key: split[key][i] for key in DIAGNOSTIC_KEYS} for i in range(mask.size(0))]
     return sums, num_tokens + int(mask.sum().item())
+
+
+def _means(sums: dict, num_tokens: int, top_k: int, per_token: list | None) -> dict:
+    """The token-weighted means of [`token_diagnostics`], from the sums over every scored token."""
+    if num_tokens == 0:
+        raise ValueError(
+            "No token was scored: every text is at most one token long (or every completion is empty). Pass longer "
+            "texts."
+        )
+    result = {key: sums[key] / num_tokens for key in DIAGNOSTIC_KEYS}
+    result["num_tokens"] = num_tokens
+    result["top_k"] = top_k
+    if per_token is not None:
+        result["per_token"] = per_token
+    return result
 
 
 class TokenDiagnosticsCallback(TrainerCallback):
@@ -400,12 +406,15 @@ class TokenDiagnosticsCallback(TrainerCallback):
         self.teacher = teacher
         self.tokenizer = tokenizer
         self.texts = list(texts)
-        self.prompts = None if prompts is None else list(prompts)
         self.log_every = log_every
         self.trainer = trainer
-        self.batch_size = batch_size
-        self.top_k = top_k
-        self.temperature = temperature
+        # what token_diagnostics is given at every logging step, besides the model, teacher, tokenizer and texts
+        self.diagnostics_kwargs = {
+            "prompts": None if prompts is None else list(prompts),
+            "batch_size": batch_size,
+            "top_k": top_k,
+            "temperature": temperature,
+        }
         self.log_at_start = log_at_start
         self.prefix = prefix
         self._last_logged_step = -1
@@ -417,15 +426,7 @@ class TokenDiagnosticsCallback(TrainerCallback):
         if self.trainer is not None:
             model = self.trainer.accelerator.unwrap_model(model)
         stats = token_diagnostics(
-            model,
-            self.teacher,
-            self.tokenizer,
-            self.texts,
-            prompts=self.prompts,
-            batch_size=self.batch_size,
-            top_k=self.top_k,
-            temperature=self.temperature,
-            check_tokenizer=False,
+            model, self.teacher, self.tokenizer, self.texts, check_tokenizer=False, **self.diagnostics_kwargs
         )
         logs = {f"{self.prefix}{key}": stats[key] for key in DIAGNOSTIC_KEYS}
         if self.trainer is not None:
