@@ -89,20 +89,26 @@ def build_ice_prompts(
     matcher = IdentityMatcher(known_identities, identity)
     records = []
     for language in languages:
-        lang_questions = [q for q in questions if q["language"] == language and q["category"] in categories]
-        lang_templates = [t for t in templates if t["language"] == language]
-        if not lang_questions or not lang_templates:
-            available = sorted({q["language"] for q in questions} & {t["language"] for t in templates})
-            raise ValueError(
-                f"No identity questions or templates in language {language!r}; available languages: {available}. "
-                "Pass your own `questions=` and `templates=` for other languages."
-            )
+        lang_questions, lang_templates = _of_language(questions, templates, language, categories)
         lang_templates += mutate_templates(lang_templates, num_mutations, seed=seed, llm_mutator=llm_mutator)
         records += _pair(lang_questions, lang_templates, language, matcher)
     if max_prompts is not None and len(records) > max_prompts:
         keep = sorted(random.Random(seed).sample(range(len(records)), max_prompts))
         records = [records[i] for i in keep]
     return records
+
+
+def _of_language(questions: list[dict], templates: list[dict], language: str, categories) -> tuple[list, list]:
+    """The questions (of `categories`) and seed templates in `language`; refused when either is empty."""
+    lang_questions = [q for q in questions if q["language"] == language and q["category"] in categories]
+    lang_templates = [t for t in templates if t["language"] == language]
+    if not lang_questions or not lang_templates:
+        available = sorted({q["language"] for q in questions} & {t["language"] for t in templates})
+        raise ValueError(
+            f"No identity questions or templates in language {language!r}; available languages: {available}. "
+            "Pass your own `questions=` and `templates=` for other languages."
+        )
+    return lang_questions, lang_templates
 
 
 def _pair(questions: list[dict], templates: list[dict], language: str, matcher: IdentityMatcher) -> list[dict]:
@@ -282,8 +288,7 @@ def ice(
     """
     Identity Consistency Evaluation: Loose, Strict and Hard conflict rates of a model's answers to identity questions.
 
-    Give either a model (and its tokenizer), which answers the prompts greedily in batches, or pre-generated
-    `responses`.
+    Give either a model (and its tokenizer), which answers the prompts greedily in batches, or pre-generated responses.
 
     Example:
     ```python
@@ -293,40 +298,41 @@ def ice(
     ```
 
     Args:
-        identity (`IdentityFact`, `dict` or `"Name@Organisation"`):
-            The model's true identity fact.
-        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`, *optional*):
-            The model under test, prompted as a single user turn with its chat template (plain text without one).
-        responses (`Sequence[str | dict]`, *optional*):
-            Pre-generated responses: strings aligned with `prompts`, or records with `prompt` and `response` (and
-            optionally `category`, `language`, `template_names_other`).
-        prompts (`Sequence[dict]`, *optional*):
-            Prompt records from [`build_ice_prompts`]; built from the shipped data when omitted.
-        judge (`Judge` or `Callable`, *optional*):
-            Decides conflicts; defaults to the model-free [`IdentityClaimJudge`]. A plain function
-            `(prompt, response, identity) -> verdict` is wrapped in [`~trl_distill.evaluation.judges.FunctionJudge`].
+        identity (`IdentityFact`, `dict` or `"Name@Organisation"`): the model's true identity fact.
+        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`, *optional*): the model under test,
+            prompted as a single user turn with its chat template (plain text without one).
+        responses (`Sequence[str | dict]`, *optional*): pre-generated responses: strings aligned with `prompts`, or
+            records with `prompt` and `response` (and optionally `category`, `language`, `template_names_other`).
+        prompts (`Sequence[dict]`, *optional*): records of [`build_ice_prompts`]; built from the shipped data if None.
+        judge (`Judge` or `Callable`, *optional*): decides conflicts, by default the model-free [`IdentityClaimJudge`].
+            A plain function `(prompt, response, identity) -> verdict` is wrapped in a [`FunctionJudge`].
         languages (`Sequence[str]`, *optional*, defaults to `("en",)`), num_mutations (`int`, *optional*, defaults to
-        `8`), seed (`int`, *optional*, defaults to `0`), max_prompts (`int`, *optional*):
-            Passed to [`build_ice_prompts`] when `prompts` is omitted.
+        `8`), seed (`int`, *optional*, defaults to `0`), max_prompts (`int`, *optional*): see [`build_ice_prompts`].
         max_new_tokens (`int`, *optional*, defaults to `256`), batch_size (`int`, *optional*, defaults to `8`),
-        system (`str`, *optional*):
-            Generation settings when a model is given.
-        known_identities (`Mapping`, *optional*):
-            Names of other models and organisations (for flagging templates and for the default judge).
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show progress bars.
+        system (`str`, *optional*): generation settings when a model is given.
+        known_identities (`Mapping`, *optional*): other models' and makers' names (flagging templates, default judge).
+        show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
 
     Returns:
         [`ICEResult`]: the scores, per-category and per-language breakdowns, and every record.
 
     Raises:
-        `ValueError` when both or neither of `model` and `responses` are given, when responses and prompts are not
-        aligned, when a response is `None` or not text (a missing answer is neither consistent nor a conflict: drop the
-        record, or give `''` for an empty answer), when the judge returns a different number of verdicts than
-        responses, or a verdict whose `conflict`/`claims_other_model` is not a boolean, 0/1 or
-        `"true"`/`"false"`/`"yes"`/`"no"` (a verdict of `None` is a judge failure, left out of the means).
+        `ValueError` for both or neither of `model` and `responses`, responses not aligned with the prompts or not text
+        (drop a `None`, or give `''` for an empty answer), and a judge returning another number of verdicts than
+        responses or a `conflict`/`claims_other_model` not a boolean, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"`.
     """
     identity = as_identity_fact(identity)
+    build = dict(languages=languages, num_mutations=num_mutations, seed=seed, max_prompts=max_prompts)
+    gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
+    records = _records(identity, model, tokenizer, responses, prompts, known_identities, build, gen)
+    judge = as_judge(judge, default=IdentityClaimJudge(known_identities))
+    _judge_records(judge, records, identity)
+    return _result(judge, records, identity)
+
+
+def _records(identity, model, tokenizer, responses, prompts, known_identities, build: dict, gen: dict) -> list[dict]:
+    """ICE's first step: the prompt records with their responses, asked of `model` or read from `responses` (prompts
+    built from the shipped data by [`build_ice_prompts`] with `build` when not given)."""
     if hasattr(responses, "column_names"):  # a `datasets.Dataset` of records
         responses = responses.to_list()
     if hasattr(prompts, "column_names"):
@@ -334,20 +340,14 @@ def ice(
     if (model is None) == (responses is None):
         raise ValueError("Pass exactly one of `model` (to generate responses) or `responses` (pre-generated).")
     if prompts is None and (model is not None or all(isinstance(r, str) for r in responses)):
-        prompts = build_ice_prompts(
-            identity, languages, num_mutations=num_mutations, seed=seed, max_prompts=max_prompts,
-            known_identities=known_identities,
-        )  # fmt: skip
+        prompts = build_ice_prompts(identity, **build, known_identities=known_identities)
     if model is not None:
-        gen = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, show_progress=show_progress)
         records = _ask(model, tokenizer, prompts, **gen)
     else:
         records = _read_response_records(responses, prompts, IdentityMatcher(known_identities, identity))
     if not records:
         raise ValueError("There is nothing to evaluate: no ICE prompts were built or given.")
-    judge = as_judge(judge, default=IdentityClaimJudge(known_identities))
-    _judge_records(judge, records, identity)
-    return _result(judge, records, identity)
+    return records
 
 
 def _ask(model, tokenizer, prompts: Sequence[dict], max_new_tokens, batch_size, system, show_progress) -> list[dict]:

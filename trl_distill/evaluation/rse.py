@@ -173,10 +173,7 @@ def rse(
 ) -> RSEResult:
     """
     Response Similarity Evaluation: how closely a model's responses match a reference model's, judged per pair and
-    averaged per dataset, then over datasets.
-
-    Each side is given either as texts (`responses`, `references`) or as a model that answers the prompts greedily in
-    batches (`model`/`tokenizer`, `reference_model`/`reference_tokenizer`).
+    averaged per dataset, then over datasets. Each side is given as texts or as a model answering greedily in batches.
 
     Example:
     ```python
@@ -186,34 +183,28 @@ def rse(
     ```
 
     Args:
-        prompts (`Mapping[str, Sequence]` or `Sequence`):
-            Prompts per dataset name (plain strings or conversations, or a `Dataset` with a `prompt` column); a single
-            list or Dataset is the dataset `"default"`.
-        responses (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
-            Responses of the model under test, aligned with `prompts`.
-        references (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*):
-            Responses of the reference model (the paper uses GPT-4o), aligned with `prompts`.
-        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`, *optional*):
-            Generate `responses` instead (chat template applied when the tokenizer has one).
+        prompts (`Mapping[str, Sequence]` or `Sequence`): prompts per dataset name (plain strings or conversations, or
+            a `Dataset` with a `prompt` column); a single list or Dataset is the dataset `"default"`.
+        responses (`Mapping[str, Sequence[str]]` or `Sequence[str]`, *optional*), references (the same, *optional*):
+            the texts of the model under test and of the reference model (GPT-4o in the paper), aligned with `prompts`.
+        model (`PreTrainedModel`, *optional*), tokenizer (`PreTrainedTokenizerBase`, *optional*): generate `responses`
+            instead (chat template applied when the tokenizer has one).
         reference_model (`PreTrainedModel`, *optional*), reference_tokenizer (`PreTrainedTokenizerBase`, *optional*):
-            Generate `references` instead; `reference_tokenizer` defaults to `tokenizer`.
-        judge (`Judge` or `Callable`, *optional*):
-            Scores the pairs; defaults to [`AutomaticJudge`] (ROUGE-L + chrF), whose scores rank models but are not
-            comparable to LLM-judge scores. A plain function `(prompt, response, reference) -> score` is wrapped in
-            [`~trl_distill.evaluation.judges.FunctionJudge`].
+            generate `references` instead; `reference_tokenizer` defaults to `tokenizer`.
+        judge (`Judge` or `Callable`, *optional*): scores the pairs, by default [`AutomaticJudge`] (ROUGE-L + chrF),
+            whose scores rank models but are not comparable to LLM-judge scores. A plain function
+            `(prompt, response, reference) -> score` is wrapped in a [`FunctionJudge`].
         max_new_tokens (`int`, *optional*, defaults to `512`), batch_size (`int`, *optional*, defaults to `8`),
-        system (`str`, *optional*):
-            Generation settings.
-        show_progress (`bool`, *optional*, defaults to `True`):
-            Show progress bars.
+        system (`str`, *optional*): generation settings.
+        show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
 
     Returns:
         [`RSEResult`]: overall and per-dataset RSE, aspect means, failure counts and every pair.
 
     Raises:
-        `ValueError` for no prompts, responses or references not aligned with the prompts, and a judge that returns a
-        different number of scores than pairs it was asked about. A pair whose response or reference is `None` is left
-        out of every mean (counted as failed) with a warning naming it.
+        `ValueError` for no prompts, responses or references not aligned with the prompts, or a judge returning another
+        number of scores than pairs. A pair whose response or reference is `None` is left out of every mean (counted
+        as failed), with a warning naming it.
     """
     datasets = _as_datasets(prompts)
     if not any(datasets.values()):
