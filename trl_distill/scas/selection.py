@@ -138,15 +138,7 @@ def scas_select(
             skipped.append(prompt_id)
             continue
         rng = random.Random(f"{seed}:{prompt_id}")
-        if strategy == "scas":
-            choice = rng.choice(_pick_group(_rank_groups(eligible, cost, teachers, num_groups, groups), group))
-        elif strategy == "min_nll":
-            choice = min(eligible, key=lambda i: (nll[i], str(teachers[i]), i))
-        elif strategy == "best_teacher":
-            choice = min(eligible, key=lambda i: (-accuracy[teachers[i]], str(teachers[i]), i))
-        else:
-            choice = rng.choice(eligible)
-        indices.append(choice)
+        indices.append(_choose(strategy, eligible, rng, cost, nll, teachers, accuracy, group, num_groups, groups))
         selected_prompts.append(prompt_id)
     _report_skipped(skipped, len(indices), only_correct, strict, warn)
     return SCASSelection(indices=indices, prompt_ids=selected_prompts, skipped=skipped, groups=groups)
@@ -220,6 +212,18 @@ def _drop_unscored(key: list | None, name: str, correct: list[bool], prompt_ids:
             "overflowed (score in float32 or bfloat16, not float16)."
         )
     return [c and not _is_nan(v) for v, c in zip(key, correct)]
+
+
+def _choose(strategy: str, eligible, rng, cost, nll, teachers, accuracy, group: int, num_groups: int, groups) -> int:
+    """One prompt's answer among its `eligible` rows: SCAS draws (`rng`, seeded per prompt) from rank group `group`;
+    the baselines take the lowest `d_A`, the most accurate teacher's answer, or a uniform draw."""
+    if strategy == "scas":
+        return rng.choice(_pick_group(_rank_groups(eligible, cost, teachers, num_groups, groups), group))
+    if strategy == "min_nll":
+        return min(eligible, key=lambda i: (nll[i], str(teachers[i]), i))
+    if strategy == "best_teacher":
+        return min(eligible, key=lambda i: (-accuracy[teachers[i]], str(teachers[i]), i))
+    return rng.choice(eligible)
 
 
 def _rank_groups(eligible: list[int], cost: list, teachers: list, num_groups: int, groups: list[int]) -> dict:
