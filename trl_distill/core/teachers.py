@@ -257,16 +257,8 @@ def load_teacher(
         [`~transformers.PreTrainedModel`]: the teacher in eval mode (wrapped when `accelerator` is given).
     """
     if is_served_teacher(teacher):
-        served = ServedTeacher.from_spec(teacher)
-        if tokenizer is not None:
-            served.check_tokenizer(tokenizer, None if student is None else vocab_size(student), name)
-        return served
-    if not isinstance(teacher, str) and copy:
-        teacher, init_kwargs = _frozen_copy(teacher, args, name, init_kwargs)
-    if isinstance(teacher, str):
-        teacher = _load_path_teacher(teacher, args, name, init_kwargs, revision, load_in_4bit, tokenizer)
-    elif init_kwargs is not None:
-        raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
+        return _checked_served_teacher(teacher, student, tokenizer, name)
+    teacher = _frozen_teacher(teacher, args, name, init_kwargs, revision, load_in_4bit, copy, tokenizer)
     teacher.eval()
     if student is not None:
         check_vocab_size(student, teacher, None if name == "teacher" else name, tokenizer)
@@ -274,6 +266,25 @@ def load_teacher(
         check_tokenizer_fits(tokenizer, teacher, f"teacher {name!r}")
     if accelerator is not None:
         teacher = prepare_teacher(teacher, accelerator)
+    return teacher
+
+
+def _checked_served_teacher(spec, student, tokenizer, name: str) -> ServedTeacher:
+    """A [`ServedTeacher`] from its spec, checked against `tokenizer` and `student`'s vocabulary; nothing is loaded."""
+    served = ServedTeacher.from_spec(spec)
+    if tokenizer is not None:
+        served.check_tokenizer(tokenizer, None if student is None else vocab_size(student), name)
+    return served
+
+
+def _frozen_teacher(teacher, args, name: str, init_kwargs, revision, load_in_4bit: bool, copy: bool, tokenizer):
+    """[`load_teacher`]'s loading step: a path teacher loaded frozen, an instance as it is (or its frozen `copy`)."""
+    if not isinstance(teacher, str) and copy:
+        teacher, init_kwargs = _frozen_copy(teacher, args, name, init_kwargs)
+    if isinstance(teacher, str):
+        return _load_path_teacher(teacher, args, name, init_kwargs, revision, load_in_4bit, tokenizer)
+    if init_kwargs is not None:
+        raise ValueError(f"{INIT_KWARGS_WITH_INSTANCE} (teacher {name!r}: pass it as a path, or drop the kwargs.)")
     return teacher
 
 
