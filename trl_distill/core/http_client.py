@@ -116,17 +116,10 @@ def post_json(
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 raw = response.read()
             return parse(json.loads(raw.decode("utf-8")))
-        except urllib.error.HTTPError as error:
-            status = error.code
-            message, retry = f"HTTP {error.code} from {url}", error.code >= 500 or error.code == 429
-        except TimeoutError as error:
-            message, retry = f"timeout after {timeout}s from {url}: {error}", True
-        except urllib.error.URLError as error:
-            message, retry = f"cannot reach {url}: {error.reason}", True
-        except (ConnectionError, OSError) as error:  # reset mid-reply, incomplete read
-            message, retry = f"connection to {url} broke: {error!r}", True
-        except (KeyError, IndexError, TypeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
-            message, retry = f"malformed response from {url}: {error!r}", True
+        # URL, HTTP and timeout errors are OSErrors; a truncated body fails in json.loads or in `parse`
+        except (OSError, KeyError, IndexError, TypeError, ValueError) as error:
+            message, retry = _failure(error, url, timeout)
+            status = error.code if isinstance(error, urllib.error.HTTPError) else status
         attempts.append(message)
         if errors is not None:
             errors.append(message)
@@ -134,6 +127,19 @@ def post_json(
             break
         time.sleep(backoff * 2**attempt)
     raise EndpointError(url, attempts, status)
+
+
+def _failure(error: Exception, url: str, timeout: float) -> tuple[str, bool]:
+    """What one failed attempt of [`post_json`] says, and whether a retry may fix it (not for HTTP 4xx but 429)."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} from {url}", error.code >= 500 or error.code == 429
+    if isinstance(error, TimeoutError):
+        return f"timeout after {timeout}s from {url}: {error}", True
+    if isinstance(error, urllib.error.URLError):
+        return f"cannot reach {url}: {error.reason}", True
+    if isinstance(error, OSError):  # reset mid-reply, incomplete read
+        return f"connection to {url} broke: {error!r}", True
+    return f"malformed response from {url}: {error!r}", True  # json.JSONDecodeError is a ValueError
 
 
 class ChatCompletionsClient:
@@ -173,13 +179,9 @@ class ChatCompletionsClient:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}.")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model = model
-        self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.max_http_retries = max_http_retries
-        self.backoff = backoff
-        self.temperature = temperature
-        self.max_tokens = max_tokens
+        self.model, self.api_key_env = model, api_key_env
+        self.timeout, self.max_http_retries, self.backoff = timeout, max_http_retries, backoff  # of each request
+        self.temperature, self.max_tokens = temperature, max_tokens  # sampling, unless a request overrides it
         self.rate_limiter = RateLimiter(requests_per_second)
         self.errors: list[str] = []
         if api_key_env and not os.environ.get(api_key_env):
