@@ -9,6 +9,8 @@ BACKENDS = ("transformers", "vllm", "endpoint")
 ENDPOINT_THROUGHPUT = ("api_key_env", "max_concurrency", "requests_per_second", "timeout", "max_retries", "backoff")
 ENDPOINT_FIELDS = ("base_url", *ENDPOINT_THROUGHPUT)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# the settings [`BuildPoolConfig`] gives every teacher that does not set them
+TEACHER_DEFAULTS = ("temperature", "top_p", "max_new_tokens", "system", "backend", "dtype", "tensor_parallel_size")
 
 
 @dataclass
@@ -102,7 +104,7 @@ class TeacherSpec:
         if values["backend"] == "endpoint":
             for key, default in (("max_concurrency", 8), ("timeout", 120.0), ("max_retries", 4), ("backoff", 1.0)):
                 values[key] = default if values[key] is None else values[key]
-        for key in ("temperature", "top_p", "max_new_tokens", "system", "backend", "dtype", "tensor_parallel_size"):
+        for key in TEACHER_DEFAULTS:
             if values[key] is None:
                 values[key] = getattr(defaults, key)
         if not values["name"]:
@@ -258,16 +260,8 @@ class BuildPoolConfig:
             raise ValueError(
                 f"verifier must be a name, an import path, a callable or a list of them, got {self.verifier!r}."
             )
-        TeacherSpec(
-            model="defaults",
-            name="defaults of all teachers",
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=self.max_new_tokens,
-            backend=self.backend,
-            dtype=self.dtype,
-            tensor_parallel_size=self.tensor_parallel_size,
-        ).check()
+        defaults = {key: getattr(self, key) for key in TEACHER_DEFAULTS}
+        TeacherSpec(model="defaults", name="defaults of all teachers", **defaults).check()
         self.teacher_specs = [TeacherSpec.parse(t).resolved(self) for t in self.teachers]
         names = [t.name for t in self.teacher_specs]
         duplicates = sorted({name for name in names if names.count(name) > 1})
