@@ -1,12 +1,21 @@
 """Plain-text tables for evaluation results (shared by RSE and ICE)."""
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 
 def _cell(value) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def result_dict(result, details: str, with_details: bool) -> dict:
+    """A result dataclass as plain JSON-ready data, without its per-item field `details` unless `with_details`."""
+    out = asdict(result)
+    if not with_details:
+        out.pop(details)
+    return out
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:

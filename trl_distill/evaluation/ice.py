@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
-from ._report import text_table
+from ._report import result_dict, text_table
 from .identity import IdentityFact, IdentityMatcher, as_identity_fact  # noqa: F401 (IdentityFact re-exported)
 from .judges import IdentityClaimJudge, Judge, as_judge, identity_verdict
 from .mutators import PLACEHOLDER, LLMMutator, mutate_templates
@@ -165,10 +165,7 @@ class ICEResult:
 
     def to_dict(self, with_records: bool = True) -> dict:
         """The result as plain JSON-ready data."""
-        out = asdict(self)
-        if not with_records:
-            out.pop("records")
-        return out
+        return result_dict(self, "records", with_records)
 
     def format_table(self) -> str:
         """A plain-text table of the scores, overall and per category and language."""
@@ -385,15 +382,9 @@ def _result(judge: Judge, records: list[dict], identity: IdentityFact) -> ICERes
     }
     per_language = {lang: ice_scores([r for r in records if r["language"] == lang])
                     for lang in sorted({r["language"] for r in records})}  # fmt: skip
-    overall = ice_scores(records)
     return ICEResult(
-        loose=overall["loose"],
-        strict=overall["strict"],
-        hard=overall["hard"],
+        **ice_scores(records),  # loose, strict, hard, num_judged, num_failed, num_hard: over all records
         num_prompts=len(records),
-        num_judged=overall["num_judged"],
-        num_failed=overall["num_failed"],
-        num_hard=overall["num_hard"],
         per_category=per_category,
         per_language=per_language,
         judge=judge.name,

@@ -14,9 +14,9 @@ the judge, which is what any faithful judge would answer; the reference against 
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from ._report import text_table
+from ._report import result_dict, text_table
 from .judges import AutomaticJudge, Judge, SimilarityScore, as_judge
 
 
@@ -55,10 +55,7 @@ class RSEResult:
 
     def to_dict(self, with_pairs: bool = True) -> dict:
         """The result as plain JSON-ready data."""
-        out = asdict(self)
-        if not with_pairs:
-            out.pop("pairs")
-        return out
+        return result_dict(self, "pairs", with_pairs)
 
     def format_table(self) -> str:
         """A plain-text table: one row per dataset and one for the unweighted mean."""
