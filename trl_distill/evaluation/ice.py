@@ -316,7 +316,7 @@ def ice(
     Raises:
         `ValueError` for both or neither of `model` and `responses`, responses not aligned with the prompts or not text
         (drop a `None`, or give `''` for an empty answer), and a judge returning another number of verdicts than
-        responses or a `conflict`/`claims_other_model` not a boolean, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"`.
+        responses or a `conflict`/`claims_other_model` not a boolean, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"` (a verdict of `None` is a judge failure, left out of the means).
     """
     identity = as_identity_fact(identity)
     build = dict(languages=languages, num_mutations=num_mutations, seed=seed, max_prompts=max_prompts)
