@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
-from trl_distill.ogls_sd.clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
+from trl_distill.ogls_sd.clipped_divergence import vocabulary_clip, vocabulary_clipped_jsd_from_logits
 from trl_distill.ogls_sd.rollout_masks import distillation_mask, positive_tail_mask, short_correct_rollouts
 from trl_distill.ogls_sd.steering import (
     contextual_steering_direction,
@@ -205,7 +205,7 @@ def test_chunked_vocabulary_clipped_jsd_equals_explicit_values_and_gradients(hea
     h_s = torch.randn(N, T, H, requires_grad=True)
     h_t = torch.randn(N, T, H)
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
-    chunked, entropy = vocabulary_clipped_jsd(h_s, student, h_t, head, mask, 0.5, 0.01, chunk_tokens=3)
+    chunked, entropy = generalized_jsd(h_s, student, h_t, head, mask, 0.5, 1.0, vocabulary_clip(0.01), chunk_tokens=3)
     explicit = vocabulary_clipped_jsd_from_logits(student.logits(h_s), head.logits(h_t), 0.5, 0.01) * mask
     torch.testing.assert_close(chunked, explicit, atol=1e-6, rtol=1e-5)
     log_p = student.logits(h_s).log_softmax(-1)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch.nn.utils.rnn import pad_sequence
 
-from .divergence import LMHead, _check_beta, generalized_jsd_from_logits, with_tail_bucket
+from .divergence import LMHead, _check_beta, checkpointed_chunks, generalized_jsd_from_logits, with_tail_bucket
 
 
 __all__ = ["AlignedBatch", "TeacherTokenizerBridge", "cross_tokenizer_divergence", "span_gap", "token_bytes"]
@@ -550,28 +550,22 @@ def cross_tokenizer_divergence(
                             aligned.num_spans, temperature, chunk_size)  # fmt: skip
     spans = torch.zeros(0, device=device)
     if len(student.first):
-        s_first, t_first = student.first, teacher.first.to(teacher.hidden.device)
-        parts = []
-        for i in range(0, len(s_first), chunk_size):
-            rows_s, rows_t = s_first[i : i + chunk_size], t_first[i : i + chunk_size]
-            sides = (student.ids[rows_s], teacher.ids[rows_t].to(device),
-                     student.span_logprobs[i : i + chunk_size], teacher.span_logprobs[i : i + chunk_size].to(device))  # fmt: skip
-            options = (beta, temperature, uld_weight, uld_top_k)
-            parts.append(
-                torch.utils.checkpoint.checkpoint(
-                    span_divergence,
-                    student.hidden[rows_s],
-                    student_head,
-                    teacher.hidden[rows_t].to(device),
-                    teacher_head,
-                    sides,
-                    bridge,
-                    options,
-                    use_reentrant=False,
-                )  # fmt: skip
-            )
-        spans = torch.cat(parts)
+        options = (beta, temperature, uld_weight, uld_top_k)
+        spans = _span_divergences(student, teacher, (student_head, teacher_head), bridge, options, chunk_size)
     return _place(spans, student, aligned, mask, device)
+
+
+def _span_divergences(student: SpanSide, teacher: SpanSide, heads, bridge, options, chunk_size: int) -> torch.Tensor:
+    """[`span_divergence`] of every span, `(spans,)`, `chunk_size` spans at a time under activation checkpointing."""
+    device = student.hidden.device
+    s_first, t_first = student.first, teacher.first.to(teacher.hidden.device)
+    rows = (student.hidden[s_first], teacher.hidden[t_first].to(device), student.ids[s_first],
+            teacher.ids[t_first].to(device), student.span_logprobs, teacher.span_logprobs.to(device))  # fmt: skip
+    return torch.cat(checkpointed_chunks(_span_chunk, rows, chunk_size, *heads, bridge, options))
+
+
+def _span_chunk(h_s, h_t, s_first, t_first, s_span, t_span, student_head, teacher_head, bridge, options):
+    return span_divergence(h_s, student_head, h_t, teacher_head, (s_first, t_first, s_span, t_span), bridge, options)
 
 
 def _place(spans, student: SpanSide, aligned: AlignedBatch, mask, device):

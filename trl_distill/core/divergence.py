@@ -9,6 +9,7 @@ The chunked form reuses TRL's `ChunkedDivergenceFunction`, so `(batch, length, v
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,7 +64,11 @@ class LMHead:
 
 
 def generalized_jsd_from_logits(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, temperature: float = 1.0
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float,
+    temperature: float = 1.0,
+    vocabulary_terms: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per-position generalized JSD from explicit logits of shape `(..., V)`; returns shape `(...)`.
 
@@ -72,17 +77,26 @@ def generalized_jsd_from_logits(
         teacher_logits (`torch.Tensor`): teacher logits (treated as constants by the caller's `no_grad`).
         beta (`float`): 0 = forward KL(T‖S), 1 = reverse KL(S‖T), else JSD with mixture `(1-β)·p_S + β·p_T`.
         temperature (`float`, defaults to 1.0): softmax temperature applied to both.
+        vocabulary_terms (`Callable`, *optional*): applied to the `(..., V)` terms of the vocabulary entries before
+            they are summed, e.g. OGLS-SD's per-entry clip ([`~trl_distill.ogls_sd.clipped_divergence.vocabulary_clip`]).
     """
     _check_beta(beta)
     log_ps = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_pt = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    if vocabulary_terms is None:  # each KL summed over the vocabulary, then mixed
+        return _generalized_jsd(log_ps, log_pt, beta, lambda terms: terms.sum(-1))
+    return vocabulary_terms(_generalized_jsd(log_ps, log_pt, beta, lambda terms: terms)).sum(-1)
+
+
+def _generalized_jsd(log_ps: torch.Tensor, log_pt: torch.Tensor, beta: float, reduce: Callable) -> torch.Tensor:
+    """JSD_β of two log-distributions, each KL's per-entry terms passed through `reduce` (the vocabulary sum, or none)."""
     if beta == 0.0:
-        return F.kl_div(log_ps, log_pt, reduction="none", log_target=True).sum(-1)
+        return reduce(F.kl_div(log_ps, log_pt, reduction="none", log_target=True))
     if beta == 1.0:
-        return F.kl_div(log_pt, log_ps, reduction="none", log_target=True).sum(-1)
+        return reduce(F.kl_div(log_pt, log_ps, reduction="none", log_target=True))
     log_m = torch.logaddexp(log_ps + math.log(1 - beta), log_pt + math.log(beta))
-    kl_t = F.kl_div(log_m, log_pt, reduction="none", log_target=True).sum(-1)
-    kl_s = F.kl_div(log_m, log_ps, reduction="none", log_target=True).sum(-1)
+    kl_t = reduce(F.kl_div(log_m, log_pt, reduction="none", log_target=True))
+    kl_s = reduce(F.kl_div(log_m, log_ps, reduction="none", log_target=True))
     return beta * kl_t + (1 - beta) * kl_s
 
 
@@ -94,6 +108,8 @@ def generalized_jsd(
     mask: torch.Tensor,
     beta: float,
     temperature: float = 1.0,
+    vocabulary_terms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    chunk_tokens: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token generalized JSD and student entropy from final hidden states, chunked over tokens and vocabulary.
 
@@ -107,6 +123,11 @@ def generalized_jsd(
         mask (`torch.Tensor`): `(B, T)`, nonzero where the divergence is wanted (completion tokens).
         beta (`float`): see [`generalized_jsd_from_logits`].
         temperature (`float`, defaults to 1.0): softmax temperature.
+        vocabulary_terms (`Callable`, *optional*): see [`generalized_jsd_from_logits`]. TRL's chunked kernel sums over
+            the vocabulary inside, so with it the divergence is computed from explicit logits, `chunk_tokens`
+            positions at a time under activation checkpointing: at most a `(chunk_tokens, V)` block of logits lives at
+            once, in the forward and the backward (slower than the kernel).
+        chunk_tokens (`int`, defaults to 256): positions per chunk of that explicit path.
 
     Returns:
         `(divergence, entropy)`, each `(B, T)` with zeros outside the mask.
@@ -118,6 +139,15 @@ def generalized_jsd(
             f"Student and teacher heads have different vocabularies ({rows_s} vs {rows_t} rows); "
             "on-policy distillation needs a shared tokenizer."
         )
+    if vocabulary_terms is not None:
+        options = (student_head, teacher_head, beta, temperature, vocabulary_terms)
+        return masked_token_chunks(_explicit_jsd, mask, (student_hidden, teacher_hidden), chunk_tokens, *options)
+    return _kernel_jsd(student_hidden, teacher_hidden, mask, (student_head, teacher_head), beta, temperature)
+
+
+def _kernel_jsd(student_hidden, teacher_hidden, mask, heads: tuple[LMHead, LMHead], beta: float, temperature: float):
+    """[`generalized_jsd`] through TRL's `ChunkedDivergenceFunction` (chunked over tokens and vocabulary)."""
+    student_head, teacher_head = heads
     valid = mask.reshape(-1) != 0
     h_s = student_hidden.reshape(-1, student_hidden.size(-1))[valid]
     h_t = teacher_hidden.reshape(-1, teacher_hidden.size(-1))[valid]
@@ -140,6 +170,48 @@ def generalized_jsd(
         )
         divergence = divergence.masked_scatter(valid, div)
         entropy = entropy.masked_scatter(valid, ent.detach())
+    return divergence.view(mask.shape), entropy.view(mask.shape)
+
+
+def _explicit_jsd(h_s, h_t, student_head: LMHead, teacher_head: LMHead, beta, temperature, vocabulary_terms):
+    """[`generalized_jsd`] and the student entropy of one chunk of positions, from explicit logits."""
+    z_s, z_t = student_head.logits(h_s), teacher_head.logits(h_t)
+    with torch.no_grad():  # the student's entropy, for logging
+        log_p = F.log_softmax(z_s / temperature, dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)
+    return generalized_jsd_from_logits(z_s, z_t, beta, temperature, vocabulary_terms), entropy
+
+
+def checkpointed_chunks(function: Callable, rows: tuple[torch.Tensor, ...], chunk_size: int, *constants) -> list:
+    """`function(*row_chunks, *constants)` on `chunk_size` rows of `rows` at a time, each call under activation
+    checkpointing (recomputed in the backward pass), so only one chunk's intermediates, e.g. its `(chunk_size, V)`
+    logits, live at once. Returns the list of the calls' outputs."""
+    return [
+        torch.utils.checkpoint.checkpoint(
+            function, *(r[start : start + chunk_size] for r in rows), *constants, use_reentrant=False
+        )
+        for start in range(0, len(rows[0]), chunk_size)
+    ]
+
+
+def masked_token_chunks(
+    function: Callable, mask: torch.Tensor, tensors: tuple[torch.Tensor, ...], chunk_size: int, *constants
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A per-token `(divergence, entropy)` computed only where `mask` is nonzero, in [`checkpointed_chunks`].
+
+    `function(*chunks, *constants)` gets the masked-in rows of each `(B, T, ...)` tensor of `tensors` (moved to the
+    first one's device) and returns two `(rows,)` tensors; they come back as `(B, T)` fp32 with zeros outside the
+    mask, the entropy detached.
+    """
+    valid = mask.reshape(-1) != 0
+    device = tensors[0].device
+    rows = tuple(t.reshape(-1, t.size(-1))[valid.to(t.device)].to(device) for t in tensors)
+    divergence = tensors[0].new_zeros(valid.shape, dtype=torch.float32)
+    entropy = divergence.clone()
+    if rows[0].size(0):
+        parts = checkpointed_chunks(function, rows, chunk_size, *constants)
+        divergence = divergence.masked_scatter(valid, torch.cat([d for d, _ in parts]))
+        entropy = entropy.masked_scatter(valid, torch.cat([e for _, e in parts]).detach())
     return divergence.view(mask.shape), entropy.view(mask.shape)
 
 
@@ -262,32 +334,19 @@ def topk_tail_generalized_jsd(
         `(divergence, entropy)`, each `(B, T)` with zeros outside the mask.
     """
     _check_beta(beta)
-    valid = mask.reshape(-1) != 0
-    hidden = student_hidden.reshape(-1, student_hidden.size(-1))[valid]
-    ids = teacher_topk_ids.reshape(-1, teacher_topk_ids.size(-1))[valid.to(teacher_topk_ids.device)]
-    teacher = teacher_topk_logprobs.reshape(-1, teacher_topk_logprobs.size(-1))[valid.to(teacher_topk_ids.device)]
+    ids = teacher_topk_ids[mask.to(teacher_topk_ids.device) != 0]
     rows = _vocab_rows(student_head.weight)
     if ids.numel() and int(ids.max()) >= rows:
         raise ValueError(
             f"The served teacher returned token id {int(ids.max())}, past the student's vocabulary ({rows} rows): the "
             "teacher uses another tokenizer."
         )
+    tensors = (student_hidden, teacher_topk_ids, teacher_topk_logprobs)
+    return masked_token_chunks(_topk_tail_chunk, mask, tensors, chunk_size, student_head, beta, temperature)
 
-    def chunk(h, chunk_ids, chunk_teacher):
-        log_p = F.log_softmax(student_head.logits(h) / temperature, dim=-1)
-        divergence = topk_tail_jsd(log_p.gather(-1, chunk_ids), chunk_teacher, beta)
-        return divergence, -(log_p.exp() * log_p).sum(-1)
 
-    divergence = student_hidden.new_zeros(valid.shape, dtype=torch.float32)
-    entropy = divergence.clone()
-    if hidden.size(0):
-        parts = [
-            torch.utils.checkpoint.checkpoint(
-                chunk, hidden[i : i + chunk_size], ids[i : i + chunk_size].to(hidden.device),
-                teacher[i : i + chunk_size].to(hidden.device), use_reentrant=False,
-            )
-            for i in range(0, hidden.size(0), chunk_size)
-        ]  # fmt: skip
-        divergence = divergence.masked_scatter(valid, torch.cat([d for d, _ in parts]))
-        entropy = entropy.masked_scatter(valid, torch.cat([e for _, e in parts]).detach())
-    return divergence.view(mask.shape), entropy.view(mask.shape)
+def _topk_tail_chunk(hidden, ids, teacher, student_head: LMHead, beta: float, temperature: float):
+    """[`topk_tail_jsd`] and the student entropy of one chunk of positions."""
+    log_p = F.log_softmax(student_head.logits(hidden) / temperature, dim=-1)
+    divergence = topk_tail_jsd(log_p.gather(-1, ids), teacher, beta)
+    return divergence, -(log_p.exp() * log_p).sum(-1)

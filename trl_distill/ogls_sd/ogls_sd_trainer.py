@@ -25,7 +25,7 @@ from ..core.divergence import (
 from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, reward_func_name, weighted_reward
 from ..core.teachers import load_teacher
 from ..core.verifiers import completion_text
-from .clipped_divergence import vocabulary_clipped_jsd, vocabulary_clipped_jsd_from_logits
+from .clipped_divergence import token_clip, vocabulary_clip, vocabulary_clipped_jsd_from_logits
 from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
 from .rollout_masks import distillation_mask, positive_tail_mask
 from .steering import (
@@ -676,24 +676,22 @@ class OGLSSDTrainer(DistillationTrainer):
             teacher_head = self._teacher_head()
             heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
             # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
-            divergence = vocabulary_clipped_jsd if per_entry_clip else generalized_jsd
-            clip_args = (clip,) if per_entry_clip else ()
+            vocabulary_terms = vocabulary_clip(clip) if per_entry_clip else None
             with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
-                per_token, entropy = divergence(
+                per_token, entropy = generalized_jsd(
                     student_hidden,
                     student_head,
                     inputs["teacher_hidden"],
                     teacher_head,
                     distill,
                     self.beta,
-                    *clip_args,
                     self.temperature,
+                    vocabulary_terms,
                 )
                 nll = self._tail_nll(student_hidden, student_head, targets, tail)
-        per_token_clip = clip is not None and not per_entry_clip
-        n_clipped = ((per_token > clip) & (distill != 0)).sum() if per_token_clip else per_token.new_tensor(math.nan)
-        if per_token_clip:
-            per_token = per_token.clamp(max=clip)  # each token's term is at most `clip`; above it, no gradient
+        n_clipped = per_token.new_tensor(math.nan)
+        if clip is not None and not per_entry_clip:
+            per_token, n_clipped = token_clip(per_token, distill, clip)
         n_distill, n_tail = (distill != 0).sum(), (tail != 0).sum()
         divergence_sum, nll_sum = per_token.sum(), nll.sum()
         # `0·h` keeps the graph connected when a micro-batch has no loss token (e.g. all rollouts correct, no tail)
