@@ -63,6 +63,18 @@ class LMHead:
         return z
 
 
+def _generalized_jsd(log_ps: torch.Tensor, log_pt: torch.Tensor, beta: float, reduce: Callable) -> torch.Tensor:
+    """JSD_β of two log-distributions, each KL's per-entry terms passed through `reduce` (the vocabulary sum, or none)."""
+    if beta == 0.0:
+        return reduce(F.kl_div(log_ps, log_pt, reduction="none", log_target=True))
+    if beta == 1.0:
+        return reduce(F.kl_div(log_pt, log_ps, reduction="none", log_target=True))
+    log_m = torch.logaddexp(log_ps + math.log(1 - beta), log_pt + math.log(beta))
+    kl_t = reduce(F.kl_div(log_m, log_pt, reduction="none", log_target=True))
+    kl_s = reduce(F.kl_div(log_m, log_ps, reduction="none", log_target=True))
+    return beta * kl_t + (1 - beta) * kl_s
+
+
 def generalized_jsd_from_logits(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -86,18 +98,6 @@ def generalized_jsd_from_logits(
     if vocabulary_terms is None:  # each KL summed over the vocabulary, then mixed
         return _generalized_jsd(log_ps, log_pt, beta, lambda terms: terms.sum(-1))
     return vocabulary_terms(_generalized_jsd(log_ps, log_pt, beta, lambda terms: terms)).sum(-1)
-
-
-def _generalized_jsd(log_ps: torch.Tensor, log_pt: torch.Tensor, beta: float, reduce: Callable) -> torch.Tensor:
-    """JSD_β of two log-distributions, each KL's per-entry terms passed through `reduce` (the vocabulary sum, or none)."""
-    if beta == 0.0:
-        return reduce(F.kl_div(log_ps, log_pt, reduction="none", log_target=True))
-    if beta == 1.0:
-        return reduce(F.kl_div(log_pt, log_ps, reduction="none", log_target=True))
-    log_m = torch.logaddexp(log_ps + math.log(1 - beta), log_pt + math.log(beta))
-    kl_t = reduce(F.kl_div(log_m, log_pt, reduction="none", log_target=True))
-    kl_s = reduce(F.kl_div(log_m, log_ps, reduction="none", log_target=True))
-    return beta * kl_t + (1 - beta) * kl_s
 
 
 def generalized_jsd(

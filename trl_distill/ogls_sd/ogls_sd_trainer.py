@@ -8,11 +8,9 @@ from contextlib import contextmanager
 
 import torch
 from accelerate.logging import get_logger
-from accelerate.utils import is_peft_model
 from datasets import Dataset, IterableDataset
 from transformers import TrainerCallback
-from trl import DistillationTrainer, SyncRefModelCallback
-from trl.kernels import ChunkedLogProbFunction
+from trl import DistillationTrainer
 from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx, pad
 
 from ..core.divergence import (
@@ -23,75 +21,31 @@ from ..core.divergence import (
     token_mean_loss,
 )
 from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, reward_func_name, weighted_reward
-from ..core.teachers import load_teacher
-from ..core.verifiers import completion_text
-from .clipped_divergence import token_clip, vocabulary_clip, vocabulary_clipped_jsd_from_logits
-from .ogls_sd_config import DEFAULT_TEACHER_PROMPT_TEMPLATE, OGLSSDConfig
-from .rollout_masks import distillation_mask, positive_tail_mask
+from .clipped_divergence import token_clip, vocabulary_clip
+from .ogls_sd_config import OGLSSDConfig
+from .rollout_masks import distillation_mask, positive_tail_mask, positive_tail_nll
+from .self_teacher import (
+    PRIVILEGED_COLUMN,
+    EMATeacherCallback,
+    constant_head,
+    frozen_teacher,
+    privileged_teacher_prompts,
+    teacher_prompt,
+)
 from .steering import (
     contextual_steering_direction,
-    direction_logit_norm,
+    group_direction_norm,
     group_outcomes,
     normalize_steering_direction,
+    rollout_outcomes,
     steered_teacher,
     steering_direction,
 )
 
 
+__all__ = ["OGLSSDTrainer", "teacher_prompt"]
+
 logger = get_logger(__name__)
-
-PRIVILEGED_COLUMN = "privileged_context"
-
-
-class _EMATeacherCallback(TrainerCallback):
-    """Moves the frozen teacher copy towards the student after every optimizer step: `θ_T ← (1 − r)·θ_T + r·θ_S`."""
-
-    def __init__(self, trainer: "OGLSSDTrainer"):
-        self.trainer = trainer
-
-    def on_step_end(self, args, state, control, **kwargs):
-        accelerator = self.trainer.accelerator
-        student = accelerator.unwrap_model(self.trainer.model)
-        teacher = accelerator.unwrap_model(self.trainer.teacher_model)
-        SyncRefModelCallback.sync_target_model(student, teacher, args.teacher_update_rate)
-
-
-# vocabulary tile width of TRL's chunked log-probability kernel (the positive-tail NLL)
-_LOGPROB_CHUNK = 4096
-
-
-def _privileged_text(value) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):  # a list of messages, e.g. the reference completion of a conversational dataset
-        return completion_text(value)
-    if value is None:
-        raise ValueError(
-            f"A `{PRIVILEGED_COLUMN}` value is None; the teacher would be shown the text 'None'. Fill it (e.g. with "
-            "the reference solution) or drop the row."
-        )
-    return str(value)
-
-
-def teacher_prompt(prompt, privileged_context, template: str = DEFAULT_TEACHER_PROMPT_TEMPLATE):
-    """The privileged teacher's prompt: `template` around the prompt (its last user message) and the context.
-
-    Args:
-        prompt (`str` or `list[dict]`): the student's prompt, text or messages ending with a user message.
-        privileged_context (`str` or `list[dict]`): what only the teacher sees, e.g. a reference solution.
-        template (`str`): a format string with `{prompt}` and `{privileged_context}`.
-    """
-    context = _privileged_text(privileged_context)
-    if isinstance(prompt, list):
-        last = prompt[-1]
-        if last.get("role") != "user":
-            raise ValueError(
-                f"Conversational prompts must end with a user message to build the teacher prompt; the last "
-                f"message has role {last.get('role')!r}."
-            )
-        text = completion_text([last])
-        return prompt[:-1] + [{**last, "content": template.format(prompt=text, privileged_context=context)}]
-    return template.format(prompt=prompt, privileged_context=context)
 
 
 class OGLSSDTrainer(DistillationTrainer):
@@ -187,53 +141,12 @@ class OGLSSDTrainer(DistillationTrainer):
         optimizers=(None, None),
         peft_config=None,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config.name_or_path or ""
-            args = OGLSSDConfig(f"{str(name).split('/')[-1] or 'model'}-OGLS-SD")
-        if not isinstance(args, OGLSSDConfig):
-            raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")
-        self.reward_funcs = as_reward_funcs(reward_funcs)
-        self.reward_func_names = [reward_func_name(f) for f in self.reward_funcs]
-        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
-        if len(weights) != len(self.reward_funcs):
-            raise ValueError(
-                f"reward_weights has {len(weights)} entries for {len(self.reward_funcs)} reward functions."
-            )
-        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
-        self._check_dataset(train_dataset, "train_dataset", args)
-        if isinstance(eval_dataset, dict):
-            for key, value in eval_dataset.items():
-                self._check_dataset(value, f"eval_dataset[{key!r}]", args)
-        else:
-            self._check_dataset(eval_dataset, "eval_dataset", args)
-        if eval_dataset is not None and args.per_device_eval_batch_size % args.num_generations != 0:
-            raise ValueError(
-                f"per_device_eval_batch_size={args.per_device_eval_batch_size} is not a multiple of num_generations="
-                f"{args.num_generations}; evaluation batches must hold whole prompt groups."
-            )
-
-        # The self-teacher. A frozen copy only where one is needed: a PEFT student's initial weights are its base
-        # (adapter disabled), and a live teacher is the student itself.
-        kind = args.teacher_model_kind
-        peft_student = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
-        if kind == "ema" and peft_student:
-            raise ValueError(
-                "teacher_model_kind='ema' is not supported for a PEFT student: an EMA of the adapter needs a second "
-                "adapter. Use teacher_model_kind='initial' (the base model, adapter disabled) or 'live'."
-            )
-        teacher_model = None
-        if kind in ("initial", "ema") and not peft_student:
-            # a frozen copy of the student through the one teacher loader: deep-copied, or under ZeRO-3 loaded again
-            # from the student's path (a deep copy would clone empty shards), with the student's init kwargs
-            init_kwargs = args.teacher_model_init_kwargs
-            if isinstance(model, str) and init_kwargs is None:
-                init_kwargs = dict(args.model_init_kwargs or {})
-            teacher_model = load_teacher(model, args, name="initial teacher", init_kwargs=init_kwargs, copy=True)
-            args.teacher_model_init_kwargs = None  # loaded here; DistillationTrainer prepares the instance
-
+        args = self._config_for(model, args)
+        self._init_rewards(reward_funcs, args)
+        self._check_datasets(train_dataset, eval_dataset, args)
         super().__init__(
             model=model,
-            teacher_model=teacher_model,
+            teacher_model=frozen_teacher(model, args, peft_config),
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
@@ -245,24 +158,49 @@ class OGLSSDTrainer(DistillationTrainer):
         if self.teacher_model is not None:
             # frozen: it only runs under no_grad, and the EMA moves it outside autograd
             self.teacher_model.requires_grad_(False)
-            if kind == "ema":
-                self.add_callback(_EMATeacherCallback(self))
+            if args.teacher_model_kind == "ema":
+                self.add_callback(EMATeacherCallback(self))
         self.num_generations = args.num_generations
         self._check_generation_batch_fits(train_dataset)
         # trainer state: the no-outcome-signal warning is said once per run (see `_warn_if_no_outcome_signal`)
         self._warned_no_outcome_signal = False
+        self.explicit_logits = self._needs_explicit_logits()
 
+    @staticmethod
+    def _config_for(model, args: OGLSSDConfig | None) -> OGLSSDConfig:
+        """`args`, or a default config named after the model."""
+        if args is None:
+            name = model if isinstance(model, str) else model.config.name_or_path or ""
+            args = OGLSSDConfig(f"{str(name).split('/')[-1] or 'model'}-OGLS-SD")
+        if not isinstance(args, OGLSSDConfig):
+            raise TypeError(f"args must be an OGLSSDConfig, got {type(args).__name__}.")
+        return args
+
+    def _init_rewards(self, reward_funcs, args: OGLSSDConfig) -> None:
+        """Sets `reward_funcs` in TRL's form, their names (for the logs) and their `reward_weights`."""
+        self.reward_funcs = as_reward_funcs(reward_funcs)
+        self.reward_func_names = [reward_func_name(f) for f in self.reward_funcs]
+        weights = args.reward_weights or [1.0] * len(self.reward_funcs)
+        if len(weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(weights)} entries for {len(self.reward_funcs)} reward functions."
+            )
+        self.reward_weights = torch.tensor(weights, dtype=torch.float32)
+
+    def _needs_explicit_logits(self) -> bool:
+        """Whether the teacher and the loss need explicit logits: steering hidden states is exact only for a linear
+        head, and softcapping bends the logits."""
         heads = [LMHead.of(self.accelerator.unwrap_model(self.model))]
         if self.teacher_model is not None:
             heads.append(LMHead.of(self.accelerator.unwrap_model(self.teacher_model)))
-        # Steering hidden states is exact only for a linear head: softcapping bends the logits.
-        self.explicit_logits = any(h.softcap is not None for h in heads)
-        if self.explicit_logits:
-            warnings.warn(
-                "The model applies final-logit softcapping, so steering on hidden states would not be exact. OGLS-SD "
-                "falls back to explicit (batch, length, vocab) logits for the teacher and the loss, which needs much "
-                "more memory; lower per_device_train_batch_size or max_completion_length if it runs out."
-            )
+        if all(h.softcap is None for h in heads):
+            return False
+        warnings.warn(
+            "The model applies final-logit softcapping, so steering on hidden states would not be exact. OGLS-SD "
+            "falls back to explicit (batch, length, vocab) logits for the teacher and the loss, which needs much "
+            "more memory; lower per_device_train_batch_size or max_completion_length if it runs out."
+        )
+        return True
 
     def _check_generation_batch_fits(self, dataset) -> None:
         """Raises when the train dataset has fewer prompts than one generation batch needs: the repeat sampler only
@@ -282,6 +220,21 @@ class OGLSSDTrainer(DistillationTrainer):
                 f"{args.num_generations}); the sampler keeps only whole generation batches, so training would run zero "
                 "steps. Lower per_device_train_batch_size or gradient_accumulation_steps, raise num_generations, or "
                 "give more prompts."
+            )
+
+    @classmethod
+    def _check_datasets(cls, train_dataset, eval_dataset, args: OGLSSDConfig) -> None:
+        """[`_check_dataset`] on each dataset, and evaluation batches of whole prompt groups."""
+        cls._check_dataset(train_dataset, "train_dataset", args)
+        if isinstance(eval_dataset, dict):
+            for key, value in eval_dataset.items():
+                cls._check_dataset(value, f"eval_dataset[{key!r}]", args)
+        else:
+            cls._check_dataset(eval_dataset, "eval_dataset", args)
+        if eval_dataset is not None and args.per_device_eval_batch_size % args.num_generations != 0:
+            raise ValueError(
+                f"per_device_eval_batch_size={args.per_device_eval_batch_size} is not a multiple of num_generations="
+                f"{args.num_generations}; evaluation batches must hold whole prompt groups."
             )
 
     @staticmethod
@@ -373,14 +326,7 @@ class OGLSSDTrainer(DistillationTrainer):
 
     def _teacher_head(self) -> LMHead:
         model = self.teacher_model if self.teacher_model is not None else self.model
-        head = LMHead.of(self.accelerator.unwrap_model(model))
-        # constants: a live teacher shares the student's head, which must get no gradient through the teacher side. A
-        # frozen head stays the parameter itself, so DeepSpeed ZeRO-3 can still gather it (a detached shard is empty).
-        if head.weight.requires_grad:
-            head.weight = head.weight.detach()
-        if head.bias is not None and head.bias.requires_grad:
-            head.bias = head.bias.detach()
-        return head
+        return constant_head(self.accelerator.unwrap_model(model))
 
     def _compose_teacher_prompt(self, prompt, privileged_context):
         return teacher_prompt(prompt, privileged_context, self.args.teacher_prompt_template)
@@ -451,73 +397,20 @@ class OGLSSDTrainer(DistillationTrainer):
         (softcapping), the token masks `distill_mask` (distribution-matched) and `tail_mask` (positive-tail NLL), and
         `num_items_in_batch`, the number of loss tokens of the generation batch over all processes.
         """
-        args = self.args
         mode = "train" if self.model.training else "eval"
-        G = self.num_generations
         prompts = [row["prompt"] for row in inputs]
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
-        ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(completion_ids, completion_mask)]
-        texts = self.processing_class.batch_decode(ids_list, skip_special_tokens=True)
-        completions = as_completions(prompts, texts)
-
+        completions, ids_list = self._decoded_completions(prompts, output)
         rewards, rewards_per_func = self._compute_rewards(inputs, prompts, completions, ids_list)
-        success = torch.where(torch.isnan(rewards), -1, (rewards >= args.correct_threshold).long())
-        success = success.to(completion_mask.device)
-
-        # which tokens each term trains (v2: the steered divergence on rollouts not verified correct, first
-        # max_distill_tokens tokens; NLL on the tail of short correct rollouts)
-        trained = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
-        distill = distillation_mask(trained, success, args.steer_rollouts, args.max_distill_tokens)
-        if args.positive_tail_weight > 0:
-            tail = positive_tail_mask(
-                trained,
-                success,
-                G,
-                args.positive_tail_tokens,
-                args.short_rollout_quantile,
-                args.short_rollout_max_tokens,
-            )
-        else:
-            tail = torch.zeros_like(trained)
-
-        # the anchor: the teacher shown the prompt and the privileged context, or the student's prompt alone
-        if args.uses_privileged_context:
-            if any(PRIVILEGED_COLUMN not in row for row in inputs):
-                raise ValueError(
-                    f"A batch row has no `{PRIVILEGED_COLUMN}` field; the teacher prompt needs it. Keep the column in "
-                    "the dataset (and remove_unused_columns=False)."
-                )
-            teacher_prompts = [
-                self._compose_teacher_prompt(p, row[PRIVILEGED_COLUMN]) for p, row in zip(prompts, inputs)
-            ]
-            hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
-        else:
-            anchor_ids = [ids[mask.bool()].tolist() for ids, mask in zip(output["prompt_ids"], output["prompt_mask"])]
-            hidden = self._teacher_hidden_on_ids(anchor_ids, completion_ids, completion_mask)
-        head = self._teacher_head()
-        with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3: the head is a shard outside a forward
-            features = head.logits(hidden) if self.explicit_logits else hidden
+        success = rollout_outcomes(rewards, self.args.correct_threshold).to(output["completion_mask"].device)
+        _, _, mixed = group_outcomes(success, self.num_generations)
+        distill, tail = self._loss_token_masks(output, success)
+        features, head = self._anchor_features(inputs, prompts, output)
+        direction = self._steering_direction(features, head, prompts, completions, output, success, distill)
+        teacher = features
+        if direction is not None:
+            teacher = steered_teacher(features, direction, self.args.steering_alpha, self.num_generations)
         projection = None if self.explicit_logits else head  # how a feature-space direction maps to logits
-
-        _, _, mixed = group_outcomes(success, G)
-        steered_rows = (distill != 0).any(-1)
-        direction = None  # alpha = 0: the anchor itself, no direction formed
-        if args.steering_alpha != 0 and args.steering == "pooled":
-            direction = steering_direction(features, completion_mask, success, G)
-        elif args.steering_alpha != 0:
-            needed = mixed.repeat_interleave(G) & steered_rows  # only the rollouts whose target is steered
-            if needed.any():
-                direction = contextual_steering_direction(
-                    self._contextual_features(prompts, completions, completion_ids, completion_mask, needed, head),
-                    success,
-                    G,
-                )
-            else:
-                direction = torch.zeros_like(features, dtype=torch.float32)
         with maybe_gather_lm_head_ctx(head.weight, head.bias):  # logit-space norms read the head
-            if direction is not None and args.normalize_direction:
-                direction = normalize_steering_direction(direction, G, projection, distill)
-            teacher = features if direction is None else steered_teacher(features, direction, args.steering_alpha, G)
             self._log_steering(mode, rewards, rewards_per_func, success, mixed, direction, distill, tail, projection)
         if mode == "train":
             self._warn_if_no_outcome_signal(mixed, tail)
@@ -528,6 +421,62 @@ class OGLSSDTrainer(DistillationTrainer):
             "tail_mask": tail,
             "num_items_in_batch": self.accelerator.gather(loss_tokens.to(self.accelerator.device)).sum(),
         }
+
+    def _decoded_completions(self, prompts: list, output: dict) -> tuple[list, list[list[int]]]:
+        """The rollouts as the reward functions read them (text or messages, as the prompts), and their token ids."""
+        ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"])]
+        texts = self.processing_class.batch_decode(ids_list, skip_special_tokens=True)
+        return as_completions(prompts, texts), ids_list
+
+    def _loss_token_masks(self, output: dict, success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which tokens each term trains, `(distill, tail)` (v2: the steered divergence on the first
+        `max_distill_tokens` tokens of rollouts not verified correct; the NLL on the tail of short correct ones)."""
+        args = self.args
+        trained = output["completion_mask"]
+        if "tool_mask" in output:
+            trained = trained * output["tool_mask"]
+        distill = distillation_mask(trained, success, args.steer_rollouts, args.max_distill_tokens)
+        if args.positive_tail_weight <= 0:
+            return distill, torch.zeros_like(trained)
+        tail_rule = (args.positive_tail_tokens, args.short_rollout_quantile, args.short_rollout_max_tokens)
+        return distill, positive_tail_mask(trained, success, self.num_generations, *tail_rule)
+
+    def _anchor_features(self, inputs: list[dict], prompts: list, output: dict) -> tuple[torch.Tensor, LMHead]:
+        """The anchor teacher's features at the completion positions, and its head: the teacher shown the prompt and
+        the privileged context, or the student's prompt alone. Features are final hidden states, or logits where
+        softcapping needs them."""
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        if self.args.uses_privileged_context:
+            teacher_prompts = privileged_teacher_prompts(prompts, inputs, self._compose_teacher_prompt)
+            hidden = self._teacher_hidden_states(teacher_prompts, completion_ids, completion_mask)
+        else:
+            anchor_ids = [ids[mask.bool()].tolist() for ids, mask in zip(output["prompt_ids"], output["prompt_mask"])]
+            hidden = self._teacher_hidden_on_ids(anchor_ids, completion_ids, completion_mask)
+        head = self._teacher_head()
+        with maybe_gather_lm_head_ctx(head.weight, head.bias):  # ZeRO-3: the head is a shard outside a forward
+            return (head.logits(hidden) if self.explicit_logits else hidden), head
+
+    def _steering_direction(self, features, head, prompts, completions, output, success, distill):
+        """The steering direction `d`, pooled `(groups, D)` or contextual `(N, C, D)`, normalised per prompt when
+        `normalize_direction`; `None` for `steering_alpha=0` (the target is the anchor itself)."""
+        args, G = self.args, self.num_generations
+        if args.steering_alpha == 0:
+            return None
+        if args.steering == "pooled":
+            direction = steering_direction(features, output["completion_mask"], success, G)
+        else:
+            _, _, mixed = group_outcomes(success, G)
+            needed = mixed.repeat_interleave(G) & (distill != 0).any(-1)  # only the rollouts whose target is steered
+            if needed.any():
+                ids, mask = output["completion_ids"], output["completion_mask"]
+                contexts = self._contextual_features(prompts, completions, ids, mask, needed, head)
+                direction = contextual_steering_direction(contexts, success, G)
+            else:
+                direction = torch.zeros_like(features, dtype=torch.float32)
+        if not args.normalize_direction:
+            return direction
+        with maybe_gather_lm_head_ctx(head.weight, head.bias):  # logit-space norms read the head
+            return normalize_steering_direction(direction, G, None if self.explicit_logits else head, distill)
 
     def _warn_if_no_outcome_signal(self, mixed: torch.Tensor, tail: torch.Tensor) -> None:
         """Warns once when a training generation batch has no mixed group and no positive-tail token while the
@@ -609,40 +558,13 @@ class OGLSSDTrainer(DistillationTrainer):
             return
         # norm of d in logit space, over mixed groups with a steered rollout: per group for pooled, root-mean-square
         # over the group's distribution-matched tokens for contextual
-        G = self.num_generations
-        norms = direction_logit_norm(direction, projection)
-        mask = (distill != 0).float()
-        if norms.dim() == 2:
-            norms = (
-                (norms.square() * mask).view(-1, G * mask.size(1)).sum(-1)
-                / mask.view(-1, G * mask.size(1)).sum(-1).clamp(min=1)
-            ).sqrt()
-        has_steered = mask.view(-1, G * mask.size(1)).sum(-1) > 0
+        G, steered = self.num_generations, distill != 0
+        norms = group_direction_norm(direction, G, projection, steered)
+        has_steered = steered.view(-1, G * steered.size(1)).any(-1)
         norms, keep = gather(norms.to(device)), gather((mixed & has_steered).to(device))
         self._metrics[mode]["steering/direction_norm"].append(norms[keep].mean().item() if keep.any() else 0.0)
 
     # ------------------------------------------------------------------ loss
-
-    @staticmethod
-    def _tail_nll(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
-        """Student NLL `−log p_θ(y_t | x, y_<t)` (temperature 1) at the `tail` positions, `(B, T)`, zero elsewhere;
-        TRL's chunked log-probability kernel, so no `(B, T, V)` logits."""
-        valid = tail.reshape(-1) != 0
-        nll = hidden.new_zeros(valid.shape, dtype=torch.float32)
-        if valid.any():
-            log_p = ChunkedLogProbFunction.apply(
-                hidden.reshape(-1, hidden.size(-1))[valid],
-                head.weight,
-                head.bias,
-                targets.reshape(-1)[valid],
-                1.0,
-                _LOGPROB_CHUNK,
-                head.softcap,
-                head.logit_scale,
-                (),
-            )[0]
-            nll = nll.masked_scatter(valid, -log_p.float())
-        return nll.view(tail.shape)
 
     def _compute_loss(self, unwrapped_student, inputs, num_items_in_batch):
         """The steered divergence and the positive-tail NLL of one micro-batch.
@@ -654,43 +576,12 @@ class OGLSSDTrainer(DistillationTrainer):
         """
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        targets = inputs["completion_ids"]
         distill, tail = inputs["distill_mask"], inputs["tail_mask"]
-        student_hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, targets.size(1))
-        student_head = LMHead.of(unwrapped_student)
+        student_hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, distill.size(1))
+        per_token, entropy, nll = self._loss_terms(student_hidden, LMHead.of(unwrapped_student), inputs)
         clip = self.args.jsd_token_clip
-        per_entry_clip = clip is not None and self.args.jsd_clip_scope == "vocabulary"  # OPSD's code
-        if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
-            student_logits = student_head.logits(student_hidden)
-            scaled = student_logits / self.temperature
-            teacher_scaled = inputs["teacher_logits"] / self.temperature
-            if per_entry_clip:
-                per_token = vocabulary_clipped_jsd_from_logits(scaled, teacher_scaled, self.beta, clip) * distill
-            else:
-                per_token = generalized_jsd_from_logits(scaled, teacher_scaled, self.beta) * distill
-            log_p = torch.log_softmax(scaled.detach(), dim=-1)
-            entropy = -(log_p.exp() * log_p).sum(-1) * distill
-            token_log_p = torch.log_softmax(student_logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            nll = -token_log_p * tail
-        else:
-            teacher_head = self._teacher_head()
-            heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
-            # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
-            vocabulary_terms = vocabulary_clip(clip) if per_entry_clip else None
-            with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
-                per_token, entropy = generalized_jsd(
-                    student_hidden,
-                    student_head,
-                    inputs["teacher_hidden"],
-                    teacher_head,
-                    distill,
-                    self.beta,
-                    self.temperature,
-                    vocabulary_terms,
-                )
-                nll = self._tail_nll(student_hidden, student_head, targets, tail)
         n_clipped = per_token.new_tensor(math.nan)
-        if clip is not None and not per_entry_clip:
+        if clip is not None and self.args.jsd_clip_scope == "token":
             per_token, n_clipped = token_clip(per_token, distill, clip)
         n_distill, n_tail = (distill != 0).sum(), (tail != 0).sum()
         divergence_sum, nll_sum = per_token.sum(), nll.sum()
@@ -705,6 +596,45 @@ class OGLSSDTrainer(DistillationTrainer):
             "n_clipped": n_clipped,
         }
         return loss, entropy.sum().detach(), n_distill, stats
+
+    def _loss_terms(self, student_hidden, student_head: LMHead, inputs: dict):
+        """Per-token `(divergence, entropy, nll)`, each `(B, C)`: the divergence to the (steered) teacher on the
+        distribution-matched tokens (with OPSD's per-entry clip for `jsd_clip_scope="vocabulary"`), the student's
+        entropy there, and the positive-tail NLL (temperature 1) on the tail tokens."""
+        distill, tail, targets = inputs["distill_mask"], inputs["tail_mask"], inputs["completion_ids"]
+        clip = self.args.jsd_token_clip
+        vocabulary_terms = None
+        if clip is not None and self.args.jsd_clip_scope == "vocabulary":  # OPSD's code
+            vocabulary_terms = vocabulary_clip(clip)
+        if "teacher_logits" in inputs:  # softcapping fallback: explicit (B, C, V) logits
+            return self._explicit_loss_terms(student_head.logits(student_hidden), inputs, vocabulary_terms)
+        teacher_head = self._teacher_head()
+        heads = (student_head.weight, student_head.bias, teacher_head.weight, teacher_head.bias)
+        # ZeRO-3: gather the heads so their vocabularies can be compared (the chunked kernel gathers them anyway)
+        with maybe_gather_lm_head_ctx(*(p for p in heads if isinstance(p, torch.nn.Parameter))):
+            per_token, entropy = generalized_jsd(
+                student_hidden,
+                student_head,
+                inputs["teacher_hidden"],
+                teacher_head,
+                distill,
+                self.beta,
+                self.temperature,
+                vocabulary_terms,
+            )
+            return per_token, entropy, positive_tail_nll(student_hidden, student_head, targets, tail)
+
+    def _explicit_loss_terms(self, student_logits, inputs: dict, vocabulary_terms):
+        """[`_loss_terms`] from explicit student and teacher logits (the softcapping fallback)."""
+        distill, tail, targets = inputs["distill_mask"], inputs["tail_mask"], inputs["completion_ids"]
+        scaled = student_logits / self.temperature
+        teacher_scaled = inputs["teacher_logits"] / self.temperature
+        divergence = generalized_jsd_from_logits(scaled, teacher_scaled, self.beta, vocabulary_terms=vocabulary_terms)
+        per_token = divergence * distill
+        log_p = torch.log_softmax(scaled.detach(), dim=-1)
+        entropy = -(log_p.exp() * log_p).sum(-1) * distill
+        token_log_p = torch.log_softmax(student_logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return per_token, entropy, -token_log_p * tail
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, stats = compute_distillation_loss(self, model, inputs, num_items_in_batch, self._compute_loss)

@@ -6,12 +6,21 @@ the success threshold), `0` (incorrect) or `-1` (no reward function scored it). 
 - the **distribution-matched** tokens ([`distillation_mask`]): the first `max_distill_tokens` tokens of the rollouts
   that are steered (all of them, or only those not verified correct);
 - the **positive-tail** tokens ([`positive_tail_mask`]): the last `positive_tail_tokens` tokens of the *short*
-  correct rollouts, trained by NLL (SFT). "Short" is our rule ([`short_correct_rollouts`]): v2 does not define it.
+  correct rollouts, trained by NLL (SFT, [`positive_tail_nll`]). "Short" is our rule ([`short_correct_rollouts`]): v2
+  does not define it.
 
 Completion masks are right-padded: a rollout's tokens are positions `0..L-1` of its row.
 """
 
 import torch
+from trl.kernels import ChunkedLogProbFunction
+
+from ..core.divergence import LMHead
+from .steering import check_prompt_groups
+
+
+# vocabulary tile width of TRL's chunked log-probability kernel (the positive-tail NLL)
+_LOGPROB_CHUNK = 4096
 
 
 def distillation_mask(
@@ -58,11 +67,7 @@ def short_correct_rollouts(
         quantile (`float`): in `[0, 1]`.
         max_tokens (`int` or `None`): an absolute length limit on top of the group rule.
     """
-    if lengths.numel() % num_generations != 0:
-        raise ValueError(
-            f"Got {lengths.numel()} rollouts, not a multiple of num_generations={num_generations}; rollouts must come "
-            "in complete prompt groups."
-        )
+    check_prompt_groups(lengths.numel(), num_generations)
     correct = (success == 1).view(-1, num_generations)
     grouped = lengths.float().view(-1, num_generations)
     short = torch.zeros_like(correct)
@@ -71,9 +76,7 @@ def short_correct_rollouts(
             threshold = torch.quantile(grouped[g][correct[g]], quantile)
             short[g] = correct[g] & (grouped[g] <= threshold)
     short = short.view(-1)
-    if max_tokens is not None:
-        short &= lengths <= max_tokens
-    return short
+    return short if max_tokens is None else short & (lengths <= max_tokens)
 
 
 def positive_tail_mask(
@@ -86,10 +89,32 @@ def positive_tail_mask(
 ) -> torch.Tensor:
     """The positive-tail SFT tokens (v2): the last `tail_tokens` tokens of each short correct rollout, `(N, T)`.
 
-    See [`short_correct_rollouts`] for the rule (ours) that decides which correct rollouts are short.
+    See [`short_correct_rollouts`] for the rule (ours) that decides which correct rollouts are short (`quantile`,
+    `max_tokens`).
     """
     lengths = (completion_mask != 0).sum(-1)
     short = short_correct_rollouts(lengths, success, num_generations, quantile, max_tokens)
     positions = torch.arange(completion_mask.size(1), device=completion_mask.device).unsqueeze(0)
     in_tail = positions >= (lengths - tail_tokens).unsqueeze(-1)
     return completion_mask * (in_tail & short.unsqueeze(-1)).to(completion_mask.dtype)
+
+
+def positive_tail_nll(hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, tail: torch.Tensor) -> torch.Tensor:
+    """The positive-tail SFT term: the student's NLL `−log p_θ(y_t | x, y_<t)` (temperature 1) at the `tail` positions,
+    `(B, T)`, zero elsewhere; TRL's chunked log-probability kernel, so no `(B, T, V)` logits."""
+    valid = tail.reshape(-1) != 0
+    nll = hidden.new_zeros(valid.shape, dtype=torch.float32)
+    if valid.any():
+        log_p = ChunkedLogProbFunction.apply(
+            hidden.reshape(-1, hidden.size(-1))[valid],
+            head.weight,
+            head.bias,
+            targets.reshape(-1)[valid],
+            1.0,
+            _LOGPROB_CHUNK,
+            head.softcap,
+            head.logit_scale,
+            (),
+        )[0]
+        nll = nll.masked_scatter(valid, -log_p.float())
+    return nll.view(tail.shape)

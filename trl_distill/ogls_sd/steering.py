@@ -19,6 +19,21 @@ import torch
 from ..core.divergence import LMHead
 
 
+def rollout_outcomes(rewards: torch.Tensor, correct_threshold: float) -> torch.Tensor:
+    """Each rollout's outcome, `(N,)`: `1` (in `G+`: its reward reached `correct_threshold`), `0` (in `G−`), or `-1`
+    where the reward is `NaN` (no reward function scored it)."""
+    return torch.where(torch.isnan(rewards), -1, (rewards >= correct_threshold).long())
+
+
+def check_prompt_groups(num_rollouts: int, num_generations: int) -> None:
+    """Raises unless the rollouts come in whole prompt groups of `num_generations`."""
+    if num_rollouts % num_generations != 0:
+        raise ValueError(
+            f"Got {num_rollouts} rollouts, not a multiple of num_generations={num_generations}; rollouts must come "
+            "in complete prompt groups."
+        )
+
+
 def group_outcomes(success: torch.Tensor, num_generations: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-group counts of successes and failures, and whether the group has both.
 
@@ -30,11 +45,7 @@ def group_outcomes(success: torch.Tensor, num_generations: int) -> tuple[torch.T
     Returns:
         `(num_success, num_failure, mixed)`, each of shape `(N // num_generations,)`.
     """
-    if success.numel() % num_generations != 0:
-        raise ValueError(
-            f"Got {success.numel()} rollouts, not a multiple of num_generations={num_generations}; rollouts must come "
-            "in complete prompt groups."
-        )
+    check_prompt_groups(success.numel(), num_generations)
     outcome = success.long().view(-1, num_generations)
     num_success = (outcome == 1).sum(-1)
     num_failure = (outcome == 0).sum(-1)
@@ -130,6 +141,22 @@ def direction_logit_norm(direction: torch.Tensor, head: LMHead | None = None) ->
     return abs(head.logit_scale) * squared.sqrt()
 
 
+def group_direction_norm(
+    direction: torch.Tensor, num_generations: int, head: LMHead | None = None, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One logit-space norm per prompt group, `(groups,)`: a pooled direction's `(groups, D)` norm, or for a
+    contextual direction `(N, T, D)` the root-mean-square norm over the group's tokens in `mask` (`(N, T)`)."""
+    norms = direction_logit_norm(direction, head)
+    if direction.dim() == 2:
+        return norms
+    if mask is None:
+        raise ValueError("The norm of a contextual (per-token) direction needs the completion mask.")
+    mask = mask.float()
+    squared = (norms.square() * mask).view(-1, num_generations * mask.size(1)).sum(-1)
+    count = mask.view(-1, num_generations * mask.size(1)).sum(-1).clamp(min=1)
+    return (squared / count).sqrt()
+
+
 def normalize_steering_direction(
     direction: torch.Tensor,
     num_generations: int,
@@ -142,18 +169,14 @@ def normalize_steering_direction(
     Pooled directions `(groups, D)` are divided by their logit-space norm. Contextual directions `(N, T, D)` are
     divided by one scalar per group, the root-mean-square logit-space norm over the group's completion tokens
     (`mask`, `(N, T)`; the trainer passes the distribution-matched tokens). Zero directions stay zero, so groups
-    without both outcomes keep the unsteered anchor.
+    without both outcomes keep the unsteered anchor. See [`group_direction_norm`].
     """
-    norms = direction_logit_norm(direction, head)
-    if direction.dim() == 2:
-        return direction / norms.clamp(min=eps).unsqueeze(-1)
-    if mask is None:
+    if direction.dim() == 3 and mask is None:
         raise ValueError("Normalising a contextual (per-token) direction needs the completion mask.")
-    mask = mask.float()
-    squared = (norms.square() * mask).view(-1, num_generations * mask.size(1)).sum(-1)
-    count = mask.view(-1, num_generations * mask.size(1)).sum(-1).clamp(min=1)
-    rms = (squared / count).sqrt().clamp(min=eps).repeat_interleave(num_generations)
-    return direction / rms.view(-1, 1, 1)
+    norms = group_direction_norm(direction, num_generations, head, mask).clamp(min=eps)
+    if direction.dim() == 2:
+        return direction / norms.unsqueeze(-1)
+    return direction / norms.repeat_interleave(num_generations).view(-1, 1, 1)
 
 
 def steered_teacher(
