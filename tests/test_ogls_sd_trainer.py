@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from trl import DistillationTrainer
 
-from trl_distill.lab.world.models import tiny_model
+from trl_distill.lab.world.models import SIZES, tiny_model
 from trl_distill.ogls_sd.ogls_sd_config import OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, OPSD_SETTINGS, OGLSSDConfig
 from trl_distill.ogls_sd.ogls_sd_trainer import OGLSSDTrainer, teacher_prompt
 
@@ -467,20 +467,10 @@ def test_softcapped_model_falls_back_to_explicit_logits(tokenizer, toy, tmp_path
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(0)
-    config = Gemma2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        final_logit_softcapping=0.3,  # small enough that tanh bends the logits: hidden-space steering is not exact
-        tie_word_embeddings=False,
-    )
+    # the lab's xs sizes; softcapping small enough that tanh bends the logits: hidden-space steering is not exact
+    tokens = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None}
+    config = Gemma2Config(**SIZES["xs"], **tokens, eos_token_id=tokenizer.eos_token_id, num_key_value_heads=2,
+                          head_dim=16, final_logit_softcapping=0.3, tie_word_embeddings=False)  # fmt: skip
     with pytest.warns(UserWarning, match="softcapping"):
         trainer = make_trainer(
             tokenizer,
