@@ -6,6 +6,7 @@ A local path that does not exist is reported as such, not passed on to the Hub (
 """
 
 import os
+from collections.abc import Callable, Mapping, Sequence
 
 from datasets import Dataset, DatasetDict
 
@@ -54,6 +55,41 @@ def did_you_mean(names, columns) -> str:
     }
     hints = [f"{match[0]!r} for {name!r}" for name, match in close.items() if match]
     return f" Did you mean {', '.join(hints)}? Rename it with `dataset.rename_column(old, new)`." if hints else ""
+
+
+def named_datasets(
+    data, convert: Callable, expected: str, what: str = "datasets", default_name: str = "dataset", columns=()
+) -> dict:
+    """`data` as `{name: convert(value, name)}`: a mapping of names to datasets, or one dataset named `default_name`
+    (converted as `convert(data, None)`).
+
+    One dataset is anything with `column_names` (a `datasets.Dataset`), a list, or a mapping holding one of `columns`
+    (a dict of columns); any other mapping names its datasets. Names are strings: two keys with one string form (`1`
+    and `"1"`) are refused, since one would silently replace the other.
+
+    Args:
+        data: the datasets by name, or one dataset.
+        convert (`Callable`): `(value, name) -> dataset`, which checks and converts each value (`name` is `None` for
+            a single dataset).
+        expected (`str`): what `data` must be, the start of the `TypeError` for anything else.
+        what (`str`, defaults to `"datasets"`): what the datasets are, for the duplicate-name error.
+        default_name (`str`, defaults to `"dataset"`): the name of a single dataset.
+        columns (`Sequence[str]`, defaults to `()`): keys that make a mapping one dataset (a dict of columns).
+
+    Returns:
+        `dict[str, Any]`: the converted datasets by name, in order.
+    """
+    if isinstance(data, Mapping) and not any(c in data for c in columns):
+        named: dict = {}
+        for name, value in data.items():
+            if str(name) in named:
+                keys = [k for k in data if str(k) == str(name)]
+                raise ValueError(f"Two {what} are named {str(name)!r} (keys {keys}); give each its own name.")
+            named[str(name)] = convert(value, name)
+        return named
+    if hasattr(data, "column_names") or (isinstance(data, Mapping | Sequence) and not isinstance(data, str)):
+        return {default_name: convert(data, None)}
+    raise TypeError(f"{expected}, got {type(data).__name__}.")
 
 
 def is_train_split(split: str) -> bool:

@@ -21,8 +21,10 @@ Prompts and answers are strings or lists of messages. A conversational answer ma
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from datasets import Dataset
 
@@ -34,29 +36,53 @@ LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
 CANDIDATE_KEYS = ("completion", "teacher", "correct")
 
 
-def as_dataset(data, name: str = "pool") -> Dataset:
-    """`data` as a `Dataset`: a `Dataset` as is, a list of rows (dicts), a dict of columns, or the path of a released
-    SCAS pool directory (see [`load_released_pool`]). Anything else raises a `TypeError` that says what is accepted."""
+def as_dataset(data, name: str = "The pool", released_pool: bool = True) -> Dataset:
+    """`data` as a `datasets.Dataset`: a `Dataset` as it is, a list of rows (dicts) or a dict of columns converted,
+    and, where `released_pool`, the path of a released SCAS pool directory loaded (see [`load_released_pool`]).
+
+    A column of rows whose values Arrow cannot hold in one type (e.g. `True` and `0.5`) becomes a string column.
+
+    Args:
+        data: the dataset, rows, columns or (where `released_pool`) path.
+        name (`str`, defaults to `"The pool"`): what `data` is, as the errors name it.
+        released_pool (`bool`, defaults to `True`): whether a path is read as a released pool directory (otherwise
+            a string is refused like any other non-dataset).
+
+    Raises:
+        `TypeError` that says what is accepted for anything else (e.g. an `IterableDataset` or a pandas frame);
+        `ValueError` for a path that is not a released pool directory.
+    """
     if isinstance(data, Dataset):
         return data
-    if isinstance(data, str | os.PathLike):
+    if released_pool and isinstance(data, str | os.PathLike):
         if is_released_pool_dir(data):
             return load_released_pool(data)
         raise ValueError(
-            f"The {name} path {str(data)!r} is not a released SCAS pool directory (one `<teacher>.jsonl` per "
+            f"{name} path {str(data)!r} is not a released SCAS pool directory (one `<teacher>.jsonl` per "
             "teacher); load other files with `datasets.load_dataset` and pass the `Dataset`."
         )
-    if isinstance(data, dict):
+    if isinstance(data, Mapping) and all(_is_column(values) for values in data.values()):
         return Dataset.from_dict({k: list(v) for k, v in data.items()})
-    if isinstance(data, list | tuple) and all(isinstance(row, dict) for row in data):
+    if isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(row, Mapping) for row in data):
+        rows = [dict(row) for row in data]
         try:
-            return Dataset.from_list(list(data))
+            return Dataset.from_list(rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed types (e.g. True and 0.5): as strings
-            return _from_rows(list(data))
-    raise TypeError(
-        f"The {name} must be a `datasets.Dataset`, a list of rows (dicts), a dict of columns or a released pool "
-        f"directory; got {type(data).__name__}."
+            return _from_rows(rows)
+    accepted = (
+        "a list of rows (dicts), a dict of columns or a released pool directory"
+        if released_pool
+        else "a list of row dicts or a dict of columns"
     )
+    raise TypeError(
+        f"{name} must be a `datasets.Dataset`, {accepted}, got {type(data).__name__}. Convert it first, e.g. "
+        "`Dataset.from_list(rows)` (an IterableDataset: `Dataset.from_list(list(ds))`)."
+    )
+
+
+def _is_column(values) -> bool:
+    # a column of a dict of columns: a list, tuple or array of values (a string or a dataset is not one)
+    return isinstance(values, Sequence | np.ndarray) and not isinstance(values, str)
 
 
 POOL_MARKERS = ("candidates", "prompt_id", "teacher")

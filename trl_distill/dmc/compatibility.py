@@ -25,12 +25,12 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from trl import maybe_convert_to_chatml
 
-from ..core.data import did_you_mean
+from ..core.data import did_you_mean, named_datasets
 from ..core.divergence import LMHead
 from ..core.engine import distributed_state, score_batches, shard_indices
 from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
-from ..core.pool import conversational_to_prompt_completion
+from ..core.pool import as_dataset, conversational_to_prompt_completion
 from ..core.rewards import InvalidRewardError, as_completions, as_reward_funcs, call_reward_funcs, weighted_reward
 from ..core.tokenizers import ensure_pad_token
 
@@ -100,23 +100,6 @@ def overtaking_capability(top: tuple, other: tuple, beta: float = 1.0) -> float 
 
 
 # --- inputs -----------------------------------------------------------------------------------------------------------
-def as_dataset(data, name: str = "dataset") -> Dataset:
-    """`data` as a `datasets.Dataset`: a `Dataset` as it is, a list of row dicts or a dict of columns converted.
-
-    Raises a `TypeError` that says what is accepted for anything else (e.g. an `IterableDataset` or a pandas frame).
-    """
-    if isinstance(data, Dataset):
-        return data
-    if isinstance(data, Mapping) and all(isinstance(v, Sequence) and not isinstance(v, str) for v in data.values()):
-        return Dataset.from_dict(dict(data))
-    if isinstance(data, Sequence) and not isinstance(data, str) and all(isinstance(r, Mapping) for r in data):
-        return Dataset.from_list([dict(r) for r in data])
-    raise TypeError(
-        f"{name} must be a `datasets.Dataset`, a list of row dicts or a dict of columns, got {type(data).__name__}. "
-        "Convert it first, e.g. `Dataset.from_list(rows)` (an IterableDataset: `Dataset.from_list(list(ds))`)."
-    )
-
-
 def as_named_datasets(datasets) -> dict[str, Dataset]:
     """Candidate datasets by name from a mapping of datasets, or one dataset (named `"dataset"`).
 
@@ -124,24 +107,18 @@ def as_named_datasets(datasets) -> dict[str, Dataset]:
     `messages`, `conversations` or `text` key); each value of a mapping may be any of these. Names are strings: two
     keys with one string form (`1` and `"1"`) are refused, as is anything but a mapping or a dataset.
     """
-    columns = ("prompt", "messages", "conversations", "text")
-    single = isinstance(datasets, Dataset) or (isinstance(datasets, Mapping) and any(c in datasets for c in columns))
-    single = single or (isinstance(datasets, Sequence) and not isinstance(datasets, str))
-    if single:
-        return {"dataset": as_dataset(datasets, "the candidate dataset")}
-    if not isinstance(datasets, Mapping):
-        raise TypeError(
-            f"Candidate datasets must be a mapping of name -> Dataset or a single Dataset, got {type(datasets).__name__}."
-        )
-    named: dict[str, Dataset] = {}
-    for name, d in datasets.items():
-        if str(name) in named:  # e.g. 1 and "1": one would silently replace the other
-            raise ValueError(
-                f"Two candidate datasets are named {str(name)!r} (keys {[k for k in datasets if str(k) == str(name)]}); "
-                "give each its own name."
-            )
-        named[str(name)] = as_dataset(d, f"candidate dataset {name!r}")
-    return named
+
+    def convert(data, name) -> Dataset:
+        name = "the candidate dataset" if name is None else f"candidate dataset {name!r}"
+        return as_dataset(data, name, released_pool=False)
+
+    return named_datasets(
+        datasets,
+        convert,
+        "Candidate datasets must be a mapping of name -> Dataset or a single Dataset",
+        what="candidate datasets",
+        columns=("prompt", "messages", "conversations", "text"),
+    )
 
 
 def check_response_dataset(dataset: Dataset, name: str = "dataset") -> Dataset:
@@ -391,7 +368,7 @@ def relative_difficulty(
         batch_size (`int`, *optional*, defaults to `16`): sequences per forward pass.
         system (`str`, *optional*): system message for conversational prompts.
     """
-    dataset = check_response_dataset(as_dataset(dataset))
+    dataset = check_response_dataset(as_dataset(dataset, "dataset", released_pool=False))
     probe = dataset.select(probe_indices(len(dataset), probe_size, seed))
     results = response_nll(model, tokenizer, probe, batch_size=batch_size, system=system)
     tokens = sum(n for _, n in results)
@@ -455,7 +432,7 @@ def capability(
         `ValueError` without a verifier, for an empty dev split or one without a `prompt` column, for a verifier that
         returns the wrong number of rewards or a NaN/non-number, and when it returns `None` for every dev row.
     """
-    dev_dataset = as_dataset(dev_dataset, "dev_dataset")
+    dev_dataset = as_dataset(dev_dataset, "dev_dataset", released_pool=False)
     check_dev_dataset(dev_dataset, verifier)
     prompts = _dev_prompts(dev_dataset["prompt"], tokenizer, plain_prompts_as_chat)
     state = distributed_state()
@@ -564,7 +541,7 @@ def rank_datasets(
     if not datasets:
         raise ValueError("rank_datasets needs at least one candidate dataset.")
     datasets = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
-    dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
+    dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset", released_pool=False)
     check_dev_dataset(dev_dataset, verifier)
     dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
     c = capability(

@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 from datasets import Dataset, concatenate_datasets
 
+from ..core.pool import as_dataset
 from ..core.sampler import SelectionCallback, SelectionSampler, find_batch_sampler
 from .compatibility import (
     RESPONSE_COLUMNS,
-    as_dataset,
     as_named_datasets,
     capability,
     check_dev_dataset,
@@ -264,7 +264,7 @@ class DMCCallback(SelectionCallback):
         self.args = replace(args or DMCArguments(), **kwargs)
         super().__init__(reselect_every=self.args.reselect_every, seed=self.args.selection_seed)
         self.candidates = candidates if isinstance(candidates, CandidateDatasets) else CandidateDatasets(candidates)
-        dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset")
+        dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset", released_pool=False)
         check_dev_dataset(dev_dataset, verifier)
         self.dev_dataset = dev_dataset
         self.verifier = verifier

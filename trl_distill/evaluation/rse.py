@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..core.data import named_datasets
 from ._report import result_dict, text_table
 from .judges import AutomaticJudge, Judge, SimilarityScore, as_judge
 
@@ -111,14 +112,10 @@ def _column(values, column: str = "prompt") -> list:
 
 
 def _as_datasets(prompts) -> dict[str, list]:
-    if isinstance(prompts, Mapping):
-        return {str(name): _column(values) for name, values in prompts.items()}
-    if hasattr(prompts, "column_names") or (isinstance(prompts, Sequence) and not isinstance(prompts, str)):
-        return {"default": _column(prompts)}
-    raise TypeError(
-        "`prompts` must map dataset names to lists of prompts or Datasets with a `prompt` column (or be one of "
-        f"these), got {type(prompts).__name__}."
+    expected = (
+        "`prompts` must map dataset names to lists of prompts or Datasets with a `prompt` column (or be one of these)"
     )
+    return named_datasets(prompts, lambda values, name: _column(values), expected, default_name="default")
 
 
 def _aligned(what: str, values, datasets: dict[str, list]) -> dict[str, list[str]]:
