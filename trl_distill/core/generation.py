@@ -5,17 +5,12 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .tokenizers import ensure_pad_token
+from .tokenizers import ensure_pad_token, render_chat
 
 
 def render_prompt(tokenizer, prompt, system: str | None = None) -> str:
-    """The text a model continues: chat-template rendering with the generation prompt, or the plain prompt."""
-    if isinstance(prompt, str) and not system:
-        return prompt
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if system:
-        messages = [{"role": "system", "content": system}] + messages
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    """The text a model continues: a plain prompt as it is, otherwise [`render_chat`] with the generation prompt."""
+    return prompt if isinstance(prompt, str) and not system else render_chat(tokenizer, prompt, system)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:

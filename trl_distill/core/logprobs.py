@@ -14,6 +14,7 @@ from trl.kernels import ChunkedLogProbFunction
 from trl.trainer.utils import maybe_gather_lm_head_ctx
 
 from .divergence import LMHead
+from .tokenizers import chat_messages
 
 
 VOCAB_CHUNK = 8192
@@ -74,7 +75,7 @@ def encode_prompt_completion(
         `dict` with `input_ids`, `completion_mask` (1 on completion tokens) and `special_mask` (1 on special tokens).
     """
     if isinstance(prompt, list) or isinstance(completion, list):
-        messages = ([{"role": "system", "content": system}] if system else []) + _messages(prompt, "user")
+        messages = chat_messages(prompt, system)
         template_kwargs = template_variables(tools, chat_template_kwargs)
         prompt_ids = _token_ids(tokenizer, messages, add_generation_prompt=True, **template_kwargs)
         input_ids = _token_ids(tokenizer, messages + _messages(completion, "assistant"), **template_kwargs)

@@ -30,6 +30,7 @@ from datasets import Dataset
 
 from .data import did_you_mean
 from .rewards import as_completions, as_reward_funcs, call_reward_funcs, is_correct, weighted_reward
+from .tokenizers import chat_messages
 
 
 LONG_COLUMNS = ("prompt_id", "prompt", "completion", "teacher", "correct")
@@ -519,8 +520,7 @@ def _released_candidate(row: dict, where: str, file_teacher: str, default_system
     extra = {k: v for k, v in row.items() if k not in _RELEASED_CANDIDATE_FIELDS}
     return {
         "prompt_id": row["id"],
-        "prompt": ([{"role": "system", "content": system}] if system else [])
-        + [{"role": "user", "content": row["instruction"]}],
+        "prompt": chat_messages(row["instruction"], system),
         "completion": [{"role": "assistant", "content": completion}],
         "teacher": str(row.get("teacher_name") or row.get("teacher") or file_teacher),
         **extra,

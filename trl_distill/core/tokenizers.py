@@ -1,4 +1,5 @@
-"""One place for the tokenizer fix-ups every entry point needs: a pad token, as TRL sets it."""
+"""One place for the tokenizer fix-ups every entry point needs (a pad token, as TRL sets it) and for rendering a
+prompt with the chat template."""
 
 import logging
 
@@ -40,3 +41,31 @@ def ensure_pad_token(tokenizer) -> int:
                 "(as SFTTrainer does)."
             )
     return tokenizer.pad_token_id
+
+
+def chat_messages(prompt, system: str | None = None) -> list[dict]:
+    """The conversation a chat model is asked: `prompt` (a string becomes one user turn, a list of messages is kept),
+    after a `system` message when one is given."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def render_chat(
+    tokenizer, prompt, system: str | None = None, add_generation_prompt: bool = True, **template_variables
+) -> str:
+    """The text of [`chat_messages`]`(prompt, system)` rendered with the tokenizer's chat template.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        prompt (`str` or `list[dict]`): the prompt text (one user turn) or messages.
+        system (`str`, *optional*): a system message put first.
+        add_generation_prompt (`bool`, defaults to `True`): end with the assistant header the model continues.
+        **template_variables: further chat-template variables (`tools`, `enable_thinking`, ...).
+
+    Returns:
+        `str`: the rendered conversation.
+    """
+    messages = chat_messages(prompt, system)
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **template_variables
+    )

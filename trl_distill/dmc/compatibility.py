@@ -32,7 +32,7 @@ from ..core.generation import generate_completions
 from ..core.logprobs import SequenceBatch, encode_prompt_completion, last_hidden_states, token_logprobs_from_hidden
 from ..core.pool import as_dataset, conversational_to_prompt_completion
 from ..core.rewards import InvalidRewardError, as_completions, as_reward_funcs, call_reward_funcs, weighted_reward
-from ..core.tokenizers import ensure_pad_token
+from ..core.tokenizers import chat_messages, ensure_pad_token
 
 
 RESPONSE_COLUMNS = ("prompt", "completion")
@@ -477,7 +477,7 @@ def _dev_prompts(prompts: list, tokenizer, as_chat: bool | None) -> list:
             "plain_prompts_as_chat=True, but the tokenizer has no chat template to render the dev prompts with. Set a "
             "chat template on the tokenizer, or pass plain_prompts_as_chat=False."
         )
-    return [[{"role": "user", "content": p}] if as_chat and isinstance(p, str) else p for p in prompts]
+    return [chat_messages(p) if as_chat and isinstance(p, str) else p for p in prompts]
 
 
 def plain_prompts_as_chat_for(datasets: Mapping[str, Dataset]) -> bool | None:

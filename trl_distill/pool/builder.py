@@ -39,7 +39,7 @@ from ..core.generation import generate_completions, render_prompt
 from ..core.http_client import ChatCompletionsClient, EndpointError
 from ..core.pool import validate_pool
 from ..core.rewards import as_completions, as_reward_funcs, call_reward_funcs, is_correct, weighted_reward
-from ..core.tokenizers import ensure_pad_token
+from ..core.tokenizers import chat_messages, ensure_pad_token
 from ..core.verifiers import verifier_name
 from .build_pool_config import BuildPoolConfig, TeacherSpec
 
@@ -581,10 +581,9 @@ class _EndpointBackend:
         self.lock = threading.Lock()
 
     def _messages(self, prompt) -> list[dict]:
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        if self.spec.system and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": self.spec.system}] + messages
-        return messages
+        messages = chat_messages(prompt)  # a conversation that opens with its own system message keeps it
+        has_system = bool(messages) and messages[0]["role"] == "system"
+        return messages if has_system else chat_messages(messages, self.spec.system)
 
     def generate(self, prompts: list, n: int, seed: int, shard_path: str) -> list[tuple[str, int]]:
         answers_path, failed_path = _sidecar(shard_path, "answers"), _sidecar(shard_path, "failed")

@@ -41,7 +41,7 @@ from ..core.logprobs import (
     token_logprobs_from_hidden,
 )
 from ..core.pool import to_long_pool
-from ..core.tokenizers import ensure_pad_token
+from ..core.tokenizers import ensure_pad_token, render_chat
 
 
 @dataclass
@@ -279,14 +279,9 @@ def generation_prompt_length(
     in the trained sequence (Qwen3's `enable_thinking=False` adds an empty think block to the header)."""
     if not (isinstance(prompt, list) or isinstance(completion, list)):
         return 0  # plain strings: no chat template, no header
-    prompt = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-    messages = ([{"role": "system", "content": system}] if system else []) + prompt
     variables = template_variables(tools, chat_template_kwargs)
     with_gen, no_gen = (
-        tokenizer(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=g, **variables),
-            add_special_tokens=False,
-        )["input_ids"]
+        tokenizer(render_chat(tokenizer, prompt, system, g, **variables), add_special_tokens=False)["input_ids"]
         for g in (True, False)
     )
     common = next((i for i, (a, b) in enumerate(zip(with_gen, no_gen)) if a != b), min(len(with_gen), len(no_gen)))
