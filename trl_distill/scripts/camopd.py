@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, TrlParser, get_peft_config
+from trl import ModelConfig
 
 from ..camopd.camopd_config import CaMOPDConfig
 from ..camopd.camopd_trainer import CaMOPDTrainer
@@ -22,13 +22,13 @@ from ..core.data import load_data
 from ..core.served_teacher import is_served_teacher
 from ..core.sources import resolve_model, resolve_model_path
 from .utils import (
+    build_trainer,
     cast_to_dtype,
     check_quantization,
-    finish,
-    run_training_command,
     student_init_kwargs,
     student_quantization_config,
-    training_parser,
+    train_and_finish,
+    training_command,
 )
 
 
@@ -132,33 +132,24 @@ def train(script_args: CaMOPDScriptArguments, training_args: CaMOPDConfig, model
     check_quantization(model_args)  # before anything is loaded
     student, tokenizer, teachers, sources = load_models_and_prompts(script_args, model_args)
     training_args.model_init_kwargs = student_init_kwargs(model_args, training_args)
-    trainer = CaMOPDTrainer(
+    trainer = build_trainer(
+        CaMOPDTrainer,
+        training_args,
+        model_args,
         model=student,
         teacher_model=teachers,
-        args=training_args,
         train_dataset={
             training_args.recovery_source: sources["general"],
             training_args.review_source: sources["domain"],
         },
         eval_dataset=load_eval_prompts(script_args, training_args),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
         quantization_config=student_quantization_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args)
-    return trainer
+    return train_and_finish(trainer, training_args)
 
 
-def make_parser(prog: str | None = "trl-distill camopd") -> TrlParser:
-    """The `TrlParser` over ([`CaMOPDScriptArguments`], [`CaMOPDConfig`], [`~trl.ModelConfig`])."""
-    types = (CaMOPDScriptArguments, CaMOPDConfig, ModelConfig)
-    return training_parser(types, prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    return run_training_command("camopd", make_parser, train, argv)
+make_parser, main = training_command("camopd", (CaMOPDScriptArguments, CaMOPDConfig, ModelConfig), train)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ script.
 """
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer
 
 from ..core.data import load_data
 from ..core.sources import resolve_model
@@ -19,13 +19,13 @@ from ..core.tokenizers import ensure_pad_token
 from ..dmc.dmc_callback import CandidateDatasets, DMCArguments, DMCCallback
 from .dmc_rank import DMCDataArguments
 from .utils import (
+    build_trainer,
     cast_to_dtype,
     check_quantization,
-    finish,
     quantization_config,
-    run_training_command,
     student_init_kwargs,
-    training_parser,
+    train_and_finish,
+    training_command,
 )
 
 
@@ -63,29 +63,20 @@ def train(
     datasets, dev, verifier = data_args.load()
     model, tokenizer = load_model(training_args, model_args)
     candidates = CandidateDatasets(datasets)
-    trainer = SFTTrainer(
+    trainer = build_trainer(
+        SFTTrainer,
+        training_args,
+        model_args,
         model=model,
-        args=training_args,
         train_dataset=candidates.train_dataset,
         eval_dataset=load_eval_rows(data_args, training_args),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
     )
     trainer.add_callback(DMCCallback(candidates, dev, verifier, args=dmc_args, trainer=trainer))
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args)
-    return trainer
+    return train_and_finish(trainer, training_args)
 
 
-def make_parser(prog: str | None = "trl-distill dmc") -> TrlParser:
-    """The `TrlParser` over ([`DMCDataArguments`], [`DMCArguments`], [`~trl.SFTConfig`], [`~trl.ModelConfig`])."""
-    types = (DMCDataArguments, DMCArguments, SFTConfig, ModelConfig)
-    return training_parser(types, prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    return run_training_command("dmc", make_parser, train, argv)
+make_parser, main = training_command("dmc", (DMCDataArguments, DMCArguments, SFTConfig, ModelConfig), train)
 
 
 if __name__ == "__main__":

@@ -184,12 +184,16 @@ def _run_rse(args) -> int:
         tokenizer=tokenizer,
         reference_model=reference_model,
         reference_tokenizer=reference_tokenizer,
-        judge=judge,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        show_progress=progress,
+        **_judge_settings(args, judge),
     )
     return _report(result, judge, args.output, "pair(s)")
+
+
+def _judge_settings(args, judge) -> dict:
+    """What `rse` and `ice` take alike from the command line: the judge and the generation settings."""
+    return dict(
+        judge=judge, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, show_progress=not args.no_progress
+    )
 
 
 def _report(result, judge, output: str, items: str) -> int:
@@ -247,17 +251,8 @@ def _run_ice(args) -> int:
         model, tokenizer = _load_model(args.model)
     else:
         raise SystemExit("error: give --model (to generate answers), --responses (pre-generated) or --write_prompts.")
-    result = ice(
-        identity,
-        model=model,
-        tokenizer=tokenizer,
-        responses=responses,
-        prompts=prompts,
-        judge=judge,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        show_progress=progress,
-    )
+    settings = _judge_settings(args, judge)
+    result = ice(identity, model=model, tokenizer=tokenizer, responses=responses, prompts=prompts, **settings)
     return _report(result, judge, args.output, "response(s)")
 
 

@@ -14,19 +14,19 @@ columns the verifier reads (e.g. `answer`). `examples/ogls_sd.py` runs this job 
 from dataclasses import dataclass, field
 
 from transformers import AutoTokenizer
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments
 
 from ..core.verifiers import resolve_verifier
 from ..ogls_sd.ogls_sd_config import OGLSSDConfig
 from ..ogls_sd.ogls_sd_trainer import OGLSSDTrainer
 from .utils import (
+    build_trainer,
     check_quantization,
-    finish,
     load_student,
     load_train_eval,
-    run_training_command,
     student_quantization_config,
-    training_parser,
+    train_and_finish,
+    training_command,
 )
 
 
@@ -80,29 +80,20 @@ def train(script_args: OGLSSDScriptArguments, training_args: OGLSSDConfig, model
     """Builds the [`OGLSSDTrainer`], trains (resuming from `training_args.resume_from_checkpoint`) and saves."""
     check_quantization(model_args)  # before anything is loaded
     model_path, tokenizer, train_rows, eval_rows, reward = load_model_and_data(script_args, training_args, model_args)
-    trainer = OGLSSDTrainer(
+    trainer = build_trainer(
+        OGLSSDTrainer,
+        training_args,
+        model_args,
         model=model_path,
         reward_funcs=reward,
-        args=training_args,
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, script_args.dataset_name)
-    return trainer
+    return train_and_finish(trainer, training_args, script_args.dataset_name)
 
 
-def make_parser(prog: str | None = "trl-distill ogls-sd") -> TrlParser:
-    """The `TrlParser` over ([`OGLSSDScriptArguments`], [`OGLSSDConfig`], [`~trl.ModelConfig`])."""
-    types = (OGLSSDScriptArguments, OGLSSDConfig, ModelConfig)
-    return training_parser(types, prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    return run_training_command("ogls-sd", make_parser, train, argv)
+make_parser, main = training_command("ogls-sd", (OGLSSDScriptArguments, OGLSSDConfig, ModelConfig), train)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,17 @@ accelerate launch --config_file recipes/accelerate/zero3.yaml -m trl_distill.cli
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments
 
 from ..scas.scas_config import SCASConfig
 from .utils import (
+    build_trainer,
     check_quantization,
-    finish,
     load_student,
     load_train_eval,
-    run_training_command,
     student_quantization_config,
-    training_parser,
+    train_and_finish,
+    training_command,
 )
 
 
@@ -59,29 +59,20 @@ def train(script_args: SCASScriptArguments, training_args: SCASConfig, model_arg
     check_quantization(model_args)  # before anything is loaded
     model, tokenizer, pool, eval_pool = load_model_and_pool(script_args, training_args, model_args)
     # an eval pool is evaluated on its (verified-correct) answers as SFT rows: SCASTrainer converts it
-    trainer = SCASTrainer(
+    trainer = build_trainer(
+        SCASTrainer,
+        training_args,
+        model_args,
         model=model,
-        args=training_args,
         train_dataset=pool,
         eval_dataset=eval_pool,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
         quantization_config=student_quantization_config(model_args),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    finish(trainer, training_args, script_args.dataset_name)
-    return trainer
+    return train_and_finish(trainer, training_args, script_args.dataset_name)
 
 
-def make_parser(prog: str | None = "trl-distill scas") -> TrlParser:
-    """The `TrlParser` over ([`SCASScriptArguments`], [`SCASConfig`], [`~trl.ModelConfig`]), as TRL's scripts."""
-    types = (SCASScriptArguments, SCASConfig, ModelConfig)
-    return training_parser(types, prog)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
-    return run_training_command("scas", make_parser, train, argv)
+make_parser, main = training_command("scas", (SCASScriptArguments, SCASConfig, ModelConfig), train)
 
 
 if __name__ == "__main__":

@@ -174,6 +174,23 @@ def finish(trainer, training_args, dataset_name: str | None = None) -> None:
         tracker.finish()
 
 
+def build_trainer(trainer_class, training_args, model_args, **trainer_kwargs):
+    """`trainer_class` built as every training command builds it: with `training_args` and the PEFT adapter that
+    `model_args` asks for (`--use_peft`, TRL's `get_peft_config`); `trainer_kwargs` give the rest (model, datasets,
+    processing class)."""
+    from trl import get_peft_config
+
+    return trainer_class(args=training_args, peft_config=get_peft_config(model_args), **trainer_kwargs)
+
+
+def train_and_finish(trainer, training_args, dataset_name: str | None = None):
+    """Trains `trainer` (resuming from `training_args.resume_from_checkpoint`) and ends the job with [`finish`];
+    returns the trainer: the `train` of every training command after it has built its trainer."""
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    finish(trainer, training_args, dataset_name)
+    return trainer
+
+
 def end_processes() -> None:
     """Destroys the distributed process group, if one is up: the last step of a command (`trainer.end()` in TRL)."""
     import torch.distributed as dist
@@ -340,3 +357,28 @@ def run_training_command(command: str, make_parser, train, argv: list[str] | Non
         return 0
     train(*make_parser().parse_args_and_config(args=argv))
     return 0
+
+
+def training_command(command: str, dataclass_types: tuple, train) -> tuple:
+    """The `make_parser` and `main` of the training command `trl-distill <command>`, as TRL's scripts have them.
+
+    Args:
+        command (`str`): the command's name (`"scas"`, `"ogls-sd"`).
+        dataclass_types (`tuple`): the argument dataclasses its parser reads (script arguments, the method's config,
+            `ModelConfig`), in the order `train` takes them.
+        train (`Callable`): builds the trainer from the parsed arguments, trains and saves.
+
+    Returns:
+        `tuple`: `make_parser(prog="trl-distill <command>")`, the command's [`training_parser`], and
+        `main(argv=None) -> int`, which runs it ([`run_training_command`]).
+    """
+
+    def make_parser(prog: str | None = f"trl-distill {command}"):
+        """The command's `TrlParser` over its argument dataclasses (see [`training_parser`])."""
+        return training_parser(dataclass_types, prog)
+
+    def main(argv: list[str] | None = None) -> int:
+        """Parses `argv` (`--config recipe.yaml` and flags that override it), trains, saves; returns the exit status."""
+        return run_training_command(command, make_parser, train, argv)
+
+    return make_parser, main
