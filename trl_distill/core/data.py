@@ -127,41 +127,52 @@ def load_data(name_or_path: str, config: str | None = None, split: str = "train"
             a directory with `train.jsonl` and `test.jsonl`, a separate eval file, or a slice such as
             `"train[90%:]"`.
     """
-    from datasets import load_dataset, load_from_disk
-
     from .sources import is_source, resolve_source
 
     if is_source(name_or_path):
         return resolve_source(name_or_path, kind="dataset", split=split)
     path = os.path.expanduser(str(name_or_path))
     if os.path.isfile(path):
-        suffix = os.path.splitext(path)[1].lower()
-        if suffix not in DATA_FILE_BUILDERS:
-            raise ValueError(f"Cannot read {path!r}: give a {'/'.join(DATA_FILE_BUILDERS)} file or a directory.")
-        with open(path, "rb") as f:
-            if not f.read(4096).strip():
-                raise ValueError(f"The data file {path!r} is empty; give a file with at least one row.")
-        if whole_file:
-            split = "train"
-        _check_one_split(split, path, "a single data file")
-        try:
-            return load_dataset(DATA_FILE_BUILDERS[suffix], data_files=path, split=split)
-        except ValueError as error:
-            if "corresponds to no data" in str(error):  # `[]`, or a CSV header without rows
-                raise ValueError(f"The data file {path!r} has no rows; give a file with at least one row.") from None
-            raise
+        return _load_file(path, split, whole_file)
     if os.path.isdir(path):
-        if any(os.path.exists(os.path.join(path, f)) for f in SAVED_DATASET_FILES):
-            data = load_from_disk(path)
-            return _split(data, split, path, whole_file)
-        from .pool import is_released_pool_dir, load_released_pool
-
-        if is_released_pool_dir(path):
-            _check_one_split("train" if whole_file else split, path, "a released pool directory")
-            return load_released_pool(path)
-        return _load_split(path, config, split)
+        return _load_directory(path, config, split, whole_file)
     check_local_path(name_or_path, "dataset")
     return _load_split(name_or_path, config, split)
+
+
+def _load_file(path: str, split: str, whole_file: bool) -> Dataset:
+    """A single data file: one split, `train` (all its rows)."""
+    from datasets import load_dataset
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in DATA_FILE_BUILDERS:
+        raise ValueError(f"Cannot read {path!r}: give a {'/'.join(DATA_FILE_BUILDERS)} file or a directory.")
+    with open(path, "rb") as f:
+        if not f.read(4096).strip():
+            raise ValueError(f"The data file {path!r} is empty; give a file with at least one row.")
+    if whole_file:
+        split = "train"
+    _check_one_split(split, path, "a single data file")
+    try:
+        return load_dataset(DATA_FILE_BUILDERS[suffix], data_files=path, split=split)
+    except ValueError as error:
+        if "corresponds to no data" in str(error):  # `[]`, or a CSV header without rows
+            raise ValueError(f"The data file {path!r} has no rows; give a file with at least one row.") from None
+        raise
+
+
+def _load_directory(path: str, config: str | None, split: str, whole_file: bool) -> Dataset:
+    """A `save_to_disk` directory, a released pool directory (one split, `train`) or a directory of data files."""
+    from datasets import load_from_disk
+
+    from .pool import is_released_pool_dir, load_released_pool
+
+    if any(os.path.exists(os.path.join(path, f)) for f in SAVED_DATASET_FILES):
+        return _split(load_from_disk(path), split, path, whole_file)
+    if is_released_pool_dir(path):
+        _check_one_split("train" if whole_file else split, path, "a released pool directory")
+        return load_released_pool(path)
+    return _load_split(path, config, split)
 
 
 def _check_one_split(split: str, path: str, what: str) -> None:

@@ -1,5 +1,6 @@
 """Batched generation for evaluation and pool building (transformers `generate`, left padding)."""
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -94,23 +95,37 @@ def generate_completions(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=stop_ids,
     )
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     outputs: list[str] = []
-    try:
+    with _generation_mode(model, tokenizer):
+        device = next(model.parameters()).device
         bar_kwargs = {} if show_progress else {"disable": True}  # keeps TQDM_DISABLE working
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, leave=False, **bar_kwargs):
             batch = slice(start, start + batch_size)
             enc = _left_padded(tokenizer, texts[batch], plain[batch], device)
             if seed is not None:
                 torch.manual_seed(seed + start)
-            with torch.no_grad():
-                out = model.generate(**enc, **settings)
-            completions = [truncate_at_stop(row, stop_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
-            outputs += tokenizer.batch_decode(completions, skip_special_tokens=True)
+            outputs += _generate_batch(model, tokenizer, enc, settings)
+    return outputs
+
+
+@contextlib.contextmanager
+def _generation_mode(model, tokenizer):
+    # `generate` wants the model in eval mode and the prompts padded on the left; both are restored after
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    try:
+        yield
     finally:
         tokenizer.padding_side = padding_side
         model.train(was_training)
-    return outputs
+
+
+def _generate_batch(model, tokenizer, enc: dict, settings: dict) -> list[str]:
+    """One `generate` call: the new tokens of each sequence up to the first stop id ([`truncate_at_stop`]),
+    decoded without special tokens."""
+    with torch.no_grad():
+        out = model.generate(**enc, **settings)
+    stop_ids = settings["eos_token_id"]
+    completions = [truncate_at_stop(row, stop_ids) for row in out[:, enc["input_ids"].shape[1] :].tolist()]
+    return tokenizer.batch_decode(completions, skip_special_tokens=True)

@@ -450,9 +450,14 @@ def capability(
         show_progress=state.is_local_main_process,
     )
     rewards = _verify(verifier, rows, completions, "dev generations")
-    local = [(i, None if r is None else float(r >= correct_threshold)) for i, r in zip(shard, rewards)]
-    verdicts = dict(gather_object(local) if state.num_processes > 1 else local)
-    passed = [v for v in verdicts.values() if v is not None]
+    return _pass_rate([(i, None if r is None else r >= correct_threshold) for i, r in zip(shard, rewards)], state)
+
+
+def _pass_rate(local_verdicts: list[tuple[int, bool | None]], state) -> float:
+    """pass@1: the share of passing dev rows, over the `(row, passed)` verdicts of every process (`None`, a row the
+    verifier does not apply to, is left out)."""
+    verdicts = dict(gather_object(local_verdicts) if state.num_processes > 1 else local_verdicts)
+    passed = [float(v) for v in verdicts.values() if v is not None]
     if not passed:
         raise ValueError("The verifier returned None for every dev row; the dev split needs reference answers.")
     return sum(passed) / len(passed)
@@ -537,24 +542,9 @@ def rank_datasets(
         `list[dict]`: one row per dataset, sorted by `dmc` descending (ties by name), with `dataset`, `rows`,
         `quality`, `difficulty`, `capability` and `dmc`.
     """
-    datasets = as_named_datasets(datasets)
-    if not datasets:
-        raise ValueError("rank_datasets needs at least one candidate dataset.")
-    datasets = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
-    dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset", released_pool=False)
-    check_dev_dataset(dev_dataset, verifier)
-    dev = dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
-    c = capability(
-        model,
-        tokenizer,
-        dev,
-        verifier,
-        max_new_tokens,
-        generation_batch_size,
-        correct_threshold,
-        system=system,
-        plain_prompts_as_chat=plain_prompts_as_chat_for(datasets),
-    )
+    datasets, dev = _ranking_inputs(datasets, dev_dataset, verifier, dev_size, seed)
+    c = capability(model, tokenizer, dev, verifier, max_new_tokens, generation_batch_size, correct_threshold, system,
+                   plain_prompts_as_chat_for(datasets))  # fmt: skip
     table = [
         _dmc_row(name, dataset, c, model, tokenizer, verifier, beta, probe_size, scoring_batch_size, reward_column,
                  system, seed)
@@ -564,6 +554,18 @@ def rank_datasets(
     if print_table and distributed_state().is_main_process:
         print(format_table(table))
     return table
+
+
+def _ranking_inputs(datasets, dev_dataset, verifier, dev_size: int | None, seed: int) -> tuple[dict, Dataset]:
+    """[`rank_datasets`]' inputs, checked before anything is scored: the candidates as prompt–completion datasets by
+    name, and the seeded sample of the dev split that capability is measured on."""
+    datasets = as_named_datasets(datasets)
+    if not datasets:
+        raise ValueError("rank_datasets needs at least one candidate dataset.")
+    datasets = {name: check_response_dataset(dataset, name) for name, dataset in datasets.items()}
+    dev_dataset = None if dev_dataset is None else as_dataset(dev_dataset, "dev_dataset", released_pool=False)
+    check_dev_dataset(dev_dataset, verifier)
+    return datasets, dev_dataset.select(probe_indices(len(dev_dataset), dev_size, seed, what="dev_size"))
 
 
 def _dmc_row(
