@@ -68,3 +68,15 @@ def llama31_tokenizer():
     from chat_tokenizers import build_chat_tokenizer
 
     return build_chat_tokenizer("llama31")
+
+
+@pytest.fixture
+def cpu_training_args(tmp_path):
+    """Builds the training arguments of a short CPU run writing to `tmp_path`, with no reports, no checkpoints and no
+    progress bars: `cpu_training_args(SFTConfig, max_steps=3, learning_rate=1e-2)`."""
+
+    def build(args_class, **fields):
+        quiet = dict(report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+        return args_class(output_dir=str(tmp_path), **quiet, **fields)
+
+    return build

@@ -146,19 +146,11 @@ class _TextDataset(torch.utils.data.Dataset):
         return {"input_ids": ids, "labels": ids.clone()}
 
 
-def test_callback_logs_every_n_steps(tokenizer, models, tmp_path):
+def test_callback_logs_every_n_steps(tokenizer, models, cpu_training_args):
     _, teacher = models
     student = tiny_model(tokenizer, "xs", seed=0).eval()
-    args = TrainingArguments(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=1,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=100,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
+    args = cpu_training_args(
+        TrainingArguments, per_device_train_batch_size=1, max_steps=3, learning_rate=1e-2, logging_steps=100
     )
     trainer = Trainer(model=student, args=args, train_dataset=_TextDataset(tokenizer, TEXTS * 2))
     callback = TokenDiagnosticsCallback(teacher, tokenizer, TEXTS[:2], log_every=2, trainer=trainer, top_k=4)

@@ -1,36 +1,22 @@
 """OGLS-SD recipes parse into the config, and the example script runs on the tiny world."""
 
-import importlib.util
 import os
 
 import pytest
 import torch
+from recipe_helpers import parse_recipe, recipes_dir, train_example_on_toy
 from safetensors.torch import load_file
-from trl import ModelConfig, TrlParser
 
 from trl_distill.core.verifiers import VERIFIERS, resolve_verifier
 from trl_distill.ogls_sd.ogls_sd_config import OPSD_GUARD_TEACHER_PROMPT_TEMPLATE, OPSD_SETTINGS, OGLSSDConfig
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = os.path.join(ROOT, "recipes", "ogls_sd")
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("ogls_sd_example", os.path.join(ROOT, "examples", "ogls_sd.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+RECIPES = recipes_dir("ogls_sd")
 
 
 @pytest.mark.parametrize("recipe", sorted(os.listdir(RECIPES)))
 def test_recipe_parses_into_config(recipe, tmp_path):
-    example = load_example()
-    parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
-    overrides = ["--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
-    script_args, config, model_args = parser.parse_args_and_config(
-        args=["--config", os.path.join(RECIPES, recipe), *overrides]
-    )
+    script_args, config, model_args = parse_recipe("ogls_sd", OGLSSDConfig, recipe, tmp_path)
     assert isinstance(config, OGLSSDConfig)
     assert config.teacher_model_kind == "initial" and config.num_generations >= 2
     assert "{privileged_context}" in config.teacher_prompt_template
@@ -53,18 +39,9 @@ def test_recipe_parses_into_config(recipe, tmp_path):
 
 def test_example_runs_on_the_tiny_world(tmp_path, monkeypatch):
     monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
-    example = load_example()
-    parser = TrlParser((example.make_parser().dataclass_types[0], OGLSSDConfig, ModelConfig))
-    args = [
-        "--config",
-        os.path.join(RECIPES, "toy.yaml"),
-        "--model_name_or_path",
-        "lab:ogls_sd_student?pretrain_steps=3",
-    ]
-    args += ["--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--max_completion_length", "4"]
-    args += ["--per_device_train_batch_size", "4"]
-    script_args, config, model_args = parser.parse_args_and_config(args=args)
-    trainer = example.train(script_args, config, model_args)
+    flags = ["--model_name_or_path", "lab:ogls_sd_student?pretrain_steps=3"]
+    flags += ["--max_steps", "1", "--max_completion_length", "4", "--per_device_train_batch_size", "4"]
+    trainer = train_example_on_toy("ogls_sd", OGLSSDConfig, tmp_path / "out", *flags)
     assert trainer.state.global_step == 1 and trainer.reward_func_names == ["task_reward"]  # the tiny world's verifier
     # the saved weights are the trained ones
     saved = load_file(tmp_path / "out" / "model.safetensors")

@@ -134,18 +134,10 @@ def test_rescore_once(tmp_path, tokenizer, pool):
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_plain_sft_dataset_trains_exactly_like_sft_trainer(tmp_path, tokenizer, fmt):
+def test_plain_sft_dataset_trains_exactly_like_sft_trainer(tokenizer, fmt, cpu_training_args):
     plain = sft_dataset(fmt, tokenizer)  # one answer per prompt, no pool columns, in each format SFTTrainer takes
-    args = SFTConfig(
-        str(tmp_path),
-        per_device_train_batch_size=2,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
+    args = cpu_training_args(
+        SFTConfig, per_device_train_batch_size=2, max_steps=3, learning_rate=1e-2, logging_steps=1
     )
     results = []
     for cls in (SFTTrainer, SCASTrainer):  # the script changes the class and nothing else
