@@ -424,7 +424,9 @@ class OGLSSDTrainer(DistillationTrainer):
 
     def _decoded_completions(self, prompts: list, output: dict) -> tuple[list, list[list[int]]]:
         """The rollouts as the reward functions read them (text or messages, as the prompts), and their token ids."""
-        ids_list = [ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"])]
+        ids_list = [
+            ids[mask.bool()].tolist() for ids, mask in zip(output["completion_ids"], output["completion_mask"])
+        ]
         texts = self.processing_class.batch_decode(ids_list, skip_special_tokens=True)
         return as_completions(prompts, texts), ids_list
 
