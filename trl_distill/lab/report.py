@@ -6,7 +6,7 @@ import os
 import textwrap
 import time
 
-from .experiments.common import NO_MECHANISM, REFERENCE_LINE
+from .experiments.verdicts import NO_MECHANISM, REFERENCE_LINE
 
 
 def fmt(stat: dict) -> str:
