@@ -68,10 +68,7 @@ def main(argv=None):
         print(f"GCG diagnostic as logged (coherence/seconds, wall-clock): {logged:.3f} s per step")
         note = "gradient_coherence_every=1: every step logs it"
         rows.append(common.measure("camopd", "rho=0.5 step time with GCG / without", gcg, None, gcg_spread, note))
-    print()
-    common.print_measures(rows)
-    common.write_measures(options.json, rows, {"runs": runs})
-    return rows
+    return common.report(options, rows, {"runs": runs})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@
   allocated before the measured part; on CPU the peak resident set (`ru_maxrss`) minus the resident set before it.
 """
 
+import argparse
 import json
 import os
 import resource
@@ -67,12 +68,23 @@ def cuda() -> bool:
 
 
 def add_common_arguments(parser, length: int, threads: int = 1) -> None:
-    """`--shape`, `--vocab`, `--length`, `--threads`, `--json` (each benchmark adds its own `--rounds`)."""
+    """`--shape`, `--vocab`, `--length`, `--threads`, `--json` (each benchmark adds its own `--rounds`, or takes
+    [`make_parser`]'s)."""
     parser.add_argument("--shape", default=DEFAULT_SHAPE, choices=sorted(SHAPES), help="model configuration shape")
     parser.add_argument("--vocab", type=int, help="vocabulary size (default: the shape's real one)")
     parser.add_argument("--length", type=int, default=length, help="completion length in tokens")
     parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads (fixed; CPU time is measured)")
     parser.add_argument("--json", help="write the measures to this JSON file")
+
+
+def make_parser(doc: str, length: int, batch: int, rounds: int) -> argparse.ArgumentParser:
+    """A benchmark's parser: its docstring as the help, the common arguments ([`add_common_arguments`]), `--batch`
+    and `--rounds` (the interleaved rounds; each side keeps its median)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser, length=length)
+    parser.add_argument("--batch", type=int, default=batch, help="sequences per batch")
+    parser.add_argument("--rounds", type=int, default=rounds, help="interleaved rounds; each side keeps its median")
+    return parser
 
 
 def vocab_of(options) -> int:
@@ -279,6 +291,15 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in body]
     return "\n".join(lines)
+
+
+def report(options, rows: list[dict], extra: dict | None = None) -> list[dict]:
+    """Ends a benchmark: a blank line, the measures' table, and the measures (and `extra`) written to `--json`;
+    returns `rows`."""
+    print()
+    print_measures(rows)
+    write_measures(options.json, rows, extra)
+    return rows
 
 
 def write_measures(path: str | None, rows: list[dict], extra: dict | None = None) -> None:

@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_common as common  # noqa: E402  (also sets the offline environment)
 import torch  # noqa: E402
+from trl.trainer.utils import pad  # noqa: E402
 
 
 WORDS = (
@@ -68,11 +69,9 @@ def student_batch(tokenizer, prompt, completions, device):
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt_ids, add_special_tokens=False)["input_ids"]
     rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in completions]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    rows = [torch.tensor(row) for row in rows]
+    ids = pad(rows, padding_value=tokenizer.pad_token_id)
+    mask = pad([torch.ones_like(row) for row in rows])
     prompts = torch.tensor([prompt_ids] * len(rows))
     return prompts.to(device), ids.to(device), mask.to(device)
 

@@ -16,7 +16,6 @@ The two are interleaved over `--rounds` rounds; each keeps its median. Target: a
 costs at most 10% of an epoch.
 """
 
-import argparse
 import math
 import os
 import statistics
@@ -29,12 +28,9 @@ import bench_common as common  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(parser, length=64)
+    parser = common.make_parser(__doc__, length=64, batch=16, rounds=2)
     parser.add_argument("--train_size", type=int, default=1024, help="rows per candidate dataset")
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--sft_steps", type=int, default=4, help="SFT steps timed per round (the first is warm-up)")
-    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--strategies", nargs="+", default=["mixture"], choices=["mixture", "top_fraction"])
     options = parser.parse_args(argv)
     common.setup_torch(options.threads)
@@ -146,10 +142,7 @@ def main(argv=None):
         target = "<= 0.1" if strategy == "mixture" else None
         note = f"{len(candidates)} rows/epoch; epoch = median step x {steps_per_epoch}"
         rows.append(common.measure("dmc", f"{strategy} reselection / epoch", ratio, target, ratio_spread, note))
-    print()
-    common.print_measures(rows)
-    common.write_measures(options.json, rows)
-    return rows
+    return common.report(options, rows)
 
 
 if __name__ == "__main__":

@@ -120,10 +120,7 @@ def main(argv=None):
         ]
     growth = growth_table(options, "distillation", "ogls_sd", "OGLS-SD")
     rows += growth_measures("ogls_sd", growth)
-    print()
-    common.print_measures(rows)
-    common.write_measures(options.json, rows, {"runs": runs, "growth": growth})
-    return rows
+    return common.report(options, rows, {"runs": runs, "growth": growth})
 
 
 if __name__ == "__main__":

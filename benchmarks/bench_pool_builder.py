@@ -16,7 +16,6 @@ the per-round ratio is printed. No target (issue 18 sets none); the ratio is rep
     python benchmarks/bench_pool_builder.py [--shape qwen3-0.6b] [--vocab V] [--length 32] [--prompts 32] [--n 2]
 """
 
-import argparse
 import os
 import shutil
 import statistics
@@ -29,13 +28,10 @@ import bench_common as common  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(parser, length=32)
+    parser = common.make_parser(__doc__, length=32, batch=16, rounds=2)
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--n", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--shard", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2)
     options = parser.parse_args(argv)
     common.setup_torch(options.threads)
 
@@ -107,10 +103,7 @@ def main(argv=None):
             "pool_builder", "resume (half the shards) / load + generate", half / bare, None, None, "one run"
         ),
     ]
-    print()
-    common.print_measures(rows)
-    common.write_measures(options.json, rows)
-    return rows
+    return common.report(options, rows)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ bare forward, and ≥ 4× (CPU) / ≥ 8× (CUDA) faster than the batch-1 form. `
 scorer's time goes (`torch.profiler`).
 """
 
-import argparse
 import os
 import sys
 
@@ -74,12 +73,9 @@ def bare_forward(model, batch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(parser, length=128)
+    parser = common.make_parser(__doc__, length=128, batch=8, rounds=3)
     parser.add_argument("--prompt_length", type=int, default=32)
     parser.add_argument("--candidates", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one batched call")
     options = parser.parse_args(argv)
     common.setup_torch(options.threads)

@@ -14,7 +14,6 @@ does not count in the compact format's favour.
 Target (issue 32): the compact format at least 5x smaller than JSON at k = 20 (TRL reports 5x for its payloads).
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -32,13 +31,10 @@ def main(argv=None):
     from trl_distill.core.served_teacher import ServedTeacher
     from trl_distill.scripts.serve_teacher import TeacherServer
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_common_arguments(parser, length=64)
-    parser.add_argument("--batch", type=int, default=4, help="completions per step")
+    parser = common.make_parser(__doc__, length=64, batch=4, rounds=3)  # --batch: completions per step
     parser.add_argument("--prompt_length", type=int, default=16)
     parser.add_argument("--k", type=int, default=20, help="top-k of the served step")
     parser.add_argument("--wire_ks", type=int, nargs="+", default=[1, 20, 100], help="top-k of the byte counts")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each side keeps its median")
     options = parser.parse_args(argv)
     common.setup_torch(options.threads)
 
@@ -110,10 +106,8 @@ def main(argv=None):
         target = ">= 5" if k == 20 else None
         rows.append(common.measure("served_teacher", f"JSON / compact bytes per position, k={k}", ratios[k], target, None,
                                    f"{sent[(k, 'compact')]:.1f} B/token compact"))  # fmt: skip
-    print()
-    common.print_measures(rows)
-    common.write_measures(options.json, rows, {"times": times, "bytes_per_token": {f"{k}/{w}": v for (k, w), v in sent.items()}})  # fmt: skip
-    return rows
+    bytes_per_token = {f"{k}/{w}": v for (k, w), v in sent.items()}
+    return common.report(options, rows, {"times": times, "bytes_per_token": bytes_per_token})
 
 
 if __name__ == "__main__":

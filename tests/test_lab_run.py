@@ -13,16 +13,8 @@ import os
 import pytest
 
 from trl_distill.lab.experiments import EXPERIMENTS
-from trl_distill.lab.experiments.common import (
-    NO_MECHANISM,
-    Phase,
-    above,
-    compare,
-    gated,
-    precondition,
-    spearman,
-    summary,
-)
+from trl_distill.lab.experiments.common import Phase
+from trl_distill.lab.experiments.verdicts import NO_MECHANISM, above, compare, gated, precondition, spearman, summary
 
 
 VERDICTS = ("reproduced", "partly reproduced", "inconclusive", "not reproduced", NO_MECHANISM)

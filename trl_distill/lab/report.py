@@ -6,7 +6,7 @@ import os
 import textwrap
 import time
 
-from .experiments.common import NO_MECHANISM, REFERENCE_LINE
+from .experiments.verdicts import NO_MECHANISM, REFERENCE_LINE
 
 
 def fmt(stat: dict) -> str:
@@ -306,62 +306,63 @@ def make_plots(output_dir: str, results: dict) -> dict[str, list[str]]:
         summary_plot(os.path.join(output_dir, "summary.png"), results)
         plots["summary"] = ["summary.png"]
     for name, r in results["experiments"].items():
-        files: list[str] = []
-
-        def add(filename, fn, *args, files=files, **kwargs):
-            fn(os.path.join(output_dir, filename), *args, **kwargs)
-            files.append(filename)
-
-        if name == "camopd":
-            add(f"{name}_accuracy.png", grouped_bar_plot, r["title"], r["by_ability"], r["start"])
-        else:
-            spread = {"random dataset": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
-            add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r), spread=spread)
-        if name == "dmc":
-            add("dmc_scatter.png", scatter_plot, r["scatter"], r["spearman"])
-        if "curves" in r:
-            reviews = next(iter(r.get("review_steps", {}).get("CaMOPD", [])), None)
-            add(
-                f"{name}_curves.png",
-                curve_plot,
-                f"{r['title']}: dev accuracy during training (thick: mean over seeds; thin: each seed)",
-                r["curves"],
-                "dev accuracy",
-                review_steps=reviews,
-            )
-            groups = {}
-            for method, runs in r["loss_curves"].items():
-                kind = (
-                    "SFT cross-entropy (nats/token)" if method.startswith("SFT") else "distillation loss (divergence)"
-                )
-                groups.setdefault(kind, {})[method] = runs
-            add(
-                f"{name}_loss.png",
-                loss_plot,
-                f"{r['title']}: training loss (thick: mean over seeds; thin: each seed)"
-                + ("; dotted: CaMOPD's review steps (seed 0)" if reviews else ""),
-                groups,
-                review_steps=reviews,
-            )
-        if name == "quantification" and r["similarity"]:
-            marked = {s: t["teacher"] for s, t in r.get("traced", {}).items()}
-            seed = r.get("similarity_seed")
-            add(
-                "quantification_rse.png",
-                heatmap_plot,
-                r["similarity"],
-                "rse",
-                "automatic RSE (1–5)",
-                True,
-                seed,
-                marked,
-            )
-            add(
-                "quantification_kl.png", heatmap_plot, r["similarity"], "forward_kl", "token KL(teacher ‖ student)",
-                False, seed, marked,
-            )  # fmt: skip
-        plots[name] = files
+        plots[name] = experiment_plots(output_dir, name, r)
     return plots
+
+
+def experiment_plots(output_dir: str, name: str, r: dict) -> list[str]:
+    """The plots of experiment `name` (its results `r`): its bars, and its scatter, curves or heatmaps where it has
+    them; returns their file names."""
+    files: list[str] = []
+
+    def add(filename, fn, *args, **kwargs):
+        fn(os.path.join(output_dir, filename), *args, **kwargs)
+        files.append(filename)
+
+    if name == "camopd":
+        add(f"{name}_accuracy.png", grouped_bar_plot, r["title"], r["by_ability"], r["start"])
+    else:
+        spread = {"random dataset": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
+        add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r), spread=spread)
+    if name == "dmc":
+        add("dmc_scatter.png", scatter_plot, r["scatter"], r["spearman"])
+    if "curves" in r:
+        _curve_plots(add, name, r)
+    if name == "quantification" and r["similarity"]:
+        marked = {s: t["teacher"] for s, t in r.get("traced", {}).items()}
+        seed = r.get("similarity_seed")
+        add("quantification_rse.png", heatmap_plot, r["similarity"], "rse", "automatic RSE (1–5)", True, seed, marked)
+        add(
+            "quantification_kl.png", heatmap_plot, r["similarity"], "forward_kl", "token KL(teacher ‖ student)",
+            False, seed, marked,
+        )  # fmt: skip
+    return files
+
+
+def _curve_plots(add, name: str, r: dict) -> None:
+    """The dev-accuracy curves and the loss curves of an experiment that records them (CaMOPD's review steps
+    dotted)."""
+    reviews = next(iter(r.get("review_steps", {}).get("CaMOPD", [])), None)
+    add(
+        f"{name}_curves.png",
+        curve_plot,
+        f"{r['title']}: dev accuracy during training (thick: mean over seeds; thin: each seed)",
+        r["curves"],
+        "dev accuracy",
+        review_steps=reviews,
+    )
+    groups = {}
+    for method, runs in r["loss_curves"].items():
+        kind = "SFT cross-entropy (nats/token)" if method.startswith("SFT") else "distillation loss (divergence)"
+        groups.setdefault(kind, {})[method] = runs
+    add(
+        f"{name}_loss.png",
+        loss_plot,
+        f"{r['title']}: training loss (thick: mean over seeds; thin: each seed)"
+        + ("; dotted: CaMOPD's review steps (seed 0)" if reviews else ""),
+        groups,
+        review_steps=reviews,
+    )
 
 
 def label(r: dict, method: str) -> str:
@@ -414,6 +415,20 @@ def timing_table(timings: dict) -> list[str]:
 
 
 def write_markdown(path: str, results: dict, plots: dict) -> None:
+    """Writes `report.md`: the header and the table of verdicts, one section per experiment, and the timings."""
+    out = _markdown_header(results, plots)
+    for name, r in results["experiments"].items():
+        out += _markdown_section(r, plots.get(name, []), name)
+    timings = results["timings"]
+    out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in timings.items()]
+    out += [f"| **total** | {round(sum(timings.values()), 2)} |"] if timings else []
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def _markdown_header(results: dict, plots: dict) -> list[str]:
+    """The report's opening: the summary figure, the preset, how to read a verdict, and one row per experiment."""
     preset = results["preset"]
     # a tiny-world preset's size names its models; a `--real` run's names the real checkpoint
     models = f"`{preset['size']}`" if "(real)" in preset["size"] else f"tiny `{preset['size']}` models"
@@ -453,41 +468,46 @@ def write_markdown(path: str, results: dict, plots: dict) -> None:
     for r in results["experiments"].values():
         met = [p["met"] for p in r.get("preconditions", []) if p["met"] is not None]
         out.append(f"| {r['title']} | {r['claim']} | {sum(met)} of {len(met)} met | **{r['verdict']}** |")
-    for name, r in results["experiments"].items():
-        out += ["", f"## {r['title']}", "", f"**Claim.** {r['claim']}", ""]
-        out += ["**Preconditions** (measured before the methods are compared):", ""]
-        out += ["| precondition | measured | needs | |", "|---|---|---|---|"]
-        for p in r.get("preconditions", []):
-            out.append(f"| {p['name']} | {p['value']:+.3f} | {p['threshold']} | **{_met(p)}** |")
-        out.append("")
-        for p in r.get("preconditions", []):
-            out.append(f"- *{p['name']}*: {p['how']}" + (f" ({p['detail']})" if p.get("detail") else ""))
-        out += ["", f"**Here: {r['verdict']}.**", ""]
-        out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
-        for method, stat in r["methods"].items():
-            out.append(f"| {label(r, method)} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
-        secondary = r.get("secondary")
-        if secondary:
-            out += ["", f"| method | {secondary['metric']} | seeds |", "|---|---|---|"]
-            for method, stat in secondary["methods"].items():
-                out.append(f"| {method} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |")
-            out.append(f"| base model (no training) | {secondary['base']:.3f} | |")
-        out += ["", "| method | baseline | difference | standard error | verdict |", "|---|---|---|---|---|"]
-        for c in r["comparisons"]:
-            out.append(
-                f"| {c['method']} | {c['baseline']} | {c['difference']:+.3f} | {c['standard_error']:.3f} | {c['verdict']} |"
-            )
-        out.append("")
-        out += [f"- {note}" for note in r.get("notes", [])]
-        out.append("")
-        for f in plots.get(name, []):
-            out += [f"![{f}]({f})", "", f"*{CAPTIONS.get(f.removeprefix(name + '_'), '')}*", ""]
-    timings = results["timings"]
-    out += ["", "## Timings (seconds)", "", "| phase | seconds |", "|---|---|"]
-    out += [f"| {k} | {v} |" for k, v in timings.items()]
-    out += [f"| **total** | {round(sum(timings.values()), 2)} |"] if timings else []
-    with open(path, "w") as f:
-        f.write("\n".join(out) + "\n")
+    return out
+
+
+def _stat_rows(methods: dict, name=lambda method: method) -> list[str]:
+    """One table row per method: its mean ± std and its value on each seed."""
+    return [
+        f"| {name(method)} | {fmt(stat)} | {', '.join(f'{v:.3f}' for v in stat['values'])} |"
+        for method, stat in methods.items()
+    ]
+
+
+def _markdown_section(r: dict, plots: list[str], name: str) -> list[str]:
+    """One experiment's section: its claim, preconditions, verdict, methods, comparisons, notes and plots."""
+    out = ["", f"## {r['title']}", "", f"**Claim.** {r['claim']}", ""]
+    out += ["**Preconditions** (measured before the methods are compared):", ""]
+    out += ["| precondition | measured | needs | |", "|---|---|---|---|"]
+    for p in r.get("preconditions", []):
+        out.append(f"| {p['name']} | {p['value']:+.3f} | {p['threshold']} | **{_met(p)}** |")
+    out.append("")
+    for p in r.get("preconditions", []):
+        out.append(f"- *{p['name']}*: {p['how']}" + (f" ({p['detail']})" if p.get("detail") else ""))
+    out += ["", f"**Here: {r['verdict']}.**", ""]
+    out += [f"| method | {r['metric']} | seeds |", "|---|---|---|"]
+    out += _stat_rows(r["methods"], lambda method: label(r, method))
+    secondary = r.get("secondary")
+    if secondary:
+        out += ["", f"| method | {secondary['metric']} | seeds |", "|---|---|---|"]
+        out += _stat_rows(secondary["methods"])
+        out.append(f"| base model (no training) | {secondary['base']:.3f} | |")
+    out += ["", "| method | baseline | difference | standard error | verdict |", "|---|---|---|---|---|"]
+    for c in r["comparisons"]:
+        out.append(
+            f"| {c['method']} | {c['baseline']} | {c['difference']:+.3f} | {c['standard_error']:.3f} | {c['verdict']} |"
+        )
+    out.append("")
+    out += [f"- {note}" for note in r.get("notes", [])]
+    out.append("")
+    for f in plots:
+        out += [f"![{f}]({f})", "", f"*{CAPTIONS.get(f.removeprefix(name + '_'), '')}*", ""]
+    return out
 
 
 CAPTIONS = {

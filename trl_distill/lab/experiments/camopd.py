@@ -1,5 +1,7 @@
 """Experiment 4, CaMOPD: recovering the general ability of a domain-specialised student without losing the domain."""
 
+from functools import partial
+
 import torch
 from datasets import concatenate_datasets
 
@@ -15,19 +17,15 @@ from .common import (
     AccuracyCurve,
     Lab,
     Phase,
-    above,
     accuracy,
     answers,
-    compare,
-    each_seed,
     fit,
-    gated,
     load,
     losses,
-    precondition,
-    summary,
+    seed_runs,
     trainer_settings,
 )
+from .verdicts import above, compare, gated, precondition, summary
 
 
 CLAIM = (
@@ -103,83 +101,81 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def run(lab: Lab, timings: dict) -> dict:
-    p, tok = lab.preset, lab.tokenizer
+def recovery_setup(lab: Lab, timings: dict) -> dict:
+    """The general model and its specialisation (`paths`), the general and domain splits, and each compared method's
+    `CaMOPDConfig` fields and teacher sources (`configs`)."""
+    p = lab.preset
     with Phase("CaMOPD: general model and its specialisation", 2, timings) as bar:
         paths = models(lab, bar)
-    general = make_task_splits(GENERAL_TASKS, p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0)
-    domain = make_task_splits(DOMAIN_TASKS, p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, **TASK_KWARGS)
     review_every = max(1, min(4, p.onpolicy_steps // 4))
-    methods_config = {
-        "CaMOPD": ({"schedule": "alternating", "review_every": review_every, "rho": 0.5}, ("general", "domain")),
-        "vanilla MOPD": ({"schedule": "mixed", "rho": 1.0}, ("general", "domain")),
-        "general-only OPD": ({"schedule": "mixed", "rho": 1.0}, ("general",)),
+    return {
+        "paths": paths,
+        "general": make_task_splits(GENERAL_TASKS, p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0),
+        "domain": make_task_splits(DOMAIN_TASKS, p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, **TASK_KWARGS),
+        "review_every": review_every,
+        "configs": {
+            "CaMOPD": ({"schedule": "alternating", "review_every": review_every, "rho": 0.5}, ("general", "domain")),
+            "vanilla MOPD": ({"schedule": "mixed", "rho": 1.0}, ("general", "domain")),
+            "general-only OPD": ({"schedule": "mixed", "rho": 1.0}, ("general",)),
+        },
     }
+
+
+def starting_point(lab: Lab, setup: dict, timings: dict) -> tuple[dict, dict]:
+    """General and domain test accuracy of the specialised student (the start) and of the general teacher."""
+    p, paths = lab.preset, setup["paths"]
     start, teacher = {}, {}
     with Phase("CaMOPD: starting point", 4, timings) as bar:
-        for name, split in (("general", general), ("domain", domain)):
-            start[name] = accuracy(load(paths["specialised"]), tok, split["test"], p.max_new_tokens)
-            teacher[name] = accuracy(load(paths["general"]), tok, split["test"], p.max_new_tokens)
+        for name in ("general", "domain"):
+            test = setup[name]["test"]
+            start[name] = accuracy(load(paths["specialised"]), lab.tokenizer, test, p.max_new_tokens)
+            teacher[name] = accuracy(load(paths["general"]), lab.tokenizer, test, p.max_new_tokens)
             bar.update(2)
-    results = {name: {"general": [], "domain": [], "mean": []} for name in methods_config}
-    curves = {name: [] for name in methods_config}
-    loss_curves = {name: [] for name in methods_config}
-    review_steps = {name: [] for name in methods_config}
+    return start, teacher
 
-    def train(run: tuple[str, int]) -> dict:
-        """One recovery run (in a worker process): what it measured."""
-        name, seed = run
-        config, sources = methods_config[name]
-        curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
-        args = CaMOPDConfig(
-            **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=5e-4),
-            max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
-        )  # fmt: skip
-        teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}
-        trainer = CaMOPDTrainer(
-            load(paths["specialised"]),
-            teacher_model={s: teachers[s] for s in sources},
-            args=args,
-            train_dataset={"general": general["train"], "domain": domain["train"]}
-            if len(sources) > 1
-            else {"general": general["train"]},
-            processing_class=lab.left_tokenizer(),
-            callbacks=[curve],
-        )
-        fit(trainer)
-        g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
-        d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
-        logs = trainer.state.log_history
-        return {
-            "accuracy": {"general": g, "domain": d, "mean": (g + d) / 2},
-            "curve": curve.points,
-            "losses": losses(trainer),
-            # the steps that drew domain prompts only (the trainer logs a source's gap on the steps it drew that source)
-            "review_steps": [log["step"] for log in logs if "gap/domain" in log and "gap/general" not in log],
-        }
 
-    def train_all(names: tuple, bar) -> None:
-        for name, result in each_seed(lab, train, names, bar):
-            for key, value in result["accuracy"].items():
-                results[name][key].append(value)
-            curves[name].append(result["curve"])
-            loss_curves[name].append(result["losses"])
-            review_steps[name].append(result["review_steps"])
+def recovery_run(lab: Lab, setup: dict, run: tuple[str, int]) -> dict:
+    """One recovery run (in a worker process): what it measured."""
+    name, seed = run
+    p, tok, paths, general, domain = lab.preset, lab.tokenizer, setup["paths"], setup["general"], setup["domain"]
+    config, sources = setup["configs"][name]
+    curve = AccuracyCurve(tok, general["dev"], p.curve_every, p.max_new_tokens)
+    args = CaMOPDConfig(
+        **trainer_settings(lab, seed, max_steps=p.onpolicy_steps, learning_rate=5e-4),
+        max_completion_length=p.max_new_tokens, temperature=1.0, beta=1.0, **config,
+    )  # fmt: skip
+    teachers = {"general": load(paths["general"]), "domain": load(paths["specialised"])}
+    trainer = CaMOPDTrainer(
+        load(paths["specialised"]),
+        teacher_model={s: teachers[s] for s in sources},
+        args=args,
+        train_dataset={"general": general["train"], "domain": domain["train"]}
+        if len(sources) > 1
+        else {"general": general["train"]},
+        processing_class=lab.left_tokenizer(),
+        callbacks=[curve],
+    )
+    fit(trainer)
+    g = accuracy(trainer.model, tok, general["test"], p.max_new_tokens)
+    d = accuracy(trainer.model, tok, domain["test"], p.max_new_tokens)
+    logs = trainer.state.log_history
+    return {
+        "accuracy": {"general": g, "domain": d, "mean": (g + d) / 2},
+        "curve": curve.points,
+        "losses": losses(trainer),
+        # the steps that drew domain prompts only (the trainer logs a source's gap on the steps it drew that source)
+        "review_steps": [log["step"] for log in logs if "gap/domain" in log and "gap/general" not in log],
+    }
 
-    # the preconditions first: recovering general ability alone costs the domain, and samples need unequal correction
-    with Phase("CaMOPD: precondition (general-only OPD, gaps)", len(p.seeds) + 1, timings) as bar:
-        train_all(("general-only OPD",), bar)
-        specialised, general_teacher = load(paths["specialised"]), load(paths["general"])
-        gaps = {
-            source: sample_gaps(specialised, general_teacher, tok, split["train"], p.max_new_tokens)
-            for source, split in (("general", general), ("domain", domain))
-        }
-        bar.update(1)
-    recovered = above(summary(results["general-only OPD"]["general"]), start["general"])
-    hurt = above(summary(results["general-only OPD"]["domain"]), start["domain"])
+
+def camopd_preconditions(lab: Lab, start: dict, general_only: dict, gaps: dict) -> list[dict]:
+    """General-only OPD recovers general ability and costs the domain (`general_only`: its accuracies over seeds,
+    by ability); the spread of the per-sample `gaps` is printed."""
+    recovered = above(general_only["general"], start["general"])
+    hurt = above(general_only["domain"], start["domain"])
     every_gap = gaps["general"] + gaps["domain"]
     gap_stat = summary(every_gap)
-    preconditions = [
+    return [
         precondition(
             "general-only OPD: general accuracy after − before",
             recovered["difference"],
@@ -195,7 +191,7 @@ def run(lab: Lab, timings: dict) -> dict:
             f"< −{hurt['standard_error']:.3f} (one standard error of the mean after)",
             -hurt["difference"] > hurt["standard_error"],
             f"On-policy distillation of the specialised student from the general teacher on general prompts only, "
-            f"{len(p.seeds)} seeds, same budget; domain test accuracy against the specialised student's "
+            f"{len(lab.preset.seeds)} seeds, same budget; domain test accuracy against the specialised student's "
             f"({start['domain']:.3f}): if the domain never falls, there is no counteraction to balance.",
         ),
         precondition(
@@ -211,47 +207,74 @@ def run(lab: Lab, timings: dict) -> dict:
             f"on domain prompts {summary(gaps['domain'])['mean']:.3f}",
         ),
     ]
-    with Phase("CaMOPD: recovery training", 2 * len(p.seeds), timings) as bar:
-        train_all(("CaMOPD", "vanilla MOPD"), bar)
-    methods = {name: summary(r["mean"]) for name, r in results.items()}
-    by_ability = {name: {k: summary(v) for k, v in r.items()} for name, r in results.items()}
-    comparisons = [
-        {"method": "CaMOPD", "baseline": "vanilla MOPD", **compare(methods["CaMOPD"], methods["vanilla MOPD"])},
-        {
-            "method": "CaMOPD",
-            "baseline": "general-only OPD",
-            **compare(methods["CaMOPD"], methods["general-only OPD"]),
-        },
-    ]
-    verdict = gated(comparisons[0]["verdict"], preconditions)
-    notes = [
+
+
+def by_ability(results: list[dict]) -> dict[str, dict]:
+    """One method's accuracies over seeds ([`summary`]), by ability (`general`, `domain` and their `mean`)."""
+    return {key: summary([r["accuracy"][key] for r in results]) for key in ("general", "domain", "mean")}
+
+
+def camopd_notes(lab: Lab, setup: dict, start: dict, teacher: dict, abilities: dict) -> list[str]:
+    """The report's notes: the starting point, each method's abilities after recovery, the budget, the verdict's
+    metric."""
+    p = lab.preset
+    return [
         f"Specialised student before recovery: general {start['general']:.1%}, domain {start['domain']:.1%} (the "
         f"general teacher: general {teacher['general']:.1%}, domain {teacher['domain']:.1%}).",
         "After recovery (mean over seeds): "
         + "; ".join(
-            f"{n} general {b['general']['mean']:.1%}, domain {b['domain']['mean']:.1%}" for n, b in by_ability.items()
+            f"{n} general {b['general']['mean']:.1%}, domain {b['domain']['mean']:.1%}" for n, b in abilities.items()
         )
         + ".",
         f"Same budget: {p.onpolicy_steps} optimizer steps of {p.batch_size} trained samples (CaMOPD generates "
-        f"{2 * p.batch_size} and keeps the largest-gap half; K = {review_every} recovery steps per review step).",
+        f"{2 * p.batch_size} and keeps the largest-gap half; K = {setup['review_every']} recovery steps per review "
+        "step).",
         "The verdict compares the mean of general and domain accuracy, CaMOPD against vanilla MOPD.",
+    ]
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    """The experiment: the models and their starting point, the preconditions (general-only OPD and the gaps first),
+    CaMOPD and vanilla MOPD, the comparisons."""
+    p, tok = lab.preset, lab.tokenizer
+    setup = recovery_setup(lab, timings)
+    start, teacher = starting_point(lab, setup, timings)
+    train = partial(recovery_run, lab, setup)
+    # the preconditions first: recovering general ability alone costs the domain, and samples need unequal correction
+    with Phase("CaMOPD: precondition (general-only OPD, gaps)", len(p.seeds) + 1, timings) as bar:
+        runs = seed_runs(lab, train, ("general-only OPD",), bar)
+        specialised, general_teacher = load(setup["paths"]["specialised"]), load(setup["paths"]["general"])
+        gaps = {
+            source: sample_gaps(specialised, general_teacher, tok, setup[source]["train"], p.max_new_tokens)
+            for source in ("general", "domain")
+        }
+        bar.update(1)
+    preconditions = camopd_preconditions(lab, start, by_ability(runs["general-only OPD"]), gaps)
+    with Phase("CaMOPD: recovery training", 2 * len(p.seeds), timings) as bar:
+        runs.update(seed_runs(lab, train, ("CaMOPD", "vanilla MOPD"), bar))
+    runs = {name: runs[name] for name in setup["configs"]}
+    abilities = {name: by_ability(results) for name, results in runs.items()}
+    methods = {name: ability["mean"] for name, ability in abilities.items()}
+    comparisons = [
+        {"method": "CaMOPD", "baseline": baseline, **compare(methods["CaMOPD"], methods[baseline])}
+        for baseline in ("vanilla MOPD", "general-only OPD")
     ]
     return {
         "title": "CaMOPD: counteraction-aware multi-teacher on-policy distillation",
         "claim": CLAIM,
         "metric": "mean of general and domain test accuracy",
         "methods": methods,
-        "by_ability": by_ability,
+        "by_ability": abilities,
         "start": start,
         "base_student": (start["general"] + start["domain"]) / 2,
         "general_teacher": teacher,
         "comparisons": comparisons,
-        "verdict": verdict,
+        "verdict": gated(comparisons[0]["verdict"], preconditions),
         "preconditions": preconditions,
-        "review_steps": review_steps,
-        "curves": curves,
-        "loss_curves": loss_curves,
-        "notes": notes,
+        "review_steps": {name: [r["review_steps"] for r in results] for name, results in runs.items()},
+        "curves": {name: [r["curve"] for r in results] for name, results in runs.items()},
+        "loss_curves": {name: [r["losses"] for r in results] for name, results in runs.items()},
+        "notes": camopd_notes(lab, setup, start, teacher, abilities),
     }
 
 

@@ -1,6 +1,6 @@
-"""What every lab experiment shares: presets, cached tiny models, training settings, evaluation and statistics."""
+"""What every lab experiment shares: presets, cached tiny models, training settings, evaluation, and the runs over
+seeds (the statistics and verdict rules are in `verdicts.py`)."""
 
-import math
 import os
 import shutil
 import tempfile
@@ -16,6 +16,9 @@ from ..progress import bar, interactive
 from ..world.tasks import task_reward
 from ..world.tokenizer import load_or_build_tokenizer
 
+# the DMC experiments import these from here
+from .verdicts import compare, gated, precondition, spearman, summary  # noqa: F401
+
 
 @dataclass
 class Preset:
@@ -26,37 +29,41 @@ class Preset:
 
     Args:
         name (`str`): the preset's name.
-        seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
+        max_new_tokens (`int`): generation budget of evaluation and rollouts.
+        curve_every (`int`): steps between two points of a training curve.
         size (`str`): size of every tiny model (see `trl_distill.lab.world.models.SIZES`).
+        teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
+        student_steps (`int`): pre-training steps of the base student.
         pool_prompts (`int`): training prompts (SCAS pool, DMC candidate datasets, OGLS-SD and CaMOPD prompts).
         eval_prompts (`int`): held-out prompts per accuracy measurement.
         dev_prompts (`int`): dev prompts (DMC capability, training curves).
-        teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
-        student_steps (`int`): pre-training steps of the base student.
+        seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
         batch_size (`int`): per-device batch of every trainer.
         epochs (`int`): epochs of SCAS's SFT runs.
         dmc_epochs (`int`): epochs of DMC's SFT runs (its 7 runs per seed are most of `make demo`'s time).
         onpolicy_steps (`int`): optimizer steps of the on-policy runs (OGLS-SD, CaMOPD).
         identity_steps (`int`): SFT steps of each ICE student (its identity teacher is trained 1.5 times as long).
-        max_new_tokens (`int`): generation budget of evaluation and rollouts.
-        curve_every (`int`): steps between two points of a training curve.
     """
 
     name: str
-    seeds: tuple = (0, 1, 2)
+    # generation and measurement
+    max_new_tokens: int = 48
+    curve_every: int = 4
+    # the cached models (their size and pre-training)
     size: str = "xs"
+    teacher_steps: int = 100
+    student_steps: int = 100
+    # the data
     pool_prompts: int = 64
     eval_prompts: int = 48
     dev_prompts: int = 8
-    teacher_steps: int = 100
-    student_steps: int = 100
+    # the compared training runs
+    seeds: tuple = (0, 1, 2)
     batch_size: int = 16
     epochs: int = 2
     dmc_epochs: int = 2
     onpolicy_steps: int = 8
     identity_steps: int = 20
-    max_new_tokens: int = 48
-    curve_every: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -214,56 +221,6 @@ def losses(trainer) -> list[tuple[int, float]]:
     return [(log["step"], log["loss"]) for log in trainer.state.log_history if "loss" in log]
 
 
-# --- statistics -------------------------------------------------------------------------------------------------------
-def summary(values) -> dict:
-    """Mean, sample standard deviation and the values themselves."""
-    values = [float(v) for v in values]
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "values": values, "n": len(values)}
-
-
-def compare(method: dict, baseline: dict, higher_is_better: bool = True) -> dict:
-    """Whether `method` beats `baseline` across seeds: the difference of means against its standard error.
-
-    `reproduced` when the method is better by more than one standard error of the difference, `not reproduced` when it
-    is not better (worse or exactly tied), `inconclusive` when it is better by less than one standard error.
-    """
-    diff = method["mean"] - baseline["mean"]
-    diff = diff if higher_is_better else -diff
-    se = math.sqrt(method["std"] ** 2 / method["n"] + baseline["std"] ** 2 / baseline["n"])
-    if diff > se and diff > 0:
-        verdict = "reproduced"
-    elif diff <= 0:
-        verdict = "not reproduced"
-    else:
-        verdict = "inconclusive"
-    return {"difference": diff, "standard_error": se, "verdict": verdict}
-
-
-def spearman(x, y) -> float:
-    """Spearman rank correlation (average ranks for ties); `nan` when either side is constant."""
-
-    def ranks(values):
-        order = sorted(range(len(values)), key=lambda i: values[i])
-        r = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return r
-
-    rx, ry = ranks(list(x)), ranks(list(y))
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    vx, vy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else float("nan")
-
-
 class Phase:
     """One phase of an experiment, its wall time recorded into `timings`.
 
@@ -288,46 +245,6 @@ class Phase:
         return False
 
 
-# --- preconditions ----------------------------------------------------------------------------------------------------
-NO_MECHANISM = "no mechanism here"
-# a method an experiment prints beside the compared ones (`reference_lines` in its results) that its verdict ignores
-REFERENCE_LINE = "reference line, not part of the claim"
-
-
-def precondition(name: str, value: float, threshold: str, met: bool | None, how: str, detail: str = "") -> dict:
-    """One measured precondition of an experiment, recorded before its methods are compared.
-
-    Args:
-        name (`str`): what is measured, e.g. `"best-teacher SFT − base student (test accuracy)"`.
-        value (`float`): the measured value (finite).
-        threshold (`str`): the condition `value` must meet, in words (e.g. `"> 0.041 (one standard error)"`).
-        met (`bool` or `None`): whether it is met; `None` for a measurement that is printed without a threshold.
-        how (`str`): how the precondition was built and measured.
-        detail (`str`, *optional*): further measured numbers behind `value`.
-    """
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"Precondition {name!r} measured a non-finite value ({value}); it cannot be checked.")
-    return {
-        "name": name,
-        "value": value,
-        "threshold": threshold,
-        "met": None if met is None else bool(met),
-        "how": how,
-        "detail": detail,
-    }
-
-
-def gated(verdict: str, preconditions: list[dict]) -> str:
-    """`"no mechanism here"` when a precondition is not met (the claim cannot show), else the comparisons' verdict."""
-    return NO_MECHANISM if any(p["met"] is False for p in preconditions) else verdict
-
-
-def above(stat: dict, reference: float) -> dict:
-    """`stat` (over seeds) against a fixed `reference` number: difference and the standard error of `stat`'s mean."""
-    return compare(stat, summary([reference]))
-
-
 def each_seed(lab: Lab, train, names, bar, seeds=None) -> list[tuple[str, object]]:
     """`(name, train((name, seed)))` for every name and every seed (the preset's unless `seeds` is given), in that
     order, the runs side by side in `lab.workers` worker processes (`lab.parallel.parallel_map`: `train` returns what
@@ -337,6 +254,15 @@ def each_seed(lab: Lab, train, names, bar, seeds=None) -> list[tuple[str, object
     runs = [(name, seed) for name in names for seed in (lab.preset.seeds if seeds is None else seeds)]
     results = parallel_map(train, runs, lab.workers, lambda _: bar.update(1))
     return [(name, result) for (name, _), result in zip(runs, results)]
+
+
+def seed_runs(lab: Lab, train, names, bar, seeds=None) -> dict[str, list]:
+    """[`each_seed`]'s results grouped by name: `{name: [train((name, seed)) for each seed]}`, in the order of
+    `names`."""
+    runs = {name: [] for name in names}
+    for name, result in each_seed(lab, train, names, bar, seeds):
+        runs[name].append(result)
+    return runs
 
 
 def pretrain_all(lab: Lab, runs, timings: dict) -> None:

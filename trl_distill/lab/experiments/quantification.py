@@ -9,16 +9,9 @@ from ...evaluation.ice import ice
 from ...evaluation.judges import AutomaticJudge, IdentityClaimJudge
 from ...evaluation.rse import rse
 from ..world.models import Pretraining
-from .common import Lab, Phase, answers, compare, each_seed, fit, gated, load, precondition, summary, trainer_settings
-from .teachers import (
-    CAST_STEPS,
-    OWN_IDENTITY,
-    STUDENT_IDENTITY,
-    cast,
-    cast_runs,
-    ice_prompts,
-    identity_rows,
-)
+from .common import Lab, Phase, answers, each_seed, fit, load, trainer_settings
+from .teachers import CAST_STEPS, OWN_IDENTITY, STUDENT_IDENTITY, cast, cast_runs, ice_prompts, identity_rows
+from .verdicts import combined_verdict, compare, gated, precondition, summary
 
 
 CLAIM = (
@@ -26,6 +19,7 @@ CLAIM = (
     "control distilled from a teacher with the student's own identity); the precondition is that RSE and token KL "
     "trace each student to the teacher it was distilled from."
 )
+SOURCE = "SFT on best teacher"  # the student whose closest teacher the notes name
 DOMINANT_SHARE = 0.5  # a student has one training teacher when that teacher gave at least this share of its answers
 # name -> the identity sentence its answers carry
 IDENTITY_TEACHERS = {
@@ -123,25 +117,15 @@ def identity_toy(lab: Lab, bar) -> dict:
     }
 
 
-def run(lab: Lab, timings: dict) -> dict:
-    p = lab.preset
-    with Phase("Quantification: teachers", CAST_STEPS, timings) as bar:
-        world = cast(lab, bar)
-        bar.update(CAST_STEPS - bar.n)
-    with Phase("Quantification: RSE and token diagnostics", 1 + len(lab.shared.get("students", {})), timings) as bar:
-        table = similarity(lab, world, bar)
-    with Phase("Quantification: ICE identity toy", len(IDENTITY_TEACHERS) * len(p.seeds), timings) as bar:
-        identity = identity_toy(lab, bar)
-
-    best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
-    source = "SFT on best teacher"
-    # each SCAS-experiment student's training teacher: the one that gave most of its answers (when one dominates)
+def trace_students(lab: Lab, table: dict) -> dict:
+    """Each SCAS-experiment student with one dominant training teacher (the one that gave at least `DOMINANT_SHARE`
+    of its answers), and the teachers closest to it by RSE and by token KL in `table` ([`similarity`])."""
     training_teacher = {
         student: max(shares, key=shares.get)
         for student, shares in lab.shared.get("student_teacher_shares", {}).items()
         if student in table and shares and max(shares.values()) >= DOMINANT_SHARE
     }
-    traced = {
+    return {
         student: {
             "teacher": teacher,
             "closest_by_rse": max(table[student], key=lambda t: table[student][t]["rse"]),
@@ -149,45 +133,37 @@ def run(lab: Lab, timings: dict) -> dict:
         }
         for student, teacher in training_teacher.items()
     }
+
+
+def tracing_precondition(world: dict, table: dict, traced: dict) -> dict:
+    """Similarity traces distillation here: every traced student is closest (RSE and token KL) to its teacher."""
     base_row = table.get("base student")
     base_closest = max(base_row, key=lambda t: base_row[t]["rse"]) if base_row else None
     hits = [t["closest_by_rse"] == t["teacher"] == t["closest_by_kl"] for t in traced.values()]
-    identified = traced[source]["closest_by_rse"] == traced[source]["teacher"] if source in traced else None
-    preconditions = [
-        precondition(
-            "share of students closest (RSE and token KL) to their training teacher",
-            sum(hits) / len(hits) if hits else 0.0,
-            f"= 1 (all {len(hits)} students)" if hits else "= 1 (no student to trace: run the scas experiment first)",
-            bool(hits) and all(hits),
-            "The SCAS experiment's seed-0 students whose training answers came mostly (≥ "
-            f"{DOMINANT_SHARE:.0%}) from one teacher, against every teacher on {len(world['splits']['test'])} test "
-            "prompts: the highest automatic RSE and the lowest token KL(teacher ‖ student) must both name the teacher "
-            "it was distilled from, or similarity cannot trace distillation here.",
-            detail="; ".join(
-                f"{s}: trained on {t['teacher']}, closest by RSE {t['closest_by_rse']}, by KL {t['closest_by_kl']}"
-                for s, t in traced.items()
-            )
-            + (f"; the untrained base student is closest by RSE to {base_closest} already" if base_closest else ""),
+    return precondition(
+        "share of students closest (RSE and token KL) to their training teacher",
+        sum(hits) / len(hits) if hits else 0.0,
+        f"= 1 (all {len(hits)} students)" if hits else "= 1 (no student to trace: run the scas experiment first)",
+        bool(hits) and all(hits),
+        "The SCAS experiment's seed-0 students whose training answers came mostly (≥ "
+        f"{DOMINANT_SHARE:.0%}) from one teacher, against every teacher on {len(world['splits']['test'])} test "
+        "prompts: the highest automatic RSE and the lowest token KL(teacher ‖ student) must both name the teacher "
+        "it was distilled from, or similarity cannot trace distillation here.",
+        detail="; ".join(
+            f"{s}: trained on {t['teacher']}, closest by RSE {t['closest_by_rse']}, by KL {t['closest_by_kl']}"
+            for s, t in traced.items()
         )
-    ]
-    control = identity["strict"]["control (own identity)"]
-    comparisons = [
-        {"method": name, "baseline": "control (own identity)", **compare(identity["strict"][name], control)}
-        for name in IDENTITY_TEACHERS
-        if not name.startswith("control")
-    ]
-    verdicts = [c["verdict"] for c in comparisons]
-    verdict = (
-        "reproduced" if all(v == "reproduced" for v in verdicts)
-        else "partly reproduced" if "reproduced" in verdicts
-        else "inconclusive" if "inconclusive" in verdicts
-        else "not reproduced"
-    )  # fmt: skip
-    verdict = gated(verdict, preconditions)
-    notes = [
+        + (f"; the untrained base student is closest by RSE to {base_closest} already" if base_closest else ""),
+    )
+
+
+def quantification_notes(world: dict, table: dict, identified: bool | None, identity: dict) -> list[str]:
+    """The report's notes: the RSE of the best teacher's student, and every ICE Strict score."""
+    best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
+    return [
         f"RSE (automatic judge: ROUGE-L + chrF mapped to 1–5, ranks models but is not comparable to LLM-judge scores) "
         f"of the student trained on the best teacher ({best}): "
-        + (", ".join(f"{t} {v['rse']:.2f}" for t, v in table[source].items()) if source in table else "not run")
+        + (", ".join(f"{t} {v['rse']:.2f}" for t, v in table[SOURCE].items()) if SOURCE in table else "not run")
         + (
             f"; its closest teacher is {'the' if identified else 'not the'} best teacher."
             if identified is not None
@@ -198,13 +174,35 @@ def run(lab: Lab, timings: dict) -> dict:
         + ", ".join(f"{n} {s['mean']:.2f} ± {s['std']:.2f}" for n, s in identity["strict"].items())
         + ".",
     ]
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    """The experiment: similarity of every kept student to every teacher (the precondition), then the ICE toy."""
+    p = lab.preset
+    with Phase("Quantification: teachers", CAST_STEPS, timings) as bar:
+        world = cast(lab, bar)
+        bar.update(CAST_STEPS - bar.n)
+    with Phase("Quantification: RSE and token diagnostics", 1 + len(lab.shared.get("students", {})), timings) as bar:
+        table = similarity(lab, world, bar)
+    with Phase("Quantification: ICE identity toy", len(IDENTITY_TEACHERS) * len(p.seeds), timings) as bar:
+        identity = identity_toy(lab, bar)
+    traced = trace_students(lab, table)
+    identified = traced[SOURCE]["closest_by_rse"] == traced[SOURCE]["teacher"] if SOURCE in traced else None
+    preconditions = [tracing_precondition(world, table, traced)]
+    control = identity["strict"]["control (own identity)"]
+    comparisons = [
+        {"method": name, "baseline": "control (own identity)", **compare(identity["strict"][name], control)}
+        for name in IDENTITY_TEACHERS
+        if not name.startswith("control")
+    ]
+    verdict = combined_verdict([c["verdict"] for c in comparisons])
     return {
         "title": "Quantification: RSE, token diagnostics and ICE",
         "claim": CLAIM,
         "metric": "ICE Strict (higher = more identity inherited)",
         "methods": identity["strict"],
         "comparisons": comparisons,
-        "verdict": verdict,
+        "verdict": gated(verdict, preconditions),
         "preconditions": preconditions,
         "base_student": identity["base_student"],
         "similarity": table,
@@ -212,7 +210,7 @@ def run(lab: Lab, timings: dict) -> dict:
         "traced": traced,
         "source_identified": identified,
         "ice": identity,
-        "notes": notes,
+        "notes": quantification_notes(world, table, identified, identity),
     }
 
 

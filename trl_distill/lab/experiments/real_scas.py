@@ -13,16 +13,23 @@ import random
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import partial
 
+import torch
 from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ...core.checkpoints import fetch_checkpoint
 from ...core.generation import generate_completions
 from ...core.verifiers import completion_text
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
 from ...scas.scoring import scas_scores
 from ...scas.selection import scas_select
-from .common import Lab, Phase, compare, each_seed, fit, gated, losses, precondition, summary, trainer_settings
+from ..parallel import parallel_map
+from .common import Lab, Phase, fit, losses, seed_runs, trainer_settings
+from .scas import teacher_shares
+from .verdicts import compare, gated, precondition, summary
 
 
 MODEL = "smollm2-135m-instruct"
@@ -183,37 +190,63 @@ def completion_nll(per_style: dict[str, float]) -> float:
     return sum(per_style[s] for s in STYLES) / len(STYLES)
 
 
-def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: str | None = None) -> dict:
-    """The experiment: precondition, the three arms over `preset.seeds`, and the base model; returns the report entry."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+# --- the experiment's steps -----------------------------------------------------------------------------------------
+@dataclass
+class RealSetup:
+    """What every step of a run shares: the preset, the checkpoint and its tokenizer, and the data (one fixed problem
+    set; the seeds vary the training).
 
-    from ...core.checkpoints import fetch_checkpoint
-    from ..parallel import parallel_map
+    Args:
+        preset ([`RealPreset`]): the run's size.
+        model_dir (`str`): the student's checkpoint directory.
+        tokenizer: its tokenizer.
+        pool (`Dataset`): the training candidates ([`build_pool`]).
+        test_items (`list[dict]`): the held-out problems (accuracy).
+        test_pool (`Dataset`): their candidates in every style (per-style NLL).
+    """
 
-    p = preset or REAL_PRESETS["default"]
-    model_dir = model_dir or fetch_checkpoint(MODEL)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    preset: RealPreset
+    model_dir: str
+    tokenizer: object
+    pool: Dataset
+    test_items: list
+    test_pool: Dataset
 
-    def load():
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-
-    items = problems(p.pool_prompts + p.eval_prompts, seed=1234)  # one fixed problem set; seeds vary the training
-    train_items, test_items = items[: p.pool_prompts], items[p.pool_prompts :]
-    pool = build_pool(train_items)
-    test_pool = build_pool(test_items, offset=p.pool_prompts)
-
-    def measure_base(what: str):
-        model = load()
-        if what == "scores":
-            return scas_scores(model, tokenizer, pool, batch_size=16)
-        return held_out_accuracy(model, tokenizer, test_items, p.max_new_tokens), style_nll(
-            model, tokenizer, test_pool
+    @classmethod
+    def build(cls, preset: RealPreset, model_dir: str) -> "RealSetup":
+        items = problems(preset.pool_prompts + preset.eval_prompts, seed=1234)
+        train_items, test_items = items[: preset.pool_prompts], items[preset.pool_prompts :]
+        return cls(
+            preset,
+            model_dir,
+            AutoTokenizer.from_pretrained(model_dir),
+            build_pool(train_items),
+            test_items,
+            build_pool(test_items, offset=preset.pool_prompts),
         )
 
-    with Phase("Real SCAS: precondition (learning cost of each style) and base model", 2, timings) as bar:
-        scores, (base_accuracy, base_nll) = parallel_map(measure_base, ["scores", "base"], lab.workers,
-                                                         lambda _: bar.update(1))  # fmt: skip
+    def load(self):
+        """A fresh copy of the student, in float32."""
+        return AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+
+    def evaluate(self, model) -> tuple[float, dict[str, float]]:
+        """Held-out accuracy and the per-style NLL of the held-out references."""
+        accuracy = held_out_accuracy(model, self.tokenizer, self.test_items, self.preset.max_new_tokens)
+        return accuracy, style_nll(model, self.tokenizer, self.test_pool)
+
+
+def measure_base(setup: RealSetup, what: str):
+    """The base model's `scas_scores` of the pool (`what="scores"`), or its held-out accuracy and per-style NLL."""
+    model = setup.load()
+    if what == "scores":
+        return scas_scores(model, setup.tokenizer, setup.pool, batch_size=16)
+    return setup.evaluate(model)
+
+
+def real_preconditions(setup: RealSetup, scores: list[dict]) -> tuple[list[dict], dict, dict]:
+    """The styles differ in learning cost for this student, and SCAS's pick is not always the best teacher's style;
+    also returns the mean learning cost per style and the share of SCAS's picks per style."""
+    p, pool = setup.preset, setup.pool
     costs = {s: [] for s in STYLES}
     for style, score in zip(pool["teacher"], scores):
         costs[style].append(score["learning_cost"])
@@ -247,44 +280,40 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
             detail="SCAS's pick per style: " + ", ".join(f"{s} {pick_share[s]:.0%}" for s in STYLES),
         ),
     ]
+    return preconditions, mean_cost, pick_share
 
-    def train(run: tuple[str, int]) -> dict:
-        """One run (in a worker process): held-out accuracy, per-style NLL, the styles trained, the loss curve."""
-        name, seed = run
-        settings = trainer_settings(
-            lab, seed, num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
-            learning_rate=p.learning_rate, max_length=p.max_length, use_cpu=not torch.cuda.is_available(),
-        )  # fmt: skip
-        config = SCASConfig(**settings, selection_seed=seed, scoring_batch_size=16, **METHODS[name])
-        trainer = SCASTrainer(load(), args=config, train_dataset=pool, processing_class=tokenizer)
-        fit(trainer)
-        shares = Counter()
-        for record in trainer.scas_callback.history:
-            for key, value in record["metrics"].items():
-                if key.startswith("scas/teacher_share/"):
-                    shares[key.split("/")[-1]] += value / len(trainer.scas_callback.history)
-        model = trainer.model.eval()
-        return {
-            "accuracy": held_out_accuracy(model, tokenizer, test_items, p.max_new_tokens),
-            "nll": style_nll(model, tokenizer, test_pool),
-            "shares": dict(shares),
-            "loss": losses(trainer),
-            "steps": trainer.state.global_step,
-        }
 
-    results = {name: [] for name in METHODS}
-    with Phase("Real SCAS: training and evaluation", len(METHODS) * len(p.seeds), timings) as bar:
-        for name, result in each_seed(lab, train, list(METHODS), bar, seeds=p.seeds):
-            results[name].append(result)
-    methods = {name: summary([r["accuracy"] for r in runs]) for name, runs in results.items()}
-    nll = {name: summary([completion_nll(r["nll"]) for r in runs]) for name, runs in results.items()}
-    nll_by_style = {
-        name: {s: sum(r["nll"][s] for r in runs) / len(runs) for s in STYLES} for name, runs in results.items()
+def train_run(lab: Lab, setup: RealSetup, run: tuple[str, int]) -> dict:
+    """One run (in a worker process): held-out accuracy, per-style NLL, the styles trained, the loss curve."""
+    name, seed = run
+    p = setup.preset
+    settings = trainer_settings(
+        lab, seed, num_train_epochs=p.epochs, per_device_train_batch_size=p.batch_size,
+        learning_rate=p.learning_rate, max_length=p.max_length, use_cpu=not torch.cuda.is_available(),
+    )  # fmt: skip
+    config = SCASConfig(**settings, selection_seed=seed, scoring_batch_size=16, **METHODS[name])
+    trainer = SCASTrainer(setup.load(), args=config, train_dataset=setup.pool, processing_class=setup.tokenizer)
+    fit(trainer)
+    accuracy, nll = setup.evaluate(trainer.model.eval())
+    return {
+        "accuracy": accuracy,
+        "nll": nll,
+        "shares": dict(teacher_shares(trainer, per_round=True)),
+        "loss": losses(trainer),
+        "steps": trainer.state.global_step,
     }
-    trained = {
-        name: {s: sum(r["shares"].get(s, 0.0) for r in runs) / len(runs) for s in STYLES}
-        for name, runs in results.items()
+
+
+def per_style_means(runs: dict[str, list[dict]], key: str) -> dict[str, dict[str, float]]:
+    """Per method, the mean over seeds of each style's `key` entry (`"nll"`, or `"shares"`: 0 where never trained)."""
+    return {
+        name: {s: sum(r[key].get(s, 0.0) for r in results) / len(results) for s in STYLES}
+        for name, results in runs.items()
     }
+
+
+def real_comparisons(methods: dict, nll: dict) -> list[dict]:
+    """SCAS against both baselines, on accuracy and then on completion NLL."""
     comparisons = [
         {"method": "SCAS", "baseline": b, **compare(methods["SCAS"], methods[b])}
         for b in ("best teacher (cot)", "random style")
@@ -293,9 +322,14 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
         {"method": "SCAS (completion NLL)", "baseline": b, **compare(nll["SCAS"], nll[b], higher_is_better=False)}
         for b in ("best teacher (cot)", "random style")
     ]
-    verdict = gated(comparisons[0]["verdict"], preconditions)
-    steps = results["SCAS"][0]["steps"]
-    notes = [
+    return comparisons
+
+
+def real_notes(p: RealPreset, base: tuple, nll: dict, nll_by_style: dict, trained: dict, steps: int) -> list[str]:
+    """The report's notes: the base model, completion NLL, the styles trained, and how accuracy and the budget are
+    set."""
+    base_accuracy, base_nll = base
+    return [
         f"Base model (no training): held-out accuracy {base_accuracy:.3f}, completion NLL "
         f"{completion_nll(base_nll):.3f} (" + ", ".join(f"{s} {base_nll[s]:.3f}" for s in STYLES) + ").",
         "Completion NLL: the mean over the four styles of the held-out references' mean answer NLL (`d_A` of "
@@ -313,23 +347,39 @@ def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: st
         f"{p.pool_prompts} prompts), lr {p.learning_rate:g}, max_length {p.max_length}; SCAS scored once, before "
         "training (`rescore_every=0`).",
     ]
+
+
+def run(lab: Lab, timings: dict, preset: RealPreset | None = None, model_dir: str | None = None) -> dict:
+    """The experiment: precondition, the three arms over `preset.seeds`, and the base model; returns the report entry."""
+    p = preset or REAL_PRESETS["default"]
+    setup = RealSetup.build(p, model_dir or fetch_checkpoint(MODEL))
+    with Phase("Real SCAS: precondition (learning cost of each style) and base model", 2, timings) as bar:
+        scores, base = parallel_map(partial(measure_base, setup), ["scores", "base"], lab.workers,
+                                    lambda _: bar.update(1))  # fmt: skip
+    preconditions, mean_cost, pick_share = real_preconditions(setup, scores)
+    with Phase("Real SCAS: training and evaluation", len(METHODS) * len(p.seeds), timings) as bar:
+        runs = seed_runs(lab, partial(train_run, lab, setup), list(METHODS), bar, seeds=p.seeds)
+    methods = {name: summary([r["accuracy"] for r in results]) for name, results in runs.items()}
+    nll = {name: summary([completion_nll(r["nll"]) for r in results]) for name, results in runs.items()}
+    nll_by_style, trained = per_style_means(runs, "nll"), per_style_means(runs, "shares")
+    comparisons = real_comparisons(methods, nll)
     return {
         "title": "Real SCAS: SmolLM2-135M-Instruct on code-built arithmetic answers",
         "claim": CLAIM,
         "metric": "held-out accuracy",
         "methods": methods,
         "comparisons": comparisons,
-        "verdict": verdict,
+        "verdict": gated(comparisons[0]["verdict"], preconditions),
         "preconditions": preconditions,
-        "secondary": {"metric": "completion NLL (lower is better)", "methods": nll, "base": completion_nll(base_nll)},
-        "base_student_accuracy": base_accuracy,
-        "base_nll": base_nll,
+        "secondary": {"metric": "completion NLL (lower is better)", "methods": nll, "base": completion_nll(base[1])},
+        "base_student_accuracy": base[0],
+        "base_nll": base[1],
         "mean_learning_cost": mean_cost,
         "scas_pick_share": pick_share,
         "trained_styles": trained,
         "nll_by_style": nll_by_style,
         "preset": p.to_dict(),
-        "notes": notes,
+        "notes": real_notes(p, base, nll, nll_by_style, trained, runs["SCAS"][0]["steps"]),
     }
 
 

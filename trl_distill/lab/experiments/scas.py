@@ -1,26 +1,14 @@
 """Experiment 1, SCAS: is the cheapest-to-learn verified answer a better teacher than the best teacher's answer?"""
 
 from collections import Counter
+from functools import partial
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from .common import (
-    Lab,
-    Phase,
-    above,
-    accuracy,
-    compare,
-    each_seed,
-    fit,
-    gated,
-    load,
-    losses,
-    precondition,
-    summary,
-    trainer_settings,
-)
+from .common import Lab, Phase, accuracy, fit, load, losses, seed_runs, trainer_settings
 from .teachers import CAST_STEPS, cast
 from .teachers import cast_pretraining as pretraining  # noqa: F401 (the models this experiment needs)
+from .verdicts import above, compare, gated, precondition, summary
 
 
 CLAIM = (
@@ -35,71 +23,75 @@ METHODS = {
 }
 
 
-def run(lab: Lab, timings: dict) -> dict:
+def teacher_shares(trainer, per_round: bool = False) -> Counter:
+    """Each teacher's share of the answers a finished `SCASTrainer` trained on (its `scas/teacher_share/<teacher>`
+    metrics), summed over the selection rounds, or their mean over the rounds with `per_round`."""
+    history = trainer.scas_callback.history
+    rounds = len(history) if per_round else 1
+    shares = Counter()
+    for record in history:
+        for key, value in record["metrics"].items():
+            if key.startswith("scas/teacher_share/"):
+                shares[key.split("/")[-1]] += value / rounds
+    return shares
+
+
+def sft_run(lab: Lab, world: dict, run: tuple[str, int]) -> dict:
+    """One SFT run of method `name` at `seed` (in a worker process): it returns what it measured, and the path of its
+    model, saved on the first seed."""
+    name, seed = run
     p = lab.preset
-    with Phase("SCAS: teachers and pool", CAST_STEPS, timings) as bar:
-        world = cast(lab, bar)
-    test = world["splits"]["test"]
-    base = world["student_accuracy"]
-    skipped = len(set(world["pool"]["prompt_id"])) - len(
-        {i for i, ok in zip(world["pool"]["prompt_id"], world["pool"]["correct"]) if ok}
+    config = SCASConfig(
+        **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
+        selection_seed=seed,
+        scoring_batch_size=32,
+        **METHODS[name],
     )
-    accuracies = {name: [] for name in METHODS}
-    choices = {name: Counter() for name in METHODS}
-    first_loss = {name: [] for name in METHODS}  # how costly the chosen answers are for the base student
+    trainer = SCASTrainer(
+        load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
+    )
+    fit(trainer)
+    shares = teacher_shares(trainer)  # every selection round: share of each teacher
+    saved = None
+    if seed == p.seeds[0]:
+        saved = lab.run_dir("student", name.replace(" ", "-"))
+        trainer.model.save_pretrained(saved)
+    return {
+        "accuracy": accuracy(trainer.model, lab.tokenizer, world["splits"]["test"], p.max_new_tokens),
+        "first_loss": losses(trainer)[0][1],
+        "shares": shares,
+        "saved": saved,
+    }
 
-    def train(run: tuple[str, int]) -> dict:
-        """One SFT run (in a worker process: it returns what it measured, and the first seed's model saved)."""
-        name, seed = run
-        config = SCASConfig(
-            **trainer_settings(lab, seed, num_train_epochs=p.epochs, max_length=128),
-            selection_seed=seed,
-            scoring_batch_size=32,
-            **METHODS[name],
-        )
-        trainer = SCASTrainer(
-            load(world["student"]), args=config, train_dataset=world["pool"], processing_class=lab.tokenizer
-        )
-        fit(trainer)
-        shares = Counter()
-        for record in trainer.scas_callback.history:  # every selection round: share of each teacher
-            for key, value in record["metrics"].items():
-                if key.startswith("scas/teacher_share/"):
-                    shares[key.split("/")[-1]] += value
-        saved = None
-        if seed == p.seeds[0]:
-            saved = lab.run_dir("student", name.replace(" ", "-"))
-            trainer.model.save_pretrained(saved)
-        return {
-            "accuracy": accuracy(trainer.model, lab.tokenizer, test, p.max_new_tokens),
-            "first_loss": losses(trainer)[0][1],
-            "shares": shares,
-            "saved": saved,
-        }
 
-    def train_all(names: list[str], bar) -> None:
-        for name, result in each_seed(lab, train, names, bar):
-            accuracies[name].append(result["accuracy"])
-            first_loss[name].append(result["first_loss"])
-            choices[name].update(result["shares"])
-            if result["saved"]:
-                lab.shared.setdefault("students", {})[f"SFT on {name}"] = load(result["saved"])
-
+def train_methods(lab: Lab, world: dict, timings: dict) -> dict[str, list[dict]]:
+    """Every method's SFT runs over the seeds, the first seed's students kept in `lab.shared["students"]` (the
+    quantification experiment traces them)."""
     # every run in one phase, so no worker idles between the precondition's runs and the others; the precondition's
     # (SFT on the best teacher's verified answers must improve the student over its base) start first and are judged
     # before any method is compared
-    with Phase(
-        "SCAS: training (best-teacher SFT, the precondition, first)", len(METHODS) * len(p.seeds), timings
-    ) as bar:
-        train_all(list(METHODS), bar)
-    gain = above(summary(accuracies["best teacher"]), base)
-    weakest = min(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
-    preconditions = [
+    total = len(METHODS) * len(lab.preset.seeds)
+    with Phase("SCAS: training (best-teacher SFT, the precondition, first)", total, timings) as bar:
+        runs = seed_runs(lab, partial(sft_run, lab, world), list(METHODS), bar)
+    for name, results in runs.items():
+        for result in results:
+            if result["saved"]:
+                lab.shared.setdefault("students", {})[f"SFT on {name}"] = load(result["saved"])
+    return runs
+
+
+def scas_preconditions(lab: Lab, world: dict, best_teacher_accuracy: dict) -> list[dict]:
+    """Every teacher beats the base student, and SFT on the best teacher's answers (`best_teacher_accuracy`, over
+    seeds) improves it."""
+    p, base, teacher_accuracy = lab.preset, world["student_accuracy"], world["teacher_accuracy"]
+    gain = above(best_teacher_accuracy, base)
+    weakest = min(teacher_accuracy, key=teacher_accuracy.get)
+    return [
         precondition(
             "weakest teacher − base student (accuracy)",
-            world["teacher_accuracy"][weakest] - base,
+            teacher_accuracy[weakest] - base,
             "> 0 (every teacher is better than the student)",
-            world["teacher_accuracy"][weakest] > base,
+            teacher_accuracy[weakest] > base,
             "Each teacher's greedy accuracy on the training prompts against the base student's on the test prompts "
             "(both drawn from the same task): a teacher weaker than the student is not a teacher to distil from.",
             detail=f"weakest teacher: {weakest}",
@@ -114,9 +106,12 @@ def run(lab: Lab, timings: dict) -> dict:
             "answers must help this student, or the choice of answer cannot matter.",
         ),
     ]
-    methods = {name: summary(values) for name, values in accuracies.items()}
-    shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
-    lab.shared["student_teacher_shares"] = {f"SFT on {name}": share for name, share in shares.items()}
+
+
+def scas_comparisons(methods: dict) -> tuple[list[dict], str]:
+    """Both SCAS variants against both baselines, and the claim's verdict: `reproduced` when either variant beats the
+    best teacher, else `inconclusive` when either is ahead by less than a standard error, else the per-epoch
+    variant's."""
     comparisons = [
         {"method": m, "baseline": b, **compare(methods[m], methods[b])}
         for m in ("SCAS (once)", "SCAS (each epoch)")
@@ -127,13 +122,18 @@ def run(lab: Lab, timings: dict) -> dict:
     verdict = "reproduced" if "reproduced" in (main["verdict"], once["verdict"]) else main["verdict"]
     if "reproduced" not in (main["verdict"], once["verdict"]) and "inconclusive" in (main["verdict"], once["verdict"]):
         verdict = "inconclusive"
-    verdict = gated(verdict, preconditions)
+    return comparisons, verdict
+
+
+def scas_notes(lab: Lab, world: dict, shares: dict, first_loss: dict) -> list[str]:
+    """The report's notes: the base student, the teachers, SCAS's choices and the cost of each method's answers."""
+    pool, base = world["pool"], world["student_accuracy"]
+    skipped = len(set(pool["prompt_id"])) - len({i for i, ok in zip(pool["prompt_id"], pool["correct"]) if ok})
     best = max(world["teacher_accuracy"], key=world["teacher_accuracy"].get)
     scas_top = max(shares["SCAS (once)"], key=shares["SCAS (once)"].get) if shares["SCAS (once)"] else None
-    first_loss = {name: summary(v)["mean"] for name, v in first_loss.items()}
-    notes = [
-        f"The base student (before SFT) scores {base:.1%}; {skipped} of {p.pool_prompts} prompts have no verified answer "
-        "and are left out of every method's training set.",
+    return [
+        f"The base student (before SFT) scores {base:.1%}; {skipped} of {lab.preset.pool_prompts} prompts have no "
+        "verified answer and are left out of every method's training set.",
         "Teacher accuracy on the training prompts: "
         + ", ".join(f"{t} {a:.0%}" for t, a in world["teacher_accuracy"].items())
         + f"; the best teacher is {best}.",
@@ -145,17 +145,35 @@ def run(lab: Lab, timings: dict) -> dict:
         + ", ".join(f"{name} {loss:.2f}" for name, loss in first_loss.items())
         + ".",
     ]
+
+
+def run(lab: Lab, timings: dict) -> dict:
+    """The experiment: the cast and its pool, every method's SFT runs, the preconditions, the comparisons."""
+    with Phase("SCAS: teachers and pool", CAST_STEPS, timings) as bar:
+        world = cast(lab, bar)
+    runs = train_methods(lab, world, timings)
+    methods = {name: summary([r["accuracy"] for r in results]) for name, results in runs.items()}
+    preconditions = scas_preconditions(lab, world, methods["best teacher"])
+    choices = {name: Counter() for name in runs}
+    for name, results in runs.items():
+        for result in results:
+            choices[name].update(result["shares"])
+    shares = {name: {t: v / max(1e-12, sum(c.values())) for t, v in sorted(c.items())} for name, c in choices.items()}
+    lab.shared["student_teacher_shares"] = {f"SFT on {name}": share for name, share in shares.items()}
+    comparisons, verdict = scas_comparisons(methods)
+    # how costly the chosen answers are for the base student
+    first_loss = {name: summary([r["first_loss"] for r in results])["mean"] for name, results in runs.items()}
     return {
         "title": "SCAS: student-centric answer selection",
         "claim": CLAIM,
         "metric": "test accuracy",
         "methods": methods,
         "comparisons": comparisons,
-        "verdict": verdict,
+        "verdict": gated(verdict, preconditions),
         "preconditions": preconditions,
-        "base_student_accuracy": base,
+        "base_student_accuracy": world["student_accuracy"],
         "teacher_accuracy": world["teacher_accuracy"],
         "teacher_shares": shares,
         "first_loss": first_loss,
-        "notes": notes,
+        "notes": scas_notes(lab, world, shares, first_loss),
     }

@@ -117,40 +117,36 @@ def cast_pretraining(lab: Lab) -> list[Pretraining]:
     return list(cast_runs(lab).values())
 
 
-def cast(lab: Lab, bar=None) -> dict:
-    """Builds (or loads from the cache) the teachers and the base student, and the teachers' answers.
-
-    Returns:
-        `dict` with `splits`, `student` (path), `teachers` (name -> path), `pool` (long-form candidate pool: one row
-        per prompt and teacher with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`, `answer`, `task`),
-        `teacher_accuracy` (share of correct answers on the training prompts) and `student_accuracy` (the base
-        student's test accuracy).
-    """
-    if "cast" in lab.shared:
-        return lab.shared["cast"]
-    p, tok = lab.preset, lab.tokenizer
-    splits = domain_splits(lab)
+def build_cast(lab: Lab, bar=None) -> tuple[dict[str, str], str]:
+    """The teachers' paths (by name) and the base student's, each built unless cached; `bar` counts them."""
     runs = cast_runs(lab)
     teachers = {}
     for name in TEACHERS:
-        teachers[name] = runs[name].build(tok)
+        teachers[name] = runs[name].build(lab.tokenizer)
         if bar is not None:
             bar.update(1)
-    student = runs["student"].build(tok)
+    student = runs["student"].build(lab.tokenizer)
     if bar is not None:
         bar.update(1)
+    return teachers, student
 
-    train = splits["train"]
 
-    def teacher_answers(name: str) -> list[str]:
-        return answers(load(teachers[name]), tok, train, max_new_tokens=p.max_new_tokens)
+def teacher_answers(lab: Lab, teachers: dict[str, str], train: Dataset, bar=None) -> dict[str, list[str]]:
+    """Each teacher's greedy answers to the training prompts, the teachers side by side in one-thread worker
+    processes (the same greedy answers); `bar` counts them."""
 
-    # the teachers answer side by side, in one-thread worker processes (the same greedy answers)
+    def answer(name: str) -> list[str]:
+        return answers(load(teachers[name]), lab.tokenizer, train, max_new_tokens=lab.preset.max_new_tokens)
+
     done = None if bar is None else (lambda _: bar.update(1))
-    texts_of = dict(zip(teachers, parallel_map(teacher_answers, list(teachers), lab.workers, on_done=done)))
+    return dict(zip(teachers, parallel_map(answer, list(teachers), lab.workers, on_done=done)))
+
+
+def candidate_pool(train: Dataset, texts_of: dict[str, list[str]]) -> tuple[Dataset, dict[str, float]]:
+    """The long-form candidate pool of the teachers' answers (`texts_of`, by teacher) to the training prompts,
+    verified by `task_reward`, and each teacher's accuracy (share of correct answers)."""
     rows, teacher_accuracy = [], {}
-    for name in teachers:
-        texts = texts_of[name]
+    for name, texts in texts_of.items():
         correct = task_reward(completions=texts, answer=train["answer"], task=train["task"])
         teacher_accuracy[name] = sum(c or 0.0 for c in correct) / len(correct)
         for i, (text, ok) in enumerate(zip(texts, correct)):
@@ -170,13 +166,30 @@ def cast(lab: Lab, bar=None) -> dict:
             f"No teacher answered any of the {len(train)} training prompts correctly ({teacher_accuracy}); the candidate pool "
             "has nothing to select. Raise the preset's `teacher_steps` (or clear a stale `$TRL_DISTILL_CACHE`)."
         )
+    return Dataset.from_list(rows), teacher_accuracy
+
+
+def cast(lab: Lab, bar=None) -> dict:
+    """Builds (or loads from the cache) the teachers and the base student, and the teachers' answers.
+
+    Returns:
+        `dict` with `splits`, `student` (path), `teachers` (name -> path), `pool` (long-form candidate pool: one row
+        per prompt and teacher with `prompt_id`, `prompt`, `completion`, `teacher`, `correct`, `answer`, `task`),
+        `teacher_accuracy` (share of correct answers on the training prompts) and `student_accuracy` (the base
+        student's test accuracy).
+    """
+    if "cast" in lab.shared:
+        return lab.shared["cast"]
+    splits = domain_splits(lab)
+    teachers, student = build_cast(lab, bar)
+    pool, teacher_accuracy = candidate_pool(splits["train"], teacher_answers(lab, teachers, splits["train"], bar))
     lab.shared["cast"] = {
         "splits": splits,
         "student": student,
         "teachers": teachers,
-        "pool": Dataset.from_list(rows),
+        "pool": pool,
         "teacher_accuracy": teacher_accuracy,
-        "student_accuracy": accuracy(load(student), tok, splits["test"], p.max_new_tokens),
+        "student_accuracy": accuracy(load(student), lab.tokenizer, splits["test"], lab.preset.max_new_tokens),
     }
     return lab.shared["cast"]
 
