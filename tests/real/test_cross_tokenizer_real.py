@@ -6,6 +6,7 @@ import copy
 
 import torch
 from datasets import Dataset
+from test_cross_tokenizer import rollouts  # tests/ is on sys.path (pytest's rootdir conftest)
 
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
@@ -15,16 +16,6 @@ from trl_distill.lab.world.tokenizer import build_tokenizer
 
 TEXTS = ["The capital of France is Paris.", "  def f(x):\n    return x ** 2  # naïve — ok", "Zürich, 東京 and 3.14"]
 PROMPT = [{"role": "user", "content": "Say something."}]
-
-
-def rollouts(tokenizer, texts):
-    rows = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-    return ids, mask
 
 
 def check_spans(bridge, aligned, texts):
