@@ -76,20 +76,35 @@ GEMMA3_TEMPLATE = (
 
 TOOLS_EXAMPLE = '[{"type": "function", "function": {"name": "calculator", "parameters": {"type": "object"}}}]'
 
-# What sets the three tokenizers apart. Special tokens in vocabulary order; then the added tokens, before the bytes.
-SPECIAL_TOKENS = {
-    "qwen3": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    "llama31": ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-    "gemma3": ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+SPECS = {
+    "qwen3": dict(
+        specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        added=["<think>", "</think>"],
+        bos=None,
+        eos="<|im_end|>",
+        pad="<|endoftext|>",
+        template=QWEN3_TEMPLATE,
+        padding_side="right",
+    ),
+    "llama31": dict(
+        specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        added=[],
+        bos="<|begin_of_text|>",
+        eos="<|eot_id|>",
+        pad=None,
+        template=LLAMA31_TEMPLATE,
+        padding_side="right",
+    ),
+    "gemma3": dict(
+        specials=["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+        added=[],
+        bos="<bos>",
+        eos="<eos>",
+        pad="<pad>",
+        template=GEMMA3_TEMPLATE,
+        padding_side="left",
+    ),
 }
-ADDED_TOKENS = {"qwen3": ["<think>", "</think>"], "llama31": [], "gemma3": []}
-NAMED_TOKENS = {
-    "qwen3": {"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>"},
-    "llama31": {"bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": None},
-    "gemma3": {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>"},
-}
-TEMPLATES = {"qwen3": QWEN3_TEMPLATE, "llama31": LLAMA31_TEMPLATE, "gemma3": GEMMA3_TEMPLATE}
-PADDING_SIDES = {"qwen3": "right", "llama31": "right", "gemma3": "left"}
 
 
 def _byte_alphabet() -> list[str]:
@@ -99,28 +114,28 @@ def _byte_alphabet() -> list[str]:
 
 
 def build_chat_tokenizer(kind: str) -> PreTrainedTokenizerFast:
-    """One of the tokenizers above (`qwen3`, `llama31`, `gemma3`), built offline in milliseconds."""
-    specials, added, named_tokens = SPECIAL_TOKENS[kind], ADDED_TOKENS[kind], NAMED_TOKENS[kind]
-    tokens = specials + added + _byte_alphabet()
+    """One of `SPECS`' tokenizers (`qwen3`, `llama31`, `gemma3`), built offline in milliseconds."""
+    spec = SPECS[kind]
+    tokens = spec["specials"] + spec["added"] + _byte_alphabet()
     vocab = {token: i for i, token in enumerate(tokens)}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False, byte_fallback=False))
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
-    if named_tokens["bos"] is not None:  # the tokenizer itself adds the BOS to plain text (Llama-3, Gemma)
-        bos = named_tokens["bos"]
+    if spec["bos"] is not None:  # the tokenizer itself adds the BOS to plain text (Llama-3, Gemma)
+        bos = spec["bos"]
         backend.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
         )
-    named = {f"{name}_token": token for name, token in named_tokens.items()}
+    named = {"bos_token": spec["bos"], "eos_token": spec["eos"], "pad_token": spec["pad"]}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         **{k: v for k, v in named.items() if v is not None},
-        additional_special_tokens=[t for t in specials if t not in named.values()],
+        additional_special_tokens=[t for t in spec["specials"] if t not in named.values()],
         name_or_path=f"offline-{kind}",
     )
-    if added:
-        tokenizer.add_tokens(added)
-    tokenizer.chat_template = TEMPLATES[kind]
-    tokenizer.padding_side = PADDING_SIDES[kind]
+    if spec["added"]:
+        tokenizer.add_tokens(spec["added"])
+    tokenizer.chat_template = spec["template"]
+    tokenizer.padding_side = spec["padding_side"]
     return tokenizer

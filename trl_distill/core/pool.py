@@ -41,7 +41,8 @@ def as_dataset(data, name: str = "The pool", released_pool: bool = True) -> Data
     """`data` as a `datasets.Dataset`: a `Dataset` as it is, a list of rows (dicts) or a dict of columns converted,
     and, where `released_pool`, the path of a released SCAS pool directory loaded (see [`load_released_pool`]).
 
-    A column of rows whose values Arrow cannot hold in one type (e.g. `True` and `0.5`) becomes a string column.
+    Where `released_pool`, a column of rows whose values Arrow cannot hold in one type (e.g. `True` and `0.5`) becomes
+    a string column, so that the pool's validation names the bad value.
 
     Args:
         data: the dataset, rows, columns or (where `released_pool`) path.
@@ -68,7 +69,10 @@ def as_dataset(data, name: str = "The pool", released_pool: bool = True) -> Data
         rows = [dict(row) for row in data]
         try:
             return Dataset.from_list(rows)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed types (e.g. True and 0.5): as strings
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            if not released_pool:
+                raise
+            # a pool column of mixed types (e.g. True and 0.5) as strings: `validate_pool` then names the bad value
             return _from_rows(rows)
     accepted = (
         "a list of rows (dicts), a dict of columns or a released pool directory"

@@ -44,9 +44,9 @@ def ensure_pad_token(tokenizer) -> int:
 
 
 def chat_messages(prompt, system: str | None = None) -> list[dict]:
-    """The conversation a chat model is asked: `prompt` (a string becomes one user turn, a list of messages is kept),
-    after a `system` message when one is given."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    """The conversation a chat model is asked: `prompt` (a list or tuple of messages is kept; anything else, e.g. a
+    string, becomes one user turn), after a `system` message when one is given."""
+    messages = list(prompt) if isinstance(prompt, list | tuple) else [{"role": "user", "content": prompt}]
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 

@@ -226,7 +226,8 @@ def token_diagnostics(
             in training), so that only completion tokens are scored.
         batch_size (`int`, *optional*, defaults to `8`): texts per forward pass. Full `(batch, length, vocab)` logits
             of both models are held, so lower it for large vocabularies.
-        top_k (`int`, *optional*, defaults to `8`): size of the top-k sets of the mass and overlap diagnostics.
+        top_k (`int`, *optional*, defaults to `8`): size of the top-k sets of `teacher_mass_on_student_topk`,
+            `student_mass_on_teacher_topk` and `topk_overlap`.
         temperature (`float`, *optional*, defaults to `1.0`): softmax temperature applied to both models.
         return_per_token (`bool`, *optional*, defaults to `False`): also return, under `"per_token"`, one dict per
             text with a 1-D tensor per diagnostic over its scored tokens.
@@ -408,13 +409,8 @@ class TokenDiagnosticsCallback(TrainerCallback):
         self.texts = list(texts)
         self.log_every = log_every
         self.trainer = trainer
-        # what token_diagnostics is given at every logging step, besides the model, teacher, tokenizer and texts
-        self.diagnostics_kwargs = {
-            "prompts": None if prompts is None else list(prompts),
-            "batch_size": batch_size,
-            "top_k": top_k,
-            "temperature": temperature,
-        }
+        self.prompts = None if prompts is None else list(prompts)
+        self.batch_size, self.top_k, self.temperature = batch_size, top_k, temperature
         self.log_at_start = log_at_start
         self.prefix = prefix
         self._last_logged_step = -1
@@ -425,9 +421,10 @@ class TokenDiagnosticsCallback(TrainerCallback):
         self._last_logged_step = state.global_step
         if self.trainer is not None:
             model = self.trainer.accelerator.unwrap_model(model)
-        stats = token_diagnostics(
-            model, self.teacher, self.tokenizer, self.texts, check_tokenizer=False, **self.diagnostics_kwargs
+        settings = dict(
+            prompts=self.prompts, batch_size=self.batch_size, top_k=self.top_k, temperature=self.temperature
         )
+        stats = token_diagnostics(model, self.teacher, self.tokenizer, self.texts, check_tokenizer=False, **settings)
         logs = {f"{self.prefix}{key}": stats[key] for key in DIAGNOSTIC_KEYS}
         if self.trainer is not None:
             self.trainer.log(logs)

@@ -302,7 +302,8 @@ def ice(
             records with `prompt` and `response` (and optionally `category`, `language`, `template_names_other`).
         prompts (`Sequence[dict]`, *optional*): records of [`build_ice_prompts`]; built from the shipped data if None.
         judge (`Judge` or `Callable`, *optional*): decides conflicts, by default the model-free [`IdentityClaimJudge`].
-            A plain function `(prompt, response, identity) -> verdict` is wrapped in a [`FunctionJudge`].
+            A plain function `(prompt, response, identity) -> verdict` is wrapped in a
+            [`~trl_distill.evaluation.judges.FunctionJudge`].
         languages (`Sequence[str]`, *optional*, defaults to `("en",)`), num_mutations (`int`, *optional*, defaults to
         `8`), seed (`int`, *optional*, defaults to `0`), max_prompts (`int`, *optional*): see [`build_ice_prompts`].
         max_new_tokens (`int`, *optional*, defaults to `256`), batch_size (`int`, *optional*, defaults to `8`),
@@ -315,8 +316,10 @@ def ice(
 
     Raises:
         `ValueError` for both or neither of `model` and `responses`, responses not aligned with the prompts or not text
-        (drop a `None`, or give `''` for an empty answer), and a judge returning another number of verdicts than
-        responses or a `conflict`/`claims_other_model` not a boolean, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"` (a verdict of `None` is a judge failure, left out of the means).
+        (a missing answer is neither consistent nor a conflict: drop a `None`, or give `''` for an empty answer), and
+        a judge returning another number of verdicts than responses or a `conflict`/`claims_other_model` not a
+        boolean, 0/1 or `"true"`/`"false"`/`"yes"`/`"no"` (a verdict of `None` is a judge failure, left out of the
+        means).
     """
     identity = as_identity_fact(identity)
     build = dict(languages=languages, num_mutations=num_mutations, seed=seed, max_prompts=max_prompts)

@@ -187,7 +187,8 @@ def rse(
             generate `references` instead; `reference_tokenizer` defaults to `tokenizer`.
         judge (`Judge` or `Callable`, *optional*): scores the pairs, by default [`AutomaticJudge`] (ROUGE-L + chrF),
             whose scores rank models but are not comparable to LLM-judge scores. A plain function
-            `(prompt, response, reference) -> score` is wrapped in a [`FunctionJudge`].
+            `(prompt, response, reference) -> score` is wrapped in a
+            [`~trl_distill.evaluation.judges.FunctionJudge`].
         max_new_tokens (`int`, *optional*, defaults to `512`), batch_size (`int`, *optional*, defaults to `8`),
         system (`str`, *optional*): generation settings.
         show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
@@ -196,8 +197,8 @@ def rse(
         [`RSEResult`]: overall and per-dataset RSE, aspect means, failure counts and every pair.
 
     Raises:
-        `ValueError` for no prompts, responses or references not aligned with the prompts, or a judge returning another
-        number of scores than pairs. A pair whose response or reference is `None` is left out of every mean (counted
+        `ValueError` for no prompts, two dataset names with one string form (`1` and `"1"`), responses or references
+        not aligned with the prompts, or a judge returning another number of scores than pairs. A pair whose response or reference is `None` is left out of every mean (counted
         as failed), with a warning naming it.
     """
     datasets = _as_datasets(prompts)

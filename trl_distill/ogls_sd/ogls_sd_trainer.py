@@ -579,7 +579,9 @@ class OGLSSDTrainer(DistillationTrainer):
         input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         distill, tail = inputs["distill_mask"], inputs["tail_mask"]
-        student_hidden = self._get_last_hidden_state(unwrapped_student, input_ids, attention_mask, distill.size(1))
+        student_hidden = self._get_last_hidden_state(
+            unwrapped_student, input_ids, attention_mask, inputs["completion_ids"].size(1)
+        )
         per_token, entropy, nll = self._loss_terms(student_hidden, LMHead.of(unwrapped_student), inputs)
         clip = self.args.jsd_token_clip
         n_clipped = per_token.new_tensor(math.nan)

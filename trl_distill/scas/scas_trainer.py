@@ -184,7 +184,7 @@ class SCASTrainer(SFTTrainer):
         self._scas_pool = None
         check_train_dataset_type(train_dataset)
         if isinstance(train_dataset, str | os.PathLike | list | dict):
-            train_dataset = as_dataset(train_dataset, "train_dataset")
+            train_dataset = as_dataset(train_dataset, "The train_dataset")
         if reward_funcs is not None:
             train_dataset = self._verified(train_dataset, reward_funcs, args.correct_threshold)
             eval_dataset = self._verified(eval_dataset, reward_funcs, args.correct_threshold)

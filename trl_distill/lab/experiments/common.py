@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -29,41 +30,37 @@ class Preset:
 
     Args:
         name (`str`): the preset's name.
-        max_new_tokens (`int`): generation budget of evaluation and rollouts.
-        curve_every (`int`): steps between two points of a training curve.
+        seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
         size (`str`): size of every tiny model (see `trl_distill.lab.world.models.SIZES`).
-        teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
-        student_steps (`int`): pre-training steps of the base student.
         pool_prompts (`int`): training prompts (SCAS pool, DMC candidate datasets, OGLS-SD and CaMOPD prompts).
         eval_prompts (`int`): held-out prompts per accuracy measurement.
         dev_prompts (`int`): dev prompts (DMC capability, training curves).
-        seeds (`tuple[int, ...]`): seeds of every compared training run (at least 3 for mean ± std).
+        teacher_steps (`int`): pre-training steps of the strongest teacher (weaker ones get fractions of it).
+        student_steps (`int`): pre-training steps of the base student.
         batch_size (`int`): per-device batch of every trainer.
         epochs (`int`): epochs of SCAS's SFT runs.
         dmc_epochs (`int`): epochs of DMC's SFT runs (its 7 runs per seed are most of `make demo`'s time).
         onpolicy_steps (`int`): optimizer steps of the on-policy runs (OGLS-SD, CaMOPD).
         identity_steps (`int`): SFT steps of each ICE student (its identity teacher is trained 1.5 times as long).
+        max_new_tokens (`int`): generation budget of evaluation and rollouts.
+        curve_every (`int`): steps between two points of a training curve.
     """
 
     name: str
-    # generation and measurement
-    max_new_tokens: int = 48
-    curve_every: int = 4
-    # the cached models (their size and pre-training)
+    seeds: tuple = (0, 1, 2)
     size: str = "xs"
-    teacher_steps: int = 100
-    student_steps: int = 100
-    # the data
     pool_prompts: int = 64
     eval_prompts: int = 48
     dev_prompts: int = 8
-    # the compared training runs
-    seeds: tuple = (0, 1, 2)
+    teacher_steps: int = 100
+    student_steps: int = 100
     batch_size: int = 16
     epochs: int = 2
     dmc_epochs: int = 2
     onpolicy_steps: int = 8
     identity_steps: int = 20
+    max_new_tokens: int = 48
+    curve_every: int = 4
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -288,3 +285,16 @@ def pretrain_all(lab: Lab, runs, timings: dict) -> None:
 def clean_scratch(lab: Lab) -> None:
     """Removes the scratch training directories (nothing is saved there, but trainers create them)."""
     shutil.rmtree(lab.scratch, ignore_errors=True)
+
+
+def teacher_shares(trainer, per_round: bool = False) -> Counter:
+    """Each teacher's share of the answers a finished `SCASTrainer` trained on (its `scas/teacher_share/<teacher>`
+    metrics), summed over the selection rounds, or their mean over the rounds with `per_round`."""
+    history = trainer.scas_callback.history
+    rounds = len(history) if per_round else 1
+    shares = Counter()
+    for record in history:
+        for key, value in record["metrics"].items():
+            if key.startswith("scas/teacher_share/"):
+                shares[key.split("/")[-1]] += value / rounds
+    return shares

@@ -27,8 +27,7 @@ from ...scas.scas_trainer import SCASTrainer
 from ...scas.scoring import scas_scores
 from ...scas.selection import scas_select
 from ..parallel import parallel_map
-from .common import Lab, Phase, fit, losses, seed_runs, trainer_settings
-from .scas import teacher_shares
+from .common import Lab, Phase, fit, losses, seed_runs, teacher_shares, trainer_settings
 from .verdicts import compare, gated, precondition, summary
 
 

@@ -5,7 +5,7 @@ from functools import partial
 
 from ...scas.scas_config import SCASConfig
 from ...scas.scas_trainer import SCASTrainer
-from .common import Lab, Phase, accuracy, fit, load, losses, seed_runs, trainer_settings
+from .common import Lab, Phase, accuracy, fit, load, losses, seed_runs, teacher_shares, trainer_settings
 from .teachers import CAST_STEPS, cast
 from .teachers import cast_pretraining as pretraining  # noqa: F401 (the models this experiment needs)
 from .verdicts import above, compare, gated, precondition, summary
@@ -21,19 +21,6 @@ METHODS = {
     "SCAS (once)": {"selection_strategy": "scas", "rescore_every": 0},
     "SCAS (each epoch)": {"selection_strategy": "scas", "rescore_every": 1},
 }
-
-
-def teacher_shares(trainer, per_round: bool = False) -> Counter:
-    """Each teacher's share of the answers a finished `SCASTrainer` trained on (its `scas/teacher_share/<teacher>`
-    metrics), summed over the selection rounds, or their mean over the rounds with `per_round`."""
-    history = trainer.scas_callback.history
-    rounds = len(history) if per_round else 1
-    shares = Counter()
-    for record in history:
-        for key, value in record["metrics"].items():
-            if key.startswith("scas/teacher_share/"):
-                shares[key.split("/")[-1]] += value / rounds
-    return shares
 
 
 def sft_run(lab: Lab, world: dict, run: tuple[str, int]) -> dict:
