@@ -128,6 +128,13 @@ def test_a_streamed_pool_or_a_dataset_dict_is_refused_before_training(tmp_path, 
         )
 
 
+def test_a_path_that_is_not_a_released_pool_is_refused_as_docs_errors_quotes(tmp_path, tokenizer):
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(ValueError, match=r"^The train_dataset path '.*notes' is not a released SCAS pool directory"):
+        SCASTrainer(tiny_model(tokenizer, "xs"), config(tmp_path), train_dataset=str(tmp_path / "notes"),
+                    processing_class=tokenizer)  # fmt: skip
+
+
 # --- 3. resuming on a changed pool ------------------------------------------------------------------------------
 def test_resuming_on_a_changed_pool_is_refused_and_the_fix_works(tmp_path, tokenizer):
     args = config(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, rescore_every=0, seed=0)
