@@ -12,7 +12,9 @@ stops mattering: with `x = β(1 − C)`, `DMC_A > DMC_B` iff `x < (Q_A − Q_B) 
 - candidates that trade quality against difficulty (`CANDIDATES`): the training prompts' reference solutions in an
   answer style (sets `L`: cot is the student's own, equation a new one-line format, verbose a longer new format) with a
   share of rows carrying an arithmetic slip that the final answer follows (sets `Q`), chosen so that the cheap noisy dataset leads while
-  `C` ≈ 0 and the clean hard one leads once `C` is high (docs/lab.md has the arithmetic).
+  `C` ≈ 0 and the clean hard one leads once `C` is high (docs/lab.md has the arithmetic). Two designs
+  (`DESIGNS`): `reversing`, the first, whose crossings (c* ≈ 0.6–0.7) one stage did not reach, and `crossing`, whose
+  clean dataset is only just harder than the noisy one's penalty allows, so c* is low (≈ 0.36 at step 0).
 
 The precondition is measured (`stage_precondition`) on checkpoints of a plain SFT run on the step-0 choice: the ranking at step 0 against the
 ranking after the first stage (DMCCallback's reselection interval, one epoch of its candidates).
@@ -32,12 +34,23 @@ from .dmc import overtaking
 
 
 COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
-# name -> (answer style, share of rows with a slip, so a wrong final answer): Q = 1 − share, L set by the style (see the module docstring)
+# name -> (answer style, share of wrong rows): Q = 1 − share, L set by the style (see the module docstring).
+# The first design: Q set so that the ranking reverses fully between C ≈ 0 and C ≈ 0.9 (docs/lab.md).
 CANDIDATES = {
     "cot-noisy": ("cot", 0.6),
     "equation-noisy": ("equation", 0.4),
     "verbose-clean": ("verbose", 0.0),
 }
+# The crossing design: the clean equation set overtakes the noisy cot one at a low crossing capability. With Q_A = 1
+# and Q_B = 1 − s, c* = 1 − s / ((1 − s)·L_A − L_B), which falls as L_A falls (A just harder than B's penalty allows)
+# and as s grows; from the first design's step-0 L's (clean cot 0.155, slipped cot rows ≈ 0.84, equation 2.14), s = 0.47
+# puts c* near 0.3: above C ≈ 0.06 at step 0, below the 0.38–0.56 one stage of SFT on cot reached (docs/lab.md).
+CROSSING = {
+    "cot-noisy": ("cot", 0.47),
+    "equation-clean": ("equation", 0.0),
+    "verbose-clean": ("verbose", 0.0),
+}
+DESIGNS = {"reversing": CANDIDATES, "crossing": CROSSING}
 DMC_STUDENT_PROBLEMS = 1024  # distinct pre-training problems of the DMC student (as many as a teacher's)
 ANSWER_EVERY = 8  # one pre-training solution in this many keeps its `Answer:` line
 
@@ -115,13 +128,15 @@ def with_wrong_answers(rows: Dataset, share: float, seed: int = 0) -> Dataset:
 NOISE = {"slips": with_slips, "answers": with_wrong_answers}
 
 
-def candidate_datasets(lab: Lab, noise: str = "slips") -> dict[str, Dataset]:
-    """`CANDIDATES` on the lab's training prompts (the same prompts in each, `teachers.domain_splits`' draw), their
-    wrong rows made by `NOISE[noise]`."""
+def candidate_datasets(lab: Lab, noise: str = "slips", design: str = "reversing") -> dict[str, Dataset]:
+    """The candidates of `DESIGNS[design]` on the lab's training prompts (the same prompts in each,
+    `teachers.domain_splits`' draw), their wrong rows made by `NOISE[noise]`."""
     if noise not in NOISE:
         raise ValueError(f"Unknown noise {noise!r}; choose one of {sorted(NOISE)}.")
+    if design not in DESIGNS:
+        raise ValueError(f"Unknown design {design!r}; choose one of {sorted(DESIGNS)}.")
     p, datasets = lab.preset, {}
-    for k, (name, (style, share)) in enumerate(CANDIDATES.items()):
+    for k, (name, (style, share)) in enumerate(DESIGNS[design].items()):
         splits = make_task_splits(
             ("arithmetic",), p.pool_prompts, p.dev_prompts, p.eval_prompts, seed=0, style=style, **TASK_KWARGS
         )  # fmt: skip
@@ -178,7 +193,8 @@ def ranking(lab: Lab, datasets: dict, dev: Dataset, model) -> list[dict]:
 
 def stage_precondition(step0: list[dict], staged: list[list[dict]], stage: int, top: str) -> dict:
     """The precondition from rankings at step 0 (`step0`) and after the first stage of plain SFT on the step-0 choice
-    `top` (`staged`, one per seed): Spearman ρ between them, the top after the stage and the crossover capabilities."""
+    `top` (`staged`, one per seed): Spearman ρ between them, the top after the stage and the crossover capabilities.
+    Met when the top changes on at least two seeds in three (reselecting then has something to find)."""
     names = [row["dataset"] for row in step0]
     dmc0 = {row["dataset"]: row["dmc"] for row in step0}
     rhos = []
@@ -188,16 +204,18 @@ def stage_precondition(step0: list[dict], staged: list[list[dict]], stage: int, 
         rhos.append(0.0 if math.isnan(rho) else rho)  # a constant side keeps no ranking: it moved
     rho = sum(rhos) / len(rhos)
     tops = [table[0]["dataset"] for table in staged]
+    moved = sum(t != top for t in tops)
     return precondition(
         "Spearman ρ of the DMC ranking after the first stage against step 0",
         rho,
-        "< 1 on every seed (the ranking changes during the first stage)",
-        all(r < 1.0 - 1e-9 for r in rhos),
+        "the top changes during the first stage on at least 2 seeds in 3",
+        moved >= math.ceil(2 * len(staged) / 3),
         f"`rank_datasets` (β = 1) on the base student (step 0) and on the checkpoint after the first stage ({stage} "
         f"steps: one epoch of DMCCallback's candidates, its reselection interval) of plain SFT on the step-0 choice "
         f"({top}), per seed (mean ρ over {len(staged)} seeds): if the ranking does not move, reselecting has nothing "
         "to find.",
         detail=f"ρ per seed: {', '.join(f'{r:+.3f}' for r in rhos)}; top at step 0: {top}, after the first stage: "
         + ", ".join(tops)
+        + f" (moved on {moved} of {len(staged)} seeds)"
         + f"; at step 0, {overtaking(top, [step0])}; after the first stage, {overtaking(top, staged)}",
     )
