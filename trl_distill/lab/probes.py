@@ -65,6 +65,11 @@ def make_parser() -> argparse.ArgumentParser:
         default="reversing",
         help="dmc-stage: the candidates (`dmc_formula.DESIGNS`): the first design, or the low-crossing one",
     )
+    parser.add_argument(
+        "--claims",
+        action="store_true",
+        help="dmc-stage: where the precondition is met, measure the two claims too (SFT per candidate, DMCCallback)",
+    )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
     parser.add_argument("--styles", nargs="+", default=["cot"], choices=STYLES, help="answer styles of the datasets")
@@ -232,7 +237,34 @@ def dmc_stage(lab: Lab, args) -> int:
         f"{'met' if result['met'] else 'NOT MET'}"
     )
     print(f"  {result['detail']}")
+    if args.claims and result["met"]:
+        print_claims(lab, student, datasets, domain_splits(lab), step0)
+    elif args.claims:
+        print("claims not measured: no mechanism here")
     return 0
+
+
+def print_claims(lab: Lab, student: str, datasets, splits, step0) -> None:
+    """`dmc_formula.claims` on the DMC formula world, one line per method and per comparison."""
+    from .experiments.dmc_formula import claims
+
+    out = claims(lab, student, datasets, splits, step0, {})
+    print(f"test accuracy after {lab.preset.dmc_epochs} stages ({len(splits['test'])} test prompts), per seed:")
+    for name, m in out["methods"].items():
+        print(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f} ({', '.join(f'{v:.3f}' for v in m['values'])})")
+    print(
+        f"static: Spearman ρ of step-0 DMC against mean accuracy over {len(datasets)} candidates: {out['spearman']:+.3f}"
+    )
+    for label, seeds in out["callback_weights"].items():
+        rounds = " | ".join(
+            ", ".join(f"{n} {w:.2f}" for n, w in r.items()) for r in seeds[0]
+        )  # the first seed's rounds
+        print(f"  {label} mixture weights per round (seed {lab.preset.seeds[0]}): {rounds}")
+    for method, baseline, c in out["comparisons"]:
+        print(
+            f"  {method} − {baseline}: {c['difference']:+.3f} (standard error {c['standard_error']:.3f}): "
+            f"{c['verdict']}"
+        )
 
 
 def styled_student(lab: Lab, styles: list[str], problems: int, steps: int) -> str:

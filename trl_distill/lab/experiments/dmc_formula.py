@@ -29,8 +29,8 @@ from transformers import TrainerCallback
 from ...dmc.compatibility import overtaking_capability, rank_datasets
 from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, precondition, spearman
-from .dmc import overtaking
+from .common import TASK_KWARGS, Lab, Phase, accuracy, compare, each_seed, precondition, spearman, summary
+from .dmc import candidate_slices, overtaking, reselecting_run, sft_run
 
 
 COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
@@ -219,3 +219,51 @@ def stage_precondition(step0: list[dict], staged: list[list[dict]], stage: int, 
         + f" (moved on {moved} of {len(staged)} seeds)"
         + f"; at step 0, {overtaking(top, [step0])}; after the first stage, {overtaking(top, staged)}",
     )
+
+
+def claims(lab: Lab, student: str, datasets: dict, splits: dict, step0: list[dict], timings: dict) -> dict:
+    """The two claims on this world, each seed of the preset, the same budget (`budget`) everywhere: plain SFT on each
+    candidate (static: Spearman ρ of step-0 DMC against its mean test accuracy, the DMC pick against a random pick,
+    the mean over candidates per seed), and DMCCallback reselecting every stage against selecting once and against the
+    best static candidate (the one whose SFT ends best, an oracle pick). Also the callbacks' mixture weights per round.
+    `timings` gets each phase's wall time."""
+    p, names, steps = lab.preset, list(datasets), budget(lab.preset)
+    dev, test = splits["dev"], splits["test"]
+    runs = {name: [] for name in names}
+    with Phase("DMC formula world: SFT per candidate", len(names) * len(p.seeds), timings) as bar:
+        for name, acc in each_seed(lab, lambda r: sft_accuracy(lab, student, datasets[r[0]], test, r[1]), names, bar):
+            runs[name].append(acc)
+    candidates, every = candidate_slices(datasets, p.pool_prompts), {"DMCCallback static": 0, "DMCCallback dynamic": 1}
+    weights = {label: [] for label in every}  # each seed's mixture weights, one dict per round
+    with Phase("DMC formula world: DMCCallback static and dynamic", 2 * len(p.seeds), timings) as bar:
+        for label, (acc, rounds) in each_seed(
+            lab, lambda r: reselecting_run(lab, student, candidates, dev, test, r[1], every[r[0]], steps), every, bar
+        ):
+            runs.setdefault(label, []).append(acc)
+            weights[label].append(rounds)
+    methods = {name: summary(values) for name, values in runs.items()}
+    dmc0 = {row["dataset"]: row["dmc"] for row in step0}
+    pick, best = step0[0]["dataset"], max(names, key=lambda n: methods[n]["mean"])
+    methods["random candidate"] = summary([sum(runs[n][i] for n in names) / len(names) for i in range(len(p.seeds))])
+    return {
+        "methods": methods,
+        "spearman": spearman([dmc0[n] for n in names], [methods[n]["mean"] for n in names]),
+        "pick": pick,
+        "best": best,
+        "callback_weights": weights,
+        "comparisons": [
+            (pick, "random candidate", compare(methods[pick], methods["random candidate"])),
+            ("DMCCallback dynamic", f"best static ({best})", compare(methods["DMCCallback dynamic"], methods[best])),
+            (
+                "DMCCallback dynamic",
+                "DMCCallback static",
+                compare(*(methods[f"DMCCallback {k}"] for k in ("dynamic", "static"))),
+            ),
+        ],
+    }
+
+
+def sft_accuracy(lab: Lab, student: str, dataset: Dataset, test: Dataset, seed: int) -> float:
+    """Test accuracy after plain SFT of `student` on `dataset` for the experiment's budget."""
+    trainer = sft_run(lab, student, dataset, seed, budget(lab.preset))
+    return accuracy(trainer.model, lab.tokenizer, test, lab.preset.max_new_tokens)
