@@ -92,3 +92,28 @@ def test_stage_precondition_needs_the_top_to_move_on_two_seeds_in_three():
     result = dmc_formula.stage_precondition(step0, [moved, kept, kept], 32, "b")
     assert result["met"] is False and result["value"] == pytest.approx(1 / 3)  # ρ −1, +1, +1
     assert "moved on 1 of 3 seeds" in result["detail"]
+
+
+def test_claims_on_the_smoke_preset_compare_the_runs_they_made(tmp_path, monkeypatch):
+    from trl_distill.lab.experiments.common import PRESETS, Lab, load, pretrain_all
+    from trl_distill.lab.experiments.teachers import domain_splits
+
+    monkeypatch.setenv("TRL_DISTILL_CACHE", str(tmp_path / "cache"))
+    lab = Lab(PRESETS["smoke"], str(tmp_path / "runs"))
+    pretrain_all(lab, dmc_formula.pretraining(lab), {})
+    student, splits = dmc_formula.student_run(lab).build(lab.tokenizer), domain_splits(lab)
+    datasets = dmc_formula.candidate_datasets(lab, design="crossing")
+    assert [round(sum(d["correct"]) / len(d), 3) for d in datasets.values()] == [0.531, 1.0, 1.0]  # 34 of 64 rows
+    step0 = dmc_formula.ranking(lab, datasets, splits["dev"], load(student))
+    out = dmc_formula.claims(lab, student, datasets, splits, step0, timings := {})
+    methods = out["methods"]
+    assert set(methods) == {*datasets, "DMCCallback static", "DMCCallback dynamic", "random candidate"}
+    assert all(m["n"] == len(lab.preset.seeds) for m in methods.values())
+    mean = sum(methods[n]["mean"] for n in datasets) / len(datasets)
+    assert methods["random candidate"]["mean"] == pytest.approx(mean)  # the mean pick, seed by seed
+    assert out["pick"] == step0[0]["dataset"] and methods[out["best"]]["mean"] == max(
+        methods[n]["mean"] for n in datasets
+    )
+    dynamic, static = (out["callback_weights"][f"DMCCallback {k}"][0] for k in ("dynamic", "static"))
+    assert len(static) == 1 and len(dynamic) == lab.preset.dmc_epochs  # one round, or one per stage
+    assert sum(dynamic[0].values()) == pytest.approx(1.0) and len(timings) == 2
