@@ -79,35 +79,9 @@ def pretraining(lab: Lab) -> list[Pretraining]:
     return [student_run(lab)]
 
 
-def with_slips(rows: Dataset, share: float, seed: int = 0) -> Dataset:
-    """`rows` with an arithmetic slip in `round(share · len(rows))` seeded rows: the last step's result is off by 1 to
-    9 either way and the final answer follows it, as a careless teacher's would (its answer agrees with its own
-    working; only the arithmetic is wrong), and a `correct` column from the task's verifier."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share of wrong answers must be in [0, 1], got {share}.")
-    rng = random.Random(seed)
-    wrong = set(rng.sample(range(len(rows)), round(share * len(rows))))
-    offsets = [rng.choice([d for d in range(-9, 10) if d]) for _ in range(len(rows))]
-
-    def slip(row, i):
-        if i not in wrong:
-            return row
-        text, value = row["completion"][0]["content"], row["answer"]
-        slipped = str(int(value) + offsets[i])
-        working, _, _ = text.rpartition(f"Answer: {value}")
-        head, _, tail = working.rpartition(f"={value}")  # the last step's result (or the equation's)
-        text = f"{head}={slipped}{tail}Answer: {slipped}"
-        return {"completion": [{"role": "assistant", "content": text}]}
-
-    rows = rows.map(slip, with_indices=True)
-    correct = task_reward(completions=rows["completion"], answer=rows["answer"], task=rows["task"])
-    return rows.add_column("correct", [bool(c) for c in correct]).select_columns(COLUMNS)
-
-
-def with_wrong_answers(rows: Dataset, share: float, seed: int = 0) -> Dataset:
-    """`rows` with the final answer of `round(share · len(rows))` seeded rows replaced by a wrong number (the correct
-    one moved by 1 to 9 either way) while the working stays right, and a `correct` column from the task's verifier:
-    the first design's noise (its answers disagree with their own working)."""
+def corrupted(rows: Dataset, share: float, seed: int, wrong_text) -> Dataset:
+    """`rows` with `round(share · len(rows))` seeded rows rewritten by `wrong_text(text, answer, offset)` (`offset` a
+    seeded error of 1 to 9 either way), and a `correct` column from the task's verifier."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share of wrong answers must be in [0, 1], got {share}.")
     rng = random.Random(seed)
@@ -117,12 +91,38 @@ def with_wrong_answers(rows: Dataset, share: float, seed: int = 0) -> Dataset:
     def corrupt(row, i):
         if i not in wrong:
             return row
-        head, _, value = row["completion"][0]["content"].rpartition("Answer: ")
-        return {"completion": [{"role": "assistant", "content": f"{head}Answer: {int(value) + offsets[i]}"}]}
+        text = wrong_text(row["completion"][0]["content"], row["answer"], offsets[i])
+        return {"completion": [{"role": "assistant", "content": text}]}
 
     rows = rows.map(corrupt, with_indices=True)
     correct = task_reward(completions=rows["completion"], answer=rows["answer"], task=rows["task"])
     return rows.add_column("correct", [bool(c) for c in correct]).select_columns(COLUMNS)
+
+
+def with_slips(rows: Dataset, share: float, seed: int = 0) -> Dataset:
+    """`rows` with an arithmetic slip in `round(share · len(rows))` seeded rows: the last step's result is off by 1 to
+    9 either way and the final answer follows it, as a careless teacher's would (its answer agrees with its own
+    working; only the arithmetic is wrong), and a `correct` column from the task's verifier."""
+
+    def slip(text, value, offset):
+        slipped = str(int(value) + offset)
+        working, _, _ = text.rpartition(f"Answer: {value}")
+        head, _, tail = working.rpartition(f"={value}")  # the last step's result (or the equation's)
+        return f"{head}={slipped}{tail}Answer: {slipped}"
+
+    return corrupted(rows, share, seed, slip)
+
+
+def with_wrong_answers(rows: Dataset, share: float, seed: int = 0) -> Dataset:
+    """`rows` with the final answer of `round(share · len(rows))` seeded rows replaced by a wrong number (the correct
+    one moved by 1 to 9 either way) while the working stays right, and a `correct` column from the task's verifier:
+    the first design's noise (its answers disagree with their own working)."""
+
+    def wrong_answer(text, value, offset):
+        head, _, stated = text.rpartition("Answer: ")
+        return f"{head}Answer: {int(stated) + offset}"
+
+    return corrupted(rows, share, seed, wrong_answer)
 
 
 NOISE = {"slips": with_slips, "answers": with_wrong_answers}
