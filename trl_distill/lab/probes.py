@@ -8,7 +8,7 @@
     python -m trl_distill.lab.probes dmc --train verbose-strong --student_styles cot verbose explained equation
     python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2
     python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --noise answers
-    python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --design crossing
+    python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --design crossing --claims
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own

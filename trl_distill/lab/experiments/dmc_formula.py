@@ -1,5 +1,6 @@
-"""A DMC world designed from DMC's formula (issue 30, part 2), measured by `python -m trl_distill.lab.probes dmc-stage`;
-the lab's DMC experiment (`experiments/dmc.py`) does not use it: its precondition was not met (docs/lab.md).
+"""A DMC world designed from DMC's formula (issue 30, part 2), measured by `python -m trl_distill.lab.probes dmc-stage`
+(`--claims`: both claims where the precondition is met); the lab's DMC experiment (`experiments/dmc.py`) does not use
+it yet (docs/lab.md: the first design misses the precondition, the `crossing` design meets it).
 
 The world is built from DMC's formula (issue 30). `DMC = Q / (1 + β(1 − C)L)` re-ranks two datasets only when one is
 cleaner and harder (`Q_A > Q_B`, `L_A > L_B`) and the capability `C` crosses the point where the difficulty penalty
