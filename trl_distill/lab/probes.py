@@ -8,6 +8,7 @@
     python -m trl_distill.lab.probes dmc --train verbose-strong --student_styles cot verbose explained equation
     python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2
     python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --noise answers
+    python -m trl_distill.lab.probes dmc-stage --seeds 0 1 2 --design crossing --claims
 
 No method is compared here: they measure the properties of the world the preconditions need (how strong a base
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
@@ -58,6 +59,17 @@ def make_parser() -> argparse.ArgumentParser:
         help="dmc-stage: how a candidate's wrong rows are wrong (an arithmetic slip the answer follows, or a wrong "
         "final answer under right working)",
     )
+    parser.add_argument(
+        "--design",
+        choices=("reversing", "crossing"),
+        default="reversing",
+        help="dmc-stage: the candidates (`dmc_formula.DESIGNS`): the first design, or the low-crossing one",
+    )
+    parser.add_argument(
+        "--claims",
+        action="store_true",
+        help="dmc-stage: where the precondition is met, measure the two claims too (SFT per candidate, DMCCallback)",
+    )
     parser.add_argument("--problems", type=int, nargs="+", default=[STUDENT_PROBLEMS], help="pre-training problems")
     parser.add_argument("--student_steps", type=int, default=PRESETS["default"].student_steps)
     parser.add_argument("--styles", nargs="+", default=["cot"], choices=STYLES, help="answer styles of the datasets")
@@ -69,7 +81,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompts", type=int, default=PRESETS["default"].pool_prompts, help="SFT/dataset prompts")
     parser.add_argument("--eval_prompts", type=int, default=PRESETS["default"].eval_prompts)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=[0], help="training seeds (dmc-stage: none measures step 0 only)"
+    )
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=PRESETS["default"].epochs)
     parser.add_argument("--threads", type=int, default=2)
@@ -182,6 +196,7 @@ def dmc_stage(lab: Lab, args) -> int:
     `--seeds`; then Spearman ρ between the two rankings and the capability at which each dataset would overtake the
     step-0 choice. The run stops at the stage's end (the checkpoint is that of the full budget's schedule)."""
     from .experiments.common import pretrain_all
+    from .experiments.dmc import overtaking
     from .experiments.dmc_formula import (
         RankAt,
         budget,
@@ -198,13 +213,15 @@ def dmc_stage(lab: Lab, args) -> int:
     p, tok = lab.preset, lab.tokenizer
     pretrain_all(lab, pretraining(lab), {})
     student, dev = student_run(lab).build(tok), domain_splits(lab)["dev"]
-    datasets = candidate_datasets(lab, args.noise)
+    datasets = candidate_datasets(lab, args.noise, args.design)
     step0 = ranking(lab, datasets, dev, load(student))
     top, steps, stage = step0[0]["dataset"], budget(p), stage_steps(p)
     print(
         f"preset {p.name}: {len(dev)} dev prompts, {p.pool_prompts} rows per dataset, stage {stage} steps of {steps}"
     )
-    print(f"step 0: {table_text(step0)}", flush=True)
+    print(f"step 0: {table_text(step0)}\n  predicted: {overtaking(top, [step0])}", flush=True)
+    if not args.seeds:
+        return 0
     staged = []
     for seed in args.seeds:
         config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
@@ -220,7 +237,34 @@ def dmc_stage(lab: Lab, args) -> int:
         f"{'met' if result['met'] else 'NOT MET'}"
     )
     print(f"  {result['detail']}")
+    if args.claims and result["met"]:
+        print_claims(lab, student, datasets, domain_splits(lab), step0)
+    elif args.claims:
+        print("claims not measured: no mechanism here")
     return 0
+
+
+def print_claims(lab: Lab, student: str, datasets, splits, step0) -> None:
+    """`dmc_formula.claims` on the DMC formula world, one line per method and per comparison."""
+    from .experiments.dmc_formula import claims
+
+    out = claims(lab, student, datasets, splits, step0, {})
+    print(f"test accuracy after {lab.preset.dmc_epochs} stages ({len(splits['test'])} test prompts), per seed:")
+    for name, m in out["methods"].items():
+        print(f"  {name}: {m['mean']:.3f} ± {m['std']:.3f} ({', '.join(f'{v:.3f}' for v in m['values'])})")
+    print(
+        f"static: Spearman ρ of step-0 DMC against mean accuracy over {len(datasets)} candidates: {out['spearman']:+.3f}"
+    )
+    for label, seeds in out["callback_weights"].items():
+        rounds = " | ".join(
+            ", ".join(f"{n} {w:.2f}" for n, w in r.items()) for r in seeds[0]
+        )  # the first seed's rounds
+        print(f"  {label} mixture weights per round (seed {lab.preset.seeds[0]}): {rounds}")
+    for method, baseline, c in out["comparisons"]:
+        print(
+            f"  {method} − {baseline}: {c['difference']:+.3f} (standard error {c['standard_error']:.3f}): "
+            f"{c['verdict']}"
+        )
 
 
 def styled_student(lab: Lab, styles: list[str], problems: int, steps: int) -> str:

@@ -54,6 +54,42 @@ def budget(preset) -> int:
     return preset.dmc_epochs * math.ceil(preset.pool_prompts / preset.batch_size)
 
 
+def sft_run(lab: Lab, student: str, dataset: Dataset, seed: int, steps: int):
+    """The trainer after `steps` optimizer steps of plain SFT of `student` on `dataset` (the lab's settings)."""
+    args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+    return fit(SFTTrainer(load(student), args=args, train_dataset=dataset, processing_class=lab.tokenizer))
+
+
+def candidate_slices(datasets: dict[str, Dataset], rows: int) -> CandidateDatasets:
+    """DMCCallback's candidates: a slice of every dataset, `rows` in all, so one epoch over the candidates is one pass
+    over the prompts (the same budget as SFT on one dataset)."""
+    share = max(1, rows // len(datasets))
+    return CandidateDatasets(
+        {
+            name: d.select(range(k * share, min(len(d), (k + 1) * share)))
+            for k, (name, d) in enumerate(datasets.items())
+        }
+    )
+
+
+def reselecting_run(lab: Lab, student: str, candidates, dev, test, seed: int, reselect_every: int, steps: int):
+    """Test accuracy after `steps` of SFT of `student` under a DMCCallback (mixture, every dev prompt and candidate row,
+    reselecting every `reselect_every` epochs; 0: once), and the mixture weights of each of its rounds."""
+    args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+    trainer = SFTTrainer(
+        load(student), args=args, train_dataset=candidates.train_dataset, processing_class=lab.tokenizer
+    )
+    callback = DMCCallback(
+        candidates, dev, task_reward, trainer=trainer, strategy="mixture", reselect_every=reselect_every,
+        probe_size=None, dev_size=None, max_new_tokens=lab.preset.max_new_tokens,
+    )  # fmt: skip
+    trainer.add_callback(callback)
+    fit(trainer)
+    rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
+    weights = [{n: r[f"dmc/{n}/weight"] for n in candidates.names} for r in rounds]
+    return accuracy(trainer.model, lab.tokenizer, test, lab.preset.max_new_tokens), weights
+
+
 def overtaking(top: str, tables: list[list[dict]]) -> str:
     """In words, from tables measured at the last epoch (one per seed): the capability `C` at which each other dataset
     would overtake `top` under DMC's formula (`overtaking_capability`, with L as measured then), and the `C` reached."""
@@ -108,10 +144,7 @@ def run(lab: Lab, timings: dict) -> dict:
         """Test accuracy after SFT on one dataset, and `ranking` re-measured on the trained student (for the step-0
         choice, and for every dataset on the first seed)."""
         name, seed = run
-        args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-        trainer = fit(
-            SFTTrainer(load(world["student"]), args=args, train_dataset=datasets[name], processing_class=tok)
-        )
+        trainer = sft_run(lab, world["student"], datasets[name], seed, steps)
         final = ranking(trainer.model) if name == top or seed == p.seeds[0] else None
         return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), final
 
@@ -144,31 +177,13 @@ def run(lab: Lab, timings: dict) -> dict:
             + overtaking(top, final_tables),
         )
     ]
-    # a slice of every dataset, so one epoch over the candidates is one pass over the prompts (same budget)
-    share = max(1, p.pool_prompts // len(names))
-    candidates = CandidateDatasets(
-        {
-            name: d.select(range(k * share, min(len(d), (k + 1) * share)))
-            for k, (name, d) in enumerate(datasets.items())
-        }
-    )
+    candidates = candidate_slices(datasets, p.pool_prompts)
 
     def reselecting(run: tuple[str, int]) -> tuple[float, list]:
-        """Test accuracy after SFT under a DMCCallback, and the mixture weights of each of its rounds."""
         label, seed = run
-        args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-        trainer = SFTTrainer(
-            load(world["student"]), args=args, train_dataset=candidates.train_dataset, processing_class=tok
+        return reselecting_run(
+            lab, world["student"], candidates, splits["dev"], splits["test"], seed, dynamic[label], steps
         )
-        callback = DMCCallback(
-            candidates, splits["dev"], task_reward, trainer=trainer, strategy="mixture", reselect_every=dynamic[label],
-            probe_size=None, dev_size=None, max_new_tokens=p.max_new_tokens,
-        )  # fmt: skip
-        trainer.add_callback(callback)
-        fit(trainer)
-        rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
-        weights = [{n: r[f"dmc/{n}/weight"] for n in names} for r in rounds]
-        return accuracy(trainer.model, tok, splits["test"], p.max_new_tokens), weights
 
     with Phase("DMC: DMCCallback static and dynamic", len(dynamic) * len(p.seeds), timings) as bar:
         for label, (acc, weights) in each_seed(lab, reselecting, dynamic, bar):
