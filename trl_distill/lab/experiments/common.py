@@ -17,9 +17,6 @@ from ..progress import bar, interactive
 from ..world.tasks import task_reward
 from ..world.tokenizer import load_or_build_tokenizer
 
-# the DMC experiments import these from here
-from .verdicts import compare, gated, precondition, spearman, summary  # noqa: F401
-
 
 @dataclass
 class Preset:

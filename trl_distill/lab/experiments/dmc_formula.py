@@ -30,8 +30,9 @@ from transformers import TrainerCallback
 from ...dmc.compatibility import overtaking_capability, rank_datasets
 from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, Phase, accuracy, compare, each_seed, precondition, spearman, summary
+from .common import TASK_KWARGS, Lab, Phase, accuracy, each_seed
 from .dmc import candidate_slices, overtaking, reselecting_run, sft_run
+from .verdicts import compare, precondition, spearman, summary
 
 
 COLUMNS = ["prompt", "completion", "answer", "task", "correct"]
