@@ -254,20 +254,33 @@ def test_smoke_run_of_every_experiment_records_its_preconditions(smoke_report, n
     assert not (out / "_runs").exists()  # scratch trainer directories are cleaned up
 
 
-def test_smoke_dmc_reports_the_first_dataset_after_sft_on_each(smoke_report):
+def test_smoke_dmc_measures_the_precondition_then_each_claim_apart(smoke_report):
     out, results = smoke_report
-    dmc = results["experiments"]["dmc"]
+    dmc, seeds = results["experiments"]["dmc"], results["preset"]["seeds"]
     names = [row["dataset"] for row in dmc["ranking"]]
-    assert sorted(dmc["top_after_sft"]) == sorted(names)
-    for trained, after in dmc["top_after_sft"].items():
-        assert after["top"] in names and math.isfinite(after["difficulty"]) and after["difficulty"] > 0
-        assert f"trained on {trained} → {after['top']} first" in (out / "report.md").read_text()
-    ranked = dmc["preconditions"][0]["detail"]
-    assert "overtake" in ranked and "C reached: " in ranked  # the capability DMC's top could be overtaken at
+    assert sorted(names) == ["cot-noisy", "equation-clean", "verbose-clean"]  # dmc_formula's crossing design
+    (stage,) = dmc["preconditions"]  # the first stage of plain SFT on the step-0 choice, one ranking per seed
+    assert len(dmc["first_stage_rankings"]) == len(seeds) and stage["met"] is not None
+    tops = [table[0]["dataset"] for table in dmc["first_stage_rankings"]]
+    moved = sum(top != names[0] for top in tops)
+    assert stage["met"] == (moved >= math.ceil(2 * len(seeds) / 3))
+    assert f"after the first stage: {', '.join(tops)}" in stage["detail"]
+    # static: the DMC pick against a random candidate; dynamic: reselection against the best static candidate
+    best = max(names, key=lambda n: dmc["methods"][n]["mean"])
+    assert dmc["pick"] == names[0] and dmc["best_static"] == best
+    pairs = [(c["method"], c["baseline"]) for c in dmc["comparisons"]]
+    assert pairs == [(names[0], "random candidate"), ("DMCCallback dynamic", f"best static ({best})")]
+    random_means = [sum(dmc["methods"][n]["values"][i] for n in names) / len(names) for i in range(len(seeds))]
+    assert dmc["methods"]["random candidate"]["values"] == pytest.approx(random_means)
+    if not stage["met"]:
+        assert dmc["verdict"] == NO_MECHANISM and set(dmc["claims"].values()) == {NO_MECHANISM}
+    report = (out / "report.md").read_text()
+    assert f"Static claim (DMC predicts the better student): {dmc['claims']['static']}." in report
+    assert f"Dynamic claim (reselection beats the best static candidate, {best}" in report
 
 
 def test_dmc_overtaking_names_the_capability_each_dataset_needs():
-    from trl_distill.lab.experiments.dmc import overtaking
+    from trl_distill.lab.experiments.dmc_formula import overtaking
 
     def table(capability, **rows):
         return [{"dataset": n, "quality": q, "difficulty": d, "capability": capability} for n, (q, d) in rows.items()]
@@ -319,7 +332,7 @@ def test_quick_lab_numbers_are_consistent(quick_report):
     for shares in scas["teacher_shares"].values():
         assert sum(shares.values()) == pytest.approx(1.0)
     dmc = results["experiments"]["dmc"]
-    assert len(dmc["scatter"]) >= 4
+    assert len(dmc["scatter"]) == 3  # the crossing design's candidates
     dmc_values = [p["dmc"] for p in dmc["scatter"]]
     accuracies = [p["accuracy"]["mean"] for p in dmc["scatter"]]
     expected = spearman(dmc_values, accuracies)

@@ -148,13 +148,13 @@ def dmc_transfer(lab: Lab, args) -> int:
     """DMC's terms on the lab's candidate datasets (and cot references of problems with larger operands, `--max_values`
     above 9) at step 0 and after SFT on each `--train` dataset with DMC's budget: one line per dataset and state."""
     from .experiments.common import pretrain_all
-    from .experiments.dmc import budget, candidate_datasets, overtaking, verified
+    from .experiments.dmc_formula import budget, overtaking
     from .experiments.teachers import cast, cast_pretraining
 
     p, tok = lab.preset, lab.tokenizer
     pretrain_all(lab, cast_pretraining(lab), {})
     world = cast(lab)
-    datasets = candidate_datasets(world)
+    datasets = cast_candidates(world)
     for flag, names in (("--train", args.train), ("--without", args.without)):
         unknown = sorted(set(names) - set(datasets))
         if unknown:
@@ -196,15 +196,15 @@ def dmc_stage(lab: Lab, args) -> int:
     `--seeds`; then Spearman ρ between the two rankings and the capability at which each dataset would overtake the
     step-0 choice. The run stops at the stage's end (the checkpoint is that of the full budget's schedule)."""
     from .experiments.common import pretrain_all
-    from .experiments.dmc import overtaking
     from .experiments.dmc_formula import (
-        RankAt,
         budget,
         candidate_datasets,
+        overtaking,
         pretraining,
         ranking,
         stage_precondition,
         stage_steps,
+        staged_ranking,
         student_run,
         table_text,
     )
@@ -224,13 +224,8 @@ def dmc_stage(lab: Lab, args) -> int:
         return 0
     staged = []
     for seed in args.seeds:
-        config = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
-        trainer = SFTTrainer(load(student), args=config, train_dataset=datasets[top], processing_class=tok)
-        at = RankAt(stage, lambda model: ranking(lab, datasets, dev, model), stop=True)
-        trainer.add_callback(at)
-        fit(trainer)
-        staged.append(at.result)
-        print(f"after stage 1 of SFT on {top} (step {stage}, seed {seed}): {table_text(at.result)}", flush=True)
+        staged.append(staged_ranking(lab, student, datasets, dev, top, seed))
+        print(f"after stage 1 of SFT on {top} (step {stage}, seed {seed}): {table_text(staged[-1])}", flush=True)
     result = stage_precondition(step0, staged, stage, top)
     print(
         f"precondition: {result['name']} = {result['value']:+.3f}, needs {result['threshold']}: "
@@ -265,6 +260,26 @@ def print_claims(lab: Lab, student: str, datasets, splits, step0) -> None:
             f"  {method} − {baseline}: {c['difference']:+.3f} (standard error {c['standard_error']:.3f}): "
             f"{c['verdict']}"
         )
+
+
+def cast_candidates(world: dict) -> dict:
+    """The lab's first DMC candidates: one dataset per teacher of the cast (its answers, right or wrong, to every
+    training prompt) and the reference solutions (every row correct)."""
+    from .experiments.dmc_formula import COLUMNS
+
+    pool = world["pool"]
+    datasets = {
+        t: pool.filter(lambda row, t=t: row["teacher"] == t).select_columns(COLUMNS) for t in world["teachers"]
+    }
+    datasets["reference"] = verified(world["splits"]["train"])
+    return datasets
+
+
+def verified(references):
+    """Reference solutions as a DMC candidate: every row correct, DMC's columns."""
+    from .experiments.dmc_formula import COLUMNS
+
+    return references.add_column("correct", [True] * len(references)).select_columns(COLUMNS)
 
 
 def styled_student(lab: Lab, styles: list[str], problems: int, steps: int) -> str:

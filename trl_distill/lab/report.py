@@ -322,7 +322,7 @@ def experiment_plots(output_dir: str, name: str, r: dict) -> list[str]:
     if name == "camopd":
         add(f"{name}_accuracy.png", grouped_bar_plot, r["title"], r["by_ability"], r["start"])
     else:
-        spread = {"random dataset": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
+        spread = {"random candidate": r["random_dataset_spread"]} if "random_dataset_spread" in r else None
         add(f"{name}_bars.png", bar_plot, r["title"], r["metric"], r["methods"], base=_base(r), spread=spread)
     if name == "dmc":
         add("dmc_scatter.png", scatter_plot, r["scatter"], r["spearman"])

@@ -1,6 +1,6 @@
-"""A DMC world designed from DMC's formula (issue 30, part 2), measured by `python -m trl_distill.lab.probes dmc-stage`
-(`--claims`: both claims where the precondition is met); the lab's DMC experiment (`experiments/dmc.py`) does not use
-it yet (docs/lab.md: the first design misses the precondition, the `crossing` design meets it).
+"""A DMC world designed from DMC's formula (issue 30, part 2), the lab's DMC experiment's world
+(`experiments/dmc.py`, the `crossing` design), also measured by `python -m trl_distill.lab.probes dmc-stage` (`--claims`:
+both claims where the precondition is met; docs/lab.md: the first design misses the precondition, `crossing` meets it).
 
 The world is built from DMC's formula (issue 30). `DMC = Q / (1 + β(1 − C)L)` re-ranks two datasets only when one is
 cleaner and harder (`Q_A > Q_B`, `L_A > L_B`) and the capability `C` crosses the point where the difficulty penalty
@@ -26,12 +26,13 @@ import random
 
 from datasets import Dataset
 from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
 
 from ...dmc.compatibility import overtaking_capability, rank_datasets
+from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, Phase, accuracy, each_seed
-from .dmc import candidate_slices, overtaking, reselecting_run, sft_run
+from .common import TASK_KWARGS, Lab, Phase, accuracy, each_seed, fit, load, trainer_settings
 from .verdicts import compare, precondition, spearman, summary
 
 
@@ -157,6 +158,62 @@ def budget(preset) -> int:
     return preset.dmc_epochs * stage_steps(preset)
 
 
+def sft_run(lab: Lab, student: str, dataset: Dataset, seed: int, steps: int):
+    """The trainer after `steps` optimizer steps of plain SFT of `student` on `dataset` (the lab's settings)."""
+    args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+    return fit(SFTTrainer(load(student), args=args, train_dataset=dataset, processing_class=lab.tokenizer))
+
+
+def candidate_slices(datasets: dict[str, Dataset], rows: int) -> CandidateDatasets:
+    """DMCCallback's candidates: a slice of every dataset, `rows` in all, so one epoch over the candidates is one pass
+    over the prompts (the same budget as SFT on one dataset)."""
+    share = max(1, rows // len(datasets))
+    return CandidateDatasets(
+        {
+            name: d.select(range(k * share, min(len(d), (k + 1) * share)))
+            for k, (name, d) in enumerate(datasets.items())
+        }
+    )
+
+
+def reselecting_run(lab: Lab, student: str, candidates, dev, test, seed: int, reselect_every: int, steps: int):
+    """Test accuracy after `steps` of SFT of `student` under a DMCCallback (mixture, every dev prompt and candidate row,
+    reselecting every `reselect_every` epochs; 0: once), and the mixture weights of each of its rounds."""
+    args = SFTConfig(**trainer_settings(lab, seed, max_steps=steps, max_length=128))
+    trainer = SFTTrainer(
+        load(student), args=args, train_dataset=candidates.train_dataset, processing_class=lab.tokenizer
+    )
+    callback = DMCCallback(
+        candidates, dev, task_reward, trainer=trainer, strategy="mixture", reselect_every=reselect_every,
+        probe_size=None, dev_size=None, max_new_tokens=lab.preset.max_new_tokens,
+    )  # fmt: skip
+    trainer.add_callback(callback)
+    fit(trainer)
+    rounds = [log for log in trainer.state.log_history if "dmc/capability" in log]
+    weights = [{n: r[f"dmc/{n}/weight"] for n in candidates.names} for r in rounds]
+    return accuracy(trainer.model, lab.tokenizer, test, lab.preset.max_new_tokens), weights
+
+
+def overtaking(top: str, tables: list[list[dict]]) -> str:
+    """In words, from tables measured at the last epoch (one per seed): the capability `C` at which each other dataset
+    would overtake `top` under DMC's formula (`overtaking_capability`, with L as measured then), and the `C` reached."""
+    reached = ", ".join(f"{table[0]['capability']:.3f}" for table in tables)
+    crossings = []
+    for table in tables:
+        rows = {row["dataset"]: (row["quality"], row["difficulty"]) for row in table}
+        crossings.append({n: overtaking_capability(rows[top], qd) for n, qd in rows.items() if n != top})
+    if all(c is None for seed in crossings for c in seed.values()):
+        return f"no other dataset has a higher quality Q than {top}, so no capability C lets one overtake it (C reached: {reached})"
+    per_seed = (
+        ", ".join(f"{n} at C > {c:.3f}" for n, c in seed.items() if c is not None) or "none" for seed in crossings
+    )
+    return (
+        f"capability at which another dataset would overtake {top}{', per seed' if len(tables) > 1 else ''}: "
+        + "; ".join(per_seed)
+        + f" (C reached: {reached})"
+    )
+
+
 class RankAt(TrainerCallback):
     """Calls `measure(model)` when training reaches optimizer step `step` (a checkpoint of the run, measured in
     place), keeps the result in `.result`, and stops the run there when `stop`."""
@@ -169,6 +226,17 @@ class RankAt(TrainerCallback):
             self.result = self.measure(model)
             control.should_training_stop = self.stop
         return control
+
+
+def staged_ranking(lab: Lab, student: str, datasets: dict, dev: Dataset, top: str, seed: int) -> list[dict]:
+    """`ranking` on the checkpoint after the first stage (`stage_steps`) of plain SFT of `student` on `top`, under the
+    full budget's schedule (the run stops there)."""
+    config = SFTConfig(**trainer_settings(lab, seed, max_steps=budget(lab.preset), max_length=128))
+    trainer = SFTTrainer(load(student), args=config, train_dataset=datasets[top], processing_class=lab.tokenizer)
+    at = RankAt(stage_steps(lab.preset), lambda model: ranking(lab, datasets, dev, model), stop=True)
+    trainer.add_callback(at)
+    fit(trainer)
+    return at.result
 
 
 def crossing(table: list[dict], top: str, beta: float = 1.0) -> dict[str, float | None]:
@@ -232,12 +300,12 @@ def claims(lab: Lab, student: str, datasets: dict, splits: dict, step0: list[dic
     p, names, steps = lab.preset, list(datasets), budget(lab.preset)
     dev, test = splits["dev"], splits["test"]
     runs = {name: [] for name in names}
-    with Phase("DMC formula world: SFT per candidate", len(names) * len(p.seeds), timings) as bar:
+    with Phase("DMC: SFT per candidate", len(names) * len(p.seeds), timings) as bar:
         for name, acc in each_seed(lab, lambda r: sft_accuracy(lab, student, datasets[r[0]], test, r[1]), names, bar):
             runs[name].append(acc)
     candidates, every = candidate_slices(datasets, p.pool_prompts), {"DMCCallback static": 0, "DMCCallback dynamic": 1}
     weights = {label: [] for label in every}  # each seed's mixture weights, one dict per round
-    with Phase("DMC formula world: DMCCallback static and dynamic", 2 * len(p.seeds), timings) as bar:
+    with Phase("DMC: DMCCallback static and dynamic", 2 * len(p.seeds), timings) as bar:
         for label, (acc, rounds) in each_seed(
             lab, lambda r: reselecting_run(lab, student, candidates, dev, test, r[1], every[r[0]], steps), every, bar
         ):
