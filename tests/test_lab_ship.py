@@ -27,7 +27,7 @@ def test_every_model_of_the_default_and_quick_presets_is_shipped_and_nothing_els
         for preset in ("default", "quick")
         for run in ship.preset_runs(preset, str(tmp_path))
     }
-    assert len(keys) == 20  # 10 models per preset
+    assert len(keys) == 22  # 11 models per preset (the DMC student among them)
     shipped = set(os.listdir(SHIPPED_DIR))
     missing, stale = sorted(keys - shipped), sorted(shipped - keys)
     assert not missing and not stale, (

@@ -35,9 +35,10 @@ def sha256(path: str) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def ship(presets=SHIPPED_PRESETS, workers: int = 2, target: str | None = None) -> list[str]:
+def ship(presets=SHIPPED_PRESETS, workers: int = 2, target: str | None = None, only=None) -> list[str]:
     """Pre-trains the models of `presets` from scratch and writes them into `target` (the package's `shipped/`);
-    returns the shipped entry names."""
+    returns the shipped entry names. `only`: the model names (e.g. `lab-dmc-student`) to pre-train and ship, the other
+    entries left as they are (a new or changed model without pre-training every other)."""
     import torch
 
     from .world import models
@@ -50,12 +51,13 @@ def ship(presets=SHIPPED_PRESETS, workers: int = 2, target: str | None = None) -
     torch.set_num_threads(1)
     try:
         runs = [run for preset in presets for run in preset_runs(preset, os.path.join(scratch, "lab"))]
+        runs = [run for run in runs if only is None or run.name in only]
         from .experiments.common import tokenizer_dir
 
         models.prebuild(load_or_build_tokenizer(tokenizer_dir()), runs, workers)
         os.makedirs(target, exist_ok=True)
         names = sorted({os.path.basename(run.path) for run in runs})
-        for stale in sorted(set(os.listdir(target)) - set(names)):
+        for stale in sorted(set(os.listdir(target)) - set(names)) if only is None else []:
             shutil.rmtree(os.path.join(target, stale))
             print(f"removed {stale} (no preset uses it)")
         for run in runs:
@@ -80,10 +82,13 @@ def main(argv=None) -> int:
     parser.add_argument("--presets", nargs="+", default=list(SHIPPED_PRESETS), help="presets whose models to ship")
     parser.add_argument("--workers", type=int, default=2, help="one-thread worker processes (the same weights)")
     parser.add_argument("--target", default=None, help="where to write them (default: the package's shipped/)")
+    parser.add_argument(
+        "--only", nargs="+", default=None, help="only these models (e.g. lab-dmc-student), the other entries kept"
+    )
     args = parser.parse_args(argv)
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ.setdefault(name, "1")
-    names = ship(tuple(args.presets), args.workers, args.target)
+    names = ship(tuple(args.presets), args.workers, args.target, args.only)
     print(f"{len(names)} models shipped")
     return 0
 
