@@ -14,8 +14,9 @@ No method is compared here: they measure the properties of the world the precond
 student is, whether SFT on answers of a style helps it, how hard a dataset is for it). The student is the lab's own
 recipe (`experiments.teachers.student_data`) on a given number of pre-training problems; the datasets are reference
 solutions of the lab's arithmetic task (`world.tasks`) written in a given style. Each prints one line per measurement.
-`dmc` measures the lab's DMC candidates (the cast's answers); `dmc-stage` the world designed from DMC's formula
-(`experiments.dmc_formula`: its student and `CANDIDATES`), the precondition at step 0 and after the first stage.
+`dmc` measures the lab's first DMC candidates (the cast's answers, `cast_candidates`); `dmc-stage` the world designed
+from DMC's formula (`experiments.dmc_formula`: its student and `DESIGNS`; the lab's DMC experiment runs its `crossing`
+design), the precondition at step 0 and after the first stage.
 """
 
 import argparse
@@ -195,38 +196,29 @@ def dmc_stage(lab: Lab, args) -> int:
     on its base student (step 0) and on the checkpoint after the first stage of plain SFT on the step-0 choice, per
     `--seeds`; then Spearman ρ between the two rankings and the capability at which each dataset would overtake the
     step-0 choice. The run stops at the stage's end (the checkpoint is that of the full budget's schedule)."""
+    from .experiments import dmc_formula as formula
     from .experiments.common import pretrain_all
-    from .experiments.dmc_formula import (
-        budget,
-        candidate_datasets,
-        overtaking,
-        pretraining,
-        ranking,
-        stage_precondition,
-        stage_steps,
-        staged_ranking,
-        student_run,
-        table_text,
-    )
     from .experiments.teachers import domain_splits
 
     p, tok = lab.preset, lab.tokenizer
-    pretrain_all(lab, pretraining(lab), {})
-    student, dev = student_run(lab).build(tok), domain_splits(lab)["dev"]
-    datasets = candidate_datasets(lab, args.noise, args.design)
-    step0 = ranking(lab, datasets, dev, load(student))
-    top, steps, stage = step0[0]["dataset"], budget(p), stage_steps(p)
+    pretrain_all(lab, formula.pretraining(lab), {})
+    student, dev = formula.student_run(lab).build(tok), domain_splits(lab)["dev"]
+    datasets = formula.candidate_datasets(lab, args.noise, args.design)
+    step0 = formula.ranking(lab, datasets, dev, load(student))
+    top, steps, stage = step0[0]["dataset"], formula.budget(p), formula.stage_steps(p)
     print(
         f"preset {p.name}: {len(dev)} dev prompts, {p.pool_prompts} rows per dataset, stage {stage} steps of {steps}"
     )
-    print(f"step 0: {table_text(step0)}\n  predicted: {overtaking(top, [step0])}", flush=True)
+    print(f"step 0: {formula.table_text(step0)}\n  predicted: {formula.overtaking(top, [step0])}", flush=True)
     if not args.seeds:
         return 0
     staged = []
     for seed in args.seeds:
-        staged.append(staged_ranking(lab, student, datasets, dev, top, seed))
-        print(f"after stage 1 of SFT on {top} (step {stage}, seed {seed}): {table_text(staged[-1])}", flush=True)
-    result = stage_precondition(step0, staged, stage, top)
+        staged.append(formula.staged_ranking(lab, student, datasets, dev, top, seed))
+        print(
+            f"after stage 1 of SFT on {top} (step {stage}, seed {seed}): {formula.table_text(staged[-1])}", flush=True
+        )
+    result = formula.stage_precondition(step0, staged, stage, top)
     print(
         f"precondition: {result['name']} = {result['value']:+.3f}, needs {result['threshold']}: "
         f"{'met' if result['met'] else 'NOT MET'}"
