@@ -84,11 +84,12 @@ def bar_plot(
     ax.set_xticks(range(len(names)), [textwrap.fill(n, 16) for n in names], fontsize=8)
     ax.set_ylabel(metric)
     if base is not None or spread:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper right")  # in the headroom below: a bar may end anywhere, low or high
     top = max(
         [m + sd for m, sd in zip(means, stds)] + [v for n in names for v in methods[n]["values"]] + [base or 0.0]
     )
-    ax.set_ylim(0.0, 1.15 * top if top > 0 else 1.0)  # every metric here is ≥ 0; bars start at zero
+    headroom = 1.35 if base is not None or spread else 1.15
+    ax.set_ylim(0.0, headroom * top if top > 0 else 1.0)  # every metric here is ≥ 0; bars start at zero
     _title(ax, title, width=int(10 * (2.2 + 1.5 * len(names))))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
