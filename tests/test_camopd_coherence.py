@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_camopd import make_batch
 
-import trl_distill.camopd.coherence as diagnostics
+import trl_distill.camopd.coherence as coherence_py
 from trl_distill.camopd.camopd_config import CaMOPDConfig
 from trl_distill.camopd.camopd_trainer import CaMOPDTrainer
 from trl_distill.camopd.coherence import (
@@ -94,9 +94,9 @@ def test_gcg_matches_per_sample_autograd_loop(tmp_path, monkeypatch):
     batch = {**make_batch(tokenizer, prompts, [3, 6, 5, 2], seed=3), "sources": names}
     trainer.model.train()
     recorded = []  # the norm outputs each micro-batch hands to per_sample_gradients (one: the through-module path)
-    real = diagnostics.per_sample_gradients
+    real = coherence_py.per_sample_gradients
     monkeypatch.setattr(
-        diagnostics, "per_sample_gradients", lambda *a: recorded.append(len(a[2]) if a[2] else 0) or real(*a)
+        coherence_py, "per_sample_gradients", lambda *a: recorded.append(len(a[2]) if a[2] else 0) or real(*a)
     )
     trainer._select_by_gap(dict(batch), 2)  # B = 2 kept of the 4 generated; per-sample gradients in micro-batches of 2
     assert recorded == [1, 1]
@@ -230,14 +230,14 @@ def test_gradient_diagnostics_of_a_lora_student_under_gradient_checkpointing(
     assert len(warned) == int(use_reentrant) and all("use_reentrant': False" in w for w in warned)
     trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)  # as train() does
     trainer.model.train()
-    real, compared = diagnostics.per_sample_gradients, []
+    real, compared = coherence_py.per_sample_gradients, []
 
     def both(losses, params, outputs):
         through_module, loop = real(losses, params, outputs), real(losses, params)
         compared.append((through_module, loop))
         return through_module
 
-    monkeypatch.setattr(diagnostics, "per_sample_gradients", both)
+    monkeypatch.setattr(coherence_py, "per_sample_gradients", both)
     batch = {**make_batch(tokenizer, data["prompt"][:4], [3, 4, 5, 2], seed=0), "sources": ["default"] * 4}
     trainer._select_by_gap(dict(batch), 2)
     if use_reentrant:

@@ -258,7 +258,7 @@ def load_teacher(
     """
     if is_served_teacher(teacher):
         return _checked_served_teacher(teacher, student, tokenizer, name)
-    teacher = _frozen_teacher(teacher, args, name, init_kwargs, revision, load_in_4bit, copy, tokenizer)
+    teacher = _teacher_model(teacher, args, name, init_kwargs, revision, load_in_4bit, copy, tokenizer)
     teacher.eval()
     if student is not None:
         check_vocab_size(student, teacher, None if name == "teacher" else name, tokenizer)
@@ -277,8 +277,8 @@ def _checked_served_teacher(spec, student, tokenizer, name: str) -> ServedTeache
     return served
 
 
-def _frozen_teacher(teacher, args, name: str, init_kwargs, revision, load_in_4bit: bool, copy: bool, tokenizer):
-    """[`load_teacher`]'s loading step: a path teacher loaded frozen, an instance as it is (or its frozen `copy`)."""
+def _teacher_model(teacher, args, name: str, init_kwargs, revision, load_in_4bit: bool, copy: bool, tokenizer):
+    """[`load_teacher`]'s loading step: a path teacher loaded (frozen), an instance as it is, or its frozen `copy`."""
     if not isinstance(teacher, str) and copy:
         teacher, init_kwargs = _frozen_copy(teacher, args, name, init_kwargs)
     if isinstance(teacher, str):
