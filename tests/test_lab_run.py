@@ -273,6 +273,11 @@ def test_smoke_dmc_measures_the_precondition_then_each_claim_apart(smoke_report)
     assert pairs == [(names[0], "random candidate"), ("DMCCallback dynamic", f"best static ({best})")]
     random_means = [sum(dmc["methods"][n]["values"][i] for n in names) / len(names) for i in range(len(seeds))]
     assert dmc["methods"]["random candidate"]["values"] == pytest.approx(random_means)
+    assert set(dmc["methods"]) == {*names, "random candidate", "DMCCallback static", "DMCCallback dynamic"}
+    assert all(m["n"] == len(seeds) for m in dmc["methods"].values())
+    dynamic, static = (dmc["callback_weights"][f"DMCCallback {k}"][0] for k in ("dynamic", "static"))
+    assert len(static) == 1 and len(dynamic) == results["preset"]["dmc_epochs"]  # one round, or one per stage
+    assert sum(dynamic[0].values()) == pytest.approx(1.0)
     if not stage["met"]:
         assert dmc["verdict"] == NO_MECHANISM and set(dmc["claims"].values()) == {NO_MECHANISM}
     report = (out / "report.md").read_text()

@@ -15,7 +15,7 @@ import torch
 
 from trl_distill import cli
 from trl_distill.scripts import recipes
-from trl_distill.scripts.utils import training_argv
+from trl_distill.scripts.utils import config_argv
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def test_config_names_and_lab_without_a_config_use_the_packaged_recipes(tmp_path
     assert expand_lab_alias("scas", ["--lab"])[0] == "--config"
     assert expand_lab_alias("scas", ["--lab=true", "--max_steps", "1"])[2:] == ["--max_steps", "1"]
     assert expand_lab_alias("scas", ["--lab", "false"]) == []  # no lab, no recipe added
-    assert training_argv("scas", ["--config", "scas/toy"]) == ["--config", toy]
+    assert config_argv(["--config", "scas/toy"]) == ["--config", toy]
     mine = tmp_path / "mine.yaml"
     mine.write_text("max_steps: 1\n")
     assert expand_lab_alias("scas", ["--lab", "--config", str(mine)]) == ["--config", str(mine)]  # the user's recipe
@@ -104,14 +104,14 @@ def test_config_names_and_lab_without_a_config_use_the_packaged_recipes(tmp_path
     flags = expand_lab_alias("dmc-rank", ["--lab"])
     assert flags[:2] == ["--model_name_or_path", "lab:dmc_student"] and "lab:task" in flags
     with pytest.raises(FileNotFoundError, match="--config scas/tyo: no such file.*scas/toy"):
-        training_argv("scas", ["--config", "scas/tyo"])
+        config_argv(["--config", "scas/tyo"])
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_lab_student_honours_dtype(dtype, tmp_path):
     from trl_distill.scripts.scas import load_model_and_pool, make_parser
 
-    argv = training_argv("scas", ["--config", "scas/toy", "--dataset_name", "lab:scas_pool?prompts=2"])
+    argv = config_argv(["--config", "scas/toy", "--dataset_name", "lab:scas_pool?prompts=2"])
     argv += ["--model_name_or_path", "lab:scas_student?size=xs", "--dtype", dtype]
     script_args, training_args, model_args = make_parser().parse_args_and_config(
         args=[*argv, "--output_dir", str(tmp_path)]

@@ -42,9 +42,11 @@ def make_parser(prog: str | None = "trl-distill build-pool"):
 
 def main(argv: list[str] | None = None) -> int:
     """Parses `argv` (a `--config` YAML and/or flags of [`BuildPoolConfig`]), builds the pool, prints the summary."""
+    from .utils import config_argv
+
     parser = make_parser()
     try:
-        (config,) = parser.parse_args_and_config(argv)
+        (config,) = parser.parse_args_and_config(config_argv(argv))
         settings = {f.name: getattr(config, f.name) for f in fields(config)}
         if not config.dataset_name:
             raise ValueError(

@@ -19,7 +19,7 @@ from ..core.tokenizers import ensure_pad_token
 from ..core.verifiers import resolve_verifier
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import with_docstring_help
+from .utils import config_argv, with_docstring_help
 
 
 @dataclass
@@ -124,7 +124,7 @@ def make_parser(prog: str | None = "trl-distill dmc-rank") -> TrlParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Parses `argv`, ranks the candidate datasets, prints the table and returns its rows."""
     parser = make_parser()
-    rank_args, dmc_args = parser.parse_args_and_config(args=argv)
+    rank_args, dmc_args = parser.parse_args_and_config(args=config_argv(argv))
     datasets, dev, verifier = rank_args.load()
     model, tokenizer = resolve_model(rank_args.model_name_or_path, "student (--model_name_or_path)")
     if isinstance(model, str):

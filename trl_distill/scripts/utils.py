@@ -199,9 +199,10 @@ def end_processes() -> None:
         dist.destroy_process_group()
 
 
-def training_argv(job: str, argv: list[str] | None) -> list[str]:
-    """A training command's arguments with `--config NAME` that is not a file resolved to the packaged recipe of that
-    name (`scas/toy`; `trl-distill recipes` lists them), before [`~trl.TrlParser`] reads them."""
+def config_argv(argv: list[str] | None) -> list[str]:
+    """A command's arguments with `--config NAME` that is not a file resolved to the packaged recipe of that name
+    (`scas/toy`, `build_pool/toy`; `trl-distill recipes` lists them), before [`~trl.TrlParser`] reads them: every
+    command that reads a `--config` recipe calls it first."""
     from .recipes import resolve_config
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -349,10 +350,10 @@ def training_parser(dataclass_types: tuple, prog: str | None):
 
 
 def run_training_command(command: str, make_parser, train, argv: list[str] | None) -> int:
-    """The `main` of every training command: the recipe resolved ([`training_argv`]), a relaunch under `accelerate
+    """The `main` of every training command: the recipe resolved ([`config_argv`]), a relaunch under `accelerate
     launch` when `--accelerate_config`/`--num_processes` ask for one, else parse (`--config` plus overriding flags),
     train and save; returns the exit status."""
-    argv = training_argv(command.replace("-", "_"), argv)
+    argv = config_argv(argv)
     if relaunch_under_accelerate(command, argv):
         return 0
     train(*make_parser().parse_args_and_config(args=argv))

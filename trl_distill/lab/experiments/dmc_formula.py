@@ -32,7 +32,7 @@ from ...dmc.compatibility import overtaking_capability, rank_datasets
 from ...dmc.dmc_callback import CandidateDatasets, DMCCallback
 from ..world.models import Pretraining
 from ..world.tasks import make_task_splits, task_reward
-from .common import TASK_KWARGS, Lab, Phase, accuracy, each_seed, fit, load, trainer_settings
+from .common import TASK_KWARGS, Lab, Phase, accuracy, fit, load, seed_runs, trainer_settings
 from .verdicts import compare, precondition, spearman, summary
 
 
@@ -198,10 +198,7 @@ def overtaking(top: str, tables: list[list[dict]]) -> str:
     """In words, from tables measured at the last epoch (one per seed): the capability `C` at which each other dataset
     would overtake `top` under DMC's formula (`overtaking_capability`, with L as measured then), and the `C` reached."""
     reached = ", ".join(f"{table[0]['capability']:.3f}" for table in tables)
-    crossings = []
-    for table in tables:
-        rows = {row["dataset"]: (row["quality"], row["difficulty"]) for row in table}
-        crossings.append({n: overtaking_capability(rows[top], qd) for n, qd in rows.items() if n != top})
+    crossings = [crossing(table, top) for table in tables]
     if all(c is None for seed in crossings for c in seed.values()):
         return f"no other dataset has a higher quality Q than {top}, so no capability C lets one overtake it (C reached: {reached})"
     per_seed = (
@@ -299,18 +296,15 @@ def claims(lab: Lab, student: str, datasets: dict, splits: dict, step0: list[dic
     `timings` gets each phase's wall time."""
     p, names, steps = lab.preset, list(datasets), budget(lab.preset)
     dev, test = splits["dev"], splits["test"]
-    runs = {name: [] for name in names}
     with Phase("DMC: SFT per candidate", len(names) * len(p.seeds), timings) as bar:
-        for name, acc in each_seed(lab, lambda r: sft_accuracy(lab, student, datasets[r[0]], test, r[1]), names, bar):
-            runs[name].append(acc)
+        runs = seed_runs(lab, lambda r: sft_accuracy(lab, student, datasets[r[0]], test, r[1]), names, bar)
     candidates, every = candidate_slices(datasets, p.pool_prompts), {"DMCCallback static": 0, "DMCCallback dynamic": 1}
-    weights = {label: [] for label in every}  # each seed's mixture weights, one dict per round
     with Phase("DMC: DMCCallback static and dynamic", 2 * len(p.seeds), timings) as bar:
-        for label, (acc, rounds) in each_seed(
+        reselecting = seed_runs(
             lab, lambda r: reselecting_run(lab, student, candidates, dev, test, r[1], every[r[0]], steps), every, bar
-        ):
-            runs.setdefault(label, []).append(acc)
-            weights[label].append(rounds)
+        )
+    runs.update({label: [acc for acc, _ in results] for label, results in reselecting.items()})
+    weights = {label: [rounds for _, rounds in results] for label, results in reselecting.items()}  # per seed, round
     methods = {name: summary(values) for name, values in runs.items()}
     dmc0 = {row["dataset"]: row["dmc"] for row in step0}
     pick, best = step0[0]["dataset"], max(names, key=lambda n: methods[n]["mean"])
