@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trl_distill.core.divergence import LMHead, generalized_jsd, generalized_jsd_from_logits
-from trl_distill.ogls_sd.clipped_divergence import vocabulary_clip, vocabulary_clipped_jsd_from_logits
+from trl_distill.ogls_sd.clipped_divergence import vocabulary_clip
 from trl_distill.ogls_sd.rollout_masks import distillation_mask, positive_tail_mask, short_correct_rollouts
 from trl_distill.ogls_sd.steering import (
     contextual_steering_direction,
@@ -190,11 +190,11 @@ def test_vocabulary_clipped_jsd_clamps_each_entry_before_the_sum(head, beta):
     torch.manual_seed(4)
     zs, zt = 3 * torch.randn(6, 37), 3 * torch.randn(6, 37)
     clip = 0.02
-    got = vocabulary_clipped_jsd_from_logits(zs, zt, beta, clip)
+    got = generalized_jsd_from_logits(zs, zt, beta, vocabulary_terms=vocabulary_clip(clip))
     expected = elementwise_jsd_terms(zs, zt, beta).clamp(max=clip).sum(-1)
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
     assert (got > clip).any()  # a token's total is not bounded by the clip, unlike the per-token clip
-    unclipped = vocabulary_clipped_jsd_from_logits(zs, zt, beta, math.inf)
+    unclipped = generalized_jsd_from_logits(zs, zt, beta, vocabulary_terms=vocabulary_clip(math.inf))
     torch.testing.assert_close(unclipped, generalized_jsd_from_logits(zs, zt, beta), atol=1e-5, rtol=1e-5)
 
 
@@ -206,7 +206,10 @@ def test_chunked_vocabulary_clipped_jsd_equals_explicit_values_and_gradients(hea
     h_t = torch.randn(N, T, H)
     mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     chunked, entropy = generalized_jsd(h_s, student, h_t, head, mask, 0.5, 1.0, vocabulary_clip(0.01), chunk_tokens=3)
-    explicit = vocabulary_clipped_jsd_from_logits(student.logits(h_s), head.logits(h_t), 0.5, 0.01) * mask
+    explicit = (
+        generalized_jsd_from_logits(student.logits(h_s), head.logits(h_t), 0.5, vocabulary_terms=vocabulary_clip(0.01))
+        * mask
+    )
     torch.testing.assert_close(chunked, explicit, atol=1e-6, rtol=1e-5)
     log_p = student.logits(h_s).log_softmax(-1)
     torch.testing.assert_close(entropy, -(log_p.exp() * log_p).sum(-1) * mask, atol=1e-5, rtol=1e-5)

@@ -71,7 +71,8 @@ class CaMOPDTrainer(DistillationTrainer):
       steps, then one review step) and the `mixed` vanilla-MOPD baseline;
     - gap-based selection: `ceil(B/ρ)` completions are generated, the `B` with the largest gap
       `(1/n) Σ_t |log T(y_t) − log S(y_t)|` are kept, and the loss is normalised over their tokens. The teacher
-      forward that scores the gap is cached and reused by the loss, so the teacher runs once per sample;
+      forward that scores the gap is cached and reused by the loss, so a teacher runs once per sample (a teacher
+      with its own tokenizer runs again on the kept rows: its aligned spans are not cached yet);
     - optional gradient diagnostics: `cos(∇L_recovery, ∇L_review)` and the gradient coherence gain (GCG) of the
       gap selection.
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch.nn.utils.rnn import pad_sequence
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from .divergence import LMHead, _check_beta, checkpointed_chunks, generalized_jsd_from_logits, with_tail_bucket
 
@@ -42,19 +43,7 @@ END_OF_TURN_WIDTH = 1
 PROBE_TEXTS = ("Hello, world!", "  two  spaces\n\nnew lines\tand tabs", "Zürich – 東京 😀", "x = 3.14159; y = [1, 2]")
 
 
-def _unicode_to_byte() -> dict[str, int]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[chr(b)] = b
-        else:
-            table[chr(256 + extra)] = b
-            extra += 1
-    return table
-
-
-_BYTE_OF = _unicode_to_byte()
+_BYTE_OF = {ch: b for b, ch in bytes_to_unicode().items()}  # byte-level BPE's printable stand-ins
 
 
 def _decoder_kind(tokenizer) -> str:

@@ -355,9 +355,10 @@ def _ask(model, tokenizer, prompts: Sequence[dict], max_new_tokens, batch_size, 
     if tokenizer is None:
         raise ValueError("Generating ICE responses needs the model's tokenizer: pass `tokenizer=`.")
     from ..core.generation import generate_completions
+    from ..core.tokenizers import chat_messages
 
     chat = getattr(tokenizer, "chat_template", None) is not None
-    inputs = [[{"role": "user", "content": p["prompt"]}] if chat else p["prompt"] for p in prompts]
+    inputs = [chat_messages(p["prompt"]) if chat else p["prompt"] for p in prompts]
     texts = generate_completions(
         model, tokenizer, inputs, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
         desc="ICE responses", show_progress=show_progress,

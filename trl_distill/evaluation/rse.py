@@ -139,11 +139,12 @@ def _generate(model, tokenizer, datasets, what, max_new_tokens, batch_size, syst
     if tokenizer is None:
         raise ValueError(f"Generating the {what} needs the model's tokenizer; pass it with the model.")
     from ..core.generation import generate_completions
+    from ..core.tokenizers import chat_messages
 
     chat = getattr(tokenizer, "chat_template", None) is not None
     out = {}
     for name, prompts in datasets.items():
-        inputs = [[{"role": "user", "content": p}] if chat and isinstance(p, str) else p for p in prompts]
+        inputs = [chat_messages(p) if chat and isinstance(p, str) else p for p in prompts]
         out[name] = generate_completions(
             model, tokenizer, inputs, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
             desc=f"{what} [{name}]", show_progress=show_progress,

@@ -20,20 +20,11 @@ from functools import partial
 
 import torch
 
-from ..core.divergence import generalized_jsd_from_logits
-
 
 def vocabulary_clip(clip: float) -> Callable[[torch.Tensor], torch.Tensor]:
     """OPSD's clip, as `vocabulary_terms` of [`~trl_distill.core.divergence.generalized_jsd`]: each vocabulary entry's
     term of the divergence at most `clip`."""
     return partial(torch.clamp, max=clip)
-
-
-def vocabulary_clipped_jsd_from_logits(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float, clip: float, temperature: float = 1.0
-) -> torch.Tensor:
-    """Per-position generalized JSD with every vocabulary entry's term clamped at `clip`, from `(..., V)` logits."""
-    return generalized_jsd_from_logits(student_logits, teacher_logits, beta, temperature, vocabulary_clip(clip))
 
 
 def token_clip(per_token: torch.Tensor, mask: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
