@@ -120,3 +120,18 @@ def test_two_processes_write_the_single_process_pool(tmp_path, cli_args):
     assert ranks[1]["generated"] == [[t, k] for t in (0, 1) for k in (1, 3)]
     with open(os.path.join(single, "pool.jsonl")) as a, open(os.path.join(double, "pool.jsonl")) as b:
         assert a.read() == b.read()
+
+
+def test_config_names_a_packaged_recipe(tmp_path, monkeypatch):
+    """`--config build_pool/toy` is the packaged recipe, as in the command's docstring (before: FileNotFoundError)."""
+    from datasets import Dataset
+
+    import trl_distill.scripts.build_pool as command
+
+    built = {}
+    monkeypatch.setattr(command, "resolve_model_path", lambda model, what: model)  # no teacher is loaded
+    monkeypatch.setattr(command, "load_data", lambda *a: Dataset.from_dict({"prompt": ["1 + 1 ="] * 4}))
+    monkeypatch.setattr(command, "build_pool", lambda dataset, **settings: built.update(settings, rows=len(dataset)))
+    assert main(["--config", "build_pool/toy", "--max_prompts", "2", "--output_dir", str(tmp_path)]) == 0
+    assert built["rows"] == 2 and built["verifier"] == "lab:task"
+    assert all(spec.model.startswith("lab:") for spec in built["teachers"])
