@@ -370,3 +370,19 @@ def test_camopd_command_trains_and_resumes_with_a_served_general_teacher(files, 
         assert resumed.state.global_step == 3 and server.requests["/completions"] > scored
     finally:
         server.stop()
+
+
+def test_scoring_and_evaluation_commands_take_a_source_as_their_model():
+    """`scas-score`, `dmc-rank` and `evaluate` load their model through `load_pretrained`: a path, a Hub id or a
+    source (the sources module's promise: every command that takes a model takes a source)."""
+    import torch
+
+    from trl_distill.scripts.evaluate import _load_model
+    from trl_distill.scripts.scas_score import _load_student
+
+    model, tokenizer = _load_student("lab:scas_student?size=xs", "bfloat16", "cpu")
+    assert isinstance(model, torch.nn.Module) and model.dtype == torch.bfloat16 and tokenizer.pad_token is not None
+    model, tokenizer = _load_model("lab:scas_student?size=xs")
+    assert not model.training and tokenizer.pad_token_id is not None
+    with pytest.raises(ValueError, match="Unknown|unknown"):
+        _load_model("lab:no_such_model")

@@ -10,16 +10,13 @@ trl-distill dmc-rank --config ranking.yaml   # keys = the flags below
 import json
 from dataclasses import asdict, dataclass, field
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
 from ..core.data import load_data
-from ..core.sources import resolve_model
-from ..core.tokenizers import ensure_pad_token
 from ..core.verifiers import resolve_verifier
 from ..dmc.compatibility import rank_datasets
 from ..dmc.dmc_callback import DMCArguments
-from .utils import config_argv, with_docstring_help
+from .utils import config_argv, load_pretrained, with_docstring_help
 
 
 @dataclass
@@ -126,11 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = make_parser()
     rank_args, dmc_args = parser.parse_args_and_config(args=config_argv(argv))
     datasets, dev, verifier = rank_args.load()
-    model, tokenizer = resolve_model(rank_args.model_name_or_path, "student (--model_name_or_path)")
-    if isinstance(model, str):
-        tokenizer = AutoTokenizer.from_pretrained(model)
-        ensure_pad_token(tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+    model, tokenizer = load_pretrained(rank_args.model_name_or_path, "student (--model_name_or_path)")
     settings = asdict(dmc_args)
     for unused in ("strategy", "temperature", "top_fraction", "reselect_every"):  # training-time
         settings.pop(unused)

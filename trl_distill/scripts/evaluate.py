@@ -28,8 +28,6 @@ import math
 import os
 import sys
 
-from ..core.data import check_local_path
-from ..core.tokenizers import ensure_pad_token
 from ..evaluation.identity import IdentityFact, split_names
 from .utils import parse_args_with_config
 
@@ -70,12 +68,10 @@ def _finite(value):
 
 def _load_model(path: str, flag: str = "--model"):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_local_path(path, f"model ({flag})")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    ensure_pad_token(tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    from .utils import load_pretrained
+
+    model, tokenizer = load_pretrained(path, f"model ({flag})")
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model.eval(), tokenizer

@@ -107,13 +107,11 @@ def main(argv=None) -> dict:
 
 
 def _load_student(model_path: str, dtype: str, device):
-    """The student and its tokenizer, from a local path or Hub id, on this process's device."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The student and its tokenizer, from a local path, Hub id or source, on this process's device."""
+    from .utils import load_pretrained
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device), tokenizer
+    model, tokenizer = load_pretrained(model_path, "student (--model_name_or_path)", dtype)
+    return model.to(device), tokenizer
 
 
 def _write_outputs(output_dir: str, fmt: str, long, scores: list[dict], selection, summary: dict) -> None:

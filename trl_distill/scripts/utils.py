@@ -135,6 +135,28 @@ def load_student(model_args, training_args, what: str = "student (--model_name_o
     return cast_to_dtype(model, model_args), tokenizer
 
 
+def load_pretrained(name: str, what: str, dtype: str = "auto"):
+    """
+    A model to generate with or score (not to train), as `(model, tokenizer)`: a path or Hub id loaded with
+    `from_pretrained` in `dtype` (`auto`, `float32`, `bfloat16`, ...), or a source's model
+    ([`~trl_distill.core.sources.resolve_model`]) cast to `dtype`; the tokenizer with a pad token.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..core.tokenizers import ensure_pad_token
+
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    model, tokenizer = resolve_model(name, what)
+    if isinstance(model, str):
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+        model = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype)
+    elif dtype != "auto":
+        model = model.to(torch_dtype)
+    ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
 def cast_to_dtype(model, model_args):
     """An in-memory student (built by its source) cast to `--dtype` (`float32`, `bfloat16`, `float16`); `auto`/unset
     keeps the dtype it is built in. Students given as paths get `dtype` through [`student_init_kwargs`] instead."""
