@@ -8,19 +8,17 @@ byte-level tokenizer as the teacher's (a random `xs` Llama teacher), a smaller c
 
 One step, both sides: the student forward with gradients, the teacher forward without, the alignment, the loss and
 the backward. Ours: `TeacherTokenizerBridge.align` + `cross_tokenizer_divergence` on final hidden states (chunked
-logits). GOLD: `build_teacher_inputs_from_texts` for both sides (its byte offsets) + `ULDLoss` (extended ULD, hybrid
-loss: matched pieces by JSD, the rest by sorted probabilities) on full logits. Times are interleaved rounds (process
+logits). GOLD: `build_teacher_inputs_from_texts` for both sides + `ULDLoss` (hybrid loss: matched pieces by JSD, the rest by
+sorted probabilities) on full logits: extended ULD (its byte offsets) where both tokenizers are byte-level BPE
+(`--quick`), positional ULD for Gemma's SentencePiece tokenizer, which its alignment refuses. Times are interleaved rounds (process
 CPU time on CPU, median); peak memory is measured in a fresh subprocess per side (`ru_maxrss` above the resident set
 after loading on CPU, `max_memory_allocated` on CUDA). Alignment throughput: student tokens per second of `align`,
 and its share of our step. Targets: step time and memory within 1.2x of GOLD's, alignment under 10% of a step.
 """
 
 import argparse
-import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -159,15 +157,8 @@ class Gold:
         return float(loss)
 
 
-def clock() -> float:
-    if common.cuda():
-        torch.cuda.synchronize()
-        return time.perf_counter()
-    return time.process_time()
-
-
 def setup(args):
-    torch.set_num_threads(args.threads)
+    common.setup_torch(args.threads)
     torch.manual_seed(0)
     student, student_tok, teacher, teacher_tok = load_pair(args.quick)
     prompt = [{"role": "user", "content": "Write one sentence."}]
@@ -182,18 +173,9 @@ def peak_memory(args, side: str) -> float:
     """MiB above the state after loading and one warm-up step, in this process (run it fresh)."""
     runner = setup(args)[side]
     runner.step()
-    if common.cuda():
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        runner.step()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    # ru_maxrss only grows: what the step adds over the warmed-up process is the peak above the state before it
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with open("/proc/self/statm") as f:
-        resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+    memory = common.PeakMemory().start()
     runner.step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (max(after, before) - resident) / 1024
+    return memory.stop()
 
 
 def main(argv=None):
@@ -209,26 +191,18 @@ def main(argv=None):
     if args.quick:
         args.rows, args.words, args.rounds = 2, 12, 1
     if args.memory_of:
-        print(json.dumps({"peak_mib": peak_memory(args, args.memory_of)}))
+        common.emit({"peak_mib": peak_memory(args, args.memory_of)})
         return
     runners = setup(args)
     for runner in runners.values():
         runner.step()  # warm-up
-    times = {"ours": [], "gold": []}
-    for _ in range(args.rounds):
-        for name, runner in runners.items():
-            start = clock()
-            runner.step()
-            times[name].append(clock() - start)
+    times = common.interleaved({name: runner.step for name, runner in runners.items()}, args.rounds)
     ours, gold = statistics.median(times["ours"]), statistics.median(times["gold"])
     align = statistics.median(runners["ours"].align_seconds)
     tokens = int(runners["ours"].mask.sum())
-    memory = {}
-    for side in ("ours", "gold"):
-        argv = [sys.executable, __file__, "--memory_of", side, "--rows", str(args.rows), "--words", str(args.words),
-                "--threads", str(args.threads)] + (["--quick"] if args.quick else [])  # fmt: skip
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        memory[side] = json.loads(out)["peak_mib"]
+    sizes = ["--rows", str(args.rows), "--words", str(args.words), "--threads", str(args.threads)]
+    sizes += ["--quick"] if args.quick else []
+    memory = {side: common.fresh(__file__, ["--memory_of", side, *sizes])["peak_mib"] for side in ("ours", "gold")}
     pair = "SmolLM2-135M student / tiny-world byte-level xs teacher (--quick: NOT the Gemma pair)" if args.quick else (
         "SmolLM2-135M-Instruct student / Gemma-3-270M teacher")  # fmt: skip
     result = {
@@ -250,7 +224,7 @@ def main(argv=None):
           f"{result['peak_memory_ratio']:.2f} (target <= 1.2)")  # fmt: skip
     print(f"alignment   {result['align_tokens_per_second']:.0f} tokens/s, {result['align_share_of_step']:.1%} of a step "
           "(target < 10%)")  # fmt: skip
-    spread = common.spread([o / g for o, g in zip(times["ours"], times["gold"])]) if args.rounds > 1 else None
+    spread = common.ratio_of(times["ours"], times["gold"])[1] if args.rounds > 1 else None
     note = "--quick: tiny teacher, not the Gemma pair" if args.quick else "SmolLM2 / Gemma-3"
     rows = [
         common.measure("cross_tokenizer", "step time vs GOLD (x)", result["step_time_ratio"], "<= 1.2", spread, note),
@@ -260,8 +234,7 @@ def main(argv=None):
         common.measure("cross_tokenizer", "alignment share of a step", result["align_share_of_step"], "<= 0.1"),
         common.measure("cross_tokenizer", "alignment tokens/s", result["align_tokens_per_second"]),
     ]
-    common.write_measures(args.json, rows, result)
-    return rows
+    return common.report(args, rows, result)
 
 
 if __name__ == "__main__":
